@@ -1,0 +1,487 @@
+//! [`Broker`]: the narrow boundary the gRPC layer talks to.
+//!
+//! Everything here speaks domain types only. A second backend (for example a NATS
+//! JetStream cluster) implements the same operations; the RocksDB log plus the
+//! delivery engine is this implementation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+
+use crate::delivery::ack_id::AckId;
+use crate::delivery::acks::PartitionAcks;
+use crate::delivery::{
+    MemberStream, SettleOp, SettleOutcome, SubscriptionHandle, SubscriptionStats,
+};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
+use crate::names::validate_name;
+use crate::options::{Options, MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
+use crate::store::{subscription_delete_ops, Log, TopicConfig, TopicState};
+use crate::types::{AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId, TopicId};
+use crate::writer::{Cf, Op};
+
+type SubKey = (TopicId, String);
+
+/// A topic as reported to admins.
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    pub state: Arc<TopicState>,
+}
+
+/// A subscription with its live statistics.
+#[derive(Debug, Clone)]
+pub struct SubscriptionInfo {
+    pub topic: String,
+    pub meta: SubscriptionMeta,
+    pub stats: SubscriptionStats,
+}
+
+/// Settings for a new subscription; `None` takes the default.
+#[derive(Debug, Clone, Default)]
+pub struct NewSubscription {
+    pub start_position: StartPosition,
+    pub ack_deadline: Option<Duration>,
+    pub min_backoff: Option<Duration>,
+    pub max_backoff: Option<Duration>,
+    pub max_delivery_attempts: Option<u32>,
+    pub filter: crate::meta::Filter,
+    pub ordering: crate::meta::Ordering,
+}
+
+/// The storage and delivery engine behind the gRPC services.
+pub struct Broker {
+    log: Log,
+    subs: ArcSwap<HashMap<SubKey, Arc<SubscriptionHandle>>>,
+    /// Serialises subscription creation and deletion (never on the data path).
+    admin: Mutex<()>,
+}
+
+impl Broker {
+    /// Opens the store and starts an actor for every stored subscription.
+    pub async fn open(options: Options) -> Result<Broker> {
+        let log = tokio::task::spawn_blocking(move || Log::open(options))
+            .await
+            .map_err(|_| Error::ShuttingDown)??;
+        let mut subs = HashMap::new();
+        for topic in log.topics() {
+            let metas = {
+                let (log, id) = (log.clone(), topic.id());
+                tokio::task::spawn_blocking(move || log.load_subscriptions(id))
+                    .await
+                    .map_err(|_| Error::ShuttingDown)??
+            };
+            for meta in metas {
+                let name = meta.name.clone();
+                let handle = SubscriptionHandle::start(log.clone(), topic.clone(), meta).await?;
+                subs.insert((topic.id(), name), handle);
+            }
+        }
+        Ok(Broker {
+            log,
+            subs: ArcSwap::from_pointee(subs),
+            admin: Mutex::new(()),
+        })
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn options(&self) -> &Options {
+        self.log.options()
+    }
+
+    // ---- publish ---------------------------------------------------------------
+
+    pub async fn publish(&self, topic: &str, events: &[NewEvent]) -> Result<Vec<AppendResult>> {
+        validate_name("topic", topic)?;
+        if events.is_empty() {
+            return Err(Error::invalid("events", "must contain at least one event"));
+        }
+        let topic = self.log.topic_or_create(topic).await?;
+        self.log.append(&topic, events).await
+    }
+
+    // ---- topics ----------------------------------------------------------------
+
+    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
+        let state = self.log.create_topic(name, config).await?;
+        Ok(TopicInfo { state })
+    }
+
+    pub fn get_topic(&self, name: &str) -> Result<TopicInfo> {
+        Ok(TopicInfo {
+            state: self.log.existing_topic(name)?,
+        })
+    }
+
+    pub fn list_topics(&self) -> Vec<TopicInfo> {
+        self.log
+            .topics()
+            .into_iter()
+            .map(|state| TopicInfo { state })
+            .collect()
+    }
+
+    /// Deletes a topic with its subscriptions and their dead letters.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let topic = self.log.existing_topic(name)?;
+        let handles: Vec<_> = self
+            .subs
+            .load()
+            .iter()
+            .filter(|((t, _), _)| *t == topic.id())
+            .map(|(_, h)| h.clone())
+            .collect();
+        for h in &handles {
+            h.stop(crate::delivery::StopReason::Deleted).await;
+        }
+        let metas: Vec<_> = handles.iter().map(|h| h.meta.clone()).collect();
+        self.log.delete_topic(name, &metas).await?;
+        self.subs.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.retain(|(t, _), _| *t != topic.id());
+            m
+        });
+        Ok(())
+    }
+
+    // ---- subscriptions ---------------------------------------------------------
+
+    /// Creates a subscription. The topic is auto-created when that is enabled.
+    pub async fn create_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        new: NewSubscription,
+    ) -> Result<SubscriptionInfo> {
+        validate_name("topic", topic)?;
+        validate_name("subscription", name)?;
+        let config = self.subscription_config(&new)?;
+        let topic = self.log.topic_or_create(topic).await?;
+        let _admin = self.admin.lock().await;
+        if self.handle(&topic, name).is_some() {
+            return Err(Error::SubscriptionExists {
+                topic: topic.name().to_string(),
+                subscription: name.to_string(),
+            });
+        }
+        let handle = self
+            .start_subscription(&topic, name, config, new.start_position)
+            .await?;
+        self.info(&handle).await
+    }
+
+    fn subscription_config(&self, new: &NewSubscription) -> Result<SubscriptionConfig> {
+        let defaults = SubscriptionConfig {
+            ack_deadline_ms: self.options().default_ack_deadline.as_millis() as u64,
+            ..SubscriptionConfig::default()
+        };
+        let ack_deadline = new
+            .ack_deadline
+            .unwrap_or(Duration::from_millis(defaults.ack_deadline_ms));
+        if !(MIN_ACK_DEADLINE..=MAX_ACK_DEADLINE).contains(&ack_deadline) {
+            return Err(Error::invalid(
+                "ack_deadline",
+                format!(
+                    "{ack_deadline:?} is out of range; use {MIN_ACK_DEADLINE:?} to {MAX_ACK_DEADLINE:?}"
+                ),
+            ));
+        }
+        let min_backoff = new
+            .min_backoff
+            .map_or(defaults.min_backoff_ms, |d| d.as_millis() as u64);
+        let max_backoff = new
+            .max_backoff
+            .map_or(defaults.max_backoff_ms.max(min_backoff), |d| {
+                d.as_millis() as u64
+            });
+        if min_backoff > max_backoff {
+            return Err(Error::invalid(
+                "retry_policy",
+                format!("min_backoff ({min_backoff} ms) exceeds max_backoff ({max_backoff} ms)"),
+            ));
+        }
+        Ok(SubscriptionConfig {
+            ack_deadline_ms: ack_deadline.as_millis() as u64,
+            min_backoff_ms: min_backoff,
+            max_backoff_ms: max_backoff,
+            max_delivery_attempts: new
+                .max_delivery_attempts
+                .unwrap_or(defaults.max_delivery_attempts),
+            filter: new.filter.clone(),
+            ordering: new.ordering,
+        })
+    }
+
+    /// Persists a new subscription and starts its actor. Caller holds `admin`.
+    async fn start_subscription(
+        &self,
+        topic: &Arc<TopicState>,
+        name: &str,
+        config: SubscriptionConfig,
+        start: StartPosition,
+    ) -> Result<Arc<SubscriptionHandle>> {
+        let meta = SubscriptionMeta {
+            id: SubscriptionId(0),
+            topic_id: topic.id(),
+            name: name.to_string(),
+            config,
+            paused: false,
+            start_position: start,
+            created_ms: now_ms(),
+        };
+        // A LATEST subscription starts at the current ends; the floors are written
+        // in the same batch as the metadata, so it can never start anywhere else.
+        let ends: Vec<u64> = topic.partitions.iter().map(|p| p.end()).collect();
+        let meta = self
+            .log
+            .create_subscription_meta(meta, |m| match start {
+                StartPosition::Earliest => Vec::new(),
+                StartPosition::Latest => ends
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &end)| {
+                        Op::Put(
+                            Cf::Subs,
+                            keys::sub_state_key(m.id, p as u32).to_vec(),
+                            PartitionAcks::starting_at(end).encode(),
+                        )
+                    })
+                    .collect(),
+            })
+            .await?;
+        let handle = SubscriptionHandle::start(self.log.clone(), topic.clone(), meta).await?;
+        self.subs.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert((topic.id(), name.to_string()), handle.clone());
+            m
+        });
+        tracing::info!(
+            topic = topic.name(),
+            subscription = name,
+            ?start,
+            "subscription created"
+        );
+        Ok(handle)
+    }
+
+    fn handle(&self, topic: &TopicState, name: &str) -> Option<Arc<SubscriptionHandle>> {
+        self.subs
+            .load()
+            .get(&(topic.id(), name.to_string()))
+            .cloned()
+    }
+
+    /// The running subscription, without creating anything.
+    pub fn subscription(&self, topic: &str, name: &str) -> Result<Arc<SubscriptionHandle>> {
+        validate_name("subscription", name)?;
+        let topic_state = self.log.existing_topic(topic)?;
+        self.handle(&topic_state, name)
+            .ok_or_else(|| Error::SubscriptionNotFound {
+                topic: topic.to_string(),
+                subscription: name.to_string(),
+            })
+    }
+
+    /// The running subscription, creating topic and subscription (at EARLIEST)
+    /// when auto-create is on.
+    pub async fn subscription_or_create(
+        &self,
+        topic: &str,
+        name: &str,
+    ) -> Result<Arc<SubscriptionHandle>> {
+        validate_name("topic", topic)?;
+        validate_name("subscription", name)?;
+        let topic_state = self.log.topic_or_create(topic).await?;
+        if let Some(h) = self.handle(&topic_state, name) {
+            return Ok(h);
+        }
+        if !self.options().auto_create {
+            return Err(Error::SubscriptionNotFound {
+                topic: topic.to_string(),
+                subscription: name.to_string(),
+            });
+        }
+        let _admin = self.admin.lock().await;
+        if let Some(h) = self.handle(&topic_state, name) {
+            return Ok(h);
+        }
+        let config = self.subscription_config(&NewSubscription::default())?;
+        self.start_subscription(&topic_state, name, config, StartPosition::Earliest)
+            .await
+    }
+
+    pub async fn get_subscription(&self, topic: &str, name: &str) -> Result<SubscriptionInfo> {
+        let h = self.subscription(topic, name)?;
+        self.info(&h).await
+    }
+
+    /// Subscriptions of a topic, sorted by name.
+    pub async fn list_subscriptions(&self, topic: &str) -> Result<Vec<SubscriptionInfo>> {
+        let topic = self.log.existing_topic(topic)?;
+        let mut handles: Vec<_> = self
+            .subs
+            .load()
+            .iter()
+            .filter(|((t, _), _)| *t == topic.id())
+            .map(|(_, h)| h.clone())
+            .collect();
+        handles.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            out.push(self.info(&h).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let h = self.subscription(topic, name)?;
+        h.stop(crate::delivery::StopReason::Deleted).await;
+        self.log
+            .write(subscription_delete_ops(&h.meta), true)
+            .await?;
+        let key = (h.topic.id(), name.to_string());
+        self.subs.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(&key);
+            m
+        });
+        tracing::info!(topic, subscription = name, "subscription deleted");
+        Ok(())
+    }
+
+    async fn info(&self, h: &SubscriptionHandle) -> Result<SubscriptionInfo> {
+        let mut stats = h.stats().await?;
+        if !stats.unread_floors.is_empty() {
+            // The oldest unsettled event of some partition is not in memory yet:
+            // look its publish time up (a point read per such partition).
+            let (log, topic, floors) = (
+                self.log.clone(),
+                h.topic.clone(),
+                stats.unread_floors.clone(),
+            );
+            let oldest = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
+                let mut oldest: Option<u64> = None;
+                for (p, offset) in floors {
+                    if let Some(ev) = log.read(&topic, p, offset, 1, 0)?.first() {
+                        oldest = Some(oldest.map_or(ev.publish_time, |o| o.min(ev.publish_time)));
+                    }
+                }
+                Ok(oldest)
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)??;
+            stats.oldest_unacked_ms = match (stats.oldest_unacked_ms, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(SubscriptionInfo {
+            topic: h.topic.name().to_string(),
+            meta: h.meta.clone(),
+            stats,
+        })
+    }
+
+    // ---- delivery --------------------------------------------------------------
+
+    /// Joins a subscription as a member (auto-creating it when enabled).
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        name: &str,
+        max_in_flight: u32,
+    ) -> Result<MemberStream> {
+        let limit = self.options().max_in_flight_limit;
+        if max_in_flight > limit {
+            return Err(Error::invalid(
+                "max_in_flight",
+                format!(
+                    "{max_in_flight} exceeds the server limit of {limit}; use 0 for the default"
+                ),
+            ));
+        }
+        let max_in_flight = match max_in_flight {
+            0 => self.options().default_max_in_flight,
+            n => n,
+        };
+        let h = self.subscription_or_create(topic, name).await?;
+        h.join(max_in_flight).await
+    }
+
+    /// Acks, nacks or extends leases named by encoded ack ids.
+    pub async fn settle(
+        &self,
+        topic: &str,
+        name: &str,
+        op: SettleOp,
+        ack_ids: &[String],
+    ) -> Result<SettleOutcome> {
+        if ack_ids.is_empty() {
+            return Err(Error::invalid(
+                "ack_ids",
+                "must contain at least one ack id",
+            ));
+        }
+        let h = self.subscription(topic, name)?;
+        let ids = ack_ids
+            .iter()
+            .map(|s| {
+                let id = AckId::decode(s)?;
+                if id.subscription != h.id() {
+                    return Err(Error::invalid(
+                        "ack_ids",
+                        format!("{s:?} belongs to another subscription; ack on the subscription that delivered it"),
+                    ));
+                }
+                if id.partition >= h.topic.partition_count() {
+                    return Err(Error::invalid("ack_ids", format!("{s:?} names a partition this topic does not have")));
+                }
+                Ok(id)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        h.settle(op, ids).await
+    }
+
+    /// Reads committed events of one partition. Never blocks the caller's thread.
+    pub async fn read(
+        &self,
+        topic: Arc<TopicState>,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.read(&topic, partition, from, max, 4 << 20))
+            .await
+            .map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Stops every subscription, flushing its ack state, and syncs the WAL. The
+    /// store stays open (for callers that cannot get unique ownership).
+    pub async fn flush(&self) {
+        let handles: Vec<_> = self.subs.load().values().cloned().collect();
+        for h in &handles {
+            h.stop(crate::delivery::StopReason::Shutdown).await;
+        }
+        if let Err(e) = self.log.sync_wal().await {
+            tracing::error!(error = %e, "final WAL sync failed");
+        }
+    }
+
+    /// [`Broker::flush`], then closes the store.
+    pub async fn shutdown(self) {
+        self.flush().await;
+        let Broker { log, subs, .. } = self;
+        drop(subs);
+        tokio::task::spawn_blocking(move || log.close()).await.ok();
+    }
+}

@@ -1,0 +1,841 @@
+//! The subscription actor. See the module docs of [`crate::delivery`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::ack_id::AckId;
+use super::acks::PartitionAcks;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::meta::SubscriptionMeta;
+use crate::store::{Log, TopicState};
+use crate::types::{Offset, PartitionId, StoredEvent, SubscriptionId};
+use crate::writer::{Cf, Op};
+
+/// Commands queued for one subscription before callers wait.
+const COMMAND_QUEUE: usize = 1024;
+/// Events read from the log per fetch.
+const READ_BATCH: usize = 512;
+/// Stop reading ahead once this many fetched events wait for a member.
+const BUFFER_TARGET: usize = 2048;
+/// Back off this long after a failed log read before trying again.
+const READ_RETRY: Duration = Duration::from_secs(1);
+
+/// One event handed to a member under a lease.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub event: Arc<StoredEvent>,
+    pub ack_id: AckId,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+}
+
+/// What a member stream yields: a batch of deliveries, or the reason it ends.
+pub type MemberItem = Result<Vec<Delivery>, Error>;
+
+/// How to settle a set of leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleOp {
+    Ack,
+    /// Give back for redelivery after `delay` (zero: at once).
+    Nack {
+        delay: Duration,
+    },
+    /// Move the deadline to now + the duration; zero means nack now.
+    ModifyDeadline(Duration),
+}
+
+/// The result of a settle command.
+#[derive(Debug, Default)]
+pub struct SettleOutcome {
+    /// Ack ids whose lease had expired or moved on, so nothing was done for them.
+    pub stale: Vec<AckId>,
+}
+
+/// Counters and gauges of one subscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    /// Events not yet settled (acked, dead-lettered or filtered).
+    pub backlog: u64,
+    pub in_flight: u64,
+    /// Publish time of the oldest unsettled event, where it is in memory.
+    pub oldest_unacked_ms: Option<u64>,
+    /// Partitions whose oldest unsettled event has not been read yet, with its
+    /// offset; the caller looks its publish time up.
+    pub unread_floors: Vec<(PartitionId, Offset)>,
+    pub delivered: u64,
+    pub acked: u64,
+    pub nacked: u64,
+    pub redelivered: u64,
+    pub expired: u64,
+    pub members: u32,
+}
+
+enum Command {
+    Join {
+        max_in_flight: u32,
+        tx: mpsc::Sender<MemberItem>,
+        reply: oneshot::Sender<u64>,
+    },
+    Leave(u64),
+    Settle {
+        op: SettleOp,
+        ids: Vec<AckId>,
+        reply: oneshot::Sender<SettleOutcome>,
+    },
+    Stats(oneshot::Sender<SubscriptionStats>),
+    Stop {
+        reason: StopReason,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Why an actor stops; decides whether state is flushed and what members hear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Server shutdown: flush and sync the ack state.
+    Shutdown,
+    /// The subscription (or its topic) was deleted: its state is gone anyway.
+    Deleted,
+}
+
+/// The handle the rest of the server holds for a running subscription actor.
+#[derive(Debug)]
+pub struct SubscriptionHandle {
+    pub meta: SubscriptionMeta,
+    pub topic: Arc<TopicState>,
+    tx: mpsc::Sender<Command>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SubscriptionHandle {
+    /// Loads the persisted ack state and starts the actor.
+    pub async fn start(
+        log: Log,
+        topic: Arc<TopicState>,
+        meta: SubscriptionMeta,
+    ) -> Result<Arc<Self>> {
+        let partitions = {
+            let log = log.clone();
+            let topic = topic.clone();
+            let id = meta.id;
+            tokio::task::spawn_blocking(move || load_partitions(&log, &topic, id))
+                .await
+                .map_err(|_| Error::ShuttingDown)??
+        };
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let actor = Actor::new(log, topic.clone(), meta.clone(), partitions, rx);
+        let task = tokio::spawn(actor.run());
+        Ok(Arc::new(SubscriptionHandle {
+            meta,
+            topic,
+            tx,
+            task: std::sync::Mutex::new(Some(task)),
+        }))
+    }
+
+    pub fn id(&self) -> SubscriptionId {
+        self.meta.id
+    }
+
+    /// Joins as a member that may hold `max_in_flight` unacked deliveries.
+    pub async fn join(&self, max_in_flight: u32) -> Result<MemberStream> {
+        // Capacity = credit: a member never has more batches queued than
+        // unacked deliveries, so the actor's `try_send` does not hit a full channel
+        // in normal operation, while a member that stops reading is still bounded.
+        let (tx, rx) = mpsc::channel(max_in_flight.max(1) as usize + 1);
+        let (reply, id) = oneshot::channel();
+        self.send(Command::Join {
+            max_in_flight,
+            tx,
+            reply,
+        })
+        .await?;
+        let member = id.await.map_err(|_| Error::ShuttingDown)?;
+        Ok(MemberStream {
+            rx,
+            guard: LeaveGuard {
+                tx: self.tx.clone(),
+                member,
+            },
+        })
+    }
+
+    pub async fn settle(&self, op: SettleOp, ids: Vec<AckId>) -> Result<SettleOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Settle { op, ids, reply }).await?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    pub async fn stats(&self) -> Result<SubscriptionStats> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats(reply)).await?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Stops the actor and waits for it. Idempotent.
+    pub async fn stop(&self, reason: StopReason) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Stop { reason, reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+        let task = self.task.lock().expect("not poisoned").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    async fn send(&self, cmd: Command) -> Result<()> {
+        self.tx.send(cmd).await.map_err(|_| Error::ShuttingDown)
+    }
+}
+
+/// A member's stream of delivery batches. Dropping it leaves the subscription,
+/// and its unacked leases go back to the queue at once.
+pub struct MemberStream {
+    rx: mpsc::Receiver<MemberItem>,
+    guard: LeaveGuard,
+}
+
+impl MemberStream {
+    pub async fn recv(&mut self) -> Option<MemberItem> {
+        self.rx.recv().await
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.guard.member
+    }
+}
+
+impl futures_core::Stream for MemberStream {
+    type Item = MemberItem;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+struct LeaveGuard {
+    tx: mpsc::Sender<Command>,
+    member: u64,
+}
+
+impl Drop for LeaveGuard {
+    fn drop(&mut self) {
+        match self.tx.try_send(Command::Leave(self.member)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                // Never lose a leave: the leases would wait for their deadline.
+                let tx = self.tx.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = tx.send(cmd).await;
+                    });
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+fn load_partitions(
+    log: &Log,
+    topic: &TopicState,
+    sub: SubscriptionId,
+) -> Result<Vec<PartitionAcks>> {
+    (0..topic.partition_count())
+        .map(|p| {
+            let start = topic.partitions[p as usize].start();
+            let mut acks = match log.get_sub_state(&keys::sub_state_key(sub, p))? {
+                Some(v) => PartitionAcks::decode(&v).map_err(|source| Error::Corruption {
+                    location: format!("{sub} partition {p} ack state"),
+                    source,
+                })?,
+                None => PartitionAcks::starting_at(start),
+            };
+            acks.raise_floor(start);
+            Ok(acks)
+        })
+        .collect()
+}
+
+struct Member {
+    tx: mpsc::Sender<MemberItem>,
+    max_in_flight: u32,
+    in_flight: u32,
+}
+
+struct Lease {
+    member: u64,
+    generation: u64,
+    deadline: Instant,
+    event: Arc<StoredEvent>,
+}
+
+struct Partition {
+    acks: PartitionAcks,
+    /// Next offset to read from the log.
+    cursor: Offset,
+    /// Read, not yet delivered, in offset order.
+    buffer: VecDeque<Arc<StoredEvent>>,
+    dirty: bool,
+}
+
+type Key = (PartitionId, Offset);
+/// What a read-ahead task returns: the partition and the events it read.
+type FetchResult = Result<(PartitionId, Vec<StoredEvent>)>;
+
+struct Actor {
+    log: Log,
+    topic: Arc<TopicState>,
+    meta: SubscriptionMeta,
+    rx: mpsc::Receiver<Command>,
+    parts: Vec<Partition>,
+    members: HashMap<u64, Member>,
+    /// Member ids in join order, for round-robin dispatch.
+    member_order: Vec<u64>,
+    next_member: u64,
+    rr_member: usize,
+    rr_partition: usize,
+    rr_fetch: usize,
+    leases: HashMap<Key, Lease>,
+    /// (deadline, partition, offset, generation); stale entries are skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, PartitionId, Offset, u64)>>,
+    /// (due, seq, partition, offset) of events waiting for redelivery.
+    retries: BinaryHeap<Reverse<(Instant, u64, PartitionId, Offset)>>,
+    retry_seq: u64,
+    /// Events waiting in `retries`, keyed for lookup.
+    waiting: HashMap<Key, Arc<StoredEvent>>,
+    buffered: usize,
+    fetch: Option<JoinHandle<FetchResult>>,
+    fetch_retry_at: Option<Instant>,
+    flush_at: Option<Instant>,
+    generation: u64,
+    ack_deadline: Duration,
+    stats: SubscriptionStats,
+}
+
+enum Wake {
+    Command(Option<Command>),
+    Tail,
+    Fetched(FetchResult),
+    Timer,
+}
+
+impl Actor {
+    fn new(
+        log: Log,
+        topic: Arc<TopicState>,
+        meta: SubscriptionMeta,
+        acks: Vec<PartitionAcks>,
+        rx: mpsc::Receiver<Command>,
+    ) -> Self {
+        let parts = acks
+            .into_iter()
+            .map(|acks| Partition {
+                cursor: acks.floor,
+                acks,
+                buffer: VecDeque::new(),
+                dirty: false,
+            })
+            .collect();
+        // Lease generations start at incarnation << 40, so an ack id minted by an
+        // earlier run of the server can never match a lease of this run.
+        let generation = log.incarnation() << 40;
+        let ack_deadline = Duration::from_millis(meta.config.ack_deadline_ms);
+        Actor {
+            log,
+            topic,
+            meta,
+            rx,
+            parts,
+            members: HashMap::new(),
+            member_order: Vec::new(),
+            next_member: 1,
+            rr_member: 0,
+            rr_partition: 0,
+            rr_fetch: 0,
+            leases: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            retries: BinaryHeap::new(),
+            retry_seq: 0,
+            waiting: HashMap::new(),
+            buffered: 0,
+            fetch: None,
+            fetch_retry_at: None,
+            flush_at: None,
+            generation,
+            ack_deadline,
+            stats: SubscriptionStats::default(),
+        }
+    }
+
+    async fn run(mut self) {
+        let mut tail: watch::Receiver<u64> = self.topic.watch_tail();
+        loop {
+            let now = Instant::now();
+            self.expire_leases(now);
+            self.dispatch(now);
+            self.start_fetch(now);
+            let timer = self.next_timer();
+            let wake = tokio::select! {
+                cmd = self.rx.recv() => Wake::Command(cmd),
+                changed = tail.changed() => match changed {
+                    Ok(()) => Wake::Tail,
+                    Err(_) => Wake::Command(None),
+                },
+                res = async { self.fetch.as_mut().expect("guarded").await }, if self.fetch.is_some() => {
+                    Wake::Fetched(res.unwrap_or_else(|_| Err(Error::ShuttingDown)))
+                }
+                _ = sleep_until(timer), if timer.is_some() => Wake::Timer,
+            };
+            match wake {
+                Wake::Command(None) => break,
+                Wake::Command(Some(Command::Stop { reason, reply })) => {
+                    self.stop(reason).await;
+                    let _ = reply.send(());
+                    return;
+                }
+                Wake::Command(Some(cmd)) => self.handle(cmd),
+                Wake::Tail => {}
+                Wake::Fetched(res) => {
+                    self.fetch = None;
+                    self.on_fetched(res);
+                }
+                Wake::Timer => {}
+            }
+            if self.flush_at.is_some_and(|t| t <= Instant::now()) {
+                self.flush().await;
+            }
+        }
+        self.stop(StopReason::Shutdown).await;
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        [
+            self.deadlines.peek().map(|Reverse(d)| d.0),
+            // A due retry only matters when someone could take it.
+            self.retries
+                .peek()
+                .filter(|_| self.has_credit())
+                .map(|Reverse(r)| r.0),
+            self.flush_at,
+            self.fetch_retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Join {
+                max_in_flight,
+                tx,
+                reply,
+            } => {
+                let id = self.next_member;
+                self.next_member += 1;
+                self.members.insert(
+                    id,
+                    Member {
+                        tx,
+                        max_in_flight,
+                        in_flight: 0,
+                    },
+                );
+                self.member_order.push(id);
+                let _ = reply.send(id);
+            }
+            Command::Leave(id) => self.remove_member(id, now),
+            Command::Settle { op, ids, reply } => {
+                let outcome = self.settle(op, ids, now);
+                let _ = reply.send(outcome);
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Stop { .. } => unreachable!("handled in run"),
+        }
+    }
+
+    fn has_credit(&self) -> bool {
+        self.members.values().any(|m| m.in_flight < m.max_in_flight)
+    }
+
+    /// Hands out eligible events to members with credit: redeliveries first (by due
+    /// time), then fresh events round-robin across partitions.
+    fn dispatch(&mut self, now: Instant) {
+        if self.member_order.is_empty() || self.meta.paused {
+            return;
+        }
+        let mut batches: HashMap<u64, Vec<Delivery>> = HashMap::new();
+        while let Some(member) = self.next_member_with_credit() {
+            let Some(event) = self.next_event(now) else {
+                break;
+            };
+            let delivery = self.lease(member, event, now);
+            batches.entry(member).or_default().push(delivery);
+        }
+        for (member, batch) in batches {
+            let Some(m) = self.members.get(&member) else {
+                continue;
+            };
+            if let Err(e) = m.tx.try_send(Ok(batch)) {
+                // Closed: the member is gone. Full: it stopped reading beyond its
+                // credit. Either way its leases are better off elsewhere.
+                let gone = matches!(e, mpsc::error::TrySendError::Closed(_));
+                let batch = match e {
+                    mpsc::error::TrySendError::Closed(Ok(b))
+                    | mpsc::error::TrySendError::Full(Ok(b)) => b,
+                    _ => Vec::new(),
+                };
+                for d in batch {
+                    self.release((d.ack_id.partition, d.ack_id.offset), now);
+                }
+                if gone {
+                    self.remove_member(member, now);
+                }
+            }
+        }
+    }
+
+    fn next_member_with_credit(&mut self) -> Option<u64> {
+        let n = self.member_order.len();
+        for i in 0..n {
+            let idx = (self.rr_member + i) % n;
+            let id = self.member_order[idx];
+            let m = &self.members[&id];
+            if m.in_flight < m.max_in_flight {
+                self.rr_member = (idx + 1) % n;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn next_event(&mut self, now: Instant) -> Option<Arc<StoredEvent>> {
+        if let Some(Reverse((due, _, p, o))) = self.retries.peek().copied() {
+            if due <= now {
+                self.retries.pop();
+                if let Some(ev) = self.waiting.remove(&(p, o)) {
+                    self.stats.redelivered += 1;
+                    return Some(ev);
+                }
+            }
+        }
+        let n = self.parts.len();
+        for i in 0..n {
+            let p = (self.rr_partition + i) % n;
+            if let Some(ev) = self.parts[p].buffer.pop_front() {
+                self.buffered -= 1;
+                self.rr_partition = (p + 1) % n;
+                return Some(ev);
+            }
+        }
+        None
+    }
+
+    fn lease(&mut self, member: u64, event: Arc<StoredEvent>, now: Instant) -> Delivery {
+        let part = &mut self.parts[event.partition as usize];
+        let attempt = {
+            let a = part.acks.attempts.entry(event.offset).or_insert(0);
+            *a = a.saturating_add(1);
+            *a
+        };
+        part.dirty = true;
+        self.flush_at
+            .get_or_insert(now + self.log.options().ack_flush_interval);
+        self.generation += 1;
+        let ack_id = AckId {
+            subscription: self.meta.id,
+            partition: event.partition,
+            offset: event.offset,
+            generation: self.generation,
+        };
+        let deadline = now + self.ack_deadline;
+        self.deadlines.push(Reverse((
+            deadline,
+            event.partition,
+            event.offset,
+            self.generation,
+        )));
+        self.leases.insert(
+            (event.partition, event.offset),
+            Lease {
+                member,
+                generation: self.generation,
+                deadline,
+                event: event.clone(),
+            },
+        );
+        if let Some(m) = self.members.get_mut(&member) {
+            m.in_flight += 1;
+        }
+        self.stats.delivered += 1;
+        Delivery {
+            event,
+            ack_id,
+            attempt,
+        }
+    }
+
+    /// Ends a lease without settling and queues the event for redelivery at `due`.
+    fn requeue(&mut self, key: Key, due: Instant) {
+        if let Some(lease) = self.leases.remove(&key) {
+            if let Some(m) = self.members.get_mut(&lease.member) {
+                m.in_flight = m.in_flight.saturating_sub(1);
+            }
+            self.retry_seq += 1;
+            self.retries
+                .push(Reverse((due, self.retry_seq, key.0, key.1)));
+            self.waiting.insert(key, lease.event);
+        }
+    }
+
+    fn release(&mut self, key: Key, now: Instant) {
+        self.requeue(key, now);
+    }
+
+    fn expire_leases(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, p, o, generation))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let current = self
+                .leases
+                .get(&(p, o))
+                .is_some_and(|l| l.generation == generation && l.deadline == deadline);
+            if current {
+                self.stats.expired += 1;
+                self.requeue((p, o), now);
+            }
+        }
+    }
+
+    fn remove_member(&mut self, id: u64, now: Instant) {
+        if self.members.remove(&id).is_none() {
+            return;
+        }
+        self.member_order.retain(|m| *m != id);
+        let held: Vec<Key> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.member == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in held {
+            self.requeue(key, now);
+        }
+    }
+
+    fn settle(&mut self, op: SettleOp, ids: Vec<AckId>, now: Instant) -> SettleOutcome {
+        let mut outcome = SettleOutcome::default();
+        for id in ids {
+            let key = (id.partition, id.offset);
+            let live = self
+                .leases
+                .get(&key)
+                .is_some_and(|l| l.generation == id.generation);
+            if !live {
+                let settled = self
+                    .parts
+                    .get(id.partition as usize)
+                    .is_some_and(|p| p.acks.is_settled(id.offset));
+                // Acking something already settled is a harmless repeat; anything
+                // else on a dead lease must not touch the newer delivery.
+                if !(op == SettleOp::Ack && settled) {
+                    outcome.stale.push(id);
+                }
+                continue;
+            }
+            match op {
+                SettleOp::Ack => {
+                    let lease = self.leases.remove(&key).expect("checked live");
+                    if let Some(m) = self.members.get_mut(&lease.member) {
+                        m.in_flight = m.in_flight.saturating_sub(1);
+                    }
+                    let part = &mut self.parts[id.partition as usize];
+                    part.acks.settle(id.offset);
+                    part.dirty = true;
+                    self.flush_at
+                        .get_or_insert(now + self.log.options().ack_flush_interval);
+                    self.stats.acked += 1;
+                }
+                SettleOp::Nack { delay } => {
+                    self.stats.nacked += 1;
+                    self.requeue(key, now + delay);
+                }
+                SettleOp::ModifyDeadline(d) if d.is_zero() => {
+                    self.stats.nacked += 1;
+                    self.requeue(key, now);
+                }
+                SettleOp::ModifyDeadline(d) => {
+                    let lease = self.leases.get_mut(&key).expect("checked live");
+                    lease.deadline = now + d;
+                    self.deadlines
+                        .push(Reverse((lease.deadline, key.0, key.1, lease.generation)));
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Reads ahead from the log when members could use more events.
+    fn start_fetch(&mut self, now: Instant) {
+        if self.fetch.is_some()
+            || self.members.is_empty()
+            || self.meta.paused
+            || self.buffered >= BUFFER_TARGET
+            || self.fetch_retry_at.is_some_and(|t| t > now)
+        {
+            return;
+        }
+        self.fetch_retry_at = None;
+        let window = self.log.options().max_unsettled_window;
+        let n = self.parts.len();
+        for i in 0..n {
+            let p = (self.rr_fetch + i) % n;
+            let part = &self.parts[p];
+            let end = self.topic.partitions[p].end();
+            if part.cursor < end && part.cursor.saturating_sub(part.acks.floor) < window {
+                self.rr_fetch = (p + 1) % n;
+                let max =
+                    READ_BATCH.min((part.acks.floor + window).saturating_sub(part.cursor) as usize);
+                let (log, topic, from) = (self.log.clone(), self.topic.clone(), part.cursor);
+                let p = p as PartitionId;
+                self.fetch = Some(tokio::task::spawn_blocking(move || {
+                    log.read(&topic, p, from, max, 4 << 20).map(|evs| (p, evs))
+                }));
+                return;
+            }
+        }
+    }
+
+    fn on_fetched(&mut self, res: FetchResult) {
+        match res {
+            Ok((_, events)) if events.is_empty() => {
+                // Nothing readable although `end` said otherwise (a trim or delete
+                // raced us): look again a little later instead of spinning.
+                self.fetch_retry_at = Some(Instant::now() + Duration::from_millis(100));
+            }
+            Ok((p, events)) => {
+                let part = &mut self.parts[p as usize];
+                for ev in events {
+                    part.cursor = ev.offset + 1;
+                    // After a restart the cursor starts at the floor; skip what was
+                    // settled above it.
+                    if part.acks.is_settled(ev.offset) {
+                        continue;
+                    }
+                    part.buffer.push_back(Arc::new(ev));
+                    self.buffered += 1;
+                }
+            }
+            Err(e) => {
+                tracing::error!(subscription = %self.meta.name, error = %e, "reading the log failed; retrying");
+                self.fetch_retry_at = Some(Instant::now() + READ_RETRY);
+            }
+        }
+    }
+
+    fn stats(&self) -> SubscriptionStats {
+        let mut s = self.stats.clone();
+        s.in_flight = self.leases.len() as u64;
+        s.members = self.members.len() as u32;
+        s.backlog = self
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(p, part)| part.acks.unsettled_below(self.topic.partitions[p].end()))
+            .sum();
+        let in_memory = self
+            .leases
+            .values()
+            .map(|l| &l.event)
+            .chain(self.waiting.values())
+            .chain(self.parts.iter().filter_map(|p| p.buffer.front()));
+        s.oldest_unacked_ms = in_memory.map(|e| e.publish_time).min();
+        s.unread_floors = self
+            .parts
+            .iter()
+            .enumerate()
+            .filter(|(p, part)| {
+                part.cursor <= part.acks.floor && part.acks.floor < self.topic.partitions[*p].end()
+            })
+            .map(|(p, part)| (p as PartitionId, part.acks.floor))
+            .collect();
+        s
+    }
+
+    fn dirty_ops(&mut self) -> Vec<Op> {
+        let id = self.meta.id;
+        self.parts
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, p)| p.dirty)
+            .map(|(i, p)| {
+                p.dirty = false;
+                Op::Put(
+                    Cf::Subs,
+                    keys::sub_state_key(id, i as PartitionId).to_vec(),
+                    p.acks.encode(),
+                )
+            })
+            .collect()
+    }
+
+    /// Persists changed ack state without waiting for the commit (and without a
+    /// sync). The writer keeps queue order, so a later flush never loses to an
+    /// earlier one.
+    async fn flush(&mut self) {
+        self.flush_at = None;
+        let ops = self.dirty_ops();
+        if !ops.is_empty() {
+            if let Err(e) = self.log.write_nowait(ops).await {
+                tracing::warn!(subscription = %self.meta.name, error = %e, "could not persist ack state");
+            }
+        }
+    }
+
+    async fn stop(&mut self, reason: StopReason) {
+        if reason == StopReason::Shutdown {
+            let ops = self.dirty_ops();
+            if !ops.is_empty() {
+                if let Err(e) = self.log.write(ops, true).await {
+                    tracing::error!(subscription = %self.meta.name, error = %e, "final ack-state flush failed; unflushed acks will be redelivered");
+                }
+            }
+        }
+        for (_, m) in self.members.drain() {
+            let err = match reason {
+                StopReason::Shutdown => Error::ShuttingDown,
+                StopReason::Deleted => Error::SubscriptionNotFound {
+                    topic: self.topic.name().to_string(),
+                    subscription: self.meta.name.clone(),
+                },
+            };
+            let _ = m.tx.try_send(Err(err));
+        }
+        self.member_order.clear();
+        if let Some(f) = self.fetch.take() {
+            f.abort();
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

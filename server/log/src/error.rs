@@ -1,0 +1,79 @@
+//! The one error type of the storage and delivery layer.
+//!
+//! Variants are things a caller can act on. The gRPC layer maps each one to a
+//! status code in exactly one place (`server/src/grpc/status.rs`).
+
+use crate::codec::CodecError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is malformed. `field` names it, `reason` says what to fix.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+
+    #[error("topic {0:?} not found")]
+    TopicNotFound(String),
+
+    #[error("subscription {subscription:?} on topic {topic:?} not found")]
+    SubscriptionNotFound { topic: String, subscription: String },
+
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+
+    #[error("subscription {subscription:?} on topic {topic:?} already exists")]
+    SubscriptionExists { topic: String, subscription: String },
+
+    /// The request is well-formed but the state does not allow it, e.g. an ack for
+    /// a lease that expired and was handed to another member.
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    /// A limit was hit (too many topics, members, ...).
+    #[error("{0}")]
+    ResourceExhausted(String),
+
+    /// A stored record failed its checksum or could not be decoded.
+    #[error("corrupt data at {location}: {source}")]
+    Corruption {
+        location: String,
+        #[source]
+        source: CodecError,
+    },
+
+    /// Corrupt or unreadable metadata (not an event record).
+    #[error("corrupt metadata at {location}: {reason}")]
+    CorruptMetadata { location: String, reason: String },
+
+    /// RocksDB returned an error.
+    #[error("storage error: {0}")]
+    Storage(#[from] rocksdb::Error),
+
+    /// A WAL write or sync failed earlier. The write path refuses all further
+    /// writes until restart, because retrying a failed fsync and then
+    /// acknowledging can silently lose data ("fsyncgate").
+    #[error("the write path stopped after a storage failure; restart the server: {0}")]
+    WriterFailed(String),
+
+    /// The server is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage(_) | Error::ShuttingDown | Error::ResourceExhausted(_)
+        )
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

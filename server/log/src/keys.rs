@@ -1,0 +1,234 @@
+//! RocksDB key layout.
+//!
+//! Every integer is big-endian so that byte order equals numeric order, which is
+//! what makes range scans and `DeleteRange` over a topic or partition work.
+//!
+//! | column family | key                                             | value                          |
+//! |---------------|-------------------------------------------------|--------------------------------|
+//! | `meta`        | kind:u8 (+ name / ids, see [`MetaKind`])         | JSON metadata or a counter     |
+//! | `records`     | topic:u32 partition:u32 offset:u64               | record envelope ([`crate::codec`]) |
+//! | `time_index`  | topic:u32 partition:u32 publish_ms:u64 offset:u64 | empty                        |
+//! | `subs`        | sub:u32 kind:u8 partition:u32                    | per-partition delivery state   |
+//! | `dlq`         | sub:u32 seq:u64                                  | dead-letter entry              |
+//! | `dedup`       | topic:u32 bucket:u64 idempotency key             | partition:u32 offset:u64       |
+//!
+//! Kind bytes are permanent: a retired kind is never reused.
+
+use crate::types::{Offset, PartitionId, SubscriptionId, TopicId, UnixMillis};
+
+pub const CF_META: &str = "meta";
+pub const CF_RECORDS: &str = "records";
+pub const CF_TIME_INDEX: &str = "time_index";
+pub const CF_SUBS: &str = "subs";
+pub const CF_DLQ: &str = "dlq";
+pub const CF_DEDUP: &str = "dedup";
+
+/// Every column family the store opens, in creation order.
+pub const ALL_CFS: [&str; 6] = [
+    CF_META,
+    CF_RECORDS,
+    CF_TIME_INDEX,
+    CF_SUBS,
+    CF_DLQ,
+    CF_DEDUP,
+];
+
+/// First byte of every key in the `meta` column family.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKind {
+    /// Value: on-disk format version, u32.
+    FormatVersion = 0x01,
+    /// Value: next topic id u32, then next subscription id u32.
+    IdAllocator = 0x02,
+    /// Value: u64 incremented at every open; seeds lease generations so that an ack
+    /// id from a previous run can never match a lease of this run.
+    Incarnation = 0x03,
+    /// Key: kind, topic name. Value: JSON `TopicMeta`.
+    Topic = 0x10,
+    /// Key: kind, topic id u32, subscription name. Value: JSON `SubscriptionMeta`.
+    Subscription = 0x11,
+}
+
+/// First byte after the subscription id in the `subs` column family.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubKind {
+    /// Per-partition ack floor, settled set and attempt counts.
+    PartitionState = 0x01,
+}
+
+pub const RECORD_KEY_LEN: usize = 16;
+pub const TIME_INDEX_KEY_LEN: usize = 24;
+pub const SUB_STATE_KEY_LEN: usize = 9;
+
+pub fn meta_key(kind: MetaKind) -> [u8; 1] {
+    [kind as u8]
+}
+
+pub fn topic_meta_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(MetaKind::Topic as u8);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Prefix of all subscription metadata of one topic.
+pub fn subscription_meta_prefix(topic: TopicId) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[0] = MetaKind::Subscription as u8;
+    k[1..5].copy_from_slice(&topic.0.to_be_bytes());
+    k
+}
+
+pub fn subscription_meta_key(topic: TopicId, name: &str) -> Vec<u8> {
+    let mut k = subscription_meta_prefix(topic).to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn record_key(topic: TopicId, partition: PartitionId, offset: Offset) -> [u8; RECORD_KEY_LEN] {
+    let mut k = [0u8; RECORD_KEY_LEN];
+    k[0..4].copy_from_slice(&topic.0.to_be_bytes());
+    k[4..8].copy_from_slice(&partition.to_be_bytes());
+    k[8..16].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// Decodes a `records` key into (topic, partition, offset).
+pub fn parse_record_key(key: &[u8]) -> Option<(TopicId, PartitionId, Offset)> {
+    if key.len() != RECORD_KEY_LEN {
+        return None;
+    }
+    Some((
+        TopicId(u32::from_be_bytes(key[0..4].try_into().ok()?)),
+        u32::from_be_bytes(key[4..8].try_into().ok()?),
+        u64::from_be_bytes(key[8..16].try_into().ok()?),
+    ))
+}
+
+/// Key range `[start, end)` covering every key of a topic in a CF whose keys start
+/// with the topic id (`records`, `time_index`, `dedup`).
+pub fn topic_range(topic: TopicId) -> ([u8; 4], [u8; 4]) {
+    // Topic ids stop below u32::MAX (see the id allocator), so +1 cannot overflow.
+    (topic.0.to_be_bytes(), (topic.0 + 1).to_be_bytes())
+}
+
+pub fn time_index_key(
+    topic: TopicId,
+    partition: PartitionId,
+    publish_ms: UnixMillis,
+    offset: Offset,
+) -> [u8; TIME_INDEX_KEY_LEN] {
+    let mut k = [0u8; TIME_INDEX_KEY_LEN];
+    k[0..4].copy_from_slice(&topic.0.to_be_bytes());
+    k[4..8].copy_from_slice(&partition.to_be_bytes());
+    k[8..16].copy_from_slice(&publish_ms.to_be_bytes());
+    k[16..24].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+/// Decodes a `time_index` key into (topic, partition, publish_ms, offset).
+pub fn parse_time_index_key(key: &[u8]) -> Option<(TopicId, PartitionId, UnixMillis, Offset)> {
+    if key.len() != TIME_INDEX_KEY_LEN {
+        return None;
+    }
+    Some((
+        TopicId(u32::from_be_bytes(key[0..4].try_into().ok()?)),
+        u32::from_be_bytes(key[4..8].try_into().ok()?),
+        u64::from_be_bytes(key[8..16].try_into().ok()?),
+        u64::from_be_bytes(key[16..24].try_into().ok()?),
+    ))
+}
+
+pub fn sub_state_key(sub: SubscriptionId, partition: PartitionId) -> [u8; SUB_STATE_KEY_LEN] {
+    let mut k = [0u8; SUB_STATE_KEY_LEN];
+    k[0..4].copy_from_slice(&sub.0.to_be_bytes());
+    k[4] = SubKind::PartitionState as u8;
+    k[5..9].copy_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// Key range `[start, end)` covering every `subs` / `dlq` key of one subscription.
+pub fn subscription_range(sub: SubscriptionId) -> ([u8; 4], [u8; 4]) {
+    (sub.0.to_be_bytes(), (sub.0 + 1).to_be_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keys_round_trip() {
+        let k = record_key(TopicId(7), 3, 1 << 40);
+        assert_eq!(k.len(), RECORD_KEY_LEN);
+        assert_eq!(parse_record_key(&k), Some((TopicId(7), 3, 1 << 40)));
+        assert_eq!(parse_record_key(&k[..15]), None);
+    }
+
+    #[test]
+    fn record_keys_sort_numerically() {
+        // Byte order must equal (topic, partition, offset) order, including across
+        // byte boundaries where little-endian would sort wrongly.
+        let mut keys = [
+            record_key(TopicId(1), 0, 256),
+            record_key(TopicId(1), 0, 255),
+            record_key(TopicId(0), 1, 0),
+            record_key(TopicId(1), 1, 0),
+            record_key(TopicId(0), 0, u64::MAX),
+        ];
+        keys.sort();
+        let parsed: Vec<_> = keys.iter().map(|k| parse_record_key(k).unwrap()).collect();
+        assert_eq!(
+            parsed,
+            vec![
+                (TopicId(0), 0, u64::MAX),
+                (TopicId(0), 1, 0),
+                (TopicId(1), 0, 255),
+                (TopicId(1), 0, 256),
+                (TopicId(1), 1, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn time_index_keys_round_trip_and_sort_by_time() {
+        let a = time_index_key(TopicId(2), 1, 1_000, 50);
+        let b = time_index_key(TopicId(2), 1, 1_001, 10);
+        assert!(a < b);
+        assert_eq!(parse_time_index_key(&b), Some((TopicId(2), 1, 1_001, 10)));
+    }
+
+    #[test]
+    fn topic_range_covers_exactly_one_topic() {
+        let (start, end) = topic_range(TopicId(5));
+        let inside = record_key(TopicId(5), u32::MAX, u64::MAX);
+        let before = record_key(TopicId(4), u32::MAX, u64::MAX);
+        let after = record_key(TopicId(6), 0, 0);
+        assert!(inside.as_slice() >= start.as_slice() && inside.as_slice() < end.as_slice());
+        assert!(before.as_slice() < start.as_slice());
+        assert!(after.as_slice() >= end.as_slice());
+    }
+
+    #[test]
+    fn sub_state_keys_group_by_subscription() {
+        let (start, end) = subscription_range(SubscriptionId(9));
+        let k = sub_state_key(SubscriptionId(9), 42);
+        assert_eq!(k.len(), SUB_STATE_KEY_LEN);
+        assert!(k.as_slice() >= start.as_slice() && k.as_slice() < end.as_slice());
+        assert!(sub_state_key(SubscriptionId(9), 1) < sub_state_key(SubscriptionId(9), 2));
+    }
+
+    #[test]
+    fn meta_kinds_are_distinct_prefixes() {
+        assert_eq!(topic_meta_key("orders")[0], MetaKind::Topic as u8);
+        assert_eq!(
+            subscription_meta_key(TopicId(1), "s")[0],
+            MetaKind::Subscription as u8
+        );
+        assert_eq!(
+            subscription_meta_key(TopicId(1), "s")[1..5],
+            1u32.to_be_bytes()
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! `eventbus-log`: the storage and delivery engine of eventbus.
+//!
+//! A RocksDB-backed, partitioned, append-only log with group commit, plus the
+//! delivery engine that turns it into consumer groups with leases, acks and
+//! redelivery. There is no gRPC in this crate: the server maps RPCs onto
+//! [`Broker`], which speaks domain types only.
+//!
+//! # Layout
+//! * [`broker`]: the boundary the server talks to (publish, subscribe, settle, admin).
+//! * [`store`]: [`Log`], topics, appends and reads.
+//! * [`writer`]: the single group-commit writer thread.
+//! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
+//! * [`keys`]: the RocksDB key layout; [`codec`]: the record envelope.
+//! * [`meta`], [`options`], [`types`], [`names`], [`partitioner`], [`error`].
+
+pub mod broker;
+pub mod codec;
+pub mod delivery;
+pub mod error;
+pub mod keys;
+pub mod meta;
+pub mod names;
+pub mod options;
+pub mod partitioner;
+pub mod store;
+pub mod types;
+pub mod writer;
+
+pub use broker::{Broker, NewSubscription, SubscriptionInfo, TopicInfo};
+pub use error::{Error, Result};
+pub use options::Options;
+pub use store::{Log, TopicConfig, TopicState};
+pub use types::*;

@@ -1,0 +1,56 @@
+//! Plain options for opening the store. The server maps its config onto these.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::types::Durability;
+
+/// Everything the store and the delivery engine need to know up front.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Directory that holds the RocksDB files. Created if missing.
+    pub data_dir: PathBuf,
+    /// When a publish is acknowledged. Default: [`Durability::Fsync`].
+    pub durability: Durability,
+    /// Create unknown topics and subscriptions on first use. Default: true.
+    pub auto_create: bool,
+    /// Partitions of a topic created without an explicit count. Default: 4.
+    pub default_partitions: u32,
+    /// Largest encoded event accepted, in bytes. Default: 1 MiB.
+    pub max_event_bytes: usize,
+    /// Ack deadline of a subscription that does not set one. Default: 30 s.
+    pub default_ack_deadline: Duration,
+    /// Deliveries a Subscribe stream may hold unacked when it asks for 0. Default: 256.
+    pub default_max_in_flight: u32,
+    /// Upper bound on a stream's `max_in_flight`. Default: 10 000.
+    pub max_in_flight_limit: u32,
+    /// How often the delivery engine persists ack state. A crash can lose this much
+    /// of the latest acks (they are then redelivered). Default: 20 ms.
+    pub ack_flush_interval: Duration,
+    /// How far a subscription may read ahead of its oldest unsettled event in one
+    /// partition. Bounds the persisted settled-set and memory. Default: 100 000.
+    pub max_unsettled_window: u64,
+}
+
+impl Options {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Options {
+            data_dir: data_dir.into(),
+            durability: Durability::Fsync,
+            auto_create: true,
+            default_partitions: 4,
+            max_event_bytes: 1024 * 1024,
+            default_ack_deadline: Duration::from_secs(30),
+            default_max_in_flight: 256,
+            max_in_flight_limit: 10_000,
+            ack_flush_interval: Duration::from_millis(20),
+            max_unsettled_window: 100_000,
+        }
+    }
+}
+
+/// Largest partition count a topic may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// Shortest and longest accepted ack deadline.
+pub const MIN_ACK_DEADLINE: Duration = Duration::from_secs(1);
+pub const MAX_ACK_DEADLINE: Duration = Duration::from_secs(600);

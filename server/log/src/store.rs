@@ -1,0 +1,972 @@
+//! [`Log`]: the RocksDB-backed partitioned log.
+//!
+//! ```text
+//!  partition p of a topic:
+//!
+//!     start                                  end         next
+//!       │  retained, committed records        │  in the    │
+//!       ▼                                     ▼  writer's  ▼
+//!     ┌───┬───┬───┬───┬───┬───┬───┬───┬───┬───┬───┬───┐
+//!     │ 0 │ 1 │ 2 │ 3 │ 4 │ 5 │ 6 │ 7 │ 8 │ 9 │10 │11 │
+//!     └───┴───┴───┴───┴───┴───┴───┴───┴───┴───┴───┴───┘
+//!                                               group being committed
+//! ```
+//!
+//! * `next` is the offset the writer gives the next record; only the writer
+//!   thread touches it.
+//! * `end` is one past the last *committed* record. Readers never look at or past
+//!   it, so they cannot observe an event a crash could take back. It only grows,
+//!   and every advance bumps the topic's tail [`watch`] so tailing readers wake.
+//! * `start` is the first retained offset.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, IteratorMode, ReadOptions, DB};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+
+use crate::codec::{self, encode_record};
+use crate::error::{Error, Result};
+use crate::keys::{self, MetaKind};
+use crate::meta::{now_ms, Retention, SubscriptionMeta, TopicMeta};
+use crate::names::validate_name;
+use crate::options::{Options, MAX_PARTITIONS};
+use crate::partitioner::{partition_for_key, Spreader};
+use crate::types::{AppendResult, Durability, NewEvent, Offset, PartitionId, StoredEvent, TopicId};
+use crate::writer::{Cf, Command, Op, PendingRecord, Writer};
+
+/// On-disk format of this data dir. Bumped on incompatible layout changes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Commands queued for the writer before publishers wait (backpressure).
+const WRITER_QUEUE: usize = 1024;
+
+/// Per-partition positions; see the module docs.
+#[derive(Debug)]
+pub struct PartitionTail {
+    pub(crate) next: AtomicU64,
+    pub(crate) end: AtomicU64,
+    pub(crate) start: AtomicU64,
+    pub(crate) last_publish_ms: AtomicU64,
+    pub(crate) last_index_ms: AtomicU64,
+}
+
+impl PartitionTail {
+    /// One past the last committed offset.
+    pub fn end(&self) -> Offset {
+        self.end.load(Ordering::Acquire)
+    }
+    /// The first retained offset.
+    pub fn start(&self) -> Offset {
+        self.start.load(Ordering::Acquire)
+    }
+}
+
+/// A live topic: its metadata plus the shared tail positions.
+#[derive(Debug)]
+pub struct TopicState {
+    pub meta: TopicMeta,
+    pub partitions: Box<[PartitionTail]>,
+    tail_tx: watch::Sender<u64>,
+    deleted: AtomicBool,
+    spreader: Spreader,
+}
+
+impl TopicState {
+    fn new(meta: TopicMeta, ends: Vec<(Offset, Offset)>) -> Self {
+        let partitions = ends
+            .into_iter()
+            .map(|(start, end)| PartitionTail {
+                next: AtomicU64::new(end),
+                end: AtomicU64::new(end),
+                start: AtomicU64::new(start),
+                last_publish_ms: AtomicU64::new(0),
+                last_index_ms: AtomicU64::new(0),
+            })
+            .collect();
+        TopicState {
+            meta,
+            partitions,
+            tail_tx: watch::channel(0).0,
+            deleted: AtomicBool::new(false),
+            spreader: Spreader::default(),
+        }
+    }
+
+    pub fn id(&self) -> TopicId {
+        self.meta.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.meta.partitions
+    }
+
+    /// A receiver that changes whenever any partition's committed end advances.
+    pub fn watch_tail(&self) -> watch::Receiver<u64> {
+        self.tail_tx.subscribe()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        self.notify_tail();
+    }
+
+    pub(crate) fn notify_tail(&self) {
+        self.tail_tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The partition an event goes to.
+    pub fn route(&self, key: &str) -> PartitionId {
+        if key.is_empty() {
+            self.spreader.next(self.meta.partitions)
+        } else {
+            partition_for_key(key, self.meta.partitions)
+        }
+    }
+}
+
+/// Settings for a new topic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TopicConfig {
+    /// 0 means the server default.
+    pub partitions: u32,
+    pub retention: Retention,
+}
+
+/// The partitioned log. Cheap to clone.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<DB>,
+    options: Options,
+    writer_tx: mpsc::Sender<Command>,
+    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Copy-on-write map: publishes look topics up without taking a lock.
+    topics: ArcSwap<HashMap<String, Arc<TopicState>>>,
+    /// Serialises metadata changes (create/delete, id allocation). Never taken on
+    /// the publish or delivery path.
+    admin: Mutex<IdAllocator>,
+    incarnation: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdAllocator {
+    pub next_topic: u32,
+    pub next_subscription: u32,
+}
+
+impl IdAllocator {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.next_topic.to_be_bytes().to_vec();
+        v.extend_from_slice(&self.next_subscription.to_be_bytes());
+        v
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the store. Blocking: call from `spawn_blocking`.
+    ///
+    /// Recovery cost is one metadata scan plus one seek per partition; it never
+    /// reads the records themselves.
+    pub fn open(options: Options) -> Result<Log> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|e| Error::CorruptMetadata {
+            location: options.data_dir.display().to_string(),
+            reason: format!("cannot create data dir: {e}"),
+        })?;
+        let db = Arc::new(open_db(&options.data_dir)?);
+        let meta_cf = db.cf_handle(keys::CF_META).expect("meta cf");
+
+        match db.get_cf(meta_cf, keys::meta_key(MetaKind::FormatVersion))? {
+            Some(v) => {
+                let version = u32::from_be_bytes(
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| corrupt_meta("format version", "not 4 bytes"))?,
+                );
+                if version != FORMAT_VERSION {
+                    return Err(corrupt_meta(
+                        "format version",
+                        format!("data dir has format {version}, this build reads {FORMAT_VERSION}"),
+                    ));
+                }
+            }
+            None => db.put_cf(
+                meta_cf,
+                keys::meta_key(MetaKind::FormatVersion),
+                FORMAT_VERSION.to_be_bytes(),
+            )?,
+        }
+
+        let ids = match db.get_cf(meta_cf, keys::meta_key(MetaKind::IdAllocator))? {
+            Some(v) if v.len() == 8 => IdAllocator {
+                next_topic: u32::from_be_bytes(v[0..4].try_into().expect("4")),
+                next_subscription: u32::from_be_bytes(v[4..8].try_into().expect("4")),
+            },
+            Some(_) => return Err(corrupt_meta("id allocator", "not 8 bytes")),
+            None => IdAllocator {
+                next_topic: 1,
+                next_subscription: 1,
+            },
+        };
+
+        let incarnation = match db.get_cf(meta_cf, keys::meta_key(MetaKind::Incarnation))? {
+            Some(v) => {
+                u64::from_be_bytes(
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| corrupt_meta("incarnation", "not 8 bytes"))?,
+                ) + 1
+            }
+            None => 1,
+        };
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        db.put_cf_opt(
+            meta_cf,
+            keys::meta_key(MetaKind::Incarnation),
+            incarnation.to_be_bytes(),
+            &wo,
+        )?;
+
+        let mut topics = HashMap::new();
+        let prefix = [MetaKind::Topic as u8];
+        for item in db.iterator_cf(
+            meta_cf,
+            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if k.first() != Some(&(MetaKind::Topic as u8)) {
+                break;
+            }
+            let meta: TopicMeta = serde_json::from_slice(&v).map_err(|e| {
+                corrupt_meta(
+                    &format!("topic {:?}", String::from_utf8_lossy(&k[1..])),
+                    e.to_string(),
+                )
+            })?;
+            let ends = (0..meta.partitions)
+                .map(|p| partition_bounds(&db, meta.id, p))
+                .collect::<Result<Vec<_>>>()?;
+            topics.insert(meta.name.clone(), Arc::new(TopicState::new(meta, ends)));
+        }
+
+        let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
+        let writer = Writer::new(
+            db.clone(),
+            writer_rx,
+            options.durability == Durability::Fsync,
+        );
+        let writer_thread = std::thread::Builder::new()
+            .name("eventbus-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| corrupt_meta("writer thread", e.to_string()))?;
+
+        tracing::info!(
+            data_dir = %options.data_dir.display(),
+            topics = topics.len(),
+            incarnation,
+            durability = %options.durability,
+            "log opened"
+        );
+        Ok(Log {
+            inner: Arc::new(Inner {
+                db,
+                options,
+                writer_tx,
+                writer_thread: std::sync::Mutex::new(Some(writer_thread)),
+                topics: ArcSwap::from_pointee(topics),
+                admin: Mutex::new(ids),
+                incarnation,
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Increments at every open; see [`MetaKind::Incarnation`].
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
+        self.inner.topics.load().get(name).cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<TopicState>> {
+        let mut v: Vec<_> = self.inner.topics.load().values().cloned().collect();
+        v.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+        v
+    }
+
+    /// Looks a topic up, creating it with defaults when auto-create is on.
+    pub async fn topic_or_create(&self, name: &str) -> Result<Arc<TopicState>> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        validate_name("topic", name)?;
+        if !self.inner.options.auto_create {
+            return Err(Error::TopicNotFound(name.to_string()));
+        }
+        match self.create_topic(name, TopicConfig::default()).await {
+            Ok(t) => Ok(t),
+            // Lost a race with another creator: use theirs.
+            Err(Error::TopicExists(_)) => self
+                .topic(name)
+                .ok_or_else(|| Error::TopicNotFound(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Looks a topic up without creating it.
+    pub fn existing_topic(&self, name: &str) -> Result<Arc<TopicState>> {
+        validate_name("topic", name)?;
+        self.topic(name)
+            .ok_or_else(|| Error::TopicNotFound(name.to_string()))
+    }
+
+    pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<TopicState>> {
+        validate_name("topic", name)?;
+        let partitions = match config.partitions {
+            0 => self.inner.options.default_partitions,
+            n if n > MAX_PARTITIONS => {
+                return Err(Error::invalid(
+                    "partitions",
+                    format!("{n} is too many; the maximum is {MAX_PARTITIONS}"),
+                ))
+            }
+            n => n,
+        };
+        let mut ids = self.inner.admin.lock().await;
+        if self.topic(name).is_some() {
+            return Err(Error::TopicExists(name.to_string()));
+        }
+        if ids.next_topic == u32::MAX {
+            return Err(Error::ResourceExhausted("topic ids exhausted".into()));
+        }
+        let meta = TopicMeta {
+            id: TopicId(ids.next_topic),
+            name: name.to_string(),
+            partitions,
+            retention: config.retention,
+            created_ms: now_ms(),
+        };
+        let mut next = *ids;
+        next.next_topic += 1;
+        self.write(
+            vec![
+                Op::Put(Cf::Meta, keys::topic_meta_key(name), to_json(&meta)),
+                Op::Put(
+                    Cf::Meta,
+                    keys::meta_key(MetaKind::IdAllocator).to_vec(),
+                    next.encode(),
+                ),
+            ],
+            true,
+        )
+        .await?;
+        *ids = next;
+        let state = Arc::new(TopicState::new(meta, vec![(0, 0); partitions as usize]));
+        self.inner.topics.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(name.to_string(), state.clone());
+            m
+        });
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(state)
+    }
+
+    /// Deletes a topic, its records, its subscriptions' metadata and state, and
+    /// `extra` ops the caller adds. Returns the removed topic.
+    pub async fn delete_topic(
+        &self,
+        name: &str,
+        subscriptions: &[SubscriptionMeta],
+    ) -> Result<Arc<TopicState>> {
+        validate_name("topic", name)?;
+        let _ids = self.inner.admin.lock().await;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| Error::TopicNotFound(name.to_string()))?;
+        let (start, end) = keys::topic_range(topic.id());
+        let mut ops = vec![
+            Op::Delete(Cf::Meta, keys::topic_meta_key(name)),
+            Op::DeleteRange(Cf::Records, start.to_vec(), end.to_vec()),
+            Op::DeleteRange(Cf::TimeIndex, start.to_vec(), end.to_vec()),
+            Op::DeleteRange(Cf::Dedup, start.to_vec(), end.to_vec()),
+        ];
+        for sub in subscriptions {
+            ops.extend(subscription_delete_ops(sub));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::DeleteTopic {
+            topic: topic.clone(),
+            ops,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::ShuttingDown)??;
+        self.inner.topics.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(name);
+            m
+        });
+        tracing::info!(topic = name, "topic deleted");
+        Ok(topic)
+    }
+
+    /// Allocates a subscription id and persists `meta` (with that id) plus `ops`.
+    pub async fn create_subscription_meta(
+        &self,
+        mut meta: SubscriptionMeta,
+        extra: impl FnOnce(&SubscriptionMeta) -> Vec<Op>,
+    ) -> Result<SubscriptionMeta> {
+        let mut ids = self.inner.admin.lock().await;
+        if ids.next_subscription == u32::MAX {
+            return Err(Error::ResourceExhausted(
+                "subscription ids exhausted".into(),
+            ));
+        }
+        meta.id = crate::types::SubscriptionId(ids.next_subscription);
+        let mut next = *ids;
+        next.next_subscription += 1;
+        let mut ops = vec![
+            Op::Put(
+                Cf::Meta,
+                keys::subscription_meta_key(meta.topic_id, &meta.name),
+                to_json(&meta),
+            ),
+            Op::Put(
+                Cf::Meta,
+                keys::meta_key(MetaKind::IdAllocator).to_vec(),
+                next.encode(),
+            ),
+        ];
+        ops.extend(extra(&meta));
+        self.write(ops, true).await?;
+        *ids = next;
+        Ok(meta)
+    }
+
+    /// Every stored subscription of a topic. Blocking.
+    pub fn load_subscriptions(&self, topic: TopicId) -> Result<Vec<SubscriptionMeta>> {
+        let cf = self.cf(Cf::Meta);
+        let prefix = keys::subscription_meta_prefix(topic);
+        let mut out = Vec::new();
+        for item in self
+            .inner
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix, rocksdb::Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let meta: SubscriptionMeta = serde_json::from_slice(&v).map_err(|e| {
+                corrupt_meta(
+                    &format!(
+                        "subscription {:?}",
+                        String::from_utf8_lossy(&k[prefix.len()..])
+                    ),
+                    e.to_string(),
+                )
+            })?;
+            out.push(meta);
+        }
+        Ok(out)
+    }
+
+    /// Reads a raw value from the `subs` column family. Blocking.
+    pub fn get_sub_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.db.get_cf(self.cf(Cf::Subs), key)?)
+    }
+
+    /// Encodes events for `topic` and appends them in one group commit. Returns one
+    /// result per event, in order.
+    pub async fn append(
+        &self,
+        topic: &Arc<TopicState>,
+        events: &[NewEvent],
+    ) -> Result<Vec<AppendResult>> {
+        let max = self.inner.options.max_event_bytes;
+        let mut records = Vec::with_capacity(events.len());
+        for (i, ev) in events.iter().enumerate() {
+            let record = encode_record(ev);
+            if record.len() > max {
+                return Err(Error::invalid(
+                    "events",
+                    format!(
+                        "event {i} is {} bytes encoded; the limit is {max} bytes (max-event-bytes)",
+                        record.len()
+                    ),
+                ));
+            }
+            records.push(PendingRecord {
+                partition: topic.route(&ev.key),
+                record,
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append {
+            topic: topic.clone(),
+            records,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Writes `ops` atomically through the group-commit writer.
+    pub async fn write(&self, ops: Vec<Op>, sync: bool) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Write {
+            ops,
+            sync,
+            reply: Some(reply),
+        })
+        .await?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Queues `ops` without waiting for the commit. Order with later writes is
+    /// kept, because one thread applies them in queue order.
+    pub async fn write_nowait(&self, ops: Vec<Op>) -> Result<()> {
+        self.send(Command::Write {
+            ops,
+            sync: false,
+            reply: None,
+        })
+        .await
+    }
+
+    async fn send(&self, cmd: Command) -> Result<()> {
+        self.inner
+            .writer_tx
+            .send(cmd)
+            .await
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Reads committed events of one partition starting at `from`, at most
+    /// `max_events` of them and stopping after `max_bytes` of payload (at least one
+    /// event is returned when any is available). Blocking.
+    pub fn read(
+        &self,
+        topic: &TopicState,
+        partition: PartitionId,
+        from: Offset,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let tail = &topic.partitions[partition as usize];
+        let end = tail.end();
+        let from = from.max(tail.start());
+        if from >= end || max_events == 0 {
+            return Ok(Vec::new());
+        }
+        let id = topic.id();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::record_key(id, partition, end).to_vec());
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Records), ro);
+        it.seek(keys::record_key(id, partition, from));
+        let mut out = Vec::with_capacity(max_events.min((end - from) as usize));
+        let mut bytes = 0usize;
+        while it.valid() && out.len() < max_events && (bytes < max_bytes || out.is_empty()) {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let (_, _, offset) =
+                keys::parse_record_key(k).ok_or_else(|| Error::CorruptMetadata {
+                    location: format!("{} partition {partition}", topic.name()),
+                    reason: "malformed record key".into(),
+                })?;
+            bytes += v.len();
+            let ev = codec::decode_record(id, partition, offset, Bytes::copy_from_slice(v))
+                .map_err(|source| Error::Corruption {
+                    location: format!(
+                        "topic {:?} partition {partition} offset {offset}",
+                        topic.name()
+                    ),
+                    source,
+                })?;
+            out.push(ev);
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Syncs the WAL. Used at clean shutdown after the last ack-state flush.
+    pub async fn sync_wal(&self) -> Result<()> {
+        self.write(Vec::new(), true).await
+    }
+
+    /// Closes the store: waits (up to 5 s) until this is the last handle, stops
+    /// the writer thread after it drained its queue, syncs the WAL and closes
+    /// RocksDB. Blocking: call from `spawn_blocking`.
+    pub fn close(self) {
+        let mut inner = self.inner;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let inner = loop {
+            match Arc::try_unwrap(inner) {
+                Ok(inner) => break inner,
+                Err(shared) if std::time::Instant::now() < deadline => {
+                    inner = shared;
+                    // Short-lived readers (spawn_blocking) still hold a handle.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "log still shared at close; RocksDB closes with the last handle"
+                    );
+                    return;
+                }
+            }
+        };
+        let Inner {
+            writer_tx,
+            writer_thread,
+            db,
+            ..
+        } = inner;
+        drop(writer_tx);
+        if let Some(t) = writer_thread.lock().expect("not poisoned").take() {
+            let _ = t.join();
+        }
+        if let Err(e) = db.flush_wal(true) {
+            tracing::error!(error = %e, "final WAL sync failed");
+        }
+        drop(db);
+        tracing::info!("log closed");
+    }
+
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    pub(crate) fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        self.inner
+            .db
+            .cf_handle(cf.name())
+            .expect("every column family is created at open")
+    }
+}
+
+/// Ops that remove a subscription's metadata and all of its state.
+pub fn subscription_delete_ops(sub: &SubscriptionMeta) -> Vec<Op> {
+    let (start, end) = keys::subscription_range(sub.id);
+    vec![
+        Op::Delete(
+            Cf::Meta,
+            keys::subscription_meta_key(sub.topic_id, &sub.name),
+        ),
+        Op::DeleteRange(Cf::Subs, start.to_vec(), end.to_vec()),
+        Op::DeleteRange(Cf::Dlq, start.to_vec(), end.to_vec()),
+    ]
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("metadata types always serialize")
+}
+
+fn corrupt_meta(location: &str, reason: impl Into<String>) -> Error {
+    Error::CorruptMetadata {
+        location: location.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// (first offset, one past the last offset) stored for a partition.
+fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<(Offset, Offset)> {
+    let cf = db.cf_handle(keys::CF_RECORDS).expect("records cf");
+    let lower = keys::record_key(topic, partition, 0);
+    let upper = keys::record_key(topic, partition, u64::MAX);
+    let mut ro = ReadOptions::default();
+    ro.set_iterate_lower_bound(lower.to_vec());
+    ro.set_iterate_upper_bound(upper.to_vec());
+    let mut it = db.raw_iterator_cf_opt(cf, ro);
+    it.seek_to_last();
+    let last = match it.key() {
+        Some(k) => keys::parse_record_key(k).map(|(_, _, o)| o),
+        None => None,
+    };
+    it.seek_to_first();
+    let first = match it.key() {
+        Some(k) => keys::parse_record_key(k).map(|(_, _, o)| o),
+        None => None,
+    };
+    it.status()?;
+    Ok(match (first, last) {
+        (Some(f), Some(l)) => (f, l + 1),
+        _ => (0, 0),
+    })
+}
+
+fn open_db(path: &Path) -> Result<DB> {
+    let mut db_opts = rocksdb::Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_max_background_jobs(2);
+    db_opts.set_bytes_per_sync(1 << 20);
+    // Keep the WAL bounded: column families with little traffic (meta, subs) must
+    // not pin old WAL files forever.
+    db_opts.set_max_total_wal_size(256 << 20);
+
+    let mut table = BlockBasedOptions::default();
+    table.set_block_size(16 * 1024);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+
+    let cfs = keys::ALL_CFS.iter().map(|name| {
+        let mut o = rocksdb::Options::default();
+        o.set_block_based_table_factory(&table);
+        if *name == keys::CF_RECORDS {
+            // Records are written once in key order per partition and read mostly
+            // sequentially; compress the bulk but keep the hot levels fast.
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
+            o.set_write_buffer_size(64 << 20);
+        }
+        ColumnFamilyDescriptor::new(*name, o)
+    });
+    Ok(DB::open_cf_descriptors(&db_opts, path, cfs)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Durability;
+
+    fn options(dir: &Path) -> Options {
+        let mut o = Options::new(dir);
+        o.default_partitions = 2;
+        o
+    }
+
+    fn ev(key: &str, payload: &str) -> NewEvent {
+        NewEvent {
+            key: key.into(),
+            event_type: "t".into(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            ..Default::default()
+        }
+    }
+
+    async fn open(dir: &Path) -> Log {
+        let o = options(dir);
+        tokio::task::spawn_blocking(move || Log::open(o))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn read_all(log: &Log, topic: &TopicState, p: PartitionId) -> Vec<StoredEvent> {
+        log.read(topic, p, 0, usize::MAX, usize::MAX).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn append_read_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path()).await;
+        let topic = log
+            .create_topic("orders", TopicConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(topic.partition_count(), 2);
+        let res = log
+            .append(&topic, &[ev("a", "1"), ev("a", "2"), ev("b", "3")])
+            .await
+            .unwrap();
+        assert_eq!(
+            res[0].partition, res[1].partition,
+            "same key, same partition"
+        );
+        assert_eq!(res[1].offset, res[0].offset + 1);
+        let p = res[0].partition;
+        let got = read_all(&log, &topic, p);
+        let payloads: Vec<_> = got.iter().map(|e| e.payload.clone()).collect();
+        assert!(payloads.starts_with(&[Bytes::from("1"), Bytes::from("2")]));
+        assert!(got
+            .windows(2)
+            .all(|w| w[0].publish_time <= w[1].publish_time));
+        let incarnation = log.incarnation();
+        log.close();
+
+        let log = open(dir.path()).await;
+        assert_eq!(log.incarnation(), incarnation + 1);
+        let topic = log.topic("orders").expect("topic survives reopen");
+        let total: u64 = topic.partitions.iter().map(|t| t.end()).sum();
+        assert_eq!(total, 3);
+        assert_eq!(
+            read_all(&log, &topic, p).len() as u64,
+            topic.partitions[p as usize].end()
+        );
+        // Offsets continue densely after reopen.
+        let end_before = topic.partitions[p as usize].end();
+        let more = log.append(&topic, &[ev("a", "4")]).await.unwrap();
+        assert_eq!(more[0].offset, end_before);
+        log.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_get_dense_unique_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path()).await;
+        let topic = log
+            .create_topic(
+                "t",
+                TopicConfig {
+                    partitions: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let (log, topic) = (log.clone(), topic.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut offsets = Vec::new();
+                for i in 0..50 {
+                    let r = log
+                        .append(&topic, &[ev("", &format!("{w}-{i}"))])
+                        .await
+                        .unwrap();
+                    offsets.push(r[0].offset);
+                }
+                offsets
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            let mine = t.await.unwrap();
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "each publisher sees its order"
+            );
+            all.extend(mine);
+        }
+        all.sort();
+        assert_eq!(all, (0..400).collect::<Vec<_>>());
+        assert_eq!(read_all(&log, &topic, 0).len(), 400);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_stop_at_the_committed_end_and_respect_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path()).await;
+        let topic = log
+            .create_topic(
+                "t",
+                TopicConfig {
+                    partitions: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let events: Vec<_> = (0..10).map(|i| ev("", &i.to_string())).collect();
+        log.append(&topic, &events).await.unwrap();
+        assert_eq!(log.read(&topic, 0, 3, 4, usize::MAX).unwrap().len(), 4);
+        assert_eq!(
+            log.read(&topic, 0, 3, 100, 1).unwrap().len(),
+            1,
+            "byte limit still returns one"
+        );
+        assert!(log.read(&topic, 0, 10, 100, usize::MAX).unwrap().is_empty());
+        let mut rx = topic.watch_tail();
+        rx.borrow_and_update();
+        log.append(&topic, &[ev("", "x")]).await.unwrap();
+        assert!(rx.has_changed().unwrap(), "a commit wakes tailing readers");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corruption_is_detected_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path()).await;
+        let topic = log
+            .create_topic(
+                "t",
+                TopicConfig {
+                    partitions: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        log.append(&topic, &[ev("", "precious")]).await.unwrap();
+        // Flip a payload byte behind the log's back.
+        let key = keys::record_key(topic.id(), 0, 0);
+        let mut v = log.db().get_cf(log.cf(Cf::Records), key).unwrap().unwrap();
+        *v.last_mut().unwrap() ^= 1;
+        log.db().put_cf(log.cf(Cf::Records), key, v).unwrap();
+        let err = log.read(&topic, 0, 0, 10, usize::MAX).unwrap_err();
+        assert!(matches!(err, Error::Corruption { .. }), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delete_topic_removes_data_and_never_reuses_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path()).await;
+        let old = log.create_topic("t", TopicConfig::default()).await.unwrap();
+        log.append(&old, &[ev("", "x")]).await.unwrap();
+        log.delete_topic("t", &[]).await.unwrap();
+        assert!(log.topic("t").is_none());
+        let err = log.append(&old, &[ev("", "late")]).await.unwrap_err();
+        assert!(
+            matches!(err, Error::TopicNotFound(_)),
+            "appends to a deleted topic fail: {err}"
+        );
+        let new = log.create_topic("t", TopicConfig::default()).await.unwrap();
+        assert!(new.id() > old.id());
+        assert!(new.partitions.iter().all(|p| p.end() == 0));
+        log.close();
+        let log = open(dir.path()).await;
+        assert_eq!(log.topic("t").unwrap().id(), new.id());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn buffered_mode_appends_and_limits_event_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = options(dir.path());
+        o.durability = Durability::Buffered;
+        o.max_event_bytes = 100;
+        let log = tokio::task::spawn_blocking(move || Log::open(o))
+            .await
+            .unwrap()
+            .unwrap();
+        let topic = log.topic_or_create("auto").await.unwrap();
+        log.append(&topic, &[ev("", "small")]).await.unwrap();
+        let err = log
+            .append(&topic, &[ev("", &"x".repeat(200))])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidArgument {
+                    field: "events",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Domain newtypes and value types shared by the log and the delivery engine.
+//!
+//! These are deliberately free of any wire format: the gRPC layer converts to and
+//! from them at its edge.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+
+/// Internal, never-reused numeric id of a topic. Names can be deleted and created
+/// again; ids are allocated from a persistent counter so old keys never alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(pub u32);
+
+/// Internal, never-reused numeric id of a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub u32);
+
+/// A partition index within a topic, `0..partitions`.
+pub type PartitionId = u32;
+
+/// A position in one partition. Offsets are dense and start at 0.
+pub type Offset = u64;
+
+/// Milliseconds since the Unix epoch. Used for every persisted time.
+pub type UnixMillis = u64;
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "topic#{}", self.0)
+    }
+}
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "subscription#{}", self.0)
+    }
+}
+
+/// An event as a publisher hands it in, before it has a partition or offset.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewEvent {
+    /// Routing and ordering key; empty means "no key" (spread across partitions).
+    pub key: String,
+    /// Dotted event type, e.g. `order.created`.
+    pub event_type: String,
+    pub payload: Bytes,
+    pub content_type: String,
+    pub attributes: BTreeMap<String, String>,
+    /// Empty means "not idempotent".
+    pub idempotency_key: String,
+    pub event_time: Option<UnixMillis>,
+}
+
+/// An event as stored: a [`NewEvent`] plus where and when it was committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub topic_id: TopicId,
+    pub partition: PartitionId,
+    pub offset: Offset,
+    pub publish_time: UnixMillis,
+    pub key: String,
+    pub event_type: String,
+    pub payload: Bytes,
+    pub content_type: String,
+    pub attributes: BTreeMap<String, String>,
+    pub idempotency_key: String,
+    pub event_time: Option<UnixMillis>,
+}
+
+impl StoredEvent {
+    /// The event id: derived from (topic id, partition, offset), which is unique for
+    /// the life of the data dir because topic ids are never reused. Deriving it
+    /// costs no storage and makes ids fixed-width and sortable.
+    pub fn event_id(&self) -> String {
+        format_event_id(self.topic_id, self.partition, self.offset)
+    }
+}
+
+/// Formats an event id; see [`StoredEvent::event_id`].
+pub fn format_event_id(topic: TopicId, partition: PartitionId, offset: Offset) -> String {
+    format!("{:08x}{:08x}{:016x}", topic.0, partition, offset)
+}
+
+/// Where a published event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub partition: PartitionId,
+    pub offset: Offset,
+    /// True when an idempotency key matched an earlier publish; the position is the
+    /// original one and nothing new was written.
+    pub duplicate: bool,
+}
+
+/// The durability a publish gets before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// The WAL is fsynced before a publish is acknowledged (group-committed).
+    /// Survives power loss.
+    #[default]
+    Fsync,
+    /// The WAL is written to the OS page cache but not synced. Survives a process
+    /// crash (`kill -9`), not power loss.
+    Buffered,
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Durability::Fsync => "fsync",
+            Durability::Buffered => "buffered",
+        })
+    }
+}
+
+/// Where a new subscription starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartPosition {
+    /// The first retained event of every partition.
+    #[default]
+    Earliest,
+    /// Only events published after the subscription was created.
+    Latest,
+}

@@ -1,0 +1,360 @@
+//! The group-commit writer: the only thread that writes to RocksDB.
+//!
+//! ```text
+//!  publish handlers ──► bounded mpsc ──► writer thread
+//!                                         │ 1. drain every queued command (up to a byte cap)
+//!                                         │ 2. assign offsets, stamp publish times
+//!                                         │ 3. ONE WriteBatch, ONE write (+ WAL sync if any
+//!                                         │    command in the group needs it)
+//!                                         │ 4. advance each partition's committed end,
+//!                                         │    bump the topic's tail watch
+//!                                         └ 5. answer every command of the group
+//! ```
+//!
+//! Under load one fsync carries thousands of events; at low load a publish costs a
+//! single fsync. Because one thread assigns offsets and writes, offsets are dense
+//! and a reader bounded by the committed end never sees an event that a crash
+//! could take back.
+//!
+//! A failed write is fatal for the write path: the group and everything after it
+//! fail with [`Error::WriterFailed`] until restart. Retrying an fsync and then
+//! acknowledging can lose data silently, because the kernel may have dropped the
+//! dirty pages that failed to write.
+
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::seal_record;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::meta::now_ms;
+use crate::store::TopicState;
+use crate::types::{AppendResult, PartitionId};
+
+/// Stop draining the queue into one group past this many bytes, so a single write
+/// stays a bounded amount of work and memory.
+const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// ... or past this many commands.
+const MAX_GROUP_COMMANDS: usize = 4096;
+/// A partition gets a time-index entry at most this often.
+pub const TIME_INDEX_INTERVAL_MS: u64 = 100;
+
+/// A column family, named without borrowing the DB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    Meta,
+    Records,
+    TimeIndex,
+    Subs,
+    Dlq,
+    Dedup,
+}
+
+impl Cf {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => keys::CF_META,
+            Cf::Records => keys::CF_RECORDS,
+            Cf::TimeIndex => keys::CF_TIME_INDEX,
+            Cf::Subs => keys::CF_SUBS,
+            Cf::Dlq => keys::CF_DLQ,
+            Cf::Dedup => keys::CF_DEDUP,
+        }
+    }
+}
+
+/// One write, described without a `WriteBatch` so many can be merged into one.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put(Cf, Vec<u8>, Vec<u8>),
+    Delete(Cf, Vec<u8>),
+    DeleteRange(Cf, Vec<u8>, Vec<u8>),
+}
+
+impl Op {
+    fn len(&self) -> usize {
+        match self {
+            Op::Put(_, k, v) => k.len() + v.len(),
+            Op::Delete(_, k) => k.len(),
+            Op::DeleteRange(_, a, b) => a.len() + b.len(),
+        }
+    }
+}
+
+/// An encoded (unsealed) record bound for a partition.
+pub struct PendingRecord {
+    pub partition: PartitionId,
+    pub record: BytesMut,
+}
+
+pub enum Command {
+    Append {
+        topic: Arc<TopicState>,
+        records: Vec<PendingRecord>,
+        reply: oneshot::Sender<Result<Vec<AppendResult>>>,
+    },
+    Write {
+        ops: Vec<Op>,
+        sync: bool,
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+    /// Marks the topic deleted (so later appends fail) and writes `ops`.
+    DeleteTopic {
+        topic: Arc<TopicState>,
+        ops: Vec<Op>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+enum Reply {
+    Append(
+        oneshot::Sender<Result<Vec<AppendResult>>>,
+        Result<Vec<AppendResult>>,
+    ),
+    Unit(Option<oneshot::Sender<Result<()>>>),
+}
+
+/// What a committed group must publish to readers.
+struct Advance {
+    topic: Arc<TopicState>,
+    partition: PartitionId,
+    end: u64,
+}
+
+pub struct Writer {
+    db: Arc<DB>,
+    rx: mpsc::Receiver<Command>,
+    sync_appends: bool,
+    failure: Option<String>,
+}
+
+impl Writer {
+    pub fn new(db: Arc<DB>, rx: mpsc::Receiver<Command>, sync_appends: bool) -> Self {
+        Writer {
+            db,
+            rx,
+            sync_appends,
+            failure: None,
+        }
+    }
+
+    /// Runs until every sender is dropped. Call on a dedicated thread.
+    pub fn run(mut self) {
+        while let Some(first) = self.rx.blocking_recv() {
+            let mut group = vec![first];
+            let mut bytes = 0usize;
+            while bytes < MAX_GROUP_BYTES && group.len() < MAX_GROUP_COMMANDS {
+                match self.rx.try_recv() {
+                    Ok(cmd) => {
+                        bytes += command_bytes(&cmd);
+                        group.push(cmd);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        tracing::debug!("writer stopped: all senders closed");
+    }
+
+    fn commit_group(&mut self, group: Vec<Command>) {
+        if let Some(failure) = &self.failure {
+            let failure = failure.clone();
+            for cmd in group {
+                fail(cmd, || Error::WriterFailed(failure.clone()));
+            }
+            return;
+        }
+        let now = now_ms();
+        let mut batch = WriteBatch::default();
+        let mut sync = false;
+        let mut replies = Vec::with_capacity(group.len());
+        let mut advances: Vec<Advance> = Vec::new();
+        for cmd in group {
+            match cmd {
+                Command::Append {
+                    topic,
+                    records,
+                    reply,
+                } => {
+                    if topic.is_deleted() {
+                        let name = topic.meta.name.clone();
+                        replies.push(Reply::Append(reply, Err(Error::TopicNotFound(name))));
+                        continue;
+                    }
+                    sync |= self.sync_appends;
+                    let results = self.add_append(&mut batch, &topic, records, now, &mut advances);
+                    replies.push(Reply::Append(reply, Ok(results)));
+                }
+                Command::Write {
+                    ops,
+                    sync: s,
+                    reply,
+                } => {
+                    sync |= s;
+                    self.add_ops(&mut batch, ops);
+                    replies.push(Reply::Unit(reply));
+                }
+                Command::DeleteTopic { topic, ops, reply } => {
+                    topic.mark_deleted();
+                    sync = true;
+                    self.add_ops(&mut batch, ops);
+                    replies.push(Reply::Unit(Some(reply)));
+                }
+            }
+        }
+
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        let written = self.db.write_opt(batch, &opts);
+        match written {
+            Ok(()) => {
+                // Publish to readers only now that the group is durable.
+                let mut last_topic: Option<*const TopicState> = None;
+                for adv in &advances {
+                    adv.topic.partitions[adv.partition as usize]
+                        .end
+                        .store(adv.end, Release);
+                }
+                for adv in &advances {
+                    let ptr = Arc::as_ptr(&adv.topic);
+                    if last_topic != Some(ptr) {
+                        adv.topic.notify_tail();
+                        last_topic = Some(ptr);
+                    }
+                }
+                for r in replies {
+                    match r {
+                        Reply::Append(tx, res) => {
+                            let _ = tx.send(res);
+                        }
+                        Reply::Unit(tx) => {
+                            if let Some(tx) = tx {
+                                let _ = tx.send(Ok(()));
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "RocksDB write failed; the write path is stopped until restart");
+                self.failure = Some(msg.clone());
+                for r in replies {
+                    match r {
+                        Reply::Append(tx, _) => {
+                            let _ = tx.send(Err(Error::WriterFailed(msg.clone())));
+                        }
+                        Reply::Unit(Some(tx)) => {
+                            let _ = tx.send(Err(Error::WriterFailed(msg.clone())));
+                        }
+                        Reply::Unit(None) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_append(
+        &self,
+        batch: &mut WriteBatch,
+        topic: &Arc<TopicState>,
+        records: Vec<PendingRecord>,
+        now: u64,
+        advances: &mut Vec<Advance>,
+    ) -> Vec<AppendResult> {
+        let cf_records = self.cf(Cf::Records);
+        let cf_time = self.cf(Cf::TimeIndex);
+        let mut results = Vec::with_capacity(records.len());
+        for PendingRecord {
+            partition,
+            mut record,
+        } in records
+        {
+            let tail = &topic.partitions[partition as usize];
+            // Only this thread writes `next`, `last_publish_ms` and `last_index_ms`.
+            let offset = tail.next.load(Relaxed);
+            tail.next.store(offset + 1, Relaxed);
+            let publish_ms = now.max(tail.last_publish_ms.load(Relaxed));
+            tail.last_publish_ms.store(publish_ms, Relaxed);
+            seal_record(&mut record, publish_ms);
+            batch.put_cf(
+                cf_records,
+                keys::record_key(topic.meta.id, partition, offset),
+                &record,
+            );
+            let last_indexed = tail.last_index_ms.load(Relaxed);
+            if last_indexed == 0 || publish_ms >= last_indexed + TIME_INDEX_INTERVAL_MS {
+                batch.put_cf(
+                    cf_time,
+                    keys::time_index_key(topic.meta.id, partition, publish_ms, offset),
+                    [],
+                );
+                tail.last_index_ms.store(publish_ms, Relaxed);
+            }
+            match advances
+                .iter_mut()
+                .rev()
+                .find(|a| Arc::ptr_eq(&a.topic, topic) && a.partition == partition)
+            {
+                Some(a) => a.end = offset + 1,
+                None => advances.push(Advance {
+                    topic: topic.clone(),
+                    partition,
+                    end: offset + 1,
+                }),
+            }
+            results.push(AppendResult {
+                partition,
+                offset,
+                duplicate: false,
+            });
+        }
+        results
+    }
+
+    fn add_ops(&self, batch: &mut WriteBatch, ops: Vec<Op>) {
+        for op in ops {
+            match op {
+                Op::Put(cf, k, v) => batch.put_cf(self.cf(cf), k, v),
+                Op::Delete(cf, k) => batch.delete_cf(self.cf(cf), k),
+                Op::DeleteRange(cf, a, b) => batch.delete_range_cf(self.cf(cf), a, b),
+            }
+        }
+    }
+
+    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(cf.name())
+            .expect("every column family is created at open")
+    }
+}
+
+fn command_bytes(cmd: &Command) -> usize {
+    match cmd {
+        Command::Append { records, .. } => records.iter().map(|r| r.record.len() + 16).sum(),
+        Command::Write { ops, .. } | Command::DeleteTopic { ops, .. } => {
+            ops.iter().map(Op::len).sum()
+        }
+    }
+}
+
+fn fail(cmd: Command, err: impl Fn() -> Error) {
+    match cmd {
+        Command::Append { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Command::Write { reply, .. } => {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(err()));
+            }
+        }
+        Command::DeleteTopic { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+    }
+}

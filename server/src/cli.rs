@@ -1,0 +1,105 @@
+//! The `eventbus` command line: `eventbus serve` runs the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::{Config, Overrides};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use eventbus_log::Durability;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "eventbus",
+    version,
+    about = "A durable event bus served over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print the default configuration as TOML.
+    DefaultConfig,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file. Flags and EVENTBUS_* variables override it.
+    #[arg(long, env = "EVENTBUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// When a publish is acknowledged: after an fsync of the WAL (fsync), or
+    /// after the write reaches the OS (buffered) [default: fsync].
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityArg>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    Fsync,
+    Buffered,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses the command line and runs the chosen command.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::DefaultConfig => {
+            print!("{}", Config::default_toml());
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        durability: args.durability.map(|d| match d {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::Buffered => Durability::Buffered,
+        }),
+    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("eventbus")
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        crate::run(config, listener, crate::signal::shutdown_signal()).await
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

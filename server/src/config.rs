@@ -1,0 +1,239 @@
+//! Server configuration.
+//!
+//! Load order, later wins: built-in defaults → TOML file (`--config`) →
+//! `EVENTBUS_*` environment variables → command-line flags. Unknown keys are an
+//! error everywhere, so a typo never silently falls back to a default.
+//!
+//! Environment variables use the key in upper case with `_` for `-`, e.g.
+//! `EVENTBUS_DATA_DIR=/var/lib/eventbus`. `EVENTBUS_CONFIG` and `EVENTBUS_SERVER`
+//! are reserved for the CLI and are not config keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use eventbus_log::{Durability, Options};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with this prefix are config keys.
+pub const ENV_PREFIX: &str = "EVENTBUS_";
+/// Environment variables with the prefix that are not config keys.
+const RESERVED_ENV: [&str; 2] = ["CONFIG", "SERVER"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Address the gRPC server listens on. Default: `127.0.0.1:50051`.
+    pub listen: SocketAddr,
+    /// Directory for the RocksDB files. Default: `./data`.
+    pub data_dir: PathBuf,
+    /// `fsync` (default): a publish is acknowledged after the WAL is synced.
+    /// `buffered`: after it is written to the OS; survives a process crash, not
+    /// power loss.
+    pub durability: Durability,
+    /// Create unknown topics and subscriptions on first use. Turn off in
+    /// production so a typo is NOT_FOUND instead of a new topic. Default: true.
+    pub auto_create: bool,
+    /// Partitions of a topic created without an explicit count. Default: 4.
+    pub default_partitions: u32,
+    /// Largest encoded event accepted, in bytes. Default: 1048576 (1 MiB).
+    pub max_event_bytes: usize,
+    /// Largest gRPC request accepted, in bytes. Default: 16777216 (16 MiB).
+    pub max_request_bytes: usize,
+    /// Ack deadline of subscriptions that do not set one. Default: `30s`.
+    #[serde(with = "humantime_serde")]
+    pub default_ack_deadline: Duration,
+    /// Unacked deliveries a stream may hold when it asks for 0. Default: 256.
+    pub default_max_in_flight: u32,
+    /// Upper bound on a stream's `max_in_flight`. Default: 10000.
+    pub max_in_flight_limit: u32,
+    /// How often ack state is persisted; a crash can lose this much of the latest
+    /// acks, which are then redelivered. Default: `20ms`.
+    #[serde(with = "humantime_serde")]
+    pub ack_flush_interval: Duration,
+    /// How long shutdown waits for in-flight RPCs before closing anyway.
+    /// Default: `10s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let log = Options::new("./data");
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: log.data_dir,
+            durability: log.durability,
+            auto_create: log.auto_create,
+            default_partitions: log.default_partitions,
+            max_event_bytes: log.max_event_bytes,
+            max_request_bytes: 16 * 1024 * 1024,
+            default_ack_deadline: log.default_ack_deadline,
+            default_max_in_flight: log.default_max_in_flight,
+            max_in_flight_limit: log.max_in_flight_limit,
+            ack_flush_interval: log.ack_flush_interval,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Command-line overrides: only the flags given are applied.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<Durability>,
+}
+
+impl Config {
+    /// Loads the config: defaults, then `file`, then the environment, then
+    /// `overrides`. Fails on unknown keys or invalid values.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file(file));
+        }
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(|k| {
+                !RESERVED_ENV
+                    .iter()
+                    .any(|r| k.as_str().eq_ignore_ascii_case(r))
+            })
+            .map(|k| k.as_str().replace('_', "-").into());
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=eventbus_log::options::MAX_PARTITIONS).contains(&self.default_partitions),
+            "default-partitions must be 1..={}",
+            eventbus_log::options::MAX_PARTITIONS
+        );
+        anyhow::ensure!(
+            self.max_event_bytes >= 1024,
+            "max-event-bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            self.max_request_bytes >= self.max_event_bytes,
+            "max-request-bytes must be at least max-event-bytes"
+        );
+        anyhow::ensure!(
+            (eventbus_log::options::MIN_ACK_DEADLINE..=eventbus_log::options::MAX_ACK_DEADLINE)
+                .contains(&self.default_ack_deadline),
+            "default-ack-deadline must be between 1s and 10m"
+        );
+        anyhow::ensure!(
+            self.default_max_in_flight >= 1
+                && self.default_max_in_flight <= self.max_in_flight_limit,
+            "default-max-in-flight must be 1..=max-in-flight-limit"
+        );
+        anyhow::ensure!(
+            !self.ack_flush_interval.is_zero(),
+            "ack-flush-interval must be positive"
+        );
+        Ok(())
+    }
+
+    /// The storage options this config implies.
+    pub fn log_options(&self) -> Options {
+        let mut o = Options::new(&self.data_dir);
+        o.durability = self.durability;
+        o.auto_create = self.auto_create;
+        o.default_partitions = self.default_partitions;
+        o.max_event_bytes = self.max_event_bytes;
+        o.default_ack_deadline = self.default_ack_deadline;
+        o.default_max_in_flight = self.default_max_in_flight;
+        o.max_in_flight_limit = self.max_in_flight_limit;
+        o.ack_flush_interval = self.ack_flush_interval;
+        o
+    }
+
+    /// The default config as commented TOML.
+    pub fn default_toml() -> String {
+        toml::to_string(&Config::default()).expect("config serializes")
+    }
+}
+
+#[cfg(test)]
+// figment::Jail's closures return figment's large error type; that is its API.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_out_of_the_box() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.durability, Durability::Fsync);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_env_and_flags_layer_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "eventbus.toml",
+                "data-dir = \"/from/file\"\ndurability = \"buffered\"\ndefault-partitions = 2\n",
+            )?;
+            jail.set_env("EVENTBUS_DATA_DIR", "/from/env");
+            jail.set_env("EVENTBUS_SERVER", "http://ignored");
+            let over = Overrides {
+                listen: Some("127.0.0.1:7000".parse().unwrap()),
+                ..Default::default()
+            };
+            let c = Config::load(Some(Path::new("eventbus.toml")), &over).unwrap();
+            assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+            assert_eq!(c.durability, Durability::Buffered);
+            assert_eq!(c.default_partitions, 2);
+            assert_eq!(c.listen.port(), 7000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("eventbus.toml", "data_dir_typo = \"x\"\n")?;
+            let err =
+                Config::load(Some(Path::new("eventbus.toml")), &Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains("data_dir_typo"), "{err:#}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EVENTBUS_NOT_A_KEY", "1");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains("not-a-key"), "{err:#}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("eventbus.toml", "durability = \"sometimes\"\n")?;
+            assert!(Config::load(Some(Path::new("eventbus.toml")), &Overrides::default()).is_err());
+            jail.create_file("bad.toml", "default-partitions = 0\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+}

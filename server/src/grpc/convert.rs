@@ -1,0 +1,225 @@
+//! Conversions between wire types (`eventbus_proto::v1`) and domain types
+//! (`eventbus_log`). Validation of wire-only shapes (timestamps, durations) lives
+//! here; domain rules live in `eventbus-log`.
+
+use std::time::Duration;
+
+use eventbus_log::meta::SubscriptionMeta;
+use eventbus_log::{NewEvent, StoredEvent, SubscriptionInfo, TopicState, UnixMillis};
+use eventbus_proto::v1;
+use tonic::Status;
+
+use super::status::invalid;
+
+pub fn millis_to_timestamp(ms: UnixMillis) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn timestamp_to_millis(
+    field: &'static str,
+    ts: &prost_types::Timestamp,
+) -> Result<UnixMillis, Status> {
+    if ts.seconds < 0 || !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(invalid(
+            field,
+            "must be a valid time at or after 1970-01-01T00:00:00Z",
+        ));
+    }
+    Ok(ts.seconds as u64 * 1000 + ts.nanos as u64 / 1_000_000)
+}
+
+pub fn duration_from_proto(
+    field: &'static str,
+    d: &prost_types::Duration,
+) -> Result<Duration, Status> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(invalid(field, "must be a non-negative duration"));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+pub fn new_event(ev: v1::PublishEvent) -> Result<NewEvent, Status> {
+    let event_time = ev
+        .event_time
+        .as_ref()
+        .map(|t| timestamp_to_millis("events.event_time", t))
+        .transpose()?;
+    Ok(NewEvent {
+        key: ev.key,
+        event_type: ev.r#type,
+        payload: ev.payload,
+        content_type: ev.content_type,
+        attributes: ev.attributes.into_iter().collect(),
+        idempotency_key: ev.idempotency_key,
+        event_time,
+    })
+}
+
+pub fn event(topic: &str, ev: &StoredEvent) -> v1::Event {
+    v1::Event {
+        event_id: ev.event_id(),
+        topic: topic.to_string(),
+        partition: ev.partition,
+        offset: ev.offset,
+        key: ev.key.clone(),
+        r#type: ev.event_type.clone(),
+        payload: ev.payload.clone(),
+        content_type: ev.content_type.clone(),
+        attributes: ev
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        publish_time: Some(millis_to_timestamp(ev.publish_time)),
+        event_time: ev.event_time.map(millis_to_timestamp),
+    }
+}
+
+pub fn topic(t: &TopicState) -> v1::Topic {
+    v1::Topic {
+        name: t.name().to_string(),
+        partitions: t.partition_count(),
+        retention: Some(v1::Retention {
+            max_age: t
+                .meta
+                .retention
+                .max_age_ms
+                .map(|ms| duration_to_proto(Duration::from_millis(ms))),
+            max_bytes: t.meta.retention.max_bytes.unwrap_or(0),
+        }),
+        create_time: Some(millis_to_timestamp(t.meta.created_ms)),
+        partition_info: t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, tail)| v1::PartitionInfo {
+                partition: p as u32,
+                start_offset: tail.start(),
+                end_offset: tail.end(),
+            })
+            .collect(),
+    }
+}
+
+pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
+    let SubscriptionMeta {
+        name,
+        config,
+        paused,
+        created_ms,
+        ..
+    } = &info.meta;
+    let s = &info.stats;
+    let now = eventbus_log::meta::now_ms();
+    v1::Subscription {
+        topic: info.topic.clone(),
+        name: name.clone(),
+        ack_deadline: Some(duration_to_proto(Duration::from_millis(
+            config.ack_deadline_ms,
+        ))),
+        retry_policy: Some(v1::RetryPolicy {
+            min_backoff: Some(duration_to_proto(Duration::from_millis(
+                config.min_backoff_ms,
+            ))),
+            max_backoff: Some(duration_to_proto(Duration::from_millis(
+                config.max_backoff_ms,
+            ))),
+        }),
+        max_delivery_attempts: config.max_delivery_attempts,
+        filter: None,
+        ordering: match config.ordering {
+            eventbus_log::meta::Ordering::None => v1::Ordering::None,
+            eventbus_log::meta::Ordering::Key => v1::Ordering::Key,
+        } as i32,
+        paused: *paused,
+        create_time: Some(millis_to_timestamp(*created_ms)),
+        stats: Some(v1::SubscriptionStats {
+            backlog: s.backlog,
+            in_flight: s.in_flight,
+            oldest_unacked_age: s
+                .oldest_unacked_ms
+                .map(|t| duration_to_proto(Duration::from_millis(now.saturating_sub(t)))),
+            delivered: s.delivered,
+            acked: s.acked,
+            nacked: s.nacked,
+            redelivered: s.redelivered,
+            dead_lettered: 0,
+            filtered: 0,
+            dead_letter_count: 0,
+            oldest_dead_letter_age: None,
+            lost_to_retention: 0,
+            members: s.members,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_at_millisecond_precision() {
+        let ts = millis_to_timestamp(1_700_000_000_123);
+        assert_eq!(ts.seconds, 1_700_000_000);
+        assert_eq!(ts.nanos, 123_000_000);
+        assert_eq!(timestamp_to_millis("t", &ts).unwrap(), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn negative_times_and_durations_are_invalid_arguments() {
+        let bad_ts = prost_types::Timestamp {
+            seconds: -1,
+            nanos: 0,
+        };
+        assert_eq!(
+            timestamp_to_millis("t", &bad_ts).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let bad_d = prost_types::Duration {
+            seconds: -5,
+            nanos: 0,
+        };
+        assert_eq!(
+            duration_from_proto("d", &bad_d).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let d = duration_from_proto(
+            "d",
+            &prost_types::Duration {
+                seconds: 2,
+                nanos: 5,
+            },
+        )
+        .unwrap();
+        assert_eq!(d, Duration::new(2, 5));
+    }
+
+    #[test]
+    fn publish_event_converts_without_losing_fields() {
+        let ev = new_event(v1::PublishEvent {
+            key: "k".into(),
+            r#type: "a.b".into(),
+            payload: bytes::Bytes::from_static(b"p"),
+            content_type: "text/plain".into(),
+            attributes: [("x".to_string(), "y".to_string())].into(),
+            idempotency_key: "i".into(),
+            event_time: Some(millis_to_timestamp(5_000)),
+        })
+        .unwrap();
+        assert_eq!(ev.key, "k");
+        assert_eq!(ev.event_type, "a.b");
+        assert_eq!(&ev.payload[..], b"p");
+        assert_eq!(ev.attributes["x"], "y");
+        assert_eq!(ev.event_time, Some(5_000));
+    }
+}

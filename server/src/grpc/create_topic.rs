@@ -1,0 +1,41 @@
+//! `AdminService/CreateTopic`.
+
+use eventbus_log::meta::Retention;
+use eventbus_log::{Broker, TopicConfig};
+use eventbus_proto::v1::{CreateTopicRequest, CreateTopicResponse};
+use tonic::Status;
+
+use super::convert::{self, duration_from_proto};
+use super::status::to_status;
+
+pub async fn handle(
+    broker: &Broker,
+    req: CreateTopicRequest,
+) -> Result<CreateTopicResponse, Status> {
+    let retention = match req.retention {
+        None => Retention::default(),
+        Some(r) => Retention {
+            max_age_ms: r
+                .max_age
+                .as_ref()
+                .map(|d| duration_from_proto("retention.max_age", d))
+                .transpose()?
+                .filter(|d| !d.is_zero())
+                .map(|d| d.as_millis() as u64),
+            max_bytes: Some(r.max_bytes).filter(|b| *b > 0),
+        },
+    };
+    let info = broker
+        .create_topic(
+            &req.topic,
+            TopicConfig {
+                partitions: req.partitions,
+                retention,
+            },
+        )
+        .await
+        .map_err(to_status)?;
+    Ok(CreateTopicResponse {
+        topic: Some(convert::topic(&info.state)),
+    })
+}

@@ -1,0 +1,222 @@
+//! The gRPC surface: one file per RPC, all errors mapped in [`status`].
+//!
+//! Handlers validate and convert at the edge, then call [`eventbus_log::Broker`].
+
+mod ack;
+mod convert;
+mod create_subscription;
+mod create_topic;
+mod delete_subscription;
+mod delete_topic;
+mod get_subscription;
+mod get_topic;
+mod list_subscriptions;
+mod list_topics;
+mod modify_ack_deadline;
+mod nack;
+mod paging;
+mod publish;
+pub mod status;
+mod subscribe;
+
+use std::sync::Arc;
+
+use eventbus_log::Broker;
+use eventbus_proto::v1::admin_service_server::AdminService;
+use eventbus_proto::v1::event_service_server::EventService;
+use eventbus_proto::v1::*;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+/// Implements `eventbus.v1.EventService`.
+#[derive(Clone)]
+pub struct EventSvc {
+    broker: Arc<Broker>,
+    /// Cancelled when shutdown starts, so open streams end promptly.
+    shutdown: CancellationToken,
+}
+
+impl EventSvc {
+    pub fn new(broker: Arc<Broker>, shutdown: CancellationToken) -> Self {
+        EventSvc { broker, shutdown }
+    }
+}
+
+/// Implements `eventbus.v1.AdminService`.
+#[derive(Clone)]
+pub struct AdminSvc {
+    broker: Arc<Broker>,
+}
+
+impl AdminSvc {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        AdminSvc { broker }
+    }
+}
+
+#[tonic::async_trait]
+impl EventService for EventSvc {
+    async fn publish(&self, req: Request<PublishRequest>) -> RpcResult<PublishResponse> {
+        publish::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type SubscribeStream = subscribe::SubscribeStream;
+
+    async fn subscribe(&self, req: Request<SubscribeRequest>) -> RpcResult<Self::SubscribeStream> {
+        subscribe::handle(&self.broker, &self.shutdown, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn ack(&self, req: Request<AckRequest>) -> RpcResult<AckResponse> {
+        ack::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn nack(&self, req: Request<NackRequest>) -> RpcResult<NackResponse> {
+        nack::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn modify_ack_deadline(
+        &self,
+        req: Request<ModifyAckDeadlineRequest>,
+    ) -> RpcResult<ModifyAckDeadlineResponse> {
+        modify_ack_deadline::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ReplayStream = tokio_stream::Empty<Result<ReplayResponse, Status>>;
+
+    async fn replay(&self, _req: Request<ReplayRequest>) -> RpcResult<Self::ReplayStream> {
+        Err(status::unimplemented("Replay"))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminSvc {
+    async fn create_topic(
+        &self,
+        req: Request<CreateTopicRequest>,
+    ) -> RpcResult<CreateTopicResponse> {
+        create_topic::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_topic(&self, req: Request<GetTopicRequest>) -> RpcResult<GetTopicResponse> {
+        get_topic::handle(&self.broker, req.into_inner()).map(Response::new)
+    }
+
+    async fn list_topics(&self, req: Request<ListTopicsRequest>) -> RpcResult<ListTopicsResponse> {
+        list_topics::handle(&self.broker, req.into_inner()).map(Response::new)
+    }
+
+    async fn delete_topic(
+        &self,
+        req: Request<DeleteTopicRequest>,
+    ) -> RpcResult<DeleteTopicResponse> {
+        delete_topic::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_subscription(
+        &self,
+        req: Request<CreateSubscriptionRequest>,
+    ) -> RpcResult<CreateSubscriptionResponse> {
+        create_subscription::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_subscription(
+        &self,
+        req: Request<GetSubscriptionRequest>,
+    ) -> RpcResult<GetSubscriptionResponse> {
+        get_subscription::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_subscriptions(
+        &self,
+        req: Request<ListSubscriptionsRequest>,
+    ) -> RpcResult<ListSubscriptionsResponse> {
+        list_subscriptions::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_subscription(
+        &self,
+        _req: Request<UpdateSubscriptionRequest>,
+    ) -> RpcResult<UpdateSubscriptionResponse> {
+        Err(status::unimplemented("UpdateSubscription"))
+    }
+
+    async fn delete_subscription(
+        &self,
+        req: Request<DeleteSubscriptionRequest>,
+    ) -> RpcResult<DeleteSubscriptionResponse> {
+        delete_subscription::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn pause_subscription(
+        &self,
+        _req: Request<PauseSubscriptionRequest>,
+    ) -> RpcResult<PauseSubscriptionResponse> {
+        Err(status::unimplemented("PauseSubscription"))
+    }
+
+    async fn resume_subscription(
+        &self,
+        _req: Request<ResumeSubscriptionRequest>,
+    ) -> RpcResult<ResumeSubscriptionResponse> {
+        Err(status::unimplemented("ResumeSubscription"))
+    }
+
+    async fn seek_subscription(
+        &self,
+        _req: Request<SeekSubscriptionRequest>,
+    ) -> RpcResult<SeekSubscriptionResponse> {
+        Err(status::unimplemented("SeekSubscription"))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        _req: Request<ListDeadLettersRequest>,
+    ) -> RpcResult<ListDeadLettersResponse> {
+        Err(status::unimplemented("ListDeadLetters"))
+    }
+
+    async fn get_dead_letter(
+        &self,
+        _req: Request<GetDeadLetterRequest>,
+    ) -> RpcResult<GetDeadLetterResponse> {
+        Err(status::unimplemented("GetDeadLetter"))
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        _req: Request<RedriveDeadLettersRequest>,
+    ) -> RpcResult<RedriveDeadLettersResponse> {
+        Err(status::unimplemented("RedriveDeadLetters"))
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        _req: Request<PurgeDeadLettersRequest>,
+    ) -> RpcResult<PurgeDeadLettersResponse> {
+        Err(status::unimplemented("PurgeDeadLetters"))
+    }
+}

@@ -1,0 +1,38 @@
+//! `EventService/ModifyAckDeadline`: extend or shorten leases.
+
+use eventbus_log::delivery::SettleOp;
+use eventbus_log::options::MAX_ACK_DEADLINE;
+use eventbus_log::Broker;
+use eventbus_proto::v1::{ModifyAckDeadlineRequest, ModifyAckDeadlineResponse};
+use tonic::Status;
+
+use super::ack::stale_to_status;
+use super::convert::duration_from_proto;
+use super::status::{invalid, to_status};
+
+pub async fn handle(
+    broker: &Broker,
+    req: ModifyAckDeadlineRequest,
+) -> Result<ModifyAckDeadlineResponse, Status> {
+    let Some(deadline) = req.ack_deadline.as_ref() else {
+        return Err(invalid("ack_deadline", "is required; use 0s to nack now"));
+    };
+    let deadline = duration_from_proto("ack_deadline", deadline)?;
+    if deadline > MAX_ACK_DEADLINE {
+        return Err(invalid(
+            "ack_deadline",
+            format!("{deadline:?} is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
+        ));
+    }
+    let outcome = broker
+        .settle(
+            &req.topic,
+            &req.subscription,
+            SettleOp::ModifyDeadline(deadline),
+            &req.ack_ids,
+        )
+        .await
+        .map_err(to_status)?;
+    stale_to_status("extended", req.ack_ids.len(), outcome)?;
+    Ok(ModifyAckDeadlineResponse {})
+}

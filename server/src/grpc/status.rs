@@ -1,0 +1,117 @@
+//! The one place that turns [`eventbus_log::Error`] into a gRPC status.
+//!
+//! The match is exhaustive on purpose: a new error variant does not compile until
+//! someone decides its status code. Field errors carry a `BadRequest` detail
+//! (google.rpc.error_details) so clients can point at the field.
+
+use eventbus_log::Error;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+pub fn to_status(err: Error) -> Status {
+    let message = err.to_string();
+    match err {
+        Error::InvalidArgument { field, reason } => Status::with_error_details(
+            Code::InvalidArgument,
+            message,
+            ErrorDetails::with_bad_request_violation(field, reason),
+        ),
+        Error::TopicNotFound(_) => Status::not_found(format!(
+            "{message}; create it with AdminService/CreateTopic (auto-create is off)"
+        )),
+        Error::SubscriptionNotFound { .. } => Status::not_found(format!(
+            "{message}; create it with AdminService/CreateSubscription (auto-create is off)"
+        )),
+        Error::TopicExists(_) | Error::SubscriptionExists { .. } => Status::already_exists(message),
+        Error::FailedPrecondition(_) => Status::failed_precondition(message),
+        Error::ResourceExhausted(_) => Status::resource_exhausted(message),
+        Error::Corruption { .. } | Error::CorruptMetadata { .. } => {
+            tracing::error!(error = %message, "data corruption detected");
+            Status::data_loss(message)
+        }
+        Error::Storage(_) | Error::WriterFailed(_) => {
+            tracing::error!(error = %message, "storage failure");
+            Status::unavailable(message)
+        }
+        Error::ShuttingDown => Status::unavailable(
+            "the server is shutting down; retry on another instance or after restart",
+        ),
+    }
+}
+
+/// A field error raised in the gRPC layer itself (wire-level validation).
+pub fn invalid(field: &'static str, reason: impl Into<String>) -> Status {
+    to_status(Error::InvalidArgument {
+        field,
+        reason: reason.into(),
+    })
+}
+
+/// An RPC that is part of the contract but not served yet.
+pub fn unimplemented(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is part of the eventbus.v1 contract but this server does not implement it yet"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: Error) -> Code {
+        to_status(e).code()
+    }
+
+    #[test]
+    fn every_variant_has_the_right_code() {
+        assert_eq!(
+            code(Error::InvalidArgument {
+                field: "topic",
+                reason: "x".into()
+            }),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(Error::TopicNotFound("t".into())), Code::NotFound);
+        assert_eq!(
+            code(Error::SubscriptionNotFound {
+                topic: "t".into(),
+                subscription: "s".into()
+            }),
+            Code::NotFound
+        );
+        assert_eq!(code(Error::TopicExists("t".into())), Code::AlreadyExists);
+        assert_eq!(
+            code(Error::SubscriptionExists {
+                topic: "t".into(),
+                subscription: "s".into()
+            }),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            code(Error::FailedPrecondition("x".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(Error::ResourceExhausted("x".into())),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            code(Error::CorruptMetadata {
+                location: "x".into(),
+                reason: "y".into()
+            }),
+            Code::DataLoss
+        );
+        assert_eq!(code(Error::WriterFailed("io".into())), Code::Unavailable);
+        assert_eq!(code(Error::ShuttingDown), Code::Unavailable);
+    }
+
+    #[test]
+    fn field_errors_carry_bad_request_details() {
+        let status = invalid("topic", "must not be empty");
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request detail");
+        assert_eq!(bad.field_violations[0].field, "topic");
+        assert!(status.message().contains("must not be empty"));
+    }
+}

@@ -1,0 +1,86 @@
+//! `EventService/Subscribe`: join a subscription and stream deliveries.
+//!
+//! The response stream polls the member's bounded channel directly, so a client
+//! that stops reading is backpressured by HTTP/2 flow control and, behind it, by
+//! its `max_in_flight` credit. When shutdown starts the stream ends with
+//! UNAVAILABLE, telling clients to reconnect.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use eventbus_log::delivery::MemberStream;
+use eventbus_log::Broker;
+use eventbus_proto::v1::{Delivery, SubscribeRequest, SubscribeResponse};
+use futures_core::Stream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::Status;
+
+use super::convert;
+use super::status::to_status;
+
+pub async fn handle(
+    broker: &Broker,
+    shutdown: &CancellationToken,
+    req: SubscribeRequest,
+) -> Result<SubscribeStream, Status> {
+    let member = broker
+        .subscribe(&req.topic, &req.subscription, req.max_in_flight)
+        .await
+        .map_err(to_status)?;
+    tracing::debug!(
+        topic = req.topic,
+        subscription = req.subscription,
+        member = member.member_id(),
+        "member joined"
+    );
+    Ok(SubscribeStream {
+        topic: req.topic,
+        member,
+        shutdown: Box::pin(shutdown.clone().cancelled_owned()),
+        done: false,
+    })
+}
+
+pub struct SubscribeStream {
+    topic: String,
+    member: MemberStream,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl Stream for SubscribeStream {
+    type Item = Result<SubscribeResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.shutdown.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return Poll::Ready(Some(Err(to_status(eventbus_log::Error::ShuttingDown))));
+        }
+        match Pin::new(&mut self.member).poll_next(cx) {
+            Poll::Ready(Some(Ok(batch))) => {
+                let deliveries = batch
+                    .iter()
+                    .map(|d| Delivery {
+                        event: Some(convert::event(&self.topic, &d.event)),
+                        ack_id: d.ack_id.encode(),
+                        delivery_attempt: d.attempt,
+                    })
+                    .collect();
+                Poll::Ready(Some(Ok(SubscribeResponse { deliveries })))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(to_status(e))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `eventbus-server`: serves the `eventbus.v1` gRPC contract over the
+//! [`eventbus_log::Broker`].
+//!
+//! # Layout
+//! * [`run`]: wires storage, gRPC services, health and reflection, and performs
+//!   the graceful shutdown sequence.
+//! * [`cli`]: the `eventbus` command line.
+//! * [`config`]: layered configuration (defaults → TOML → env → flags).
+//! * [`grpc`]: one file per RPC; [`grpc::status`] is the only error mapping.
+//! * [`signal`]: SIGTERM / SIGINT.
+
+pub mod cli;
+pub mod config;
+pub mod grpc;
+pub mod signal;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use eventbus_log::Broker;
+use eventbus_proto::v1::admin_service_server::AdminServiceServer;
+use eventbus_proto::v1::event_service_server::EventServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+pub use config::Config;
+
+/// Runs the server on `listener` until `shutdown` resolves, then shuts down in
+/// order:
+///
+/// 1. health turns NOT_SERVING (load balancers and probes stop routing here);
+/// 2. no new connections are accepted and open Subscribe streams end with
+///    UNAVAILABLE so clients reconnect elsewhere;
+/// 3. in-flight unary RPCs finish (bounded by `shutdown-grace`);
+/// 4. every subscription flushes and syncs its ack state;
+/// 5. RocksDB is closed.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let broker = Arc::new(
+        Broker::open(config.log_options())
+            .await
+            .with_context(|| format!("opening the data dir {}", config.data_dir.display()))?,
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(eventbus_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(eventbus_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let streams = CancellationToken::new();
+    let events = EventServiceServer::new(grpc::EventSvc::new(broker.clone(), streams.clone()))
+        .max_decoding_message_size(config.max_request_bytes);
+    let admin = AdminServiceServer::new(grpc::AdminSvc::new(broker.clone()))
+        .max_decoding_message_size(config.max_request_bytes);
+
+    // Storage is open: report SERVING, for the whole server ("") and per service.
+    health
+        .set_serving::<EventServiceServer<grpc::EventSvc>>()
+        .await;
+    health
+        .set_serving::<AdminServiceServer<grpc::AdminSvc>>()
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+    tracing::info!(addr = %listener.local_addr()?, "eventbus serving");
+
+    let drain = {
+        let health = health.clone();
+        let streams = streams.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutdown started: health NOT_SERVING, ending streams");
+            health
+                .set_not_serving::<EventServiceServer<grpc::EventSvc>>()
+                .await;
+            health
+                .set_not_serving::<AdminServiceServer<grpc::AdminSvc>>()
+                .await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            streams.cancel();
+        }
+    };
+    let serve = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(events)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+
+    // The grace period starts when shutdown does, not when serving does.
+    let serve = async {
+        tokio::pin!(serve);
+        tokio::select! {
+            res = &mut serve => res,
+            _ = async { streams.cancelled().await; tokio::time::sleep(config.shutdown_grace).await } => {
+                tracing::warn!(grace = ?config.shutdown_grace, "in-flight RPCs did not finish within the grace period");
+                Ok(())
+            }
+        }
+    };
+    let served = serve.await;
+
+    close_broker(broker, config.shutdown_grace).await;
+    served.context("gRPC server failed")?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Waits briefly for connection tasks to drop their handles, then shuts the
+/// broker down (flush ack state, sync, close RocksDB).
+async fn close_broker(mut broker: Arc<Broker>, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        match Arc::try_unwrap(broker) {
+            Ok(b) => return b.shutdown().await,
+            Err(shared) if tokio::time::Instant::now() < deadline => {
+                broker = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(shared) => {
+                tracing::warn!(
+                    "storage still in use after the grace period; flushing without closing"
+                );
+                return shared.flush().await;
+            }
+        }
+    }
+}

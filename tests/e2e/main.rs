@@ -1,0 +1,9 @@
+//! End-to-end tests: every test drives a real server over real gRPC on
+//! 127.0.0.1:0 with a temp data dir. One binary, so the build links once.
+
+mod crash;
+mod delivery;
+mod errors;
+mod ops;
+mod restart;
+mod support;

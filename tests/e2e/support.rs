@@ -1,0 +1,111 @@
+//! Small client-side helpers shared by the tests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use eventbus_tests::v1::event_service_client::EventServiceClient;
+use eventbus_tests::v1::{self, Delivery, PublishEvent, PublishRequest, SubscribeRequest};
+use tonic::transport::Channel;
+use tonic::Streaming;
+
+/// Generous upper bound for anything that should happen "soon"; tests never
+/// assert durations, they only refuse to hang.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn event(key: &str, ty: &str, payload: impl Into<Vec<u8>>) -> PublishEvent {
+    PublishEvent {
+        key: key.to_string(),
+        r#type: ty.to_string(),
+        payload: payload.into().into(),
+        content_type: "text/plain".into(),
+        attributes: HashMap::from([("source".to_string(), "e2e".to_string())]),
+        ..Default::default()
+    }
+}
+
+/// Publishes `events` to `topic` and returns the results.
+pub async fn publish(
+    client: &mut EventServiceClient<Channel>,
+    topic: &str,
+    events: Vec<PublishEvent>,
+) -> Vec<v1::PublishResult> {
+    client
+        .publish(PublishRequest {
+            topic: topic.into(),
+            events,
+        })
+        .await
+        .expect("publish")
+        .into_inner()
+        .results
+}
+
+pub async fn subscribe(
+    client: &mut EventServiceClient<Channel>,
+    topic: &str,
+    sub: &str,
+    max_in_flight: u32,
+) -> Streaming<v1::SubscribeResponse> {
+    client
+        .subscribe(SubscribeRequest {
+            topic: topic.into(),
+            subscription: sub.into(),
+            max_in_flight,
+        })
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
+/// Receives deliveries until `n` have arrived.
+pub async fn recv_n(stream: &mut Streaming<v1::SubscribeResponse>, n: usize) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while out.len() < n {
+            let msg = stream
+                .message()
+                .await
+                .expect("stream ok")
+                .expect("stream open");
+            out.extend(msg.deliveries);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("received only {} of {n} deliveries", out.len()));
+    out
+}
+
+/// Asserts that nothing arrives on `stream` within `wait`.
+pub async fn expect_silence(stream: &mut Streaming<v1::SubscribeResponse>, wait: Duration) {
+    if let Ok(msg) = tokio::time::timeout(wait, stream.message()).await {
+        let msg = msg.expect("stream ok");
+        panic!("expected no deliveries, got {msg:?}");
+    }
+}
+
+pub async fn ack(
+    client: &mut EventServiceClient<Channel>,
+    topic: &str,
+    sub: &str,
+    deliveries: &[Delivery],
+) {
+    client
+        .ack(v1::AckRequest {
+            topic: topic.into(),
+            subscription: sub.into(),
+            ack_ids: deliveries.iter().map(|d| d.ack_id.clone()).collect(),
+        })
+        .await
+        .expect("ack");
+}
+
+pub fn payload(d: &Delivery) -> String {
+    String::from_utf8(d.event.as_ref().expect("event").payload.to_vec()).expect("utf8")
+}
+
+pub fn duration(secs: f64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: secs.trunc() as i64,
+        nanos: (secs.fract() * 1e9) as i32,
+    }
+}

@@ -1,0 +1,237 @@
+//! Test harness: a real eventbus server on `127.0.0.1:0` with a temp data dir,
+//! in-process ([`TestServer`]) or as a child process ([`ChildServer`]).
+//!
+//! Dropping a `TestServer` shuts it down; [`TestServer::stop`] does so and waits,
+//! returning the data dir so a test can start a new server on the same data.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use eventbus_proto::v1::admin_service_client::AdminServiceClient;
+use eventbus_proto::v1::event_service_client::EventServiceClient;
+use eventbus_server::Config;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use eventbus_proto::v1;
+
+/// Where a test server keeps its data: a fresh temp dir, or one carried over
+/// from a previous server.
+pub enum DataDir {
+    Fresh,
+    Reuse(TempDir),
+}
+
+/// An in-process server bound to 127.0.0.1:0.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    dir: Option<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    channel: Channel,
+}
+
+impl TestServer {
+    /// A server with the default config.
+    pub async fn start() -> TestServer {
+        Self::start_with(DataDir::Fresh, |_| {}).await
+    }
+
+    /// A server whose config `tweak` may change (the listen address and data dir
+    /// are set by the harness).
+    pub async fn start_with(dir: DataDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = match dir {
+            DataDir::Fresh => tempfile::tempdir().expect("temp dir"),
+            DataDir::Reuse(d) => d,
+        };
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            shutdown_grace: Duration::from_secs(5),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        config.listen = addr;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(eventbus_server::run(config, listener, async {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let server = TestServer {
+            addr,
+            dir: Some(dir),
+            shutdown: Some(tx),
+            task: Some(task),
+            channel,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Waits until the health service answers SERVING.
+    async fn wait_ready(&self) {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        for _ in 0..500 {
+            let req = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            if let Ok(resp) = health.check(req).await {
+                if resp.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server on {} did not become SERVING", self.addr);
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone())
+    }
+
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.as_ref().expect("dir").path()
+    }
+
+    /// Starts the shutdown sequence without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down gracefully, waits, and hands back the data dir.
+    pub async fn stop(mut self) -> TempDir {
+        self.begin_shutdown();
+        let task = self.task.take().expect("task");
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("server stops within 30 s")
+            .expect("server task did not panic")
+            .expect("server exited cleanly");
+        self.dir.take().expect("dir")
+    }
+
+    /// Stops this server and starts a new one on the same data dir.
+    pub async fn restart(self, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = self.stop().await;
+        TestServer::start_with(DataDir::Reuse(dir), tweak).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The server binary as a child process, for crash tests (`kill -9`).
+pub struct ChildServer {
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl ChildServer {
+    /// Starts `bin serve` (the `eventbus-under-test` binary: pass
+    /// `env!("CARGO_BIN_EXE_eventbus-under-test")` from the test) on 127.0.0.1:0
+    /// with `data_dir` plus `extra` arguments, and waits until it logs its address.
+    pub async fn start(bin: &str, data_dir: &Path, extra: &[&str]) -> ChildServer {
+        let mut child = tokio::process::Command::new(bin)
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--log-format")
+            .arg("json")
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn eventbus-under-test");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read log") {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if v["fields"]["message"] == "eventbus serving" {
+                    return v["fields"]["addr"]
+                        .as_str()
+                        .expect("addr")
+                        .parse::<SocketAddr>()
+                        .expect("socket addr");
+                }
+            }
+            panic!("server exited before serving");
+        })
+        .await
+        .expect("server starts within 30 s");
+        // Keep draining the log so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ChildServer { addr, child }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub async fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().expect("pid") as i32;
+        // SAFETY-free: plain `kill` command keeps the harness free of libc.
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill -TERM");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30 s")
+            .expect("wait");
+        status.code()
+    }
+}
+
+/// A unique temp dir for child-process tests.
+pub fn temp_dir() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    (dir, data)
+}

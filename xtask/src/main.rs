@@ -1,0 +1,238 @@
+//! `cargo xtask <task>`: project automation.
+//!
+//! | task         | what it does                                                        |
+//! |--------------|---------------------------------------------------------------------|
+//! | `bootstrap`  | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
+//! | `serve ARGS` | bootstrap, then `eventbus serve ARGS`                               |
+//! | `test`       | bootstrap, `buf lint`, every Rust test, then the README tour        |
+//! | `lint`       | `cargo fmt --check` and `cargo clippy -D warnings`                  |
+//! | `lint-proto` | `buf lint` on proto/ (STANDARD + COMMENTS rules)                   |
+//! | `tour`       | runs the README's `buf curl` tour against a real server            |
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
+    match task {
+        "bootstrap" => bootstrap(),
+        "serve" => {
+            bootstrap()?;
+            let mut cmd = cargo();
+            cmd.args([
+                "run",
+                "--package",
+                "eventbus-server",
+                "--bin",
+                "eventbus",
+                "--",
+                "serve",
+            ]);
+            cmd.args(rest);
+            run(&mut cmd)
+        }
+        "test" => {
+            bootstrap()?;
+            lint_proto()?;
+            run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+            tour()
+        }
+        "lint" => {
+            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }
+        "lint-proto" => {
+            bootstrap()?;
+            lint_proto()
+        }
+        "tour" => {
+            bootstrap()?;
+            tour()
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour>"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    ensure!(status.success(), "{cmd:?} failed with {status}");
+    Ok(())
+}
+
+fn bootstrap() -> Result<()> {
+    run(Command::new("bash").arg(root().join("scripts/bootstrap.sh")))
+}
+
+fn buf() -> PathBuf {
+    root().join(".tools/node_modules/.bin/buf")
+}
+
+fn lint_proto() -> Result<()> {
+    run(Command::new(buf())
+        .args(["lint", "proto"])
+        .current_dir(root()))?;
+    eprintln!("xtask: buf lint passed");
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// A server child process that is stopped (SIGTERM, then SIGKILL) on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Result<Server> {
+        let bin = target_dir().join("debug/eventbus");
+        let mut child = Command::new(&bin)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                bail!("server exited before serving")
+            };
+            let v: serde_json::Value = match serde_json::from_str(&line?) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            if v["fields"]["message"] == "eventbus serving" {
+                break v["fields"]["addr"]
+                    .as_str()
+                    .context("addr field")?
+                    .to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server { child, addr })
+    }
+
+    /// SIGTERM and wait; the exit code must be 0.
+    fn terminate(mut self) -> Result<()> {
+        run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(
+                    status.success(),
+                    "server exited with {status} after SIGTERM"
+                );
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "server did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the README tour (the ```sh block after `<!-- tour -->`) verbatim against
+/// a real server, with the port swapped for the one it got on 127.0.0.1:0.
+fn tour() -> Result<()> {
+    run(cargo().args(["build", "--package", "eventbus-server", "--bin", "eventbus"]))?;
+    let readme = std::fs::read_to_string(root().join("README.md"))?;
+    let start = readme
+        .find("<!-- tour -->")
+        .context("README has no <!-- tour --> marker")?;
+    let block = readme[start..]
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .context("no ```sh block after the tour marker")?;
+
+    let data = std::env::temp_dir().join(format!("eventbus-tour-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let server = Server::start(&data)?;
+    let script = format!(
+        "set -euo pipefail\nexport PATH=\"{}:$PATH\"\n{}",
+        buf().parent().expect("bin dir").display(),
+        block.replace("127.0.0.1:50051", &server.addr)
+    );
+    eprintln!("xtask: running the README tour against {}", server.addr);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(root())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "README tour failed ({}):\n{stdout}",
+        out.status
+    );
+    for needle in [
+        "\"offset\"",
+        "\"ackId\"",
+        "\"deliveryAttempt\": 1",
+        "\"acked\": \"1\"",
+    ] {
+        ensure!(
+            stdout.contains(needle),
+            "README tour output lacks {needle}:\n{stdout}"
+        );
+    }
+    server.terminate()?;
+    let _ = std::fs::remove_dir_all(&data);
+    eprintln!("xtask: README tour passed");
+    Ok(())
+}
