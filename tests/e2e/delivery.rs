@@ -309,3 +309,36 @@ async fn latest_subscription_skips_existing_events() {
     assert_eq!(payload(&got[0]), "new");
     expect_silence(&mut stream, Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_released_delivery_can_be_acked_until_someone_else_gets_it() {
+    let server = TestServer::start().await;
+    let mut events = server.events();
+    publish(
+        &mut events,
+        "t",
+        vec![event("", "x", "a"), event("", "x", "b")],
+    )
+    .await;
+    let mut first = subscribe(&mut events, "t", "s", 100).await;
+    let held = recv_n(&mut first, 2).await;
+    drop(first);
+    // Nobody else holds them yet: the consumer that processed "a" may still ack it.
+    let a = held.iter().find(|d| payload(d) == "a").unwrap();
+    ack(&mut events, "t", "s", std::slice::from_ref(a)).await;
+    // "b" goes to the next member; from then on the old ack id is stale.
+    let mut second = subscribe(&mut events, "t", "s", 100).await;
+    let got = recv_n(&mut second, 1).await;
+    assert_eq!(payload(&got[0]), "b");
+    let b_old = held.iter().find(|d| payload(d) == "b").unwrap();
+    let err = events
+        .ack(v1::AckRequest {
+            topic: "t".into(),
+            subscription: "s".into(),
+            ack_ids: vec![b_old.ack_id.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    expect_silence(&mut second, Duration::from_millis(300)).await;
+}

@@ -188,7 +188,9 @@ impl Drop for Server {
 /// Runs the README tour (the ```sh block after `<!-- tour -->`) verbatim against
 /// a real server, with the port swapped for the one it got on 127.0.0.1:0.
 fn tour() -> Result<()> {
-    run(cargo().args(["build", "--package", "eventbus-server", "--bin", "eventbus"]))?;
+    // Same package selection and targets as `cargo test --workspace --all-targets`,
+    // so Cargo reuses that build instead of resolving features differently.
+    run(cargo().args(["build", "--workspace", "--all-targets"]))?;
     let readme = std::fs::read_to_string(root().join("README.md"))?;
     let start = readme
         .find("<!-- tour -->")
@@ -225,6 +227,7 @@ fn tour() -> Result<()> {
         "\"ackId\"",
         "\"deliveryAttempt\": 1",
         "\"acked\": \"1\"",
+        "\"backlog\": \"0\"",
     ] {
         ensure!(
             stdout.contains(needle),

@@ -289,6 +289,16 @@ struct Partition {
 }
 
 type Key = (PartitionId, Offset);
+
+/// An event queued for redelivery.
+struct Waiting {
+    event: Arc<StoredEvent>,
+    /// Generation of the lease it came from, when that lease was given back
+    /// because its member left (not expired, not nacked). Until the event goes
+    /// to someone else, that ack id may still ack it: nobody else holds it, and
+    /// it lets a consumer whose stream just dropped settle what it processed.
+    released: Option<u64>,
+}
 /// What a read-ahead task returns: the partition and the events it read.
 type FetchResult = Result<(PartitionId, Vec<StoredEvent>)>;
 
@@ -312,7 +322,7 @@ struct Actor {
     retries: BinaryHeap<Reverse<(Instant, u64, PartitionId, Offset)>>,
     retry_seq: u64,
     /// Events waiting in `retries`, keyed for lookup.
-    waiting: HashMap<Key, Arc<StoredEvent>>,
+    waiting: HashMap<Key, Waiting>,
     buffered: usize,
     fetch: Option<JoinHandle<FetchResult>>,
     fetch_retry_at: Option<Instant>,
@@ -499,7 +509,7 @@ impl Actor {
                     _ => Vec::new(),
                 };
                 for d in batch {
-                    self.release((d.ack_id.partition, d.ack_id.offset), now);
+                    self.requeue((d.ack_id.partition, d.ack_id.offset), now, false);
                 }
                 if gone {
                     self.remove_member(member, now);
@@ -526,9 +536,9 @@ impl Actor {
         if let Some(Reverse((due, _, p, o))) = self.retries.peek().copied() {
             if due <= now {
                 self.retries.pop();
-                if let Some(ev) = self.waiting.remove(&(p, o)) {
+                if let Some(w) = self.waiting.remove(&(p, o)) {
                     self.stats.redelivered += 1;
-                    return Some(ev);
+                    return Some(w.event);
                 }
             }
         }
@@ -589,7 +599,9 @@ impl Actor {
     }
 
     /// Ends a lease without settling and queues the event for redelivery at `due`.
-    fn requeue(&mut self, key: Key, due: Instant) {
+    /// `released`: the member left, so the lease's ack id stays good for an ack
+    /// until the event is handed out again.
+    fn requeue(&mut self, key: Key, due: Instant, released: bool) {
         if let Some(lease) = self.leases.remove(&key) {
             if let Some(m) = self.members.get_mut(&lease.member) {
                 m.in_flight = m.in_flight.saturating_sub(1);
@@ -597,12 +609,14 @@ impl Actor {
             self.retry_seq += 1;
             self.retries
                 .push(Reverse((due, self.retry_seq, key.0, key.1)));
-            self.waiting.insert(key, lease.event);
+            self.waiting.insert(
+                key,
+                Waiting {
+                    event: lease.event,
+                    released: released.then_some(lease.generation),
+                },
+            );
         }
-    }
-
-    fn release(&mut self, key: Key, now: Instant) {
-        self.requeue(key, now);
     }
 
     fn expire_leases(&mut self, now: Instant) {
@@ -617,7 +631,7 @@ impl Actor {
                 .is_some_and(|l| l.generation == generation && l.deadline == deadline);
             if current {
                 self.stats.expired += 1;
-                self.requeue((p, o), now);
+                self.requeue((p, o), now, false);
             }
         }
     }
@@ -634,7 +648,7 @@ impl Actor {
             .map(|(k, _)| *k)
             .collect();
         for key in held {
-            self.requeue(key, now);
+            self.requeue(key, now, true);
         }
     }
 
@@ -646,6 +660,24 @@ impl Actor {
                 .leases
                 .get(&key)
                 .is_some_and(|l| l.generation == id.generation);
+            let released = !live
+                && self
+                    .waiting
+                    .get(&key)
+                    .is_some_and(|w| w.released == Some(id.generation));
+            if released {
+                match op {
+                    SettleOp::Ack => {
+                        self.waiting.remove(&key);
+                        self.mark_acked(key, now);
+                    }
+                    // Already queued for redelivery: nothing more to do.
+                    SettleOp::Nack { .. } => {}
+                    SettleOp::ModifyDeadline(d) if d.is_zero() => {}
+                    SettleOp::ModifyDeadline(_) => outcome.stale.push(id),
+                }
+                continue;
+            }
             if !live {
                 let settled = self
                     .parts
@@ -664,20 +696,15 @@ impl Actor {
                     if let Some(m) = self.members.get_mut(&lease.member) {
                         m.in_flight = m.in_flight.saturating_sub(1);
                     }
-                    let part = &mut self.parts[id.partition as usize];
-                    part.acks.settle(id.offset);
-                    part.dirty = true;
-                    self.flush_at
-                        .get_or_insert(now + self.log.options().ack_flush_interval);
-                    self.stats.acked += 1;
+                    self.mark_acked(key, now);
                 }
                 SettleOp::Nack { delay } => {
                     self.stats.nacked += 1;
-                    self.requeue(key, now + delay);
+                    self.requeue(key, now + delay, false);
                 }
                 SettleOp::ModifyDeadline(d) if d.is_zero() => {
                     self.stats.nacked += 1;
-                    self.requeue(key, now);
+                    self.requeue(key, now, false);
                 }
                 SettleOp::ModifyDeadline(d) => {
                     let lease = self.leases.get_mut(&key).expect("checked live");
@@ -688,6 +715,16 @@ impl Actor {
             }
         }
         outcome
+    }
+
+    /// Records an ack in the partition's ack state; persisted by the next flush.
+    fn mark_acked(&mut self, (partition, offset): Key, now: Instant) {
+        let part = &mut self.parts[partition as usize];
+        part.acks.settle(offset);
+        part.dirty = true;
+        self.flush_at
+            .get_or_insert(now + self.log.options().ack_flush_interval);
+        self.stats.acked += 1;
     }
 
     /// Reads ahead from the log when members could use more events.
@@ -762,7 +799,7 @@ impl Actor {
             .leases
             .values()
             .map(|l| &l.event)
-            .chain(self.waiting.values())
+            .chain(self.waiting.values().map(|w| &w.event))
             .chain(self.parts.iter().filter_map(|p| p.buffer.front()));
         s.oldest_unacked_ms = in_memory.map(|e| e.publish_time).min();
         s.unread_floors = self
