@@ -355,3 +355,29 @@ async fn delete_topic_removes_events_and_subscriptions() {
         .into_inner();
     assert!(list.subscriptions.is_empty());
 }
+
+#[tokio::test]
+async fn absurd_nack_delay_is_invalid_argument_and_harmless() {
+    let server = TestServer::start().await;
+    let mut events = server.events();
+    publish(&mut events, "t", vec![event("", "x", "p")]).await;
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    let d = recv_n(&mut stream, 1).await.remove(0);
+    for seconds in [i64::MAX, 3601] {
+        assert_status(
+            events
+                .nack(v1::NackRequest {
+                    topic: "t".into(),
+                    subscription: "s".into(),
+                    ack_ids: vec![d.ack_id.clone()],
+                    delay: Some(prost_types::Duration { seconds, nanos: 0 }),
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+            "delay",
+        );
+    }
+    // The subscription still works: the lease is intact and can be acked.
+    ack(&mut events, "t", "s", std::slice::from_ref(&d)).await;
+}

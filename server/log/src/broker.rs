@@ -98,13 +98,19 @@ impl Broker {
 
     // ---- publish ---------------------------------------------------------------
 
-    pub async fn publish(&self, topic: &str, events: &[NewEvent]) -> Result<Vec<AppendResult>> {
+    /// Appends `events` to `topic` (auto-creating it when enabled). Returns the id
+    /// of the topic written to (event ids derive from it) and one result per event.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        events: &[NewEvent],
+    ) -> Result<(TopicId, Vec<AppendResult>)> {
         validate_name("topic", topic)?;
         if events.is_empty() {
             return Err(Error::invalid("events", "must contain at least one event"));
         }
         let topic = self.log.topic_or_create(topic).await?;
-        self.log.append(&topic, events).await
+        Ok((topic.id(), self.log.append(&topic, events).await?))
     }
 
     // ---- topics ----------------------------------------------------------------
@@ -166,6 +172,7 @@ impl Broker {
         let config = self.subscription_config(&new)?;
         let topic = self.log.topic_or_create(topic).await?;
         let _admin = self.admin.lock().await;
+        ensure_live(&topic)?;
         if self.handle(&topic, name).is_some() {
             return Err(Error::SubscriptionExists {
                 topic: topic.name().to_string(),
@@ -310,6 +317,7 @@ impl Broker {
             });
         }
         let _admin = self.admin.lock().await;
+        ensure_live(&topic_state)?;
         if let Some(h) = self.handle(&topic_state, name) {
             return Ok(h);
         }
@@ -484,4 +492,13 @@ impl Broker {
         drop(subs);
         tokio::task::spawn_blocking(move || log.close()).await.ok();
     }
+}
+
+/// Fails when `topic` was deleted while the caller waited for the admin lock, so
+/// a subscription is never created on a dead topic.
+fn ensure_live(topic: &TopicState) -> Result<()> {
+    if topic.is_deleted() {
+        return Err(Error::TopicNotFound(topic.name().to_string()));
+    }
+    Ok(())
 }

@@ -9,7 +9,10 @@ use tonic::Status;
 
 use super::ack::stale_to_status;
 use super::convert::duration_from_proto;
-use super::status::{to_status, unimplemented};
+use super::status::{invalid, to_status, unimplemented};
+
+/// Longest accepted nack delay: the longest ack deadline.
+const MAX_NACK_DELAY: Duration = eventbus_log::options::MAX_ACK_DEADLINE;
 
 pub async fn handle(broker: &Broker, req: NackRequest) -> Result<NackResponse, Status> {
     if req.dead_letter {
@@ -21,6 +24,13 @@ pub async fn handle(broker: &Broker, req: NackRequest) -> Result<NackResponse, S
         .map(|d| duration_from_proto("delay", d))
         .transpose()?
         .unwrap_or(Duration::ZERO);
+    // A parked event pins its partition's ack floor; bound how long it may park.
+    if delay > MAX_NACK_DELAY {
+        return Err(invalid(
+            "delay",
+            format!("{delay:?} is longer than the maximum of {MAX_NACK_DELAY:?}"),
+        ));
+    }
     let outcome = broker
         .settle(
             &req.topic,

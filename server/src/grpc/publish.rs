@@ -13,21 +13,17 @@ pub async fn handle(broker: &Broker, req: PublishRequest) -> Result<PublishRespo
         .into_iter()
         .map(convert::new_event)
         .collect::<Result<Vec<_>, _>>()?;
-    let appended = broker
+    let (topic_id, appended) = broker
         .publish(&req.topic, &events)
         .await
         .map_err(to_status)?;
-    let topic = broker.log().topic(&req.topic);
-    let topic_id = topic.as_ref().map(|t| t.id());
     Ok(PublishResponse {
         results: appended
             .into_iter()
             .map(|r| PublishResult {
                 partition: r.partition,
                 offset: r.offset,
-                event_id: topic_id
-                    .map(|id| eventbus_log::format_event_id(id, r.partition, r.offset))
-                    .unwrap_or_default(),
+                event_id: eventbus_log::format_event_id(topic_id, r.partition, r.offset),
                 duplicate: r.duplicate,
             })
             .collect(),

@@ -272,6 +272,16 @@ struct Member {
     in_flight: u32,
 }
 
+impl Member {
+    /// Has credit, and room in its channel for one more batch. A member that
+    /// stopped reading gets nothing more (leases that expire under it do not
+    /// make it eligible again until it drains its channel), so the actor never
+    /// leases events it cannot hand over.
+    fn can_take(&self) -> bool {
+        self.in_flight < self.max_in_flight && self.tx.capacity() > 0
+    }
+}
+
 struct Lease {
     member: u64,
     generation: u64,
@@ -434,7 +444,7 @@ impl Actor {
             // A due retry only matters when someone could take it.
             self.retries
                 .peek()
-                .filter(|_| self.has_credit())
+                .filter(|_| !self.meta.paused && self.has_credit())
                 .map(|Reverse(r)| r.0),
             self.flush_at,
             self.fetch_retry_at,
@@ -478,7 +488,7 @@ impl Actor {
     }
 
     fn has_credit(&self) -> bool {
-        self.members.values().any(|m| m.in_flight < m.max_in_flight)
+        self.members.values().any(Member::can_take)
     }
 
     /// Hands out eligible events to members with credit: redeliveries first (by due
@@ -523,8 +533,7 @@ impl Actor {
         for i in 0..n {
             let idx = (self.rr_member + i) % n;
             let id = self.member_order[idx];
-            let m = &self.members[&id];
-            if m.in_flight < m.max_in_flight {
+            if self.members[&id].can_take() {
                 self.rr_member = (idx + 1) % n;
                 return Some(id);
             }
@@ -572,7 +581,7 @@ impl Actor {
             generation: self.generation,
         };
         let deadline = now + self.ack_deadline;
-        self.deadlines.push(Reverse((
+        self.push_deadline(Reverse((
             deadline,
             event.partition,
             event.offset,
@@ -700,7 +709,7 @@ impl Actor {
                 }
                 SettleOp::Nack { delay } => {
                     self.stats.nacked += 1;
-                    self.requeue(key, now + delay, false);
+                    self.requeue(key, saturating_add(now, delay), false);
                 }
                 SettleOp::ModifyDeadline(d) if d.is_zero() => {
                     self.stats.nacked += 1;
@@ -708,13 +717,27 @@ impl Actor {
                 }
                 SettleOp::ModifyDeadline(d) => {
                     let lease = self.leases.get_mut(&key).expect("checked live");
-                    lease.deadline = now + d;
-                    self.deadlines
-                        .push(Reverse((lease.deadline, key.0, key.1, lease.generation)));
+                    lease.deadline = saturating_add(now, d);
+                    let entry = Reverse((lease.deadline, key.0, key.1, lease.generation));
+                    self.push_deadline(entry);
                 }
             }
         }
         outcome
+    }
+
+    /// Adds a deadline entry. Entries of settled or extended leases are skipped
+    /// lazily when they come due; when they outnumber the live leases the heap is
+    /// rebuilt, so its size follows the leases in flight, not the throughput.
+    fn push_deadline(&mut self, entry: Reverse<(Instant, PartitionId, Offset, u64)>) {
+        self.deadlines.push(entry);
+        if self.deadlines.len() > 2 * self.leases.len() + 1024 {
+            self.deadlines = self
+                .leases
+                .iter()
+                .map(|(&(p, o), l)| Reverse((l.deadline, p, o, l.generation)))
+                .collect();
+        }
     }
 
     /// Records an ack in the partition's ack state; persisted by the next flush.
@@ -846,9 +869,11 @@ impl Actor {
 
     async fn stop(&mut self, reason: StopReason) {
         if reason == StopReason::Shutdown {
+            // Written (not synced) and awaited; the broker syncs the WAL once after
+            // every subscription stopped, instead of one fsync per subscription.
             let ops = self.dirty_ops();
             if !ops.is_empty() {
-                if let Err(e) = self.log.write(ops, true).await {
+                if let Err(e) = self.log.write(ops, false).await {
                     tracing::error!(subscription = %self.meta.name, error = %e, "final ack-state flush failed; unflushed acks will be redelivered");
                 }
             }
@@ -868,6 +893,12 @@ impl Actor {
             f.abort();
         }
     }
+}
+
+/// `t + d`, or a time far enough away to mean "never" when that overflows.
+fn saturating_add(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 async fn sleep_until(t: Option<Instant>) {
