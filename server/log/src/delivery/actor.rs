@@ -148,10 +148,11 @@ impl SubscriptionHandle {
 
     /// Joins as a member that may hold `max_in_flight` unacked deliveries.
     pub async fn join(&self, max_in_flight: u32) -> Result<MemberStream> {
-        // Capacity = credit: a member never has more batches queued than
+        // Capacity ~ credit: a member never has more batches queued than
         // unacked deliveries, so the actor's `try_send` does not hit a full channel
         // in normal operation, while a member that stops reading is still bounded.
-        let (tx, rx) = mpsc::channel(max_in_flight.max(1) as usize + 1);
+        // +2: one spare batch slot, and one slot kept for the final status.
+        let (tx, rx) = mpsc::channel(max_in_flight.max(1) as usize + 2);
         let (reply, id) = oneshot::channel();
         self.send(Command::Join {
             max_in_flight,
@@ -277,8 +278,11 @@ impl Member {
     /// stopped reading gets nothing more (leases that expire under it do not
     /// make it eligible again until it drains its channel), so the actor never
     /// leases events it cannot hand over.
+    ///
+    /// One slot always stays free for the final status ([`Actor::stop`]), so a
+    /// member learns why its stream ended even when it was not reading.
     fn can_take(&self) -> bool {
-        self.in_flight < self.max_in_flight && self.tx.capacity() > 0
+        self.in_flight < self.max_in_flight && self.tx.capacity() > 1
     }
 }
 
