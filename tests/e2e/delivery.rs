@@ -342,3 +342,51 @@ async fn a_released_delivery_can_be_acked_until_someone_else_gets_it() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     expect_silence(&mut second, Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn pause_keeps_leases_stops_deliveries_and_survives_restart() {
+    let server = TestServer::start().await;
+    let (mut events, mut admin) = (server.events(), server.admin());
+    let sub = || v1::PauseSubscriptionRequest {
+        topic: "t".into(),
+        subscription: "s".into(),
+    };
+    publish(&mut events, "t", vec![event("", "x", "before")]).await;
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    let held = recv_n(&mut stream, 1).await;
+    let paused = admin.pause_subscription(sub()).await.unwrap().into_inner();
+    assert!(paused.subscription.unwrap().paused);
+    publish(&mut events, "t", vec![event("", "x", "during")]).await;
+    expect_silence(&mut stream, Duration::from_millis(500)).await;
+    // Leases held before the pause can still be settled.
+    ack(&mut events, "t", "s", &held).await;
+    drop(stream);
+
+    let server = server.restart(|_| {}).await;
+    let (mut events, mut admin) = (server.events(), server.admin());
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    expect_silence(&mut stream, Duration::from_millis(500)).await;
+    let got = admin
+        .get_subscription(GetSubscriptionRequest {
+            topic: "t".into(),
+            subscription: "s".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        got.subscription.unwrap().paused,
+        "the pause survives a restart"
+    );
+    let resumed = admin
+        .resume_subscription(v1::ResumeSubscriptionRequest {
+            topic: "t".into(),
+            subscription: "s".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!resumed.subscription.unwrap().paused);
+    let d = recv_n(&mut stream, 1).await;
+    assert_eq!(payload(&d[0]), "during");
+}

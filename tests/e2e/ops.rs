@@ -163,9 +163,10 @@ async fn contract_rpcs_not_yet_served_answer_unimplemented() {
     let server = TestServer::start().await;
     let err = server
         .admin()
-        .pause_subscription(v1::PauseSubscriptionRequest {
+        .seek_subscription(v1::SeekSubscriptionRequest {
             topic: "t".into(),
             subscription: "s".into(),
+            target: None,
         })
         .await
         .unwrap_err();

@@ -148,7 +148,7 @@ impl Broker {
         for h in &handles {
             h.stop(crate::delivery::StopReason::Deleted).await;
         }
-        let metas: Vec<_> = handles.iter().map(|h| h.meta.clone()).collect();
+        let metas: Vec<_> = handles.iter().map(|h| (*h.meta()).clone()).collect();
         self.log.delete_topic(name, &metas).await?;
         self.subs.rcu(|m| {
             let mut m = HashMap::clone(m);
@@ -341,7 +341,7 @@ impl Broker {
             .filter(|((t, _), _)| *t == topic.id())
             .map(|(_, h)| h.clone())
             .collect();
-        handles.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+        handles.sort_by_key(|h| h.meta().name.clone());
         let mut out = Vec::with_capacity(handles.len());
         for h in handles {
             out.push(self.info(&h).await?);
@@ -354,7 +354,7 @@ impl Broker {
         let h = self.subscription(topic, name)?;
         h.stop(crate::delivery::StopReason::Deleted).await;
         self.log
-            .write(subscription_delete_ops(&h.meta), true)
+            .write(subscription_delete_ops(&h.meta()), true)
             .await?;
         let key = (h.topic.id(), name.to_string());
         self.subs.rcu(|m| {
@@ -364,6 +364,55 @@ impl Broker {
         });
         tracing::info!(topic, subscription = name, "subscription deleted");
         Ok(())
+    }
+
+    /// Changes a subscription's settings with `change`, persists them (synced)
+    /// and applies them to the running subscription.
+    pub async fn update_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        change: impl FnOnce(&mut SubscriptionMeta) -> Result<()>,
+    ) -> Result<SubscriptionInfo> {
+        let _admin = self.admin.lock().await;
+        let h = self.subscription(topic, name)?;
+        let mut meta = (*h.meta()).clone();
+        change(&mut meta)?;
+        self.log
+            .write(
+                vec![Op::Put(
+                    Cf::Meta,
+                    keys::subscription_meta_key(meta.topic_id, &meta.name),
+                    crate::store::to_json(&meta),
+                )],
+                true,
+            )
+            .await?;
+        h.set_meta(meta).await?;
+        self.info(&h).await
+    }
+
+    /// Stops (or resumes) new deliveries; leases already held stay valid. The
+    /// flag is persisted, so a paused subscription stays paused across restarts.
+    pub async fn set_paused(
+        &self,
+        topic: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<SubscriptionInfo> {
+        let info = self
+            .update_subscription(topic, name, |m| {
+                m.paused = paused;
+                Ok(())
+            })
+            .await?;
+        tracing::info!(
+            topic,
+            subscription = name,
+            paused,
+            "subscription pause state changed"
+        );
+        Ok(info)
     }
 
     async fn info(&self, h: &SubscriptionHandle) -> Result<SubscriptionInfo> {
@@ -394,7 +443,7 @@ impl Broker {
         }
         Ok(SubscriptionInfo {
             topic: h.topic.name().to_string(),
-            meta: h.meta.clone(),
+            meta: (*h.meta()).clone(),
             stats,
         })
     }

@@ -15,7 +15,9 @@ mod list_topics;
 mod modify_ack_deadline;
 mod nack;
 mod paging;
+mod pause_subscription;
 mod publish;
+mod resume_subscription;
 pub mod status;
 mod subscribe;
 
@@ -173,16 +175,20 @@ impl AdminService for AdminSvc {
 
     async fn pause_subscription(
         &self,
-        _req: Request<PauseSubscriptionRequest>,
+        req: Request<PauseSubscriptionRequest>,
     ) -> RpcResult<PauseSubscriptionResponse> {
-        Err(status::unimplemented("PauseSubscription"))
+        pause_subscription::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn resume_subscription(
         &self,
-        _req: Request<ResumeSubscriptionRequest>,
+        req: Request<ResumeSubscriptionRequest>,
     ) -> RpcResult<ResumeSubscriptionResponse> {
-        Err(status::unimplemented("ResumeSubscription"))
+        resume_subscription::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn seek_subscription(

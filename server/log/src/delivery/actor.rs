@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -92,6 +93,7 @@ enum Command {
         reply: oneshot::Sender<SettleOutcome>,
     },
     Stats(oneshot::Sender<SubscriptionStats>),
+    UpdateMeta(Box<SubscriptionMeta>),
     Stop {
         reason: StopReason,
         reply: oneshot::Sender<()>,
@@ -110,7 +112,9 @@ pub enum StopReason {
 /// The handle the rest of the server holds for a running subscription actor.
 #[derive(Debug)]
 pub struct SubscriptionHandle {
-    pub meta: SubscriptionMeta,
+    /// The current settings; the actor holds its own copy, updated through
+    /// [`SubscriptionHandle::set_meta`].
+    meta: ArcSwap<SubscriptionMeta>,
     pub topic: Arc<TopicState>,
     tx: mpsc::Sender<Command>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -135,7 +139,7 @@ impl SubscriptionHandle {
         let actor = Actor::new(log, topic.clone(), meta.clone(), partitions, rx);
         let task = tokio::spawn(actor.run());
         Ok(Arc::new(SubscriptionHandle {
-            meta,
+            meta: ArcSwap::from_pointee(meta),
             topic,
             tx,
             task: std::sync::Mutex::new(Some(task)),
@@ -143,7 +147,18 @@ impl SubscriptionHandle {
     }
 
     pub fn id(&self) -> SubscriptionId {
-        self.meta.id
+        self.meta.load().id
+    }
+
+    pub fn meta(&self) -> Arc<SubscriptionMeta> {
+        self.meta.load_full()
+    }
+
+    /// Applies new settings (already persisted by the caller) to the running
+    /// actor: pause/resume, ack deadline, retry policy, ...
+    pub async fn set_meta(&self, meta: SubscriptionMeta) -> Result<()> {
+        self.meta.store(Arc::new(meta.clone()));
+        self.send(Command::UpdateMeta(Box::new(meta))).await
     }
 
     /// Joins as a member that may hold `max_in_flight` unacked deliveries.
@@ -486,6 +501,10 @@ impl Actor {
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            Command::UpdateMeta(meta) => {
+                self.ack_deadline = Duration::from_millis(meta.config.ack_deadline_ms);
+                self.meta = *meta;
             }
             Command::Stop { .. } => unreachable!("handled in run"),
         }
