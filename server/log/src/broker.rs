@@ -11,8 +11,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
+use crate::dead_letters::{self, DeadLetter, DeadLetterQuery, DeadLetterSelector};
 use crate::delivery::ack_id::AckId;
 use crate::delivery::acks::PartitionAcks;
+use crate::delivery::dead_letter::DeadLetterEntry;
 use crate::delivery::{
     MemberStream, SettleOp, SettleOutcome, SubscriptionHandle, SubscriptionStats,
 };
@@ -41,13 +43,20 @@ pub struct SubscriptionInfo {
     pub stats: SubscriptionStats,
 }
 
+/// A retry policy as requested; unset bounds take 1 s and 60 s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryPolicy {
+    pub min_backoff: Option<Duration>,
+    pub max_backoff: Option<Duration>,
+}
+
 /// Settings for a new subscription; `None` takes the default.
 #[derive(Debug, Clone, Default)]
 pub struct NewSubscription {
     pub start_position: StartPosition,
     pub ack_deadline: Option<Duration>,
-    pub min_backoff: Option<Duration>,
-    pub max_backoff: Option<Duration>,
+    /// `None`: redeliver at once after a failure.
+    pub retry_policy: Option<RetryPolicy>,
     pub max_delivery_attempts: Option<u32>,
     pub filter: crate::meta::Filter,
     pub ordering: crate::meta::Ordering,
@@ -201,18 +210,26 @@ impl Broker {
                 ),
             ));
         }
-        let min_backoff = new
-            .min_backoff
-            .map_or(defaults.min_backoff_ms, |d| d.as_millis() as u64);
-        let max_backoff = new
-            .max_backoff
-            .map_or(defaults.max_backoff_ms.max(min_backoff), |d| {
-                d.as_millis() as u64
-            });
+        let (min_backoff, max_backoff) = match new.retry_policy {
+            None => (0, 0),
+            Some(p) => {
+                let min = p.min_backoff.map_or(1_000, |d| d.as_millis() as u64);
+                let max = p
+                    .max_backoff
+                    .map_or(60_000.max(min), |d| d.as_millis() as u64);
+                (min, max)
+            }
+        };
         if min_backoff > max_backoff {
             return Err(Error::invalid(
                 "retry_policy",
                 format!("min_backoff ({min_backoff} ms) exceeds max_backoff ({max_backoff} ms)"),
+            ));
+        }
+        if max_backoff > MAX_ACK_DEADLINE.as_millis() as u64 {
+            return Err(Error::invalid(
+                "retry_policy.max_backoff",
+                format!("{max_backoff} ms is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
             ));
         }
         Ok(SubscriptionConfig {
@@ -415,6 +432,145 @@ impl Broker {
         Ok(info)
     }
 
+    // ---- dead letters ----------------------------------------------------------
+
+    /// One page of dead letters matching `query`, after seq `after`. Returns the
+    /// page and the seq to continue after, when there may be more.
+    pub async fn list_dead_letters(
+        &self,
+        topic: &str,
+        name: &str,
+        after: Option<u64>,
+        limit: usize,
+        query: DeadLetterQuery,
+    ) -> Result<(Vec<DeadLetter>, Option<u64>)> {
+        query.validate()?;
+        let h = self.subscription(topic, name)?;
+        let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
+        blocking(move || {
+            let mut page = Vec::new();
+            let mut failure = None;
+            let mut more = false;
+            log.scan_dlq(sub, after.map_or(0, |a| a + 1), |k, v| {
+                match dead_letters::decode(topic_id, k, v) {
+                    Ok(dl) if query.matches(&dl.entry, &dl.event) => {
+                        if page.len() == limit {
+                            more = true;
+                            return false;
+                        }
+                        page.push(dl);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        return false;
+                    }
+                }
+                true
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let next = more.then(|| page.last().map(|d| d.entry.seq)).flatten();
+            Ok((page, next))
+        })
+        .await
+    }
+
+    pub async fn get_dead_letter(&self, topic: &str, name: &str, seq: u64) -> Result<DeadLetter> {
+        let h = self.subscription(topic, name)?;
+        let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
+        let found = blocking(move || {
+            let mut found = None;
+            log.scan_dlq(sub, seq, |k, v| {
+                if crate::delivery::dead_letter::parse_dlq_key(k).map(|(_, s)| s) == Some(seq) {
+                    found = Some(dead_letters::decode(topic_id, k, v));
+                }
+                false
+            })?;
+            found.transpose()
+        })
+        .await?;
+        found.ok_or_else(|| Error::DeadLetterNotFound {
+            subscription: name.to_string(),
+            id: seq.to_string(),
+        })
+    }
+
+    /// Deletes the selected dead letters (or, with `dry_run`, counts them).
+    pub async fn purge_dead_letters(
+        &self,
+        topic: &str,
+        name: &str,
+        selector: DeadLetterSelector,
+        dry_run: bool,
+    ) -> Result<u64> {
+        if let DeadLetterSelector::Filter(q) = &selector {
+            q.validate()?;
+        }
+        let _admin = self.admin.lock().await;
+        let h = self.subscription(topic, name)?;
+        let seqs = self.select_dead_letters(&h, selector).await?;
+        let count = seqs.len() as u64;
+        if dry_run || seqs.is_empty() {
+            return Ok(count);
+        }
+        for chunk in seqs.chunks(1024) {
+            let ops = chunk
+                .iter()
+                .map(|&seq| Op::Delete(Cf::Dlq, dead_letters::key(h.id(), seq)))
+                .collect();
+            self.log.write(ops, true).await?;
+            h.dlq
+                .count
+                .fetch_sub(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::info!(topic, subscription = name, count, "dead letters purged");
+        Ok(count)
+    }
+
+    /// The seqs of the existing dead letters `selector` names.
+    async fn select_dead_letters(
+        &self,
+        h: &SubscriptionHandle,
+        selector: DeadLetterSelector,
+    ) -> Result<Vec<u64>> {
+        let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
+        blocking(move || {
+            let mut seqs = Vec::new();
+            let mut failure = None;
+            let wanted: Option<std::collections::HashSet<u64>> = match &selector {
+                DeadLetterSelector::Ids(ids) => Some(ids.iter().copied().collect()),
+                _ => None,
+            };
+            log.scan_dlq(sub, 0, |k, v| {
+                let Some((_, seq)) = crate::delivery::dead_letter::parse_dlq_key(k) else {
+                    return true;
+                };
+                let keep = match &selector {
+                    DeadLetterSelector::All => true,
+                    DeadLetterSelector::Ids(_) => wanted.as_ref().is_some_and(|w| w.contains(&seq)),
+                    DeadLetterSelector::Filter(q) => match dead_letters::decode(topic_id, k, v) {
+                        Ok(dl) => q.matches(&dl.entry, &dl.event),
+                        Err(e) => {
+                            failure = Some(e);
+                            return false;
+                        }
+                    },
+                };
+                if keep {
+                    seqs.push(seq);
+                }
+                true
+            })?;
+            match failure {
+                Some(e) => Err(e),
+                None => Ok(seqs),
+            }
+        })
+        .await
+    }
+
     async fn info(&self, h: &SubscriptionHandle) -> Result<SubscriptionInfo> {
         let mut stats = h.stats().await?;
         if !stats.unread_floors.is_empty() {
@@ -440,6 +596,19 @@ impl Broker {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+        }
+        stats.dead_letter_count = h.dlq.count.load(std::sync::atomic::Ordering::Relaxed);
+        if stats.dead_letter_count > 0 {
+            let (log, sub) = (self.log.clone(), h.id());
+            stats.oldest_dead_letter_ms = blocking(move || {
+                let mut oldest = None;
+                log.scan_dlq(sub, 0, |_, v| {
+                    oldest = DeadLetterEntry::decode(0, v).ok().map(|e| e.dead_letter_ms);
+                    false
+                })?;
+                Ok(oldest)
+            })
+            .await?;
         }
         Ok(SubscriptionInfo {
             topic: h.topic.name().to_string(),
@@ -550,4 +719,11 @@ fn ensure_live(topic: &TopicState) -> Result<()> {
         return Err(Error::TopicNotFound(topic.name().to_string()));
     }
     Ok(())
+}
+
+/// Runs blocking storage work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::ShuttingDown)?
 }

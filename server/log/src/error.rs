@@ -19,6 +19,9 @@ pub enum Error {
     #[error("subscription {subscription:?} on topic {topic:?} not found")]
     SubscriptionNotFound { topic: String, subscription: String },
 
+    #[error("dead letter {id:?} not found in subscription {subscription:?}")]
+    DeadLetterNotFound { subscription: String, id: String },
+
     #[error("topic {0:?} already exists")]
     TopicExists(String),
 

@@ -15,8 +15,10 @@
 
 pub mod broker;
 pub mod codec;
+pub mod dead_letters;
 pub mod delivery;
 pub mod error;
+pub mod filter;
 pub mod keys;
 pub mod meta;
 pub mod names;
@@ -26,7 +28,7 @@ pub mod store;
 pub mod types;
 pub mod writer;
 
-pub use broker::{Broker, NewSubscription, SubscriptionInfo, TopicInfo};
+pub use broker::{Broker, NewSubscription, RetryPolicy, SubscriptionInfo, TopicInfo};
 pub use error::{Error, Result};
 pub use options::Options;
 pub use store::{Log, TopicConfig, TopicState};

@@ -72,8 +72,9 @@ impl Default for SubscriptionConfig {
     fn default() -> Self {
         SubscriptionConfig {
             ack_deadline_ms: 30_000,
-            min_backoff_ms: 1_000,
-            max_backoff_ms: 60_000,
+            // No retry policy: redeliver at once.
+            min_backoff_ms: 0,
+            max_backoff_ms: 0,
             max_delivery_attempts: 5,
             filter: Filter::default(),
             ordering: Ordering::None,

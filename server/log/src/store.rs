@@ -492,6 +492,29 @@ impl Log {
         Ok(out)
     }
 
+    /// Visits the dead-letter entries of `sub` with seq >= `from_seq`, in seq
+    /// order, until `visit` returns false. Blocking.
+    pub fn scan_dlq(
+        &self,
+        sub: crate::types::SubscriptionId,
+        from_seq: u64,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let (_, end) = keys::subscription_range(sub);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Dlq), ro);
+        it.seek(crate::delivery::dead_letter::dlq_key(sub, from_seq));
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !visit(k, v) {
+                break;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
     /// Reads a raw value from the `subs` column family. Blocking.
     pub fn get_sub_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.inner.db.get_cf(self.cf(Cf::Subs), key)?)

@@ -153,10 +153,12 @@ pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
             acked: s.acked,
             nacked: s.nacked,
             redelivered: s.redelivered,
-            dead_lettered: 0,
+            dead_lettered: s.dead_lettered,
             filtered: 0,
-            dead_letter_count: 0,
-            oldest_dead_letter_age: None,
+            dead_letter_count: s.dead_letter_count,
+            oldest_dead_letter_age: s
+                .oldest_dead_letter_ms
+                .map(|t| duration_to_proto(Duration::from_millis(now.saturating_sub(t)))),
             lost_to_retention: 0,
             members: s.members,
         }),
@@ -222,4 +224,50 @@ mod tests {
         assert_eq!(ev.attributes["x"], "y");
         assert_eq!(ev.event_time, Some(5_000));
     }
+}
+
+/// A dead letter on the wire; its id is the decimal queue sequence number.
+pub fn dead_letter(topic: &str, dl: &eventbus_log::dead_letters::DeadLetter) -> v1::DeadLetter {
+    let e = &dl.entry;
+    v1::DeadLetter {
+        id: e.seq.to_string(),
+        event: Some(event(topic, &dl.event)),
+        delivery_attempts: e.attempts,
+        reason: e.reason.clone(),
+        redrive_count: e.redrive_count,
+        first_delivery_time: Some(millis_to_timestamp(e.first_delivery_ms)),
+        last_delivery_time: Some(millis_to_timestamp(e.last_delivery_ms)),
+        dead_letter_time: Some(millis_to_timestamp(e.dead_letter_ms)),
+    }
+}
+
+/// Parses a dead-letter id (the decimal sequence number).
+pub fn dead_letter_id(field: &'static str, id: &str) -> Result<u64, Status> {
+    id.parse().map_err(|_| {
+        invalid(
+            field,
+            format!("{id:?} is not a dead-letter id; use the id from ListDeadLetters"),
+        )
+    })
+}
+
+/// The wire filter as a query.
+pub fn dead_letter_query(
+    f: Option<v1::DeadLetterFilter>,
+) -> Result<eventbus_log::dead_letters::DeadLetterQuery, Status> {
+    let f = f.unwrap_or_default();
+    Ok(eventbus_log::dead_letters::DeadLetterQuery {
+        types: f.types,
+        reason_contains: f.reason_contains,
+        start_ms: f
+            .start_time
+            .as_ref()
+            .map(|t| timestamp_to_millis("filter.start_time", t))
+            .transpose()?,
+        end_ms: f
+            .end_time
+            .as_ref()
+            .map(|t| timestamp_to_millis("filter.end_time", t))
+            .transpose()?,
+    })
 }

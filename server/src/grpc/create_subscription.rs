@@ -1,7 +1,7 @@
 //! `AdminService/CreateSubscription`.
 
 use eventbus_log::meta::Ordering;
-use eventbus_log::{Broker, NewSubscription, StartPosition};
+use eventbus_log::{Broker, NewSubscription, RetryPolicy, StartPosition};
 use eventbus_proto::v1::{self, CreateSubscriptionRequest, CreateSubscriptionResponse};
 use tonic::Status;
 
@@ -45,7 +45,23 @@ pub async fn handle(
     {
         return Err(unimplemented("Subscription filters"));
     }
-    let retry = req.retry_policy.unwrap_or_default();
+    let retry_policy = req
+        .retry_policy
+        .map(|p| -> Result<RetryPolicy, Status> {
+            Ok(RetryPolicy {
+                min_backoff: p
+                    .min_backoff
+                    .as_ref()
+                    .map(|d| duration_from_proto("retry_policy.min_backoff", d))
+                    .transpose()?,
+                max_backoff: p
+                    .max_backoff
+                    .as_ref()
+                    .map(|d| duration_from_proto("retry_policy.max_backoff", d))
+                    .transpose()?,
+            })
+        })
+        .transpose()?;
     let new = NewSubscription {
         start_position,
         ack_deadline: req
@@ -53,16 +69,7 @@ pub async fn handle(
             .as_ref()
             .map(|d| duration_from_proto("ack_deadline", d))
             .transpose()?,
-        min_backoff: retry
-            .min_backoff
-            .as_ref()
-            .map(|d| duration_from_proto("retry_policy.min_backoff", d))
-            .transpose()?,
-        max_backoff: retry
-            .max_backoff
-            .as_ref()
-            .map(|d| duration_from_proto("retry_policy.max_backoff", d))
-            .transpose()?,
+        retry_policy,
         max_delivery_attempts: req.max_delivery_attempts,
         filter: Default::default(),
         ordering,

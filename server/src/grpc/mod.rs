@@ -8,8 +8,10 @@ mod create_subscription;
 mod create_topic;
 mod delete_subscription;
 mod delete_topic;
+mod get_dead_letter;
 mod get_subscription;
 mod get_topic;
+mod list_dead_letters;
 mod list_subscriptions;
 mod list_topics;
 mod modify_ack_deadline;
@@ -17,6 +19,7 @@ mod nack;
 mod paging;
 mod pause_subscription;
 mod publish;
+mod purge_dead_letters;
 mod resume_subscription;
 pub mod status;
 mod subscribe;
@@ -200,16 +203,20 @@ impl AdminService for AdminSvc {
 
     async fn list_dead_letters(
         &self,
-        _req: Request<ListDeadLettersRequest>,
+        req: Request<ListDeadLettersRequest>,
     ) -> RpcResult<ListDeadLettersResponse> {
-        Err(status::unimplemented("ListDeadLetters"))
+        list_dead_letters::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_dead_letter(
         &self,
-        _req: Request<GetDeadLetterRequest>,
+        req: Request<GetDeadLetterRequest>,
     ) -> RpcResult<GetDeadLetterResponse> {
-        Err(status::unimplemented("GetDeadLetter"))
+        get_dead_letter::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn redrive_dead_letters(
@@ -221,8 +228,10 @@ impl AdminService for AdminSvc {
 
     async fn purge_dead_letters(
         &self,
-        _req: Request<PurgeDeadLettersRequest>,
+        req: Request<PurgeDeadLettersRequest>,
     ) -> RpcResult<PurgeDeadLettersResponse> {
-        Err(status::unimplemented("PurgeDeadLetters"))
+        purge_dead_letters::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }

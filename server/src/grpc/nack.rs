@@ -9,23 +9,19 @@ use tonic::Status;
 
 use super::ack::stale_to_status;
 use super::convert::duration_from_proto;
-use super::status::{invalid, to_status, unimplemented};
+use super::status::{invalid, to_status};
 
 /// Longest accepted nack delay: the longest ack deadline.
 const MAX_NACK_DELAY: Duration = eventbus_log::options::MAX_ACK_DEADLINE;
 
 pub async fn handle(broker: &Broker, req: NackRequest) -> Result<NackResponse, Status> {
-    if req.dead_letter {
-        return Err(unimplemented("Nack with dead_letter=true"));
-    }
     let delay = req
         .delay
         .as_ref()
         .map(|d| duration_from_proto("delay", d))
-        .transpose()?
-        .unwrap_or(Duration::ZERO);
+        .transpose()?;
     // A parked event pins its partition's ack floor; bound how long it may park.
-    if delay > MAX_NACK_DELAY {
+    if let Some(delay) = delay.filter(|d| *d > MAX_NACK_DELAY) {
         return Err(invalid(
             "delay",
             format!("{delay:?} is longer than the maximum of {MAX_NACK_DELAY:?}"),
@@ -35,7 +31,14 @@ pub async fn handle(broker: &Broker, req: NackRequest) -> Result<NackResponse, S
         .settle(
             &req.topic,
             &req.subscription,
-            SettleOp::Nack { delay },
+            if req.dead_letter {
+                SettleOp::DeadLetter { reason: req.reason }
+            } else {
+                SettleOp::Nack {
+                    delay,
+                    reason: req.reason,
+                }
+            },
             &req.ack_ids,
         )
         .await

@@ -19,6 +19,9 @@ pub fn to_status(err: Error) -> Status {
         Error::TopicNotFound(_) => Status::not_found(format!(
             "{message}; create it with AdminService/CreateTopic (auto-create is off)"
         )),
+        Error::DeadLetterNotFound { .. } => Status::not_found(format!(
+            "{message}; list the queue with AdminService/ListDeadLetters"
+        )),
         Error::SubscriptionNotFound { .. } => Status::not_found(format!(
             "{message}; create it with AdminService/CreateSubscription (auto-create is off)"
         )),

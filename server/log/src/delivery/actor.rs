@@ -3,6 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,9 +15,10 @@ use tokio::time::Instant;
 
 use super::ack_id::AckId;
 use super::acks::PartitionAcks;
+use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::meta::SubscriptionMeta;
+use crate::meta::{now_ms, SubscriptionMeta};
 use crate::store::{Log, TopicState};
 use crate::types::{Offset, PartitionId, StoredEvent, SubscriptionId};
 use crate::writer::{Cf, Op};
@@ -43,15 +45,32 @@ pub struct Delivery {
 pub type MemberItem = Result<Vec<Delivery>, Error>;
 
 /// How to settle a set of leases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SettleOp {
     Ack,
-    /// Give back for redelivery after `delay` (zero: at once).
+    /// Give back for redelivery after `delay`, or after the subscription's
+    /// backoff when `None`. Counts as a failed attempt: when attempts are used up
+    /// the event moves to the dead-letter queue with `reason`.
     Nack {
-        delay: Duration,
+        delay: Option<Duration>,
+        reason: String,
+    },
+    /// Move straight to the dead-letter queue (a permanent failure).
+    DeadLetter {
+        reason: String,
     },
     /// Move the deadline to now + the duration; zero means nack now.
     ModifyDeadline(Duration),
+}
+
+/// Reason recorded when a lease runs out.
+pub const DEADLINE_EXCEEDED: &str = "ack deadline exceeded";
+
+/// Dead-letter counters shared by the actor and the admin path.
+#[derive(Debug, Default)]
+pub struct DlqCounters {
+    /// Entries currently in the subscription's dead-letter queue.
+    pub count: AtomicU64,
 }
 
 /// The result of a settle command.
@@ -77,6 +96,11 @@ pub struct SubscriptionStats {
     pub nacked: u64,
     pub redelivered: u64,
     pub expired: u64,
+    pub dead_lettered: u64,
+    /// Entries in the dead-letter queue now, and when the oldest was added
+    /// (filled in by the broker).
+    pub dead_letter_count: u64,
+    pub oldest_dead_letter_ms: Option<u64>,
     pub members: u32,
 }
 
@@ -116,6 +140,7 @@ pub struct SubscriptionHandle {
     /// [`SubscriptionHandle::set_meta`].
     meta: ArcSwap<SubscriptionMeta>,
     pub topic: Arc<TopicState>,
+    pub dlq: Arc<DlqCounters>,
     tx: mpsc::Sender<Command>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -135,12 +160,19 @@ impl SubscriptionHandle {
                 .await
                 .map_err(|_| Error::ShuttingDown)??
         };
+        let (partitions, next_dlq_seq, dlq_count) = partitions;
+        let dlq = Arc::new(DlqCounters {
+            count: AtomicU64::new(dlq_count),
+        });
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let actor = Actor::new(log, topic.clone(), meta.clone(), partitions, rx);
+        let mut actor = Actor::new(log, topic.clone(), meta.clone(), partitions, rx);
+        actor.dlq = dlq.clone();
+        actor.next_dlq_seq = next_dlq_seq;
         let task = tokio::spawn(actor.run());
         Ok(Arc::new(SubscriptionHandle {
             meta: ArcSwap::from_pointee(meta),
             topic,
+            dlq,
             tx,
             task: std::sync::Mutex::new(Some(task)),
         }))
@@ -261,12 +293,21 @@ impl Drop for LeaveGuard {
     }
 }
 
+/// Loads each partition's ack state, plus the next DLQ seq and the DLQ size.
 fn load_partitions(
     log: &Log,
     topic: &TopicState,
     sub: SubscriptionId,
-) -> Result<Vec<PartitionAcks>> {
-    (0..topic.partition_count())
+) -> Result<(Vec<PartitionAcks>, u64, u64)> {
+    let (mut next_seq, mut count) = (0u64, 0u64);
+    log.scan_dlq(sub, 0, |key, _| {
+        if let Some((_, seq)) = parse_dlq_key(key) {
+            next_seq = seq + 1;
+            count += 1;
+        }
+        true
+    })?;
+    let parts = (0..topic.partition_count())
         .map(|p| {
             let start = topic.partitions[p as usize].start();
             let mut acks = match log.get_sub_state(&keys::sub_state_key(sub, p))? {
@@ -279,7 +320,8 @@ fn load_partitions(
             acks.raise_floor(start);
             Ok(acks)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((parts, next_seq, count))
 }
 
 struct Member {
@@ -306,6 +348,8 @@ struct Lease {
     generation: u64,
     deadline: Instant,
     event: Arc<StoredEvent>,
+    first_delivery_ms: u64,
+    delivered_ms: u64,
 }
 
 struct Partition {
@@ -322,6 +366,7 @@ type Key = (PartitionId, Offset);
 /// An event queued for redelivery.
 struct Waiting {
     event: Arc<StoredEvent>,
+    first_delivery_ms: u64,
     /// Generation of the lease it came from, when that lease was given back
     /// because its member left (not expired, not nacked). Until the event goes
     /// to someone else, that ack id may still ack it: nobody else holds it, and
@@ -359,6 +404,11 @@ struct Actor {
     generation: u64,
     ack_deadline: Duration,
     stats: SubscriptionStats,
+    dlq: Arc<DlqCounters>,
+    next_dlq_seq: u64,
+    /// Writes that must reach disk atomically with the next flush (dead-letter
+    /// entries, written in the same batch as the ack state that settles them).
+    pending_ops: Vec<Op>,
 }
 
 enum Wake {
@@ -413,6 +463,9 @@ impl Actor {
             generation,
             ack_deadline,
             stats: SubscriptionStats::default(),
+            dlq: Arc::default(),
+            next_dlq_seq: 0,
+            pending_ops: Vec::new(),
         }
     }
 
@@ -522,10 +575,10 @@ impl Actor {
         }
         let mut batches: HashMap<u64, Vec<Delivery>> = HashMap::new();
         while let Some(member) = self.next_member_with_credit() {
-            let Some(event) = self.next_event(now) else {
+            let Some((event, first_delivery_ms)) = self.next_event(now) else {
                 break;
             };
-            let delivery = self.lease(member, event, now);
+            let delivery = self.lease(member, event, first_delivery_ms, now);
             batches.entry(member).or_default().push(delivery);
         }
         for (member, batch) in batches {
@@ -564,13 +617,15 @@ impl Actor {
         None
     }
 
-    fn next_event(&mut self, now: Instant) -> Option<Arc<StoredEvent>> {
+    /// The next event to hand out, with its first delivery time when this is a
+    /// redelivery.
+    fn next_event(&mut self, now: Instant) -> Option<(Arc<StoredEvent>, Option<u64>)> {
         if let Some(Reverse((due, _, p, o))) = self.retries.peek().copied() {
             if due <= now {
                 self.retries.pop();
                 if let Some(w) = self.waiting.remove(&(p, o)) {
                     self.stats.redelivered += 1;
-                    return Some(w.event);
+                    return Some((w.event, Some(w.first_delivery_ms)));
                 }
             }
         }
@@ -580,13 +635,20 @@ impl Actor {
             if let Some(ev) = self.parts[p].buffer.pop_front() {
                 self.buffered -= 1;
                 self.rr_partition = (p + 1) % n;
-                return Some(ev);
+                return Some((ev, None));
             }
         }
         None
     }
 
-    fn lease(&mut self, member: u64, event: Arc<StoredEvent>, now: Instant) -> Delivery {
+    fn lease(
+        &mut self,
+        member: u64,
+        event: Arc<StoredEvent>,
+        first_delivery_ms: Option<u64>,
+        now: Instant,
+    ) -> Delivery {
+        let delivered_ms = now_ms();
         let part = &mut self.parts[event.partition as usize];
         let attempt = {
             let a = part.acks.attempts.entry(event.offset).or_insert(0);
@@ -617,6 +679,8 @@ impl Actor {
                 generation: self.generation,
                 deadline,
                 event: event.clone(),
+                first_delivery_ms: first_delivery_ms.unwrap_or(delivered_ms),
+                delivered_ms,
             },
         );
         if let Some(m) = self.members.get_mut(&member) {
@@ -645,6 +709,7 @@ impl Actor {
                 key,
                 Waiting {
                     event: lease.event,
+                    first_delivery_ms: lease.first_delivery_ms,
                     released: released.then_some(lease.generation),
                 },
             );
@@ -663,7 +728,7 @@ impl Actor {
                 .is_some_and(|l| l.generation == generation && l.deadline == deadline);
             if current {
                 self.stats.expired += 1;
-                self.requeue((p, o), now, false);
+                self.fail((p, o), now, None, DEADLINE_EXCEEDED);
             }
         }
     }
@@ -698,10 +763,14 @@ impl Actor {
                     .get(&key)
                     .is_some_and(|w| w.released == Some(id.generation));
             if released {
-                match op {
+                match &op {
                     SettleOp::Ack => {
                         self.waiting.remove(&key);
                         self.mark_acked(key, now);
+                    }
+                    SettleOp::DeadLetter { reason } => {
+                        let w = self.waiting.remove(&key).expect("checked released");
+                        self.dead_letter(&w.event, w.first_delivery_ms, now_ms(), reason, now);
                     }
                     // Already queued for redelivery: nothing more to do.
                     SettleOp::Nack { .. } => {}
@@ -722,31 +791,146 @@ impl Actor {
                 }
                 continue;
             }
-            match op {
+            match &op {
                 SettleOp::Ack => {
-                    let lease = self.leases.remove(&key).expect("checked live");
-                    if let Some(m) = self.members.get_mut(&lease.member) {
-                        m.in_flight = m.in_flight.saturating_sub(1);
-                    }
+                    self.end_lease(key);
                     self.mark_acked(key, now);
                 }
-                SettleOp::Nack { delay } => {
+                SettleOp::Nack { delay, reason } => {
                     self.stats.nacked += 1;
-                    self.requeue(key, saturating_add(now, delay), false);
+                    let reason = if reason.is_empty() { "nacked" } else { reason };
+                    self.fail(key, now, *delay, reason);
+                }
+                SettleOp::DeadLetter { reason } => {
+                    let lease = self.end_lease(key);
+                    let reason = if reason.is_empty() {
+                        "dead-lettered by the consumer"
+                    } else {
+                        reason
+                    };
+                    self.dead_letter(
+                        &lease.event,
+                        lease.first_delivery_ms,
+                        lease.delivered_ms,
+                        reason,
+                        now,
+                    );
                 }
                 SettleOp::ModifyDeadline(d) if d.is_zero() => {
                     self.stats.nacked += 1;
-                    self.requeue(key, now, false);
+                    self.fail(key, now, None, "nacked");
                 }
                 SettleOp::ModifyDeadline(d) => {
                     let lease = self.leases.get_mut(&key).expect("checked live");
-                    lease.deadline = saturating_add(now, d);
+                    lease.deadline = saturating_add(now, *d);
                     let entry = Reverse((lease.deadline, key.0, key.1, lease.generation));
                     self.push_deadline(entry);
                 }
             }
         }
         outcome
+    }
+
+    /// Removes a live lease and gives its member the credit back.
+    fn end_lease(&mut self, key: Key) -> Lease {
+        let lease = self.leases.remove(&key).expect("caller checked the lease");
+        if let Some(m) = self.members.get_mut(&lease.member) {
+            m.in_flight = m.in_flight.saturating_sub(1);
+        }
+        lease
+    }
+
+    /// A delivery failed (nack or expired lease): redeliver after `delay` or the
+    /// backoff, or dead-letter it once its attempts are used up.
+    fn fail(&mut self, key: Key, now: Instant, delay: Option<Duration>, reason: &str) {
+        let attempts = self.parts[key.0 as usize]
+            .acks
+            .attempts
+            .get(&key.1)
+            .copied()
+            .unwrap_or(0);
+        let max = self.meta.config.max_delivery_attempts;
+        if max > 0 && attempts >= max {
+            let lease = self.end_lease(key);
+            self.dead_letter(
+                &lease.event,
+                lease.first_delivery_ms,
+                lease.delivered_ms,
+                reason,
+                now,
+            );
+            return;
+        }
+        let delay = delay.unwrap_or_else(|| self.backoff(attempts));
+        self.requeue(key, saturating_add(now, delay), false);
+    }
+
+    /// Exponential backoff for the redelivery after `attempts` deliveries:
+    /// `min_backoff * 2^(attempts-1)`, capped at `max_backoff`, minus up to 20 %
+    /// jitter (never below `min_backoff`) so that a burst of failures does not
+    /// come back as a burst. No retry policy means at once.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let c = &self.meta.config;
+        if c.max_backoff_ms == 0 {
+            return Duration::ZERO;
+        }
+        let exp = attempts.saturating_sub(1).min(40);
+        let base = c
+            .min_backoff_ms
+            .saturating_mul(1u64 << exp)
+            .min(c.max_backoff_ms);
+        let jitter = if base > 0 {
+            rand::random_range(0..=base / 5)
+        } else {
+            0
+        };
+        Duration::from_millis((base - jitter).max(c.min_backoff_ms))
+    }
+
+    /// Moves an event to the dead-letter queue: the entry and the ack state that
+    /// settles the offset go to disk in one batch (the next flush, due at once),
+    /// so the event is never both pending and dead-lettered, nor neither.
+    fn dead_letter(
+        &mut self,
+        event: &StoredEvent,
+        first_delivery_ms: u64,
+        last_delivery_ms: u64,
+        reason: &str,
+        now: Instant,
+    ) {
+        let part = &mut self.parts[event.partition as usize];
+        let attempts = part.acks.attempts.get(&event.offset).copied().unwrap_or(0);
+        part.acks.settle(event.offset);
+        part.dirty = true;
+        let entry = DeadLetterEntry {
+            seq: self.next_dlq_seq,
+            partition: event.partition,
+            offset: event.offset,
+            attempts,
+            redrive_count: 0,
+            first_delivery_ms,
+            last_delivery_ms,
+            dead_letter_ms: now_ms(),
+            reason: reason.to_string(),
+            record: DeadLetterEntry::record_of(event),
+        };
+        self.next_dlq_seq += 1;
+        self.pending_ops.push(Op::Put(
+            Cf::Dlq,
+            dlq_key(self.meta.id, entry.seq).to_vec(),
+            entry.encode(),
+        ));
+        self.flush_at = Some(now);
+        self.dlq.count.fetch_add(1, AtomicOrdering::Relaxed);
+        self.stats.dead_lettered += 1;
+        tracing::debug!(
+            subscription = %self.meta.name,
+            partition = event.partition,
+            offset = event.offset,
+            attempts,
+            reason,
+            "event dead-lettered"
+        );
     }
 
     /// Adds a deadline entry. Entries of settled or extended leases are skipped
@@ -862,19 +1046,22 @@ impl Actor {
 
     fn dirty_ops(&mut self) -> Vec<Op> {
         let id = self.meta.id;
-        self.parts
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, p)| p.dirty)
-            .map(|(i, p)| {
-                p.dirty = false;
-                Op::Put(
-                    Cf::Subs,
-                    keys::sub_state_key(id, i as PartitionId).to_vec(),
-                    p.acks.encode(),
-                )
-            })
-            .collect()
+        let mut ops = std::mem::take(&mut self.pending_ops);
+        ops.extend(
+            self.parts
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, p)| p.dirty)
+                .map(|(i, p)| {
+                    p.dirty = false;
+                    Op::Put(
+                        Cf::Subs,
+                        keys::sub_state_key(id, i as PartitionId).to_vec(),
+                        p.acks.encode(),
+                    )
+                }),
+        );
+        ops
     }
 
     /// Persists changed ack state without waiting for the commit (and without a

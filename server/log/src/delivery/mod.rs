@@ -11,8 +11,9 @@
 pub mod ack_id;
 pub mod acks;
 mod actor;
+pub mod dead_letter;
 
 pub use actor::{
-    Delivery, MemberItem, MemberStream, SettleOp, SettleOutcome, StopReason, SubscriptionHandle,
-    SubscriptionStats,
+    Delivery, DlqCounters, MemberItem, MemberStream, SettleOp, SettleOutcome, StopReason,
+    SubscriptionHandle, SubscriptionStats, DEADLINE_EXCEEDED,
 };

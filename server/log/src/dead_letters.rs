@@ -1,0 +1,71 @@
+//! Dead-letter queue administration: list, get, purge (and redrive, later).
+//!
+//! The actor appends entries; this side reads and deletes them. Deletions are
+//! serialised with other admin changes by the broker's admin lock, so the
+//! shared entry count stays exact.
+
+use crate::delivery::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
+use crate::error::{Error, Result};
+use crate::filter::any_type_matches;
+use crate::types::{StoredEvent, TopicId, UnixMillis};
+
+/// Which dead letters an operation applies to.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterQuery {
+    /// Event type patterns (NATS wildcards); empty: any type.
+    pub types: Vec<String>,
+    /// Case-sensitive substring of the reason; empty: any reason.
+    pub reason_contains: String,
+    /// Dead-letter time range, start inclusive, end exclusive.
+    pub start_ms: Option<UnixMillis>,
+    pub end_ms: Option<UnixMillis>,
+}
+
+impl DeadLetterQuery {
+    pub fn validate(&self) -> Result<()> {
+        for p in &self.types {
+            crate::filter::validate_type_pattern("filter.types", p)?;
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, entry: &DeadLetterEntry, event: &StoredEvent) -> bool {
+        any_type_matches(&self.types, &event.event_type)
+            && entry.reason.contains(&self.reason_contains)
+            && self.start_ms.is_none_or(|s| entry.dead_letter_ms >= s)
+            && self.end_ms.is_none_or(|e| entry.dead_letter_ms < e)
+    }
+}
+
+/// The set of dead letters a purge or redrive selects.
+#[derive(Debug, Clone)]
+pub enum DeadLetterSelector {
+    Ids(Vec<u64>),
+    Filter(DeadLetterQuery),
+    All,
+}
+
+/// A decoded entry with its event.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub entry: DeadLetterEntry,
+    pub event: StoredEvent,
+}
+
+pub(crate) fn decode(topic: TopicId, key: &[u8], value: &[u8]) -> Result<DeadLetter> {
+    let corrupt = |source| Error::Corruption {
+        location: format!("dead letter {key:02x?}"),
+        source,
+    };
+    let (_, seq) = parse_dlq_key(key).ok_or_else(|| Error::CorruptMetadata {
+        location: format!("dead letter {key:02x?}"),
+        reason: "malformed key".into(),
+    })?;
+    let entry = DeadLetterEntry::decode(seq, value).map_err(corrupt)?;
+    let event = entry.event(topic).map_err(corrupt)?;
+    Ok(DeadLetter { entry, event })
+}
+
+pub(crate) fn key(sub: crate::types::SubscriptionId, seq: u64) -> Vec<u8> {
+    dlq_key(sub, seq).to_vec()
+}

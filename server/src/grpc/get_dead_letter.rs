@@ -1,0 +1,22 @@
+//! `AdminService/GetDeadLetter`: one entry of a subscription's DLQ.
+
+use eventbus_log::Broker;
+use eventbus_proto::v1::{GetDeadLetterRequest, GetDeadLetterResponse};
+use tonic::Status;
+
+use super::convert;
+use super::status::to_status;
+
+pub async fn handle(
+    broker: &Broker,
+    req: GetDeadLetterRequest,
+) -> Result<GetDeadLetterResponse, Status> {
+    let seq = convert::dead_letter_id("id", &req.id)?;
+    let dl = broker
+        .get_dead_letter(&req.topic, &req.subscription, seq)
+        .await
+        .map_err(to_status)?;
+    Ok(GetDeadLetterResponse {
+        dead_letter: Some(convert::dead_letter(&req.topic, &dl)),
+    })
+}
