@@ -6,5 +6,6 @@ mod dead_letters;
 mod delivery;
 mod errors;
 mod ops;
+mod replay;
 mod restart;
 mod support;

@@ -677,6 +677,18 @@ impl Broker {
         h.settle(op, ids).await
     }
 
+    /// The first offset at or after `ms` in one partition; see
+    /// [`Log::offset_for_time`].
+    pub async fn offset_for_time(
+        &self,
+        topic: Arc<TopicState>,
+        partition: u32,
+        ms: u64,
+    ) -> Result<u64> {
+        let log = self.log.clone();
+        blocking(move || log.offset_for_time(&topic, partition, ms)).await
+    }
+
     /// Reads committed events of one partition. Never blocks the caller's thread.
     pub async fn read(
         &self,

@@ -76,14 +76,14 @@ pub struct TopicState {
 }
 
 impl TopicState {
-    fn new(meta: TopicMeta, ends: Vec<(Offset, Offset)>) -> Self {
-        let partitions = ends
+    fn new(meta: TopicMeta, bounds: Vec<PartitionBounds>) -> Self {
+        let partitions = bounds
             .into_iter()
-            .map(|(start, end)| PartitionTail {
-                next: AtomicU64::new(end),
-                end: AtomicU64::new(end),
-                start: AtomicU64::new(start),
-                last_publish_ms: AtomicU64::new(0),
+            .map(|b| PartitionTail {
+                next: AtomicU64::new(b.end),
+                end: AtomicU64::new(b.end),
+                start: AtomicU64::new(b.start),
+                last_publish_ms: AtomicU64::new(b.last_publish_ms),
                 last_index_ms: AtomicU64::new(0),
             })
             .collect();
@@ -382,7 +382,10 @@ impl Log {
         )
         .await?;
         *ids = next;
-        let state = Arc::new(TopicState::new(meta, vec![(0, 0); partitions as usize]));
+        let state = Arc::new(TopicState::new(
+            meta,
+            vec![PartitionBounds::default(); partitions as usize],
+        ));
         self.inner.topics.rcu(|m| {
             let mut m = HashMap::clone(m);
             m.insert(name.to_string(), state.clone());
@@ -635,6 +638,71 @@ impl Log {
         Ok(out)
     }
 
+    /// The first offset of `partition` whose publish time is at or after `ms`
+    /// (the committed end when there is none). Blocking.
+    ///
+    /// Uses the sparse time index to find a starting point at most one index
+    /// interval (100 ms of records) before the answer, then scans forward, so
+    /// the cost does not grow with the size of the log.
+    pub fn offset_for_time(
+        &self,
+        topic: &TopicState,
+        partition: PartitionId,
+        ms: u64,
+    ) -> Result<Offset> {
+        let tail = &topic.partitions[partition as usize];
+        let (start, end) = (tail.start(), tail.end());
+        let id = topic.id();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::time_index_key(id, partition, 0, 0).to_vec());
+        ro.set_iterate_upper_bound(
+            keys::time_index_key(id, partition, u64::MAX, u64::MAX).to_vec(),
+        );
+        let mut it = self
+            .inner
+            .db
+            .raw_iterator_cf_opt(self.cf(Cf::TimeIndex), ro);
+        // The last index entry strictly before `ms`: every event before its offset
+        // is older still.
+        it.seek_for_prev(keys::time_index_key(
+            id,
+            partition,
+            ms.saturating_sub(1),
+            u64::MAX,
+        ));
+        let from = it
+            .key()
+            .and_then(keys::parse_time_index_key)
+            .map_or(start, |(_, _, _, o)| o.max(start));
+        it.status()?;
+        drop(it);
+
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::record_key(id, partition, end).to_vec());
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Records), ro);
+        it.seek(keys::record_key(id, partition, from));
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (_, _, offset) =
+                keys::parse_record_key(k).ok_or_else(|| Error::CorruptMetadata {
+                    location: format!("{} partition {partition}", topic.name()),
+                    reason: "malformed record key".into(),
+                })?;
+            let t = codec::record_publish_time(v).map_err(|source| Error::Corruption {
+                location: format!(
+                    "topic {:?} partition {partition} offset {offset}",
+                    topic.name()
+                ),
+                source,
+            })?;
+            if t >= ms {
+                return Ok(offset);
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(end)
+    }
+
     /// Syncs the WAL. Used at clean shutdown after the last ack-state flush.
     pub async fn sync_wal(&self) -> Result<()> {
         self.write(Vec::new(), true).await
@@ -716,8 +784,18 @@ fn corrupt_meta(location: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// (first offset, one past the last offset) stored for a partition.
-fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<(Offset, Offset)> {
+/// What recovery learns about a partition from its first and last record.
+#[derive(Debug, Clone, Copy, Default)]
+struct PartitionBounds {
+    start: Offset,
+    end: Offset,
+    /// Publish time of the last record, so publish times stay monotonic per
+    /// partition across restarts even if the clock stepped back.
+    last_publish_ms: u64,
+}
+
+/// The bounds of a partition: two seeks, no scan.
+fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<PartitionBounds> {
     let cf = db.cf_handle(keys::CF_RECORDS).expect("records cf");
     let lower = keys::record_key(topic, partition, 0);
     let upper = keys::record_key(topic, partition, u64::MAX);
@@ -730,6 +808,10 @@ fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<(
         Some(k) => keys::parse_record_key(k).map(|(_, _, o)| o),
         None => None,
     };
+    let last_publish_ms = it
+        .value()
+        .and_then(|v| codec::record_publish_time(v).ok())
+        .unwrap_or(0);
     it.seek_to_first();
     let first = match it.key() {
         Some(k) => keys::parse_record_key(k).map(|(_, _, o)| o),
@@ -737,8 +819,12 @@ fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<(
     };
     it.status()?;
     Ok(match (first, last) {
-        (Some(f), Some(l)) => (f, l + 1),
-        _ => (0, 0),
+        (Some(f), Some(l)) => PartitionBounds {
+            start: f,
+            end: l + 1,
+            last_publish_ms,
+        },
+        _ => PartitionBounds::default(),
     })
 }
 
@@ -918,6 +1004,37 @@ mod tests {
         rx.borrow_and_update();
         log.append(&topic, &[ev("", "x")]).await.unwrap();
         assert!(rx.has_changed().unwrap(), "a commit wakes tailing readers");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn time_lookups_find_the_first_event_at_or_after_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path()).await;
+        let topic = log
+            .create_topic(
+                "t",
+                TopicConfig {
+                    partitions: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut times = Vec::new();
+        for i in 0..6 {
+            let r = log.append(&topic, &[ev("", &i.to_string())]).await.unwrap();
+            times.push(read_all(&log, &topic, 0)[r[0].offset as usize].publish_time);
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        for (offset, &t) in times.iter().enumerate() {
+            assert_eq!(log.offset_for_time(&topic, 0, t).unwrap(), offset as u64);
+        }
+        assert_eq!(log.offset_for_time(&topic, 0, 0).unwrap(), 0);
+        assert_eq!(
+            log.offset_for_time(&topic, 0, times[5] + 1).unwrap(),
+            6,
+            "past the tail: the end"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ mod paging;
 mod pause_subscription;
 mod publish;
 mod purge_dead_letters;
+mod replay;
 mod resume_subscription;
 pub mod status;
 mod subscribe;
@@ -98,10 +99,12 @@ impl EventService for EventSvc {
             .map(Response::new)
     }
 
-    type ReplayStream = tokio_stream::Empty<Result<ReplayResponse, Status>>;
+    type ReplayStream = replay::ReplayStream;
 
-    async fn replay(&self, _req: Request<ReplayRequest>) -> RpcResult<Self::ReplayStream> {
-        Err(status::unimplemented("Replay"))
+    async fn replay(&self, req: Request<ReplayRequest>) -> RpcResult<Self::ReplayStream> {
+        replay::handle(self.broker.clone(), self.shutdown.clone(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
