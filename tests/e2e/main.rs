@@ -5,6 +5,7 @@ mod crash;
 mod dead_letters;
 mod delivery;
 mod errors;
+mod filters;
 mod ops;
 mod replay;
 mod restart;

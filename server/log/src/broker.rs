@@ -50,6 +50,17 @@ pub struct RetryPolicy {
     pub max_backoff: Option<Duration>,
 }
 
+/// A change of subscription settings: `None` leaves a field as it is; an inner
+/// `None` resets it to its default.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionUpdate {
+    pub ack_deadline: Option<Option<Duration>>,
+    pub retry_policy: Option<Option<RetryPolicy>>,
+    pub max_delivery_attempts: Option<Option<u32>>,
+    pub filter: Option<crate::meta::Filter>,
+    pub ordering: Option<crate::meta::Ordering>,
+}
+
 /// Settings for a new subscription; `None` takes the default.
 #[derive(Debug, Clone, Default)]
 pub struct NewSubscription {
@@ -195,53 +206,68 @@ impl Broker {
     }
 
     fn subscription_config(&self, new: &NewSubscription) -> Result<SubscriptionConfig> {
-        let defaults = SubscriptionConfig {
-            ack_deadline_ms: self.options().default_ack_deadline.as_millis() as u64,
-            ..SubscriptionConfig::default()
-        };
-        let ack_deadline = new
-            .ack_deadline
-            .unwrap_or(Duration::from_millis(defaults.ack_deadline_ms));
-        if !(MIN_ACK_DEADLINE..=MAX_ACK_DEADLINE).contains(&ack_deadline) {
-            return Err(Error::invalid(
-                "ack_deadline",
-                format!(
-                    "{ack_deadline:?} is out of range; use {MIN_ACK_DEADLINE:?} to {MAX_ACK_DEADLINE:?}"
-                ),
-            ));
-        }
-        let (min_backoff, max_backoff) = match new.retry_policy {
-            None => (0, 0),
-            Some(p) => {
-                let min = p.min_backoff.map_or(1_000, |d| d.as_millis() as u64);
-                let max = p
-                    .max_backoff
-                    .map_or(60_000.max(min), |d| d.as_millis() as u64);
-                (min, max)
-            }
-        };
-        if min_backoff > max_backoff {
-            return Err(Error::invalid(
-                "retry_policy",
-                format!("min_backoff ({min_backoff} ms) exceeds max_backoff ({max_backoff} ms)"),
-            ));
-        }
-        if max_backoff > MAX_ACK_DEADLINE.as_millis() as u64 {
-            return Err(Error::invalid(
-                "retry_policy.max_backoff",
-                format!("{max_backoff} ms is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
-            ));
-        }
+        let (min_backoff_ms, max_backoff_ms) = backoff_ms(new.retry_policy)?;
+        new.filter.validate()?;
         Ok(SubscriptionConfig {
-            ack_deadline_ms: ack_deadline.as_millis() as u64,
-            min_backoff_ms: min_backoff,
-            max_backoff_ms: max_backoff,
+            ack_deadline_ms: self.ack_deadline_ms(new.ack_deadline)?,
+            min_backoff_ms,
+            max_backoff_ms,
             max_delivery_attempts: new
                 .max_delivery_attempts
-                .unwrap_or(defaults.max_delivery_attempts),
+                .unwrap_or(SubscriptionConfig::default().max_delivery_attempts),
             filter: new.filter.clone(),
             ordering: new.ordering,
         })
+    }
+
+    /// A requested ack deadline (`None`: the server default), checked.
+    fn ack_deadline_ms(&self, requested: Option<Duration>) -> Result<u64> {
+        let d = requested.unwrap_or(self.options().default_ack_deadline);
+        if !(MIN_ACK_DEADLINE..=MAX_ACK_DEADLINE).contains(&d) {
+            return Err(Error::invalid(
+                "ack_deadline",
+                format!("{d:?} is out of range; use {MIN_ACK_DEADLINE:?} to {MAX_ACK_DEADLINE:?}"),
+            ));
+        }
+        Ok(d.as_millis() as u64)
+    }
+
+    /// Applies the fields of `update` that are set to a subscription's settings.
+    pub async fn update_settings(
+        &self,
+        topic: &str,
+        name: &str,
+        update: SubscriptionUpdate,
+    ) -> Result<SubscriptionInfo> {
+        let ack_deadline = update
+            .ack_deadline
+            .map(|d| self.ack_deadline_ms(d))
+            .transpose()?;
+        let backoff = update.retry_policy.map(backoff_ms).transpose()?;
+        if let Some(f) = &update.filter {
+            f.validate()?;
+        }
+        self.update_subscription(topic, name, |m| {
+            let c = &mut m.config;
+            if let Some(ms) = ack_deadline {
+                c.ack_deadline_ms = ms;
+            }
+            if let Some((min, max)) = backoff {
+                (c.min_backoff_ms, c.max_backoff_ms) = (min, max);
+            }
+            if let Some(max) = update.max_delivery_attempts {
+                c.max_delivery_attempts =
+                    max.unwrap_or(SubscriptionConfig::default().max_delivery_attempts);
+            }
+            if let Some(f) = update.filter {
+                c.filter = f;
+            }
+            if let Some(o) = update.ordering {
+                c.ordering = o;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Persists a new subscription and starts its actor. Caller holds `admin`.
@@ -738,4 +764,28 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| Error::ShuttingDown)?
+}
+
+/// Backoff bounds in ms for a requested policy; no policy is (0, 0): at once.
+fn backoff_ms(policy: Option<RetryPolicy>) -> Result<(u64, u64)> {
+    let Some(p) = policy else {
+        return Ok((0, 0));
+    };
+    let min = p.min_backoff.map_or(1_000, |d| d.as_millis() as u64);
+    let max = p
+        .max_backoff
+        .map_or(60_000.max(min), |d| d.as_millis() as u64);
+    if min > max {
+        return Err(Error::invalid(
+            "retry_policy",
+            format!("min_backoff ({min} ms) exceeds max_backoff ({max} ms)"),
+        ));
+    }
+    if max > MAX_ACK_DEADLINE.as_millis() as u64 {
+        return Err(Error::invalid(
+            "retry_policy.max_backoff",
+            format!("{max} ms is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
+        ));
+    }
+    Ok((min, max))
 }

@@ -81,3 +81,148 @@ mod tests {
         assert!(!any_type_matches(&["y".into()], "x"));
     }
 }
+
+use crate::meta::{AttributeCondition, Filter};
+use crate::types::StoredEvent;
+
+impl Filter {
+    /// Checks patterns and conditions; `field` prefixes error field names.
+    pub fn validate(&self) -> Result<()> {
+        for p in &self.types {
+            validate_type_pattern("filter.types", p)?;
+        }
+        for c in &self.attributes {
+            if c.key().is_empty() {
+                return Err(Error::invalid(
+                    "filter.attributes",
+                    "every condition needs a non-empty key",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty() && self.attributes.is_empty()
+    }
+
+    /// Whether `event` passes: its type matches any pattern (or there are none)
+    /// and every attribute condition holds.
+    pub fn matches(&self, event: &StoredEvent) -> bool {
+        any_type_matches(&self.types, &event.event_type)
+            && self.attributes.iter().all(|c| c.holds(event))
+    }
+}
+
+impl AttributeCondition {
+    pub fn key(&self) -> &str {
+        match self {
+            AttributeCondition::Eq { key, .. }
+            | AttributeCondition::Ne { key, .. }
+            | AttributeCondition::In { key, .. }
+            | AttributeCondition::Exists { key, .. }
+            | AttributeCondition::Prefix { key, .. } => key,
+        }
+    }
+
+    pub fn holds(&self, event: &StoredEvent) -> bool {
+        let value = event.attributes.get(self.key()).map(String::as_str);
+        match self {
+            AttributeCondition::Eq { value: want, .. } => value == Some(want.as_str()),
+            AttributeCondition::Ne { value: not, .. } => value != Some(not.as_str()),
+            AttributeCondition::In { values, .. } => {
+                value.is_some_and(|v| values.iter().any(|w| w == v))
+            }
+            AttributeCondition::Exists { exists, .. } => value.is_some() == *exists,
+            AttributeCondition::Prefix { prefix, .. } => {
+                value.is_some_and(|v| v.starts_with(prefix.as_str()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod condition_tests {
+    use super::*;
+
+    fn ev(ty: &str, attrs: &[(&str, &str)]) -> StoredEvent {
+        StoredEvent {
+            topic_id: crate::types::TopicId(1),
+            partition: 0,
+            offset: 0,
+            publish_time: 0,
+            key: String::new(),
+            event_type: ty.into(),
+            payload: bytes::Bytes::new(),
+            content_type: String::new(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            idempotency_key: String::new(),
+            event_time: None,
+        }
+    }
+
+    #[test]
+    fn attribute_conditions() {
+        let e = ev("order.created", &[("region", "eu-west"), ("tier", "gold")]);
+        let s = |s: &str| s.to_string();
+        let holds = |c: AttributeCondition| c.holds(&e);
+        assert!(holds(AttributeCondition::Eq {
+            key: s("tier"),
+            value: s("gold")
+        }));
+        assert!(!holds(AttributeCondition::Eq {
+            key: s("tier"),
+            value: s("silver")
+        }));
+        assert!(holds(AttributeCondition::Ne {
+            key: s("tier"),
+            value: s("silver")
+        }));
+        assert!(holds(AttributeCondition::Ne {
+            key: s("missing"),
+            value: s("x")
+        }));
+        assert!(holds(AttributeCondition::In {
+            key: s("tier"),
+            values: vec![s("silver"), s("gold")]
+        }));
+        assert!(!holds(AttributeCondition::In {
+            key: s("tier"),
+            values: vec![]
+        }));
+        assert!(holds(AttributeCondition::Exists {
+            key: s("region"),
+            exists: true
+        }));
+        assert!(holds(AttributeCondition::Exists {
+            key: s("missing"),
+            exists: false
+        }));
+        assert!(holds(AttributeCondition::Prefix {
+            key: s("region"),
+            prefix: s("eu-")
+        }));
+        assert!(!holds(AttributeCondition::Prefix {
+            key: s("missing"),
+            prefix: s("")
+        }));
+    }
+
+    #[test]
+    fn filters_combine_types_and_conditions() {
+        let f = Filter {
+            types: vec!["order.*".into()],
+            attributes: vec![AttributeCondition::Eq {
+                key: "tier".into(),
+                value: "gold".into(),
+            }],
+        };
+        assert!(f.matches(&ev("order.created", &[("tier", "gold")])));
+        assert!(!f.matches(&ev("order.created", &[("tier", "silver")])));
+        assert!(!f.matches(&ev("user.created", &[("tier", "gold")])));
+        assert!(Filter::default().matches(&ev("anything", &[])));
+    }
+}

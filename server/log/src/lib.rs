@@ -28,7 +28,9 @@ pub mod store;
 pub mod types;
 pub mod writer;
 
-pub use broker::{Broker, NewSubscription, RetryPolicy, SubscriptionInfo, TopicInfo};
+pub use broker::{
+    Broker, NewSubscription, RetryPolicy, SubscriptionInfo, SubscriptionUpdate, TopicInfo,
+};
 pub use error::{Error, Result};
 pub use options::Options;
 pub use store::{Log, TopicConfig, TopicState};

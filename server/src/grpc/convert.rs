@@ -136,7 +136,7 @@ pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
             ))),
         }),
         max_delivery_attempts: config.max_delivery_attempts,
-        filter: None,
+        filter: filter_to_proto(&config.filter),
         ordering: match config.ordering {
             eventbus_log::meta::Ordering::None => v1::Ordering::None,
             eventbus_log::meta::Ordering::Key => v1::Ordering::Key,
@@ -154,7 +154,7 @@ pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
             nacked: s.nacked,
             redelivered: s.redelivered,
             dead_lettered: s.dead_lettered,
-            filtered: 0,
+            filtered: s.filtered,
             dead_letter_count: s.dead_letter_count,
             oldest_dead_letter_age: s
                 .oldest_dead_letter_ms
@@ -270,4 +270,104 @@ pub fn dead_letter_query(
             .map(|t| timestamp_to_millis("filter.end_time", t))
             .transpose()?,
     })
+}
+
+/// The wire filter as a domain filter (validated later by the broker).
+pub fn filter_from_proto(f: Option<v1::Filter>) -> Result<eventbus_log::meta::Filter, Status> {
+    use eventbus_log::meta::AttributeCondition as C;
+    use v1::attribute_condition::Condition;
+    let f = f.unwrap_or_default();
+    let attributes = f
+        .attributes
+        .into_iter()
+        .map(|c| {
+            let key = c.key;
+            Ok(match c.condition {
+                Some(Condition::Eq(value)) => C::Eq { key, value },
+                Some(Condition::Ne(value)) => C::Ne { key, value },
+                Some(Condition::In(list)) => C::In {
+                    key,
+                    values: list.values,
+                },
+                Some(Condition::Exists(exists)) => C::Exists { key, exists },
+                Some(Condition::Prefix(prefix)) => C::Prefix { key, prefix },
+                None => {
+                    return Err(invalid(
+                        "filter.attributes",
+                        format!("condition on {key:?} sets none of eq, ne, in, exists, prefix"),
+                    ))
+                }
+            })
+        })
+        .collect::<Result<_, Status>>()?;
+    Ok(eventbus_log::meta::Filter {
+        types: f.types,
+        attributes,
+    })
+}
+
+pub fn filter_to_proto(f: &eventbus_log::meta::Filter) -> Option<v1::Filter> {
+    use eventbus_log::meta::AttributeCondition as C;
+    use v1::attribute_condition::Condition;
+    if f.is_empty() {
+        return None;
+    }
+    let attributes = f
+        .attributes
+        .iter()
+        .map(|c| {
+            let condition = match c {
+                C::Eq { value, .. } => Condition::Eq(value.clone()),
+                C::Ne { value, .. } => Condition::Ne(value.clone()),
+                C::In { values, .. } => Condition::In(v1::StringList {
+                    values: values.clone(),
+                }),
+                C::Exists { exists, .. } => Condition::Exists(*exists),
+                C::Prefix { prefix, .. } => Condition::Prefix(prefix.clone()),
+            };
+            v1::AttributeCondition {
+                key: c.key().to_string(),
+                condition: Some(condition),
+            }
+        })
+        .collect();
+    Some(v1::Filter {
+        types: f.types.clone(),
+        attributes,
+    })
+}
+
+/// Parses a retry policy; `None` means "redeliver at once".
+pub fn retry_policy(
+    p: Option<v1::RetryPolicy>,
+) -> Result<Option<eventbus_log::RetryPolicy>, Status> {
+    p.map(|p| {
+        Ok(eventbus_log::RetryPolicy {
+            min_backoff: p
+                .min_backoff
+                .as_ref()
+                .map(|d| duration_from_proto("retry_policy.min_backoff", d))
+                .transpose()?,
+            max_backoff: p
+                .max_backoff
+                .as_ref()
+                .map(|d| duration_from_proto("retry_policy.max_backoff", d))
+                .transpose()?,
+        })
+    })
+    .transpose()
+}
+
+/// Parses the ordering enum; KEY is not served yet.
+pub fn ordering(value: i32) -> Result<eventbus_log::meta::Ordering, Status> {
+    match v1::Ordering::try_from(value) {
+        Ok(v1::Ordering::Unspecified | v1::Ordering::None) => {
+            Ok(eventbus_log::meta::Ordering::None)
+        }
+        Ok(v1::Ordering::Key) => Err(super::status::unimplemented("ORDERING_KEY")),
+        Err(_) => Err(invalid(
+            "ordering",
+            format!("{value} is not an Ordering; use ORDERING_NONE or ORDERING_KEY"),
+        )),
+    }
 }

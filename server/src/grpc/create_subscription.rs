@@ -1,12 +1,11 @@
 //! `AdminService/CreateSubscription`.
 
-use eventbus_log::meta::Ordering;
-use eventbus_log::{Broker, NewSubscription, RetryPolicy, StartPosition};
+use eventbus_log::{Broker, NewSubscription, StartPosition};
 use eventbus_proto::v1::{self, CreateSubscriptionRequest, CreateSubscriptionResponse};
 use tonic::Status;
 
 use super::convert::{self, duration_from_proto};
-use super::status::{invalid, to_status, unimplemented};
+use super::status::{invalid, to_status};
 
 pub async fn handle(
     broker: &Broker,
@@ -25,43 +24,9 @@ pub async fn handle(
             ))
         }
     };
-    let ordering = match v1::Ordering::try_from(req.ordering) {
-        Ok(v1::Ordering::Unspecified | v1::Ordering::None) => Ordering::None,
-        Ok(v1::Ordering::Key) => return Err(unimplemented("ORDERING_KEY")),
-        Err(_) => {
-            return Err(invalid(
-                "ordering",
-                format!(
-                    "{} is not an Ordering; use ORDERING_NONE or ORDERING_KEY",
-                    req.ordering
-                ),
-            ))
-        }
-    };
-    if req
-        .filter
-        .as_ref()
-        .is_some_and(|f| !f.types.is_empty() || !f.attributes.is_empty())
-    {
-        return Err(unimplemented("Subscription filters"));
-    }
-    let retry_policy = req
-        .retry_policy
-        .map(|p| -> Result<RetryPolicy, Status> {
-            Ok(RetryPolicy {
-                min_backoff: p
-                    .min_backoff
-                    .as_ref()
-                    .map(|d| duration_from_proto("retry_policy.min_backoff", d))
-                    .transpose()?,
-                max_backoff: p
-                    .max_backoff
-                    .as_ref()
-                    .map(|d| duration_from_proto("retry_policy.max_backoff", d))
-                    .transpose()?,
-            })
-        })
-        .transpose()?;
+    let ordering = convert::ordering(req.ordering)?;
+    let filter = convert::filter_from_proto(req.filter)?;
+    let retry_policy = convert::retry_policy(req.retry_policy)?;
     let new = NewSubscription {
         start_position,
         ack_deadline: req
@@ -71,7 +36,7 @@ pub async fn handle(
             .transpose()?,
         retry_policy,
         max_delivery_attempts: req.max_delivery_attempts,
-        filter: Default::default(),
+        filter,
         ordering,
     };
     let info = broker

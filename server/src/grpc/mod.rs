@@ -24,6 +24,7 @@ mod replay;
 mod resume_subscription;
 pub mod status;
 mod subscribe;
+mod update_subscription;
 
 use std::sync::Arc;
 
@@ -165,9 +166,11 @@ impl AdminService for AdminSvc {
 
     async fn update_subscription(
         &self,
-        _req: Request<UpdateSubscriptionRequest>,
+        req: Request<UpdateSubscriptionRequest>,
     ) -> RpcResult<UpdateSubscriptionResponse> {
-        Err(status::unimplemented("UpdateSubscription"))
+        update_subscription::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn delete_subscription(

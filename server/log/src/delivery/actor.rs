@@ -97,6 +97,8 @@ pub struct SubscriptionStats {
     pub redelivered: u64,
     pub expired: u64,
     pub dead_lettered: u64,
+    /// Events settled without delivery because they did not match the filter.
+    pub filtered: u64,
     /// Entries in the dead-letter queue now, and when the oldest was added
     /// (filled in by the broker).
     pub dead_letter_count: u64,
@@ -630,13 +632,27 @@ impl Actor {
             }
         }
         let n = self.parts.len();
-        for i in 0..n {
+        let mut i = 0;
+        while i < n {
             let p = (self.rr_partition + i) % n;
-            if let Some(ev) = self.parts[p].buffer.pop_front() {
-                self.buffered -= 1;
-                self.rr_partition = (p + 1) % n;
-                return Some((ev, None));
+            let Some(ev) = self.parts[p].buffer.pop_front() else {
+                i += 1;
+                continue;
+            };
+            self.buffered -= 1;
+            // The filter is applied at hand-out time, so a filter change takes
+            // effect for every event not yet delivered.
+            if !self.meta.config.filter.matches(&ev) {
+                let part = &mut self.parts[p];
+                part.acks.settle(ev.offset);
+                part.dirty = true;
+                self.flush_at
+                    .get_or_insert(now + self.log.options().ack_flush_interval);
+                self.stats.filtered += 1;
+                continue;
             }
+            self.rr_partition = (p + 1) % n;
+            return Some((ev, None));
         }
         None
     }

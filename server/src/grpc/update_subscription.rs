@@ -1,0 +1,53 @@
+//! `AdminService/UpdateSubscription`: change the settings named in update_mask.
+
+use eventbus_log::{Broker, SubscriptionUpdate};
+use eventbus_proto::v1::{UpdateSubscriptionRequest, UpdateSubscriptionResponse};
+use tonic::Status;
+
+use super::convert::{self, duration_from_proto};
+use super::status::{invalid, to_status};
+
+pub async fn handle(
+    broker: &Broker,
+    req: UpdateSubscriptionRequest,
+) -> Result<UpdateSubscriptionResponse, Status> {
+    let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(invalid(
+            "update_mask",
+            "name the fields to change, e.g. [\"filter\"] or [\"ack_deadline\", \"retry_policy\"]",
+        ));
+    }
+    let mut update = SubscriptionUpdate::default();
+    for path in &paths {
+        match path.as_str() {
+            "ack_deadline" => {
+                update.ack_deadline = Some(
+                    req.ack_deadline
+                        .as_ref()
+                        .map(|d| duration_from_proto("ack_deadline", d))
+                        .transpose()?,
+                )
+            }
+            "retry_policy" => update.retry_policy = Some(convert::retry_policy(req.retry_policy)?),
+            "max_delivery_attempts" => update.max_delivery_attempts = Some(req.max_delivery_attempts),
+            "filter" => update.filter = Some(convert::filter_from_proto(req.filter.clone())?),
+            "ordering" => update.ordering = Some(convert::ordering(req.ordering)?),
+            other => {
+                return Err(invalid(
+                    "update_mask",
+                    format!(
+                        "unknown path {other:?}; use ack_deadline, retry_policy, max_delivery_attempts, filter or ordering"
+                    ),
+                ))
+            }
+        }
+    }
+    let info = broker
+        .update_settings(&req.topic, &req.subscription, update)
+        .await
+        .map_err(to_status)?;
+    Ok(UpdateSubscriptionResponse {
+        subscription: Some(convert::subscription(&info)),
+    })
+}
