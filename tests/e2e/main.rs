@@ -9,4 +9,5 @@ mod filters;
 mod ops;
 mod replay;
 mod restart;
+mod seek;
 mod support;

@@ -163,10 +163,11 @@ async fn contract_rpcs_not_yet_served_answer_unimplemented() {
     let server = TestServer::start().await;
     let err = server
         .admin()
-        .seek_subscription(v1::SeekSubscriptionRequest {
+        .redrive_dead_letters(v1::RedriveDeadLettersRequest {
             topic: "t".into(),
             subscription: "s".into(),
-            target: None,
+            all: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();

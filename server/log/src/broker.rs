@@ -61,6 +61,17 @@ pub struct SubscriptionUpdate {
     pub ordering: Option<crate::meta::Ordering>,
 }
 
+/// Where SeekSubscription moves a subscription.
+#[derive(Debug, Clone)]
+pub enum SeekTarget {
+    Earliest,
+    Latest,
+    /// The first event published at or after this time, per partition.
+    Time(u64),
+    /// Explicit (partition, offset) pairs; other partitions stay where they are.
+    Offsets(Vec<(u32, u64)>),
+}
+
 /// Settings for a new subscription; `None` takes the default.
 #[derive(Debug, Clone, Default)]
 pub struct NewSubscription {
@@ -456,6 +467,60 @@ impl Broker {
             "subscription pause state changed"
         );
         Ok(info)
+    }
+
+    /// Moves a subscription to `target` ("reprocess since 09:00"). Offsets are
+    /// clamped to what is retained; the new positions are persisted synced.
+    pub async fn seek(
+        &self,
+        topic: &str,
+        name: &str,
+        target: SeekTarget,
+    ) -> Result<SubscriptionInfo> {
+        let _admin = self.admin.lock().await;
+        let h = self.subscription(topic, name)?;
+        let t = h.topic.clone();
+        let n = t.partition_count();
+        let clamp = |p: u32, o: u64| {
+            let tail = &t.partitions[p as usize];
+            o.clamp(tail.start(), tail.end())
+        };
+        let mut targets: Vec<Option<u64>> = vec![None; n as usize];
+        match target {
+            SeekTarget::Earliest => {
+                for p in 0..n {
+                    targets[p as usize] = Some(t.partitions[p as usize].start());
+                }
+            }
+            SeekTarget::Latest => {
+                for p in 0..n {
+                    targets[p as usize] = Some(t.partitions[p as usize].end());
+                }
+            }
+            SeekTarget::Time(ms) => {
+                for p in 0..n {
+                    targets[p as usize] = Some(self.offset_for_time(t.clone(), p, ms).await?);
+                }
+            }
+            SeekTarget::Offsets(pairs) => {
+                if pairs.is_empty() {
+                    return Err(Error::invalid("offsets", "name at least one partition"));
+                }
+                for (p, o) in pairs {
+                    if p >= n {
+                        return Err(Error::invalid(
+                            "offsets",
+                            format!("topic {topic:?} has partitions 0..{n}; {p} does not exist"),
+                        ));
+                    }
+                    targets[p as usize] = Some(clamp(p, o));
+                }
+            }
+        }
+        let ops = h.seek(targets).await?;
+        self.log.write(ops, true).await?;
+        tracing::info!(topic, subscription = name, "subscription seeked");
+        self.info(&h).await
     }
 
     // ---- dead letters ----------------------------------------------------------

@@ -29,7 +29,8 @@ pub mod types;
 pub mod writer;
 
 pub use broker::{
-    Broker, NewSubscription, RetryPolicy, SubscriptionInfo, SubscriptionUpdate, TopicInfo,
+    Broker, NewSubscription, RetryPolicy, SeekTarget, SubscriptionInfo, SubscriptionUpdate,
+    TopicInfo,
 };
 pub use error::{Error, Result};
 pub use options::Options;

@@ -22,6 +22,7 @@ mod publish;
 mod purge_dead_letters;
 mod replay;
 mod resume_subscription;
+mod seek_subscription;
 pub mod status;
 mod subscribe;
 mod update_subscription;
@@ -202,9 +203,11 @@ impl AdminService for AdminSvc {
 
     async fn seek_subscription(
         &self,
-        _req: Request<SeekSubscriptionRequest>,
+        req: Request<SeekSubscriptionRequest>,
     ) -> RpcResult<SeekSubscriptionResponse> {
-        Err(status::unimplemented("SeekSubscription"))
+        seek_subscription::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_dead_letters(

@@ -120,6 +120,12 @@ enum Command {
     },
     Stats(oneshot::Sender<SubscriptionStats>),
     UpdateMeta(Box<SubscriptionMeta>),
+    /// Repositions the partitions that have a target; replies with the ops that
+    /// persist their new state (the caller writes them synced).
+    Seek {
+        targets: Vec<Option<Offset>>,
+        reply: oneshot::Sender<Vec<Op>>,
+    },
     Stop {
         reason: StopReason,
         reply: oneshot::Sender<()>,
@@ -222,6 +228,14 @@ impl SubscriptionHandle {
     pub async fn settle(&self, op: SettleOp, ids: Vec<AckId>) -> Result<SettleOutcome> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Settle { op, ids, reply }).await?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Repositions partitions (see `Actor::seek`) and returns the ops that
+    /// persist the new positions.
+    pub async fn seek(&self, targets: Vec<Option<Offset>>) -> Result<Vec<Op>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Seek { targets, reply }).await?;
         rx.await.map_err(|_| Error::ShuttingDown)
     }
 
@@ -401,6 +415,9 @@ struct Actor {
     waiting: HashMap<Key, Waiting>,
     buffered: usize,
     fetch: Option<JoinHandle<FetchResult>>,
+    /// Partition and cursor the running fetch started from; a result whose
+    /// partition cursor moved meanwhile (a seek) is dropped.
+    fetch_from: Option<(PartitionId, Offset)>,
     fetch_retry_at: Option<Instant>,
     flush_at: Option<Instant>,
     generation: u64,
@@ -460,6 +477,7 @@ impl Actor {
             waiting: HashMap::new(),
             buffered: 0,
             fetch: None,
+            fetch_from: None,
             fetch_retry_at: None,
             flush_at: None,
             generation,
@@ -556,6 +574,9 @@ impl Actor {
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            Command::Seek { targets, reply } => {
+                let _ = reply.send(self.seek(targets, now));
             }
             Command::UpdateMeta(meta) => {
                 self.ack_deadline = Duration::from_millis(meta.config.ack_deadline_ms);
@@ -963,6 +984,39 @@ impl Actor {
         }
     }
 
+    /// Moves partitions to new positions: their leases, pending redeliveries and
+    /// read-ahead are dropped, and everything from the target on is unsettled
+    /// (attempt counts start over). Old ack ids of those partitions go stale.
+    fn seek(&mut self, targets: Vec<Option<Offset>>, _now: Instant) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for (p, target) in targets.into_iter().enumerate() {
+            let Some(target) = target else { continue };
+            let p_id = p as PartitionId;
+            let held: Vec<Key> = self
+                .leases
+                .keys()
+                .filter(|k| k.0 == p_id)
+                .copied()
+                .collect();
+            for key in held {
+                self.end_lease(key);
+            }
+            self.waiting.retain(|k, _| k.0 != p_id);
+            let part = &mut self.parts[p];
+            self.buffered -= part.buffer.len();
+            part.buffer.clear();
+            part.acks = PartitionAcks::starting_at(target);
+            part.cursor = target;
+            part.dirty = false;
+            ops.push(Op::Put(
+                Cf::Subs,
+                keys::sub_state_key(self.meta.id, p_id).to_vec(),
+                part.acks.encode(),
+            ));
+        }
+        ops
+    }
+
     /// Records an ack in the partition's ack state; persisted by the next flush.
     fn mark_acked(&mut self, (partition, offset): Key, now: Instant) {
         let part = &mut self.parts[partition as usize];
@@ -996,6 +1050,7 @@ impl Actor {
                     READ_BATCH.min((part.acks.floor + window).saturating_sub(part.cursor) as usize);
                 let (log, topic, from) = (self.log.clone(), self.topic.clone(), part.cursor);
                 let p = p as PartitionId;
+                self.fetch_from = Some((p, from));
                 self.fetch = Some(tokio::task::spawn_blocking(move || {
                     log.read(&topic, p, from, max, 4 << 20).map(|evs| (p, evs))
                 }));
@@ -1005,6 +1060,11 @@ impl Actor {
     }
 
     fn on_fetched(&mut self, res: FetchResult) {
+        if let Some((p, from)) = self.fetch_from.take() {
+            if self.parts[p as usize].cursor != from {
+                return; // the partition was repositioned while we read
+            }
+        }
         match res {
             Ok((_, events)) if events.is_empty() => {
                 // Nothing readable although `end` said otherwise (a trim or delete
