@@ -91,3 +91,99 @@ async fn every_acknowledged_publish_survives_kill_9() {
     let _ = ReplayRequest::default();
     assert_eq!(server.terminate().await, Some(0), "SIGTERM exits 0");
 }
+
+/// Kill -9 in the middle of a paced redrive of 10,000 dead letters, restart,
+/// redrive the rest: every entry comes back to the subscription exactly once.
+#[tokio::test]
+async fn a_redrive_interrupted_by_kill_9_finishes_exactly_once() {
+    use eventbus_tests::v1::{self, NackRequest, RedriveDeadLettersRequest};
+    const N: usize = 10_000;
+    let (_dir, data) = temp_dir();
+    let server = ChildServer::start(BIN, &data, &["--durability", "buffered"]).await;
+    let channel = server.channel().await;
+    let mut events = EventServiceClient::new(channel.clone());
+    let mut admin = AdminServiceClient::new(channel.clone());
+    for chunk in 0..(N / 1000) {
+        let batch = (0..1000)
+            .map(|i| event("", "job", format!("{}", chunk * 1000 + i)))
+            .collect();
+        publish(&mut events, "t", batch).await;
+    }
+    // Dead-letter everything.
+    let mut stream = subscribe(&mut events, "t", "s", 2000).await;
+    let mut dead = 0;
+    while dead < N {
+        let batch = stream.message().await.unwrap().unwrap().deliveries;
+        dead += batch.len();
+        events
+            .nack(NackRequest {
+                topic: "t".into(),
+                subscription: "s".into(),
+                ack_ids: batch.iter().map(|d| d.ack_id.clone()).collect(),
+                dead_letter: true,
+                reason: "bug".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(stream);
+    let all = || RedriveDeadLettersRequest {
+        topic: "t".into(),
+        subscription: "s".into(),
+        all: true,
+        ..Default::default()
+    };
+    // Paced at 4000/s, the redrive takes ~2.5 s; kill the server in the middle.
+    let redrive = tokio::spawn(async move {
+        admin
+            .redrive_dead_letters(RedriveDeadLettersRequest {
+                max_per_second: 4000,
+                ..all()
+            })
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    server.kill9().await;
+    assert!(redrive.await.unwrap().is_err(), "the redrive was cut off");
+
+    let server = ChildServer::start(BIN, &data, &["--durability", "buffered"]).await;
+    let channel = server.channel().await;
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let rest = admin
+        .redrive_dead_letters(all())
+        .await
+        .unwrap()
+        .into_inner()
+        .count as usize;
+    assert!(
+        rest > 0 && rest < N,
+        "the crash landed mid-redrive ({rest} left)"
+    );
+    let mut events = EventServiceClient::new(channel);
+    let mut stream = subscribe(&mut events, "t", "s", 5000).await;
+    let mut seen = HashSet::new();
+    while seen.len() < N {
+        let batch = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("all come back")
+            .unwrap()
+            .unwrap()
+            .deliveries;
+        for d in &batch {
+            assert!(seen.insert(payload(d)), "{} came back twice", payload(d));
+        }
+        ack(&mut events, "t", "s", &batch).await;
+    }
+    expect_silence(&mut stream, std::time::Duration::from_millis(500)).await;
+    let dlq = admin
+        .list_dead_letters(v1::ListDeadLettersRequest {
+            topic: "t".into(),
+            subscription: "s".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(dlq.dead_letters.is_empty());
+}

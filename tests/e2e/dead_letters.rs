@@ -370,3 +370,131 @@ async fn dead_letter_bad_input() {
         Code::InvalidArgument
     );
 }
+
+async fn redrive(server: &TestServer, selector: v1::RedriveDeadLettersRequest) -> u64 {
+    server
+        .admin()
+        .redrive_dead_letters(selector)
+        .await
+        .unwrap()
+        .into_inner()
+        .count
+}
+
+fn redrive_req() -> v1::RedriveDeadLettersRequest {
+    v1::RedriveDeadLettersRequest {
+        topic: "t".into(),
+        subscription: "s".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn redrive_sends_dead_letters_back_once_with_attempts_reset() {
+    let server = TestServer::start().await;
+    let mut events = server.events();
+    publish(
+        &mut events,
+        "t",
+        (0..4)
+            .map(|i| {
+                event(
+                    "",
+                    if i < 3 { "img.resize" } else { "img.other" },
+                    format!("{i}"),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    for d in recv_n(&mut stream, 4).await {
+        nack(&server, "t", "s", &d, "bug", true).await;
+    }
+    assert_eq!(list(&server, "t", "s").await.len(), 4);
+
+    // A dry run moves nothing.
+    let dry = redrive(
+        &server,
+        v1::RedriveDeadLettersRequest {
+            all: true,
+            dry_run: true,
+            ..redrive_req()
+        },
+    )
+    .await;
+    assert_eq!(dry, 4);
+    assert_eq!(list(&server, "t", "s").await.len(), 4);
+    expect_silence(&mut stream, Duration::from_millis(300)).await;
+
+    // Redrive only the type whose handler was fixed.
+    let filter = Some(v1::DeadLetterFilter {
+        types: vec!["img.resize".into()],
+        ..Default::default()
+    });
+    assert_eq!(
+        redrive(
+            &server,
+            v1::RedriveDeadLettersRequest {
+                filter,
+                ..redrive_req()
+            }
+        )
+        .await,
+        3
+    );
+    let back = recv_n(&mut stream, 3).await;
+    assert!(back.iter().all(|d| d.delivery_attempt == 1));
+    assert!(back
+        .iter()
+        .all(|d| d.event.as_ref().unwrap().r#type == "img.resize"));
+    assert_eq!(list(&server, "t", "s").await.len(), 1);
+
+    // Failing again puts it back in the DLQ with its redrive count kept.
+    nack(&server, "t", "s", &back[0], "still broken", true).await;
+    ack(&mut events, "t", "s", &back[1..]).await;
+    let dls = list(&server, "t", "s").await;
+    let again = dls
+        .iter()
+        .find(|d| d.reason == "still broken")
+        .expect("back in the DLQ");
+    assert_eq!(again.redrive_count, 1);
+    expect_silence(&mut stream, Duration::from_millis(300)).await;
+    let s = stats(&server, "t", "s").await;
+    assert_eq!((s.dead_letter_count, s.backlog), (2, 0));
+}
+
+#[tokio::test]
+async fn redriven_events_survive_a_restart_before_delivery() {
+    let server = TestServer::start().await;
+    let mut events = server.events();
+    publish(&mut events, "t", vec![event("", "x", "p")]).await;
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    let d = recv_n(&mut stream, 1).await.remove(0);
+    nack(&server, "t", "s", &d, "bug", true).await;
+    drop(stream);
+    assert_eq!(
+        redrive(
+            &server,
+            v1::RedriveDeadLettersRequest {
+                all: true,
+                ..redrive_req()
+            }
+        )
+        .await,
+        1
+    );
+    let server = server.restart(|_| {}).await;
+    let mut events = server.events();
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    let back = recv_n(&mut stream, 1).await;
+    assert_eq!(payload(&back[0]), "p");
+    ack(&mut events, "t", "s", &back).await;
+    drop(stream);
+    // Acked: gone for good, also after another restart.
+    let server = server.restart(|_| {}).await;
+    let mut events = server.events();
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    expect_silence(&mut stream, Duration::from_millis(500)).await;
+    assert!(list(&server, "t", "s").await.is_empty());
+}

@@ -163,10 +163,10 @@ async fn contract_rpcs_not_yet_served_answer_unimplemented() {
     let server = TestServer::start().await;
     let err = server
         .admin()
-        .redrive_dead_letters(v1::RedriveDeadLettersRequest {
+        .create_subscription(v1::CreateSubscriptionRequest {
             topic: "t".into(),
             subscription: "s".into(),
-            all: true,
+            ordering: v1::Ordering::Key as i32,
             ..Default::default()
         })
         .await

@@ -620,6 +620,90 @@ impl Broker {
         Ok(count)
     }
 
+    /// Sends the selected dead letters back to this subscription (or, with
+    /// `dry_run`, counts them). Attempts start over; each entry's redrive count
+    /// goes up by one.
+    ///
+    /// Exactly once, even across a crash: each chunk is one synced batch that
+    /// deletes the DLQ entries and adds them to the subscription's redrive queue
+    /// under the same seq. A crash leaves every entry on exactly one side, and
+    /// running the redrive again moves only what is still in the DLQ.
+    /// `max_per_second` (0: unlimited) paces the chunks.
+    pub async fn redrive_dead_letters(
+        &self,
+        topic: &str,
+        name: &str,
+        selector: DeadLetterSelector,
+        dry_run: bool,
+        max_per_second: u32,
+    ) -> Result<u64> {
+        if let DeadLetterSelector::Filter(q) = &selector {
+            q.validate()?;
+        }
+        let _admin = self.admin.lock().await;
+        let h = self.subscription(topic, name)?;
+        let seqs = self.select_dead_letters(&h, selector).await?;
+        let count = seqs.len() as u64;
+        if dry_run || seqs.is_empty() {
+            return Ok(count);
+        }
+        let chunk_size = match max_per_second {
+            0 => 1024,
+            n => (n as usize).min(1024),
+        };
+        let pace = (max_per_second > 0)
+            .then(|| Duration::from_secs_f64(chunk_size as f64 / max_per_second as f64));
+        for chunk in seqs.chunks(chunk_size) {
+            let started = tokio::time::Instant::now();
+            let (log, sub, topic_id, chunk_seqs) =
+                (self.log.clone(), h.id(), h.topic.id(), chunk.to_vec());
+            let entries = blocking(move || {
+                let mut out = Vec::with_capacity(chunk_seqs.len());
+                for seq in chunk_seqs {
+                    log.scan_dlq(sub, seq, |k, v| {
+                        if crate::delivery::dead_letter::parse_dlq_key(k).map(|(_, s)| s)
+                            == Some(seq)
+                        {
+                            out.push(dead_letters::decode(topic_id, k, v));
+                        }
+                        false
+                    })?;
+                }
+                out.into_iter().collect::<Result<Vec<_>>>()
+            })
+            .await?;
+            let mut ops = Vec::with_capacity(entries.len() * 2);
+            let mut redriven = Vec::with_capacity(entries.len());
+            for dl in entries {
+                let mut entry = dl.entry;
+                entry.redrive_count += 1;
+                entry.attempts = 0;
+                ops.push(Op::Delete(Cf::Dlq, dead_letters::key(h.id(), entry.seq)));
+                ops.push(Op::Put(
+                    Cf::Subs,
+                    keys::redrive_key(h.id(), entry.seq).to_vec(),
+                    entry.encode(),
+                ));
+                redriven.push(crate::delivery::Redriven {
+                    seq: entry.seq,
+                    redrive_count: entry.redrive_count,
+                    event: Arc::new(dl.event),
+                });
+            }
+            let moved = redriven.len() as u64;
+            self.log.write(ops, true).await?;
+            h.dlq
+                .count
+                .fetch_sub(moved, std::sync::atomic::Ordering::Relaxed);
+            h.redriven(redriven).await?;
+            if let Some(pace) = pace {
+                tokio::time::sleep_until(started + pace).await;
+            }
+        }
+        tracing::info!(topic, subscription = name, count, "dead letters redriven");
+        Ok(count)
+    }
+
     /// The seqs of the existing dead letters `selector` names.
     async fn select_dead_letters(
         &self,

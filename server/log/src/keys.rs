@@ -8,7 +8,8 @@
 //! | `meta`        | kind:u8 (+ name / ids, see [`MetaKind`])         | JSON metadata or a counter     |
 //! | `records`     | topic:u32 partition:u32 offset:u64               | record envelope ([`crate::codec`]) |
 //! | `time_index`  | topic:u32 partition:u32 publish_ms:u64 offset:u64 | empty                        |
-//! | `subs`        | sub:u32 kind:u8 partition:u32                    | per-partition delivery state   |
+//! | `subs`        | sub:u32 0x01 partition:u32                       | per-partition delivery state   |
+//! | `subs`        | sub:u32 0x02 seq:u64                             | redriven dead letter (pending) |
 //! | `dlq`         | sub:u32 seq:u64                                  | dead-letter entry              |
 //! | `dedup`       | topic:u32 bucket:u64 idempotency key             | partition:u32 offset:u64       |
 //!
@@ -56,6 +57,9 @@ pub enum MetaKind {
 pub enum SubKind {
     /// Per-partition ack floor, settled set and attempt counts.
     PartitionState = 0x01,
+    /// Key: sub, kind, DLQ seq u64. Value: the redriven dead-letter entry, waiting
+    /// for redelivery. Written in the same batch that deletes the DLQ entry.
+    Redrive = 0x02,
 }
 
 pub const RECORD_KEY_LEN: usize = 16;
@@ -146,6 +150,16 @@ pub fn sub_state_key(sub: SubscriptionId, partition: PartitionId) -> [u8; SUB_ST
     k[0..4].copy_from_slice(&sub.0.to_be_bytes());
     k[4] = SubKind::PartitionState as u8;
     k[5..9].copy_from_slice(&partition.to_be_bytes());
+    k
+}
+
+pub const REDRIVE_KEY_LEN: usize = 13;
+
+pub fn redrive_key(sub: SubscriptionId, seq: u64) -> [u8; REDRIVE_KEY_LEN] {
+    let mut k = [0u8; REDRIVE_KEY_LEN];
+    k[0..4].copy_from_slice(&sub.0.to_be_bytes());
+    k[4] = SubKind::Redrive as u8;
+    k[5..13].copy_from_slice(&seq.to_be_bytes());
     k
 }
 

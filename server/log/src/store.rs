@@ -518,6 +518,34 @@ impl Log {
         Ok(())
     }
 
+    /// Visits the redrive-queue entries of `sub` (seq, value) in seq order until
+    /// `visit` returns false. Blocking.
+    pub fn scan_redrive(
+        &self,
+        sub: crate::types::SubscriptionId,
+        mut visit: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<()> {
+        let start = keys::redrive_key(sub, 0);
+        let end = keys::redrive_key(sub, u64::MAX);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Subs), ro);
+        it.seek(start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let seq =
+                u64::from_be_bytes(k[5..13].try_into().map_err(|_| Error::CorruptMetadata {
+                    location: format!("{sub} redrive key"),
+                    reason: "malformed".into(),
+                })?);
+            if !visit(seq, v) {
+                break;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
     /// Reads a raw value from the `subs` column family. Blocking.
     pub fn get_sub_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.inner.db.get_cf(self.cf(Cf::Subs), key)?)

@@ -20,6 +20,7 @@ mod paging;
 mod pause_subscription;
 mod publish;
 mod purge_dead_letters;
+mod redrive_dead_letters;
 mod replay;
 mod resume_subscription;
 mod seek_subscription;
@@ -230,9 +231,11 @@ impl AdminService for AdminSvc {
 
     async fn redrive_dead_letters(
         &self,
-        _req: Request<RedriveDeadLettersRequest>,
+        req: Request<RedriveDeadLettersRequest>,
     ) -> RpcResult<RedriveDeadLettersResponse> {
-        Err(status::unimplemented("RedriveDeadLetters"))
+        redrive_dead_letters::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn purge_dead_letters(

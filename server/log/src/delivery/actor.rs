@@ -120,6 +120,8 @@ enum Command {
     },
     Stats(oneshot::Sender<SubscriptionStats>),
     UpdateMeta(Box<SubscriptionMeta>),
+    /// Dead letters moved to the redrive queue (already persisted).
+    Redriven(Vec<Redriven>),
     /// Repositions the partitions that have a target; replies with the ops that
     /// persist their new state (the caller writes them synced).
     Seek {
@@ -168,7 +170,7 @@ impl SubscriptionHandle {
                 .await
                 .map_err(|_| Error::ShuttingDown)??
         };
-        let (partitions, next_dlq_seq, dlq_count) = partitions;
+        let (partitions, next_dlq_seq, dlq_count, redrive) = partitions;
         let dlq = Arc::new(DlqCounters {
             count: AtomicU64::new(dlq_count),
         });
@@ -176,6 +178,7 @@ impl SubscriptionHandle {
         let mut actor = Actor::new(log, topic.clone(), meta.clone(), partitions, rx);
         actor.dlq = dlq.clone();
         actor.next_dlq_seq = next_dlq_seq;
+        actor.redrive = redrive.into();
         let task = tokio::spawn(actor.run());
         Ok(Arc::new(SubscriptionHandle {
             meta: ArcSwap::from_pointee(meta),
@@ -229,6 +232,11 @@ impl SubscriptionHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Settle { op, ids, reply }).await?;
         rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Hands persisted redrive-queue entries to the actor for delivery.
+    pub async fn redriven(&self, entries: Vec<Redriven>) -> Result<()> {
+        self.send(Command::Redriven(entries)).await
     }
 
     /// Repositions partitions (see `Actor::seek`) and returns the ops that
@@ -309,12 +317,36 @@ impl Drop for LeaveGuard {
     }
 }
 
-/// Loads each partition's ack state, plus the next DLQ seq and the DLQ size.
-fn load_partitions(
-    log: &Log,
-    topic: &TopicState,
-    sub: SubscriptionId,
-) -> Result<(Vec<PartitionAcks>, u64, u64)> {
+/// What an actor starts from: each partition's ack state, the next DLQ seq,
+/// the DLQ size, and the redrive queue.
+type Loaded = (Vec<PartitionAcks>, u64, u64, Vec<Redriven>);
+
+/// Loads an actor's persisted state. Blocking.
+fn load_partitions(log: &Log, topic: &TopicState, sub: SubscriptionId) -> Result<Loaded> {
+    let mut redrive = Vec::new();
+    let mut failure = None;
+    log.scan_redrive(sub, |seq, value| {
+        match DeadLetterEntry::decode(seq, value)
+            .and_then(|e| e.event(topic.id()).map(|ev| (e, ev)))
+        {
+            Ok((e, ev)) => redrive.push(Redriven {
+                seq,
+                redrive_count: e.redrive_count,
+                event: Arc::new(ev),
+            }),
+            Err(source) => {
+                failure = Some(Error::Corruption {
+                    location: format!("{sub} redrive entry {seq}"),
+                    source,
+                });
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     let (mut next_seq, mut count) = (0u64, 0u64);
     log.scan_dlq(sub, 0, |key, _| {
         if let Some((_, seq)) = parse_dlq_key(key) {
@@ -337,7 +369,7 @@ fn load_partitions(
             Ok(acks)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((parts, next_seq, count))
+    Ok((parts, next_seq, count, redrive))
 }
 
 struct Member {
@@ -366,6 +398,7 @@ struct Lease {
     event: Arc<StoredEvent>,
     first_delivery_ms: u64,
     delivered_ms: u64,
+    origin: Origin,
 }
 
 struct Partition {
@@ -379,10 +412,40 @@ struct Partition {
 
 type Key = (PartitionId, Offset);
 
+/// Where a delivered event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The subscription's position in the log; attempts live in the ack state.
+    Log,
+    /// A redriven dead letter: its redrive-queue seq, how often it was
+    /// redriven, and its delivery attempts since the redrive.
+    Redrive {
+        seq: u64,
+        redrive_count: u32,
+        attempts: u32,
+    },
+}
+
+/// The next event to hand out.
+struct Next {
+    event: Arc<StoredEvent>,
+    /// Set for redeliveries.
+    first_delivery_ms: Option<u64>,
+    origin: Origin,
+}
+
+/// A redriven dead letter waiting for its first delivery.
+pub struct Redriven {
+    pub seq: u64,
+    pub redrive_count: u32,
+    pub event: Arc<StoredEvent>,
+}
+
 /// An event queued for redelivery.
 struct Waiting {
     event: Arc<StoredEvent>,
     first_delivery_ms: u64,
+    origin: Origin,
     /// Generation of the lease it came from, when that lease was given back
     /// because its member left (not expired, not nacked). Until the event goes
     /// to someone else, that ack id may still ack it: nobody else holds it, and
@@ -428,6 +491,8 @@ struct Actor {
     /// Writes that must reach disk atomically with the next flush (dead-letter
     /// entries, written in the same batch as the ack state that settles them).
     pending_ops: Vec<Op>,
+    /// Redriven dead letters not yet handed out, in redrive order.
+    redrive: VecDeque<Redriven>,
 }
 
 enum Wake {
@@ -486,6 +551,7 @@ impl Actor {
             dlq: Arc::default(),
             next_dlq_seq: 0,
             pending_ops: Vec::new(),
+            redrive: VecDeque::new(),
         }
     }
 
@@ -575,6 +641,7 @@ impl Actor {
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
+            Command::Redriven(entries) => self.redrive.extend(entries),
             Command::Seek { targets, reply } => {
                 let _ = reply.send(self.seek(targets, now));
             }
@@ -598,10 +665,10 @@ impl Actor {
         }
         let mut batches: HashMap<u64, Vec<Delivery>> = HashMap::new();
         while let Some(member) = self.next_member_with_credit() {
-            let Some((event, first_delivery_ms)) = self.next_event(now) else {
+            let Some(next) = self.next_event(now) else {
                 break;
             };
-            let delivery = self.lease(member, event, first_delivery_ms, now);
+            let delivery = self.lease(member, next, now);
             batches.entry(member).or_default().push(delivery);
         }
         for (member, batch) in batches {
@@ -640,16 +707,37 @@ impl Actor {
         None
     }
 
-    /// The next event to hand out, with its first delivery time when this is a
-    /// redelivery.
-    fn next_event(&mut self, now: Instant) -> Option<(Arc<StoredEvent>, Option<u64>)> {
+    /// The next event to hand out: due redeliveries first, then redriven dead
+    /// letters, then fresh events round-robin across partitions.
+    fn next_event(&mut self, now: Instant) -> Option<Next> {
         if let Some(Reverse((due, _, p, o))) = self.retries.peek().copied() {
             if due <= now {
                 self.retries.pop();
                 if let Some(w) = self.waiting.remove(&(p, o)) {
                     self.stats.redelivered += 1;
-                    return Some((w.event, Some(w.first_delivery_ms)));
+                    return Some(Next {
+                        event: w.event,
+                        first_delivery_ms: Some(w.first_delivery_ms),
+                        origin: w.origin,
+                    });
                 }
+            }
+        }
+        if let Some(r) = self.redrive.front() {
+            let key = (r.event.partition, r.event.offset);
+            // A seek may have made the same offset live in the log flow; never
+            // hold two leases on one key.
+            if !self.leases.contains_key(&key) && !self.waiting.contains_key(&key) {
+                let r = self.redrive.pop_front().expect("peeked");
+                return Some(Next {
+                    event: r.event,
+                    first_delivery_ms: None,
+                    origin: Origin::Redrive {
+                        seq: r.seq,
+                        redrive_count: r.redrive_count,
+                        attempts: 0,
+                    },
+                });
             }
         }
         let n = self.parts.len();
@@ -673,26 +761,35 @@ impl Actor {
                 continue;
             }
             self.rr_partition = (p + 1) % n;
-            return Some((ev, None));
+            return Some(Next {
+                event: ev,
+                first_delivery_ms: None,
+                origin: Origin::Log,
+            });
         }
         None
     }
 
-    fn lease(
-        &mut self,
-        member: u64,
-        event: Arc<StoredEvent>,
-        first_delivery_ms: Option<u64>,
-        now: Instant,
-    ) -> Delivery {
+    fn lease(&mut self, member: u64, next: Next, now: Instant) -> Delivery {
+        let Next {
+            event,
+            first_delivery_ms,
+            mut origin,
+        } = next;
         let delivered_ms = now_ms();
-        let part = &mut self.parts[event.partition as usize];
-        let attempt = {
-            let a = part.acks.attempts.entry(event.offset).or_insert(0);
-            *a = a.saturating_add(1);
-            *a
+        let attempt = match &mut origin {
+            Origin::Log => {
+                let part = &mut self.parts[event.partition as usize];
+                let a = part.acks.attempts.entry(event.offset).or_insert(0);
+                *a = a.saturating_add(1);
+                part.dirty = true;
+                *a
+            }
+            Origin::Redrive { attempts, .. } => {
+                *attempts += 1;
+                *attempts
+            }
         };
-        part.dirty = true;
         self.flush_at
             .get_or_insert(now + self.log.options().ack_flush_interval);
         self.generation += 1;
@@ -718,6 +815,7 @@ impl Actor {
                 event: event.clone(),
                 first_delivery_ms: first_delivery_ms.unwrap_or(delivered_ms),
                 delivered_ms,
+                origin,
             },
         );
         if let Some(m) = self.members.get_mut(&member) {
@@ -747,6 +845,7 @@ impl Actor {
                 Waiting {
                     event: lease.event,
                     first_delivery_ms: lease.first_delivery_ms,
+                    origin: lease.origin,
                     released: released.then_some(lease.generation),
                 },
             );
@@ -802,12 +901,13 @@ impl Actor {
             if released {
                 match &op {
                     SettleOp::Ack => {
-                        self.waiting.remove(&key);
-                        self.mark_acked(key, now);
+                        let w = self.waiting.remove(&key).expect("checked released");
+                        self.mark_acked(key, w.origin, now);
                     }
                     SettleOp::DeadLetter { reason } => {
                         let w = self.waiting.remove(&key).expect("checked released");
-                        self.dead_letter(&w.event, w.first_delivery_ms, now_ms(), reason, now);
+                        let first = w.first_delivery_ms;
+                        self.dead_letter(&w.event, w.origin, first, now_ms(), reason, now);
                     }
                     // Already queued for redelivery: nothing more to do.
                     SettleOp::Nack { .. } => {}
@@ -830,8 +930,8 @@ impl Actor {
             }
             match &op {
                 SettleOp::Ack => {
-                    self.end_lease(key);
-                    self.mark_acked(key, now);
+                    let lease = self.end_lease(key);
+                    self.mark_acked(key, lease.origin, now);
                 }
                 SettleOp::Nack { delay, reason } => {
                     self.stats.nacked += 1;
@@ -845,13 +945,8 @@ impl Actor {
                     } else {
                         reason
                     };
-                    self.dead_letter(
-                        &lease.event,
-                        lease.first_delivery_ms,
-                        lease.delivered_ms,
-                        reason,
-                        now,
-                    );
+                    let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
+                    self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
                 }
                 SettleOp::ModifyDeadline(d) if d.is_zero() => {
                     self.stats.nacked += 1;
@@ -880,22 +975,23 @@ impl Actor {
     /// A delivery failed (nack or expired lease): redeliver after `delay` or the
     /// backoff, or dead-letter it once its attempts are used up.
     fn fail(&mut self, key: Key, now: Instant, delay: Option<Duration>, reason: &str) {
-        let attempts = self.parts[key.0 as usize]
-            .acks
-            .attempts
-            .get(&key.1)
-            .copied()
-            .unwrap_or(0);
+        let Some(lease) = self.leases.get(&key) else {
+            return;
+        };
+        let attempts = match lease.origin {
+            Origin::Log => self.parts[key.0 as usize]
+                .acks
+                .attempts
+                .get(&key.1)
+                .copied()
+                .unwrap_or(0),
+            Origin::Redrive { attempts, .. } => attempts,
+        };
         let max = self.meta.config.max_delivery_attempts;
         if max > 0 && attempts >= max {
             let lease = self.end_lease(key);
-            self.dead_letter(
-                &lease.event,
-                lease.first_delivery_ms,
-                lease.delivered_ms,
-                reason,
-                now,
-            );
+            let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
+            self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
             return;
         }
         let delay = delay.unwrap_or_else(|| self.backoff(attempts));
@@ -930,21 +1026,39 @@ impl Actor {
     fn dead_letter(
         &mut self,
         event: &StoredEvent,
+        origin: Origin,
         first_delivery_ms: u64,
         last_delivery_ms: u64,
         reason: &str,
         now: Instant,
     ) {
-        let part = &mut self.parts[event.partition as usize];
-        let attempts = part.acks.attempts.get(&event.offset).copied().unwrap_or(0);
-        part.acks.settle(event.offset);
-        part.dirty = true;
+        let (attempts, redrive_count) = match origin {
+            Origin::Log => {
+                let part = &mut self.parts[event.partition as usize];
+                let attempts = part.acks.attempts.get(&event.offset).copied().unwrap_or(0);
+                part.acks.settle(event.offset);
+                part.dirty = true;
+                (attempts, 0)
+            }
+            Origin::Redrive {
+                seq,
+                redrive_count,
+                attempts,
+            } => {
+                // Leaves the redrive queue in the same batch as it re-enters the DLQ.
+                self.pending_ops.push(Op::Delete(
+                    Cf::Subs,
+                    keys::redrive_key(self.meta.id, seq).to_vec(),
+                ));
+                (attempts, redrive_count)
+            }
+        };
         let entry = DeadLetterEntry {
             seq: self.next_dlq_seq,
             partition: event.partition,
             offset: event.offset,
             attempts,
-            redrive_count: 0,
+            redrive_count,
             first_delivery_ms,
             last_delivery_ms,
             dead_letter_ms: now_ms(),
@@ -1018,10 +1132,18 @@ impl Actor {
     }
 
     /// Records an ack in the partition's ack state; persisted by the next flush.
-    fn mark_acked(&mut self, (partition, offset): Key, now: Instant) {
-        let part = &mut self.parts[partition as usize];
-        part.acks.settle(offset);
-        part.dirty = true;
+    fn mark_acked(&mut self, (partition, offset): Key, origin: Origin, now: Instant) {
+        match origin {
+            Origin::Log => {
+                let part = &mut self.parts[partition as usize];
+                part.acks.settle(offset);
+                part.dirty = true;
+            }
+            Origin::Redrive { seq, .. } => self.pending_ops.push(Op::Delete(
+                Cf::Subs,
+                keys::redrive_key(self.meta.id, seq).to_vec(),
+            )),
+        }
         self.flush_at
             .get_or_insert(now + self.log.options().ack_flush_interval);
         self.stats.acked += 1;
@@ -1100,7 +1222,15 @@ impl Actor {
             .iter()
             .enumerate()
             .map(|(p, part)| part.acks.unsettled_below(self.topic.partitions[p].end()))
-            .sum();
+            .sum::<u64>()
+            + self.redrive.len() as u64
+            + self
+                .leases
+                .values()
+                .map(|l| l.origin)
+                .chain(self.waiting.values().map(|w| w.origin))
+                .filter(|o| matches!(o, Origin::Redrive { .. }))
+                .count() as u64;
         let in_memory = self
             .leases
             .values()

@@ -14,6 +14,6 @@ mod actor;
 pub mod dead_letter;
 
 pub use actor::{
-    Delivery, DlqCounters, MemberItem, MemberStream, SettleOp, SettleOutcome, StopReason,
+    Delivery, DlqCounters, MemberItem, MemberStream, Redriven, SettleOp, SettleOutcome, StopReason,
     SubscriptionHandle, SubscriptionStats, DEADLINE_EXCEEDED,
 };
