@@ -7,6 +7,7 @@ mod delivery;
 mod errors;
 mod filters;
 mod ops;
+mod ordering;
 mod replay;
 mod restart;
 mod seek;

@@ -157,19 +157,3 @@ async fn list_topics_pages_through_all_topics() {
         (0..7).map(|i| format!("topic-{i}")).collect::<Vec<_>>()
     );
 }
-
-#[tokio::test]
-async fn contract_rpcs_not_yet_served_answer_unimplemented() {
-    let server = TestServer::start().await;
-    let err = server
-        .admin()
-        .create_subscription(v1::CreateSubscriptionRequest {
-            topic: "t".into(),
-            subscription: "s".into(),
-            ordering: v1::Ordering::Key as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-}

@@ -358,13 +358,13 @@ pub fn retry_policy(
     .transpose()
 }
 
-/// Parses the ordering enum; KEY is not served yet.
+/// Parses the ordering enum.
 pub fn ordering(value: i32) -> Result<eventbus_log::meta::Ordering, Status> {
     match v1::Ordering::try_from(value) {
         Ok(v1::Ordering::Unspecified | v1::Ordering::None) => {
             Ok(eventbus_log::meta::Ordering::None)
         }
-        Ok(v1::Ordering::Key) => Err(super::status::unimplemented("ORDERING_KEY")),
+        Ok(v1::Ordering::Key) => Ok(eventbus_log::meta::Ordering::Key),
         Err(_) => Err(invalid(
             "ordering",
             format!("{value} is not an Ordering; use ORDERING_NONE or ORDERING_KEY"),

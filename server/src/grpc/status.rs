@@ -50,13 +50,6 @@ pub fn invalid(field: &'static str, reason: impl Into<String>) -> Status {
     })
 }
 
-/// An RPC that is part of the contract but not served yet.
-pub fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is part of the eventbus.v1 contract but this server does not implement it yet"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

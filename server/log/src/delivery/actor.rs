@@ -1,7 +1,7 @@
 //! The subscription actor. See the module docs of [`crate::delivery`].
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use super::acks::PartitionAcks;
 use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::meta::{now_ms, SubscriptionMeta};
+use crate::meta::{now_ms, Ordering, SubscriptionMeta};
 use crate::store::{Log, TopicState};
 use crate::types::{Offset, PartitionId, StoredEvent, SubscriptionId};
 use crate::writer::{Cf, Op};
@@ -493,6 +493,14 @@ struct Actor {
     pending_ops: Vec<Op>,
     /// Redriven dead letters not yet handed out, in redrive order.
     redrive: VecDeque<Redriven>,
+    /// KEY ordering: keys with an event leased, waiting for redelivery, or next
+    /// in `unblocked`. Another event of such a key waits in `blocked`.
+    busy_keys: HashSet<String>,
+    /// KEY ordering: events held back behind their busy key, in offset order.
+    blocked: HashMap<String, VecDeque<Arc<StoredEvent>>>,
+    /// KEY ordering: the next event of a key whose previous one was settled; its
+    /// key stays busy, so nothing overtakes it.
+    unblocked: VecDeque<Arc<StoredEvent>>,
 }
 
 enum Wake {
@@ -552,6 +560,9 @@ impl Actor {
             next_dlq_seq: 0,
             pending_ops: Vec::new(),
             redrive: VecDeque::new(),
+            busy_keys: HashSet::new(),
+            blocked: HashMap::new(),
+            unblocked: VecDeque::new(),
         }
     }
 
@@ -648,6 +659,12 @@ impl Actor {
             Command::UpdateMeta(meta) => {
                 self.ack_deadline = Duration::from_millis(meta.config.ack_deadline_ms);
                 self.meta = *meta;
+                if !self.key_ordered() {
+                    self.busy_keys.clear();
+                    for (_, q) in self.blocked.drain() {
+                        self.unblocked.extend(q);
+                    }
+                }
             }
             Command::Stop { .. } => unreachable!("handled in run"),
         }
@@ -740,6 +757,14 @@ impl Actor {
                 });
             }
         }
+        if let Some(ev) = self.unblocked.pop_front() {
+            self.buffered -= 1;
+            return Some(Next {
+                event: ev,
+                first_delivery_ms: None,
+                origin: Origin::Log,
+            });
+        }
         let n = self.parts.len();
         let mut i = 0;
         while i < n {
@@ -760,6 +785,15 @@ impl Actor {
                 self.stats.filtered += 1;
                 continue;
             }
+            if self.key_ordered() && !ev.key.is_empty() && self.busy_keys.contains(&ev.key) {
+                // Wait behind the key's event in flight; other keys pass.
+                self.buffered += 1;
+                self.blocked
+                    .entry(ev.key.clone())
+                    .or_default()
+                    .push_back(ev);
+                continue;
+            }
             self.rr_partition = (p + 1) % n;
             return Some(Next {
                 event: ev,
@@ -777,6 +811,9 @@ impl Actor {
             mut origin,
         } = next;
         let delivered_ms = now_ms();
+        if origin == Origin::Log && self.key_ordered() && !event.key.is_empty() {
+            self.busy_keys.insert(event.key.clone());
+        }
         let attempt = match &mut origin {
             Origin::Log => {
                 let part = &mut self.parts[event.partition as usize];
@@ -902,7 +939,7 @@ impl Actor {
                 match &op {
                     SettleOp::Ack => {
                         let w = self.waiting.remove(&key).expect("checked released");
-                        self.mark_acked(key, w.origin, now);
+                        self.mark_acked(&w.event, w.origin, now);
                     }
                     SettleOp::DeadLetter { reason } => {
                         let w = self.waiting.remove(&key).expect("checked released");
@@ -931,7 +968,7 @@ impl Actor {
             match &op {
                 SettleOp::Ack => {
                     let lease = self.end_lease(key);
-                    self.mark_acked(key, lease.origin, now);
+                    self.mark_acked(&lease.event, lease.origin, now);
                 }
                 SettleOp::Nack { delay, reason } => {
                     self.stats.nacked += 1;
@@ -1038,6 +1075,7 @@ impl Actor {
                 let attempts = part.acks.attempts.get(&event.offset).copied().unwrap_or(0);
                 part.acks.settle(event.offset);
                 part.dirty = true;
+                self.release_key(&event.key);
                 (attempts, 0)
             }
             Origin::Redrive {
@@ -1116,6 +1154,19 @@ impl Actor {
                 self.end_lease(key);
             }
             self.waiting.retain(|k, _| k.0 != p_id);
+            let before = self.unblocked.len();
+            self.unblocked.retain(|e| e.partition != p_id);
+            let mut dropped = before - self.unblocked.len();
+            self.blocked.retain(|_, q| {
+                let gone = q.front().is_some_and(|e| e.partition == p_id);
+                if gone {
+                    dropped += q.len();
+                }
+                !gone
+            });
+            self.buffered -= dropped;
+            let topic = self.topic.clone();
+            self.busy_keys.retain(|k| topic.route(k) != p_id);
             let part = &mut self.parts[p];
             self.buffered -= part.buffer.len();
             part.buffer.clear();
@@ -1131,13 +1182,37 @@ impl Actor {
         ops
     }
 
+    fn key_ordered(&self) -> bool {
+        self.meta.config.ordering == Ordering::Key
+    }
+
+    /// KEY ordering: the event of `key` was settled; its next event (if any)
+    /// goes next, and until it is leased the key stays busy.
+    fn release_key(&mut self, key: &str) {
+        if key.is_empty() || !self.busy_keys.contains(key) {
+            return;
+        }
+        match self.blocked.get_mut(key).and_then(VecDeque::pop_front) {
+            Some(next) => {
+                if self.blocked.get(key).is_some_and(VecDeque::is_empty) {
+                    self.blocked.remove(key);
+                }
+                self.unblocked.push_back(next);
+            }
+            None => {
+                self.busy_keys.remove(key);
+            }
+        }
+    }
+
     /// Records an ack in the partition's ack state; persisted by the next flush.
-    fn mark_acked(&mut self, (partition, offset): Key, origin: Origin, now: Instant) {
+    fn mark_acked(&mut self, event: &StoredEvent, origin: Origin, now: Instant) {
         match origin {
             Origin::Log => {
-                let part = &mut self.parts[partition as usize];
-                part.acks.settle(offset);
+                let part = &mut self.parts[event.partition as usize];
+                part.acks.settle(event.offset);
                 part.dirty = true;
+                self.release_key(&event.key);
             }
             Origin::Redrive { seq, .. } => self.pending_ops.push(Op::Delete(
                 Cf::Subs,
@@ -1236,7 +1311,9 @@ impl Actor {
             .values()
             .map(|l| &l.event)
             .chain(self.waiting.values().map(|w| &w.event))
-            .chain(self.parts.iter().filter_map(|p| p.buffer.front()));
+            .chain(self.parts.iter().filter_map(|p| p.buffer.front()))
+            .chain(self.unblocked.iter())
+            .chain(self.blocked.values().filter_map(VecDeque::front));
         s.oldest_unacked_ms = in_memory.map(|e| e.publish_time).min();
         s.unread_floors = self
             .parts
