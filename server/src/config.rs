@@ -54,6 +54,10 @@ pub struct Config {
     /// acks, which are then redelivered. Default: `20ms`.
     #[serde(with = "humantime_serde")]
     pub ack_flush_interval: Duration,
+    /// How long an idempotency key deduplicates publishes to its topic.
+    /// Default: `2m`.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
     /// How long shutdown waits for in-flight RPCs before closing anyway.
     /// Default: `10s`.
     #[serde(with = "humantime_serde")]
@@ -75,6 +79,7 @@ impl Default for Config {
             default_max_in_flight: log.default_max_in_flight,
             max_in_flight_limit: log.max_in_flight_limit,
             ack_flush_interval: log.ack_flush_interval,
+            dedup_window: log.dedup_window,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -149,6 +154,10 @@ impl Config {
             !self.ack_flush_interval.is_zero(),
             "ack-flush-interval must be positive"
         );
+        anyhow::ensure!(
+            self.dedup_window >= Duration::from_secs(1),
+            "dedup-window must be at least 1s"
+        );
         Ok(())
     }
 
@@ -163,6 +172,7 @@ impl Config {
         o.default_max_in_flight = self.default_max_in_flight;
         o.max_in_flight_limit = self.max_in_flight_limit;
         o.ack_flush_interval = self.ack_flush_interval;
+        o.dedup_window = self.dedup_window;
         o
     }
 

@@ -6,6 +6,7 @@ mod dead_letters;
 mod delivery;
 mod errors;
 mod filters;
+mod idempotency;
 mod ops;
 mod ordering;
 mod replay;

@@ -16,6 +16,7 @@
 pub mod broker;
 pub mod codec;
 pub mod dead_letters;
+pub mod dedup;
 pub mod delivery;
 pub mod error;
 pub mod filter;

@@ -30,6 +30,9 @@ pub struct Options {
     /// How far a subscription may read ahead of its oldest unsettled event in one
     /// partition. Bounds the persisted settled-set and memory. Default: 100 000.
     pub max_unsettled_window: u64,
+    /// How long an idempotency key deduplicates publishes to its topic.
+    /// Default: 2 min.
+    pub dedup_window: Duration,
 }
 
 impl Options {
@@ -45,6 +48,7 @@ impl Options {
             max_in_flight_limit: 10_000,
             ack_flush_interval: Duration::from_millis(20),
             max_unsettled_window: 100_000,
+            dedup_window: Duration::from_secs(120),
         }
     }
 }

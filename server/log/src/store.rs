@@ -153,7 +153,8 @@ pub struct Log {
 struct Inner {
     db: Arc<DB>,
     options: Options,
-    writer_tx: mpsc::Sender<Command>,
+    /// `None` only while dropping.
+    writer_tx: Option<mpsc::Sender<Command>>,
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Copy-on-write map: publishes look topics up without taking a lock.
     topics: ArcSwap<HashMap<String, Arc<TopicState>>>,
@@ -161,6 +162,22 @@ struct Inner {
     /// the publish or delivery path.
     admin: Mutex<IdAllocator>,
     incarnation: u64,
+}
+
+impl Drop for Inner {
+    /// However the last handle goes away (clean close, or a task dropped at
+    /// runtime shutdown), the writer drains and stops, the WAL is synced and
+    /// RocksDB is closed here, synchronously: never by a detached thread that a
+    /// process exit could interrupt halfway.
+    fn drop(&mut self) {
+        drop(self.writer_tx.take());
+        if let Some(t) = self.writer_thread.get_mut().expect("not poisoned").take() {
+            let _ = t.join();
+        }
+        if let Err(e) = self.db.flush_wal(true) {
+            tracing::error!(error = %e, "final WAL sync failed");
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -269,6 +286,7 @@ impl Log {
             db.clone(),
             writer_rx,
             options.durability == Durability::Fsync,
+            options.dedup_window.as_millis() as u64,
         );
         let writer_thread = std::thread::Builder::new()
             .name("eventbus-writer".into())
@@ -286,7 +304,7 @@ impl Log {
             inner: Arc::new(Inner {
                 db,
                 options,
-                writer_tx,
+                writer_tx: Some(writer_tx),
                 writer_thread: std::sync::Mutex::new(Some(writer_thread)),
                 topics: ArcSwap::from_pointee(topics),
                 admin: Mutex::new(ids),
@@ -574,6 +592,7 @@ impl Log {
             records.push(PendingRecord {
                 partition: topic.route(&ev.key),
                 record,
+                idempotency_key: ev.idempotency_key.clone(),
             });
         }
         let (reply, rx) = oneshot::channel();
@@ -612,6 +631,8 @@ impl Log {
     async fn send(&self, cmd: Command) -> Result<()> {
         self.inner
             .writer_tx
+            .as_ref()
+            .ok_or(Error::ShuttingDown)?
             .send(cmd)
             .await
             .map_err(|_| Error::ShuttingDown)
@@ -758,20 +779,7 @@ impl Log {
                 }
             }
         };
-        let Inner {
-            writer_tx,
-            writer_thread,
-            db,
-            ..
-        } = inner;
-        drop(writer_tx);
-        if let Some(t) = writer_thread.lock().expect("not poisoned").take() {
-            let _ = t.join();
-        }
-        if let Err(e) = db.flush_wal(true) {
-            tracing::error!(error = %e, "final WAL sync failed");
-        }
-        drop(db);
+        drop(inner);
         tracing::info!("log closed");
     }
 

@@ -21,6 +21,7 @@
 //! acknowledging can lose data silently, because the kernel may have dropped the
 //! dirty pages that failed to write.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::seal_record;
+use crate::dedup::{Dedup, Seen};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::meta::now_ms;
@@ -42,6 +44,16 @@ const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
 const MAX_GROUP_COMMANDS: usize = 4096;
 /// A partition gets a time-index entry at most this often.
 pub const TIME_INDEX_INTERVAL_MS: u64 = 100;
+
+/// What the writer does with one record of an append.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    Write,
+    /// Its idempotency key was committed before.
+    Duplicate(Seen),
+    /// Its idempotency key appeared earlier in the same command.
+    SameAs(usize),
+}
 
 /// A column family, named without borrowing the DB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +101,8 @@ impl Op {
 pub struct PendingRecord {
     pub partition: PartitionId,
     pub record: BytesMut,
+    /// Non-empty: deduplicate within the window (see [`crate::dedup`]).
+    pub idempotency_key: String,
 }
 
 pub enum Command {
@@ -130,15 +144,22 @@ pub struct Writer {
     rx: mpsc::Receiver<Command>,
     sync_appends: bool,
     failure: Option<String>,
+    dedup: Dedup,
 }
 
 impl Writer {
-    pub fn new(db: Arc<DB>, rx: mpsc::Receiver<Command>, sync_appends: bool) -> Self {
+    pub fn new(
+        db: Arc<DB>,
+        rx: mpsc::Receiver<Command>,
+        sync_appends: bool,
+        dedup_window_ms: u64,
+    ) -> Self {
         Writer {
             db,
             rx,
             sync_appends,
             failure: None,
+            dedup: Dedup::new(dedup_window_ms),
         }
     }
 
@@ -188,7 +209,7 @@ impl Writer {
                     }
                     sync |= self.sync_appends;
                     let results = self.add_append(&mut batch, &topic, records, now, &mut advances);
-                    replies.push(Reply::Append(reply, Ok(results)));
+                    replies.push(Reply::Append(reply, results));
                 }
                 Command::Write {
                     ops,
@@ -260,21 +281,75 @@ impl Writer {
     }
 
     fn add_append(
-        &self,
+        &mut self,
         batch: &mut WriteBatch,
         topic: &Arc<TopicState>,
         records: Vec<PendingRecord>,
         now: u64,
         advances: &mut Vec<Advance>,
-    ) -> Vec<AppendResult> {
-        let cf_records = self.cf(Cf::Records);
-        let cf_time = self.cf(Cf::TimeIndex);
-        let mut results = Vec::with_capacity(records.len());
-        for PendingRecord {
-            partition,
-            mut record,
-        } in records
+    ) -> Result<Vec<AppendResult>> {
+        let db = self.db.clone();
+        let cf = |c: Cf| {
+            db.cf_handle(c.name())
+                .expect("every column family is created at open")
+        };
+        let (cf_records, cf_time, cf_dedup) = (cf(Cf::Records), cf(Cf::TimeIndex), cf(Cf::Dedup));
+        // Decide every duplicate before touching the batch, so a failed lookup
+        // fails the whole command and never writes part of it.
+        let mut plan = Vec::with_capacity(records.len());
+        if records.iter().any(|r| !r.idempotency_key.is_empty()) {
+            self.dedup.prune(now);
+            let mut first_in_command: HashMap<&str, usize> = HashMap::new();
+            for (i, r) in records.iter().enumerate() {
+                let key = r.idempotency_key.as_str();
+                plan.push(if key.is_empty() {
+                    Plan::Write
+                } else if let Some(&j) = first_in_command.get(key) {
+                    Plan::SameAs(j)
+                } else if let Some(seen) =
+                    self.dedup.lookup(&db, cf_dedup, topic.meta.id, key, now)?
+                {
+                    Plan::Duplicate(seen)
+                } else {
+                    first_in_command.insert(key, i);
+                    Plan::Write
+                });
+            }
+            if let Some((from, to)) = self.dedup.expired_range(topic.meta.id, now) {
+                batch.delete_range_cf(cf_dedup, from, to);
+            }
+        } else {
+            plan.resize(records.len(), Plan::Write);
+        }
+        let mut results: Vec<AppendResult> = Vec::with_capacity(records.len());
+        for (
+            PendingRecord {
+                partition,
+                mut record,
+                idempotency_key,
+            },
+            plan,
+        ) in records.into_iter().zip(plan)
         {
+            match plan {
+                Plan::Write => {}
+                Plan::Duplicate(seen) => {
+                    results.push(AppendResult {
+                        partition: seen.partition,
+                        offset: seen.offset,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                Plan::SameAs(j) => {
+                    let first = results[j];
+                    results.push(AppendResult {
+                        duplicate: true,
+                        ..first
+                    });
+                    continue;
+                }
+            }
             let tail = &topic.partitions[partition as usize];
             // Only this thread writes `next`, `last_publish_ms` and `last_index_ms`.
             let offset = tail.next.load(Relaxed);
@@ -282,6 +357,15 @@ impl Writer {
             let publish_ms = now.max(tail.last_publish_ms.load(Relaxed));
             tail.last_publish_ms.store(publish_ms, Relaxed);
             seal_record(&mut record, publish_ms);
+            if !idempotency_key.is_empty() {
+                let seen = Seen {
+                    partition,
+                    offset,
+                    publish_ms,
+                };
+                let (k, v) = self.dedup.remember(topic.meta.id, &idempotency_key, seen);
+                batch.put_cf(cf_dedup, k, v);
+            }
             batch.put_cf(
                 cf_records,
                 keys::record_key(topic.meta.id, partition, offset),
@@ -314,7 +398,7 @@ impl Writer {
                 duplicate: false,
             });
         }
-        results
+        Ok(results)
     }
 
     fn add_ops(&self, batch: &mut WriteBatch, ops: Vec<Op>) {

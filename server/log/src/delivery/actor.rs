@@ -592,6 +592,15 @@ impl Actor {
                     let _ = reply.send(());
                     return;
                 }
+                Wake::Command(Some(Command::Settle { op, ids, reply })) => {
+                    let outcome = self.settle(op, ids, Instant::now());
+                    // A Nack that dead-lettered answers only once the DLQ entry is
+                    // written, so an operator listing the DLQ right after sees it.
+                    if !self.pending_ops.is_empty() {
+                        self.flush_committed().await;
+                    }
+                    let _ = reply.send(outcome);
+                }
                 Wake::Command(Some(cmd)) => self.handle(cmd),
                 Wake::Tail => {}
                 Wake::Fetched(res) => {
@@ -645,10 +654,7 @@ impl Actor {
                 let _ = reply.send(id);
             }
             Command::Leave(id) => self.remove_member(id, now),
-            Command::Settle { op, ids, reply } => {
-                let outcome = self.settle(op, ids, now);
-                let _ = reply.send(outcome);
-            }
+            Command::Settle { .. } => unreachable!("handled in run"),
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
             }
@@ -1355,6 +1361,17 @@ impl Actor {
         let ops = self.dirty_ops();
         if !ops.is_empty() {
             if let Err(e) = self.log.write_nowait(ops).await {
+                tracing::warn!(subscription = %self.meta.name, error = %e, "could not persist ack state");
+            }
+        }
+    }
+
+    /// Like [`Actor::flush`], but waits until the write is committed.
+    async fn flush_committed(&mut self) {
+        self.flush_at = None;
+        let ops = self.dirty_ops();
+        if !ops.is_empty() {
+            if let Err(e) = self.log.write(ops, false).await {
                 tracing::warn!(subscription = %self.meta.name, error = %e, "could not persist ack state");
             }
         }
