@@ -58,6 +58,9 @@ pub struct Config {
     /// Default: `2m`.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// How often topic retention (max_age, max_bytes) is applied. Default: `10s`.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
     /// How long shutdown waits for in-flight RPCs before closing anyway.
     /// Default: `10s`.
     #[serde(with = "humantime_serde")]
@@ -80,6 +83,7 @@ impl Default for Config {
             max_in_flight_limit: log.max_in_flight_limit,
             ack_flush_interval: log.ack_flush_interval,
             dedup_window: log.dedup_window,
+            retention_interval: log.retention_interval,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -158,6 +162,10 @@ impl Config {
             self.dedup_window >= Duration::from_secs(1),
             "dedup-window must be at least 1s"
         );
+        anyhow::ensure!(
+            self.retention_interval >= Duration::from_millis(10),
+            "retention-interval must be at least 10ms"
+        );
         Ok(())
     }
 
@@ -173,6 +181,7 @@ impl Config {
         o.max_in_flight_limit = self.max_in_flight_limit;
         o.ack_flush_interval = self.ack_flush_interval;
         o.dedup_window = self.dedup_window;
+        o.retention_interval = self.retention_interval;
         o
     }
 

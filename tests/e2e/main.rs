@@ -11,5 +11,6 @@ mod ops;
 mod ordering;
 mod replay;
 mod restart;
+mod retention;
 mod seek;
 mod support;

@@ -90,6 +90,8 @@ pub struct Broker {
     subs: ArcSwap<HashMap<SubKey, Arc<SubscriptionHandle>>>,
     /// Serialises subscription creation and deletion (never on the data path).
     admin: Mutex<()>,
+    /// The background retention task; stopped at shutdown.
+    retention: tokio::task::JoinHandle<()>,
 }
 
 impl Broker {
@@ -112,10 +114,12 @@ impl Broker {
                 subs.insert((topic.id(), name), handle);
             }
         }
+        let retention = tokio::spawn(retention_loop(log.clone()));
         Ok(Broker {
             log,
             subs: ArcSwap::from_pointee(subs),
             admin: Mutex::new(()),
+            retention,
         })
     }
 
@@ -881,6 +885,7 @@ impl Broker {
     /// Stops every subscription, flushing its ack state, and syncs the WAL. The
     /// store stays open (for callers that cannot get unique ownership).
     pub async fn flush(&self) {
+        self.retention.abort();
         let handles: Vec<_> = self.subs.load().values().cloned().collect();
         for h in &handles {
             h.stop(crate::delivery::StopReason::Shutdown).await;
@@ -893,7 +898,13 @@ impl Broker {
     /// [`Broker::flush`], then closes the store.
     pub async fn shutdown(self) {
         self.flush().await;
-        let Broker { log, subs, .. } = self;
+        let Broker {
+            log,
+            subs,
+            retention,
+            ..
+        } = self;
+        let _ = retention.await;
         drop(subs);
         tokio::task::spawn_blocking(move || log.close()).await.ok();
     }
@@ -937,4 +948,36 @@ fn backoff_ms(policy: Option<RetryPolicy>) -> Result<(u64, u64)> {
         ));
     }
     Ok((min, max))
+}
+
+/// Applies every topic's retention each `retention_interval`, in the
+/// background, through the same writer as publishes (one DeleteRange per
+/// partition, never blocking the publish path for long). Subscriptions notice
+/// the new start and count what they lose.
+async fn retention_loop(log: Log) {
+    let mut tick = tokio::time::interval(log.options().retention_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for topic in log.topics() {
+            let r = topic.meta.retention;
+            if r.max_age_ms.is_none() && r.max_bytes.is_none() {
+                continue;
+            }
+            for p in 0..topic.partition_count() {
+                match log.apply_retention(&topic, p, now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(
+                        topic = topic.name(),
+                        partition = p,
+                        removed = n,
+                        "retention trimmed"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(topic = topic.name(), partition = p, error = %e, "retention failed")
+                    }
+                }
+            }
+        }
+    }
 }

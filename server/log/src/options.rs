@@ -33,6 +33,8 @@ pub struct Options {
     /// How long an idempotency key deduplicates publishes to its topic.
     /// Default: 2 min.
     pub dedup_window: Duration,
+    /// How often topic retention (max_age, max_bytes) is applied. Default: 10 s.
+    pub retention_interval: Duration,
 }
 
 impl Options {
@@ -49,6 +51,7 @@ impl Options {
             ack_flush_interval: Duration::from_millis(20),
             max_unsettled_window: 100_000,
             dedup_window: Duration::from_secs(120),
+            retention_interval: Duration::from_secs(10),
         }
     }
 }

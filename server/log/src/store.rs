@@ -52,6 +52,9 @@ pub struct PartitionTail {
     pub(crate) start: AtomicU64,
     pub(crate) last_publish_ms: AtomicU64,
     pub(crate) last_index_ms: AtomicU64,
+    /// Bytes of retained records: exact for what this run wrote and trimmed,
+    /// estimated from SST sizes at open. Drives `max_bytes` retention.
+    pub(crate) bytes: AtomicU64,
 }
 
 impl PartitionTail {
@@ -84,6 +87,7 @@ impl TopicState {
                 end: AtomicU64::new(b.end),
                 start: AtomicU64::new(b.start),
                 last_publish_ms: AtomicU64::new(b.last_publish_ms),
+                bytes: AtomicU64::new(b.bytes),
                 last_index_ms: AtomicU64::new(0),
             })
             .collect();
@@ -752,6 +756,93 @@ impl Log {
         Ok(end)
     }
 
+    /// Applies the topic's retention to one partition: deletes records older than
+    /// `max_age` and the oldest records beyond `max_bytes`, but never the newest
+    /// record (it anchors the partition's next offset across restarts). Returns
+    /// the number of records removed. Blocking (reads), then one write.
+    pub async fn apply_retention(
+        &self,
+        topic: &Arc<TopicState>,
+        partition: PartitionId,
+        now_ms: u64,
+    ) -> Result<u64> {
+        let retention = topic.meta.retention;
+        let tail = &topic.partitions[partition as usize];
+        let (start, end) = (tail.start(), tail.end());
+        if end <= start + 1 {
+            return Ok(0);
+        }
+        let (log, t) = (self.clone(), topic.clone());
+        let (new_start, removed_bytes, cut_ms) =
+            tokio::task::spawn_blocking(move || -> Result<(u64, u64, u64)> {
+                let mut target = start;
+                if let Some(age) = retention.max_age_ms {
+                    target = target.max(log.offset_for_time(
+                        &t,
+                        partition,
+                        now_ms.saturating_sub(age),
+                    )?);
+                }
+                let target = target.min(end - 1);
+                let bytes = t.partitions[partition as usize]
+                    .bytes
+                    .load(Ordering::Relaxed);
+                let excess = retention
+                    .max_bytes
+                    .map_or(0, |max| bytes.saturating_sub(max));
+                // One pass from the start: sizes of what goes, up to the age target
+                // and then for as long as the size limit is exceeded.
+                let mut ro = ReadOptions::default();
+                ro.set_iterate_upper_bound(keys::record_key(t.id(), partition, end - 1).to_vec());
+                let mut it = log.inner.db.raw_iterator_cf_opt(log.cf(Cf::Records), ro);
+                it.seek(keys::record_key(t.id(), partition, start));
+                let (mut next, mut removed, mut cut_ms) = (start, 0u64, 0u64);
+                while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    let (_, _, offset) = keys::parse_record_key(k).expect("record key");
+                    if offset >= target && removed >= excess {
+                        break;
+                    }
+                    removed += v.len() as u64 + keys::RECORD_KEY_LEN as u64;
+                    cut_ms = codec::record_publish_time(v).unwrap_or(cut_ms);
+                    next = offset + 1;
+                    it.next();
+                }
+                it.status()?;
+                Ok((next, removed, cut_ms))
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)??;
+        if new_start <= start {
+            return Ok(0);
+        }
+        let id = topic.id();
+        self.write(
+            vec![
+                Op::DeleteRange(
+                    Cf::Records,
+                    keys::record_key(id, partition, start).to_vec(),
+                    keys::record_key(id, partition, new_start).to_vec(),
+                ),
+                // Index entries up to the last removed record's time go too.
+                Op::DeleteRange(
+                    Cf::TimeIndex,
+                    keys::time_index_key(id, partition, 0, 0).to_vec(),
+                    keys::time_index_key(id, partition, cut_ms, new_start).to_vec(),
+                ),
+            ],
+            false,
+        )
+        .await?;
+        tail.start.store(new_start, Ordering::Release);
+        let _ = tail
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(removed_bytes))
+            });
+        topic.notify_tail();
+        Ok(new_start - start)
+    }
+
     /// Syncs the WAL. Used at clean shutdown after the last ack-state flush.
     pub async fn sync_wal(&self) -> Result<()> {
         self.write(Vec::new(), true).await
@@ -828,6 +919,8 @@ struct PartitionBounds {
     /// Publish time of the last record, so publish times stay monotonic per
     /// partition across restarts even if the clock stepped back.
     last_publish_ms: u64,
+    /// Estimated stored bytes (SST files only).
+    bytes: u64,
 }
 
 /// The bounds of a partition: two seeks, no scan.
@@ -859,6 +952,11 @@ fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<P
             start: f,
             end: l + 1,
             last_publish_ms,
+            bytes: db
+                .get_approximate_sizes_cf(cf, &[rocksdb::Range::new(&lower, &upper)])
+                .first()
+                .copied()
+                .unwrap_or(0),
         },
         _ => PartitionBounds::default(),
     })

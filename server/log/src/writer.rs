@@ -357,6 +357,8 @@ impl Writer {
             let publish_ms = now.max(tail.last_publish_ms.load(Relaxed));
             tail.last_publish_ms.store(publish_ms, Relaxed);
             seal_record(&mut record, publish_ms);
+            tail.bytes
+                .fetch_add((record.len() + keys::RECORD_KEY_LEN) as u64, Relaxed);
             if !idempotency_key.is_empty() {
                 let seen = Seen {
                     partition,

@@ -159,7 +159,7 @@ pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
             oldest_dead_letter_age: s
                 .oldest_dead_letter_ms
                 .map(|t| duration_to_proto(Duration::from_millis(now.saturating_sub(t)))),
-            lost_to_retention: 0,
+            lost_to_retention: s.lost_to_retention,
             members: s.members,
         }),
     }

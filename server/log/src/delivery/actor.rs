@@ -99,6 +99,8 @@ pub struct SubscriptionStats {
     pub dead_lettered: u64,
     /// Events settled without delivery because they did not match the filter.
     pub filtered: u64,
+    /// Events removed by retention before this subscription settled them.
+    pub lost_to_retention: u64,
     /// Entries in the dead-letter queue now, and when the oldest was added
     /// (filled in by the broker).
     pub dead_letter_count: u64,
@@ -570,6 +572,7 @@ impl Actor {
         let mut tail: watch::Receiver<u64> = self.topic.watch_tail();
         loop {
             let now = Instant::now();
+            self.follow_retention(now);
             self.expire_leases(now);
             self.dispatch(now);
             self.start_fetch(now);
@@ -1186,6 +1189,35 @@ impl Actor {
             ));
         }
         ops
+    }
+
+    /// Moves partitions whose log start passed their floor (retention trimmed
+    /// events this subscription never settled) up to the new start, counting
+    /// the events lost without delivery.
+    fn follow_retention(&mut self, now: Instant) {
+        for p in 0..self.parts.len() {
+            let start = self.topic.partitions[p].start();
+            let part = &self.parts[p];
+            if start <= part.acks.floor {
+                continue;
+            }
+            let p_id = p as PartitionId;
+            let in_memory = self
+                .leases
+                .keys()
+                .chain(self.waiting.keys())
+                .filter(|k| k.0 == p_id && k.1 < start)
+                .count() as u64
+                + part.buffer.iter().filter(|e| e.offset < start).count() as u64;
+            let lost = part.acks.unsettled_below(start).saturating_sub(in_memory);
+            let part = &mut self.parts[p];
+            part.acks.raise_floor(start);
+            part.cursor = part.cursor.max(start);
+            part.dirty = true;
+            self.stats.lost_to_retention += lost;
+            self.flush_at
+                .get_or_insert(now + self.log.options().ack_flush_interval);
+        }
     }
 
     fn key_ordered(&self) -> bool {
