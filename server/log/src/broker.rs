@@ -90,8 +90,9 @@ pub struct Broker {
     subs: ArcSwap<HashMap<SubKey, Arc<SubscriptionHandle>>>,
     /// Serialises subscription creation and deletion (never on the data path).
     admin: Mutex<()>,
-    /// The background retention task; stopped at shutdown.
-    retention: tokio::task::JoinHandle<()>,
+    /// The background retention task; stopped at shutdown or when the broker
+    /// is dropped, so it never keeps the store open.
+    retention: AbortOnDrop,
 }
 
 impl Broker {
@@ -114,7 +115,7 @@ impl Broker {
                 subs.insert((topic.id(), name), handle);
             }
         }
-        let retention = tokio::spawn(retention_loop(log.clone()));
+        let retention = AbortOnDrop(tokio::spawn(retention_loop(log.clone())));
         Ok(Broker {
             log,
             subs: ArcSwap::from_pointee(subs),
@@ -692,6 +693,7 @@ impl Broker {
                     seq: entry.seq,
                     redrive_count: entry.redrive_count,
                     event: Arc::new(dl.event),
+                    entry,
                 });
             }
             let moved = redriven.len() as u64;
@@ -885,7 +887,7 @@ impl Broker {
     /// Stops every subscription, flushing its ack state, and syncs the WAL. The
     /// store stays open (for callers that cannot get unique ownership).
     pub async fn flush(&self) {
-        self.retention.abort();
+        self.retention.0.abort();
         let handles: Vec<_> = self.subs.load().values().cloned().collect();
         for h in &handles {
             h.stop(crate::delivery::StopReason::Shutdown).await;
@@ -904,7 +906,7 @@ impl Broker {
             retention,
             ..
         } = self;
-        let _ = retention.await;
+        drop(retention);
         drop(subs);
         tokio::task::spawn_blocking(move || log.close()).await.ok();
     }
@@ -979,5 +981,14 @@ async fn retention_loop(log: Log) {
                 }
             }
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -284,6 +284,11 @@ impl MemberStream {
         self.rx.recv().await
     }
 
+    /// A batch that is already waiting, without blocking.
+    pub fn try_recv(&mut self) -> Option<MemberItem> {
+        self.rx.try_recv().ok()
+    }
+
     pub fn member_id(&self) -> u64 {
         self.guard.member
     }
@@ -335,6 +340,7 @@ fn load_partitions(log: &Log, topic: &TopicState, sub: SubscriptionId) -> Result
                 seq,
                 redrive_count: e.redrive_count,
                 event: Arc::new(ev),
+                entry: e,
             }),
             Err(source) => {
                 failure = Some(Error::Corruption {
@@ -441,6 +447,9 @@ pub struct Redriven {
     pub seq: u64,
     pub redrive_count: u32,
     pub event: Arc<StoredEvent>,
+    /// The stored queue entry; rewritten with the attempt count at each
+    /// delivery, so attempts of redriven events survive restarts too.
+    pub entry: DeadLetterEntry,
 }
 
 /// An event queued for redelivery.
@@ -495,6 +504,8 @@ struct Actor {
     pending_ops: Vec<Op>,
     /// Redriven dead letters not yet handed out, in redrive order.
     redrive: VecDeque<Redriven>,
+    /// Stored entries of redriven events handed out and not yet settled.
+    redrive_entries: HashMap<u64, DeadLetterEntry>,
     /// KEY ordering: keys with an event leased, waiting for redelivery, or next
     /// in `unblocked`. Another event of such a key waits in `blocked`.
     busy_keys: HashSet<String>,
@@ -562,6 +573,7 @@ impl Actor {
             next_dlq_seq: 0,
             pending_ops: Vec::new(),
             redrive: VecDeque::new(),
+            redrive_entries: HashMap::new(),
             busy_keys: HashSet::new(),
             blocked: HashMap::new(),
             unblocked: VecDeque::new(),
@@ -749,19 +761,27 @@ impl Actor {
                 }
             }
         }
-        if let Some(r) = self.redrive.front() {
+        // The first redriven event that may go now: never two leases on one
+        // (partition, offset) (a seek can make it live in the log flow too), and
+        // in KEY mode never two events of one key in flight.
+        let eligible = self.redrive.iter().position(|r| {
             let key = (r.event.partition, r.event.offset);
-            // A seek may have made the same offset live in the log flow; never
-            // hold two leases on one key.
-            if !self.leases.contains_key(&key) && !self.waiting.contains_key(&key) {
-                let r = self.redrive.pop_front().expect("peeked");
+            !self.leases.contains_key(&key)
+                && !self.waiting.contains_key(&key)
+                && !(self.key_ordered() && self.busy_keys.contains(&r.event.key))
+        });
+        if let Some(i) = eligible {
+            {
+                let r = self.redrive.remove(i).expect("in range");
+                let attempts = r.entry.attempts;
+                self.redrive_entries.insert(r.seq, r.entry);
                 return Some(Next {
                     event: r.event,
                     first_delivery_ms: None,
                     origin: Origin::Redrive {
                         seq: r.seq,
                         redrive_count: r.redrive_count,
-                        attempts: 0,
+                        attempts,
                     },
                 });
             }
@@ -820,7 +840,7 @@ impl Actor {
             mut origin,
         } = next;
         let delivered_ms = now_ms();
-        if origin == Origin::Log && self.key_ordered() && !event.key.is_empty() {
+        if self.key_ordered() && !event.key.is_empty() {
             self.busy_keys.insert(event.key.clone());
         }
         let attempt = match &mut origin {
@@ -831,8 +851,16 @@ impl Actor {
                 part.dirty = true;
                 *a
             }
-            Origin::Redrive { attempts, .. } => {
+            Origin::Redrive { seq, attempts, .. } => {
                 *attempts += 1;
+                if let Some(e) = self.redrive_entries.get_mut(seq) {
+                    e.attempts = *attempts;
+                    self.pending_ops.push(Op::Put(
+                        Cf::Subs,
+                        keys::redrive_key(self.meta.id, *seq).to_vec(),
+                        e.encode(),
+                    ));
+                }
                 *attempts
             }
         };
@@ -1093,10 +1121,12 @@ impl Actor {
                 attempts,
             } => {
                 // Leaves the redrive queue in the same batch as it re-enters the DLQ.
+                self.redrive_entries.remove(&seq);
                 self.pending_ops.push(Op::Delete(
                     Cf::Subs,
                     keys::redrive_key(self.meta.id, seq).to_vec(),
                 ));
+                self.release_key(&event.key);
                 (attempts, redrive_count)
             }
         };
@@ -1252,10 +1282,14 @@ impl Actor {
                 part.dirty = true;
                 self.release_key(&event.key);
             }
-            Origin::Redrive { seq, .. } => self.pending_ops.push(Op::Delete(
-                Cf::Subs,
-                keys::redrive_key(self.meta.id, seq).to_vec(),
-            )),
+            Origin::Redrive { seq, .. } => {
+                self.redrive_entries.remove(&seq);
+                self.pending_ops.push(Op::Delete(
+                    Cf::Subs,
+                    keys::redrive_key(self.meta.id, seq).to_vec(),
+                ));
+                self.release_key(&event.key);
+            }
         }
         self.flush_at
             .get_or_insert(now + self.log.options().ack_flush_interval);
