@@ -72,10 +72,15 @@ fn main() -> Result<()> {
     }
 }
 
+/// The checkout `cargo xtask` was run in: the nearest ancestor of the current
+/// directory that holds `xtask/Cargo.toml`. Not `CARGO_MANIFEST_DIR`: with a
+/// target dir shared between checkouts, Cargo may run an xtask binary built in
+/// another checkout, whose baked-in path would point there.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
+    let cwd = std::env::current_dir().expect("current dir");
+    cwd.ancestors()
+        .find(|d| d.join("xtask/Cargo.toml").is_file() && d.join("Cargo.toml").is_file())
+        .unwrap_or(&cwd)
         .to_path_buf()
 }
 

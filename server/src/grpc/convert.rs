@@ -165,67 +165,6 @@ pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_round_trip_at_millisecond_precision() {
-        let ts = millis_to_timestamp(1_700_000_000_123);
-        assert_eq!(ts.seconds, 1_700_000_000);
-        assert_eq!(ts.nanos, 123_000_000);
-        assert_eq!(timestamp_to_millis("t", &ts).unwrap(), 1_700_000_000_123);
-    }
-
-    #[test]
-    fn negative_times_and_durations_are_invalid_arguments() {
-        let bad_ts = prost_types::Timestamp {
-            seconds: -1,
-            nanos: 0,
-        };
-        assert_eq!(
-            timestamp_to_millis("t", &bad_ts).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
-        let bad_d = prost_types::Duration {
-            seconds: -5,
-            nanos: 0,
-        };
-        assert_eq!(
-            duration_from_proto("d", &bad_d).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
-        let d = duration_from_proto(
-            "d",
-            &prost_types::Duration {
-                seconds: 2,
-                nanos: 5,
-            },
-        )
-        .unwrap();
-        assert_eq!(d, Duration::new(2, 5));
-    }
-
-    #[test]
-    fn publish_event_converts_without_losing_fields() {
-        let ev = new_event(v1::PublishEvent {
-            key: "k".into(),
-            r#type: "a.b".into(),
-            payload: bytes::Bytes::from_static(b"p"),
-            content_type: "text/plain".into(),
-            attributes: [("x".to_string(), "y".to_string())].into(),
-            idempotency_key: "i".into(),
-            event_time: Some(millis_to_timestamp(5_000)),
-        })
-        .unwrap();
-        assert_eq!(ev.key, "k");
-        assert_eq!(ev.event_type, "a.b");
-        assert_eq!(&ev.payload[..], b"p");
-        assert_eq!(ev.attributes["x"], "y");
-        assert_eq!(ev.event_time, Some(5_000));
-    }
-}
-
 /// A dead letter on the wire; its id is the decimal queue sequence number.
 pub fn dead_letter(topic: &str, dl: &eventbus_log::dead_letters::DeadLetter) -> v1::DeadLetter {
     let e = &dl.entry;
@@ -369,5 +308,66 @@ pub fn ordering(value: i32) -> Result<eventbus_log::meta::Ordering, Status> {
             "ordering",
             format!("{value} is not an Ordering; use ORDERING_NONE or ORDERING_KEY"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_at_millisecond_precision() {
+        let ts = millis_to_timestamp(1_700_000_000_123);
+        assert_eq!(ts.seconds, 1_700_000_000);
+        assert_eq!(ts.nanos, 123_000_000);
+        assert_eq!(timestamp_to_millis("t", &ts).unwrap(), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn negative_times_and_durations_are_invalid_arguments() {
+        let bad_ts = prost_types::Timestamp {
+            seconds: -1,
+            nanos: 0,
+        };
+        assert_eq!(
+            timestamp_to_millis("t", &bad_ts).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let bad_d = prost_types::Duration {
+            seconds: -5,
+            nanos: 0,
+        };
+        assert_eq!(
+            duration_from_proto("d", &bad_d).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let d = duration_from_proto(
+            "d",
+            &prost_types::Duration {
+                seconds: 2,
+                nanos: 5,
+            },
+        )
+        .unwrap();
+        assert_eq!(d, Duration::new(2, 5));
+    }
+
+    #[test]
+    fn publish_event_converts_without_losing_fields() {
+        let ev = new_event(v1::PublishEvent {
+            key: "k".into(),
+            r#type: "a.b".into(),
+            payload: bytes::Bytes::from_static(b"p"),
+            content_type: "text/plain".into(),
+            attributes: [("x".to_string(), "y".to_string())].into(),
+            idempotency_key: "i".into(),
+            event_time: Some(millis_to_timestamp(5_000)),
+        })
+        .unwrap();
+        assert_eq!(ev.key, "k");
+        assert_eq!(ev.event_type, "a.b");
+        assert_eq!(&ev.payload[..], b"p");
+        assert_eq!(ev.attributes["x"], "y");
+        assert_eq!(ev.event_time, Some(5_000));
     }
 }

@@ -766,9 +766,9 @@ impl Actor {
         // in KEY mode never two events of one key in flight.
         let eligible = self.redrive.iter().position(|r| {
             let key = (r.event.partition, r.event.offset);
-            !self.leases.contains_key(&key)
-                && !self.waiting.contains_key(&key)
-                && !(self.key_ordered() && self.busy_keys.contains(&r.event.key))
+            let taken = self.leases.contains_key(&key) || self.waiting.contains_key(&key);
+            let key_busy = self.key_ordered() && self.busy_keys.contains(&r.event.key);
+            !taken && !key_busy
         });
         if let Some(i) = eligible {
             {
