@@ -576,17 +576,7 @@ impl Broker {
     pub async fn get_dead_letter(&self, topic: &str, name: &str, seq: u64) -> Result<DeadLetter> {
         let h = self.subscription(topic, name)?;
         let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
-        let found = blocking(move || {
-            let mut found = None;
-            log.scan_dlq(sub, seq, |k, v| {
-                if crate::delivery::dead_letter::parse_dlq_key(k).map(|(_, s)| s) == Some(seq) {
-                    found = Some(dead_letters::decode(topic_id, k, v));
-                }
-                false
-            })?;
-            found.transpose()
-        })
-        .await?;
+        let found = blocking(move || dead_letters::read(&log, sub, topic_id, seq)).await?;
         found.ok_or_else(|| Error::DeadLetterNotFound {
             subscription: name.to_string(),
             id: seq.to_string(),
@@ -601,9 +591,6 @@ impl Broker {
         selector: DeadLetterSelector,
         dry_run: bool,
     ) -> Result<u64> {
-        if let DeadLetterSelector::Filter(q) = &selector {
-            q.validate()?;
-        }
         let _admin = self.admin.lock().await;
         let h = self.subscription(topic, name)?;
         let seqs = self.select_dead_letters(&h, selector).await?;
@@ -642,9 +629,6 @@ impl Broker {
         dry_run: bool,
         max_per_second: u32,
     ) -> Result<u64> {
-        if let DeadLetterSelector::Filter(q) = &selector {
-            q.validate()?;
-        }
         let _admin = self.admin.lock().await;
         let h = self.subscription(topic, name)?;
         let seqs = self.select_dead_letters(&h, selector).await?;
@@ -665,16 +649,9 @@ impl Broker {
             let entries = blocking(move || {
                 let mut out = Vec::with_capacity(chunk_seqs.len());
                 for seq in chunk_seqs {
-                    log.scan_dlq(sub, seq, |k, v| {
-                        if crate::delivery::dead_letter::parse_dlq_key(k).map(|(_, s)| s)
-                            == Some(seq)
-                        {
-                            out.push(dead_letters::decode(topic_id, k, v));
-                        }
-                        false
-                    })?;
+                    out.extend(dead_letters::read(&log, sub, topic_id, seq)?);
                 }
-                out.into_iter().collect::<Result<Vec<_>>>()
+                Ok(out)
             })
             .await?;
             let mut ops = Vec::with_capacity(entries.len() * 2);
@@ -716,6 +693,9 @@ impl Broker {
         h: &SubscriptionHandle,
         selector: DeadLetterSelector,
     ) -> Result<Vec<u64>> {
+        if let DeadLetterSelector::Filter(q) = &selector {
+            q.validate()?;
+        }
         let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
         blocking(move || {
             let mut seqs = Vec::new();

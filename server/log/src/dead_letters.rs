@@ -66,6 +66,23 @@ pub(crate) fn decode(topic: TopicId, key: &[u8], value: &[u8]) -> Result<DeadLet
     Ok(DeadLetter { entry, event })
 }
 
+/// One dead letter by seq, if it exists. Blocking.
+pub(crate) fn read(
+    log: &crate::store::Log,
+    sub: crate::types::SubscriptionId,
+    topic: TopicId,
+    seq: u64,
+) -> Result<Option<DeadLetter>> {
+    let mut found = None;
+    log.scan_dlq(sub, seq, |k, v| {
+        if parse_dlq_key(k).map(|(_, s)| s) == Some(seq) {
+            found = Some(decode(topic, k, v));
+        }
+        false
+    })?;
+    found.transpose()
+}
+
 pub(crate) fn key(sub: crate::types::SubscriptionId, seq: u64) -> Vec<u8> {
     dlq_key(sub, seq).to_vec()
 }
