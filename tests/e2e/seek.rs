@@ -205,3 +205,96 @@ async fn seek_bad_input() {
         Code::NotFound
     );
 }
+
+/// A redriven dead letter that a seek reaches is handed out once, from the log,
+/// not a second time from the redrive queue (and not after a restart either);
+/// one the seek does not reach keeps its lease.
+#[tokio::test]
+async fn seek_supersedes_redriven_events_it_reaches() {
+    let server = TestServer::start().await;
+    one_partition_topic(&server).await;
+    let mut events = server.events();
+    publish(
+        &mut events,
+        "t",
+        (0..4).map(|i| event("", "x", format!("{i}"))).collect(),
+    )
+    .await;
+    let mut stream = subscribe(&mut events, "t", "s", 100).await;
+    let first = recv_n(&mut stream, 4).await;
+    for d in &first {
+        let p = payload(d);
+        if p == "0" || p == "3" {
+            events
+                .nack(v1::NackRequest {
+                    topic: "t".into(),
+                    subscription: "s".into(),
+                    ack_ids: vec![d.ack_id.clone()],
+                    reason: "bad".into(),
+                    dead_letter: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        } else {
+            ack(&mut events, "t", "s", std::slice::from_ref(d)).await;
+        }
+    }
+    let mut admin = server.admin();
+    let moved = admin
+        .redrive_dead_letters(v1::RedriveDeadLettersRequest {
+            topic: "t".into(),
+            subscription: "s".into(),
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+    assert_eq!(moved, 2);
+    let redriven = recv_n(&mut stream, 2).await;
+    let mut redriven_payloads: Vec<_> = redriven.iter().map(payload).collect();
+    redriven_payloads.sort();
+    assert_eq!(redriven_payloads, vec!["0", "3"]);
+
+    // Seek to offset 2: "3" is reached by the seek, "0" is not.
+    let offsets = v1::PartitionOffsets {
+        offsets: vec![v1::PartitionOffset {
+            partition: 0,
+            offset: 2,
+        }],
+    };
+    admin
+        .seek_subscription(seek(Target::Offsets(offsets)))
+        .await
+        .unwrap();
+    let from_log = recv_n(&mut stream, 2).await;
+    assert_eq!(
+        from_log.iter().map(payload).collect::<Vec<_>>(),
+        vec!["2", "3"]
+    );
+    expect_silence(&mut stream, Duration::from_millis(300)).await;
+
+    // The lease on the redriven "3" is gone; the one on "0" still holds.
+    let by_payload = |p: &str| redriven.iter().find(|d| payload(d) == p).unwrap();
+    let stale = events
+        .ack(v1::AckRequest {
+            topic: "t".into(),
+            subscription: "s".into(),
+            ack_ids: vec![by_payload("3").ack_id.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+    ack(&mut events, "t", "s", std::slice::from_ref(by_payload("0"))).await;
+    ack(&mut events, "t", "s", &from_log).await;
+    drop(stream);
+
+    // Nothing comes back after a restart: the superseded redrive entry was
+    // deleted with the seek, the rest was acked.
+    let server = server.restart(|_| {}).await;
+    let mut events = server.events();
+    let mut stream = subscribe(&mut events, "t", "s", 100).await;
+    expect_silence(&mut stream, Duration::from_millis(500)).await;
+}

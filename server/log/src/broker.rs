@@ -522,8 +522,7 @@ impl Broker {
                 }
             }
         }
-        let ops = h.seek(targets).await?;
-        self.log.write(ops, true).await?;
+        h.seek(targets).await?;
         tracing::info!(topic, subscription = name, "subscription seeked");
         self.info(&h).await
     }

@@ -2,8 +2,9 @@
 //! against the real broker (RocksDB, actors, writer; no gRPC) and against a
 //! small reference model written only for this test. Any divergence fails.
 //!
-//! Operations: publish, pull, ack, nack, dead-letter, time advance past the ack
-//! deadline, crash + reopen, redrive, purge, seek, pause/resume. Compared after
+//! Operations: publish, pull, ack, nack (now or after a delay), dead-letter,
+//! time advance past the ack deadline, resubscribe, crash + reopen, redrive,
+//! purge, seek, pause/resume. Compared after
 //! every pull: the exact set of events delivered and their attempt numbers,
 //! per-key order in KEY mode, the DLQ contents, and "nothing lost, nothing
 //! both acked and dead".
@@ -34,7 +35,11 @@ enum Op {
     Publish(Vec<usize>),
     Ack(usize),
     Nack(usize),
+    /// Nack with a delay that overrides the retry policy.
+    NackAfter(usize),
     DeadLetter(usize),
+    /// The member's stream drops and a new one joins.
+    Resubscribe,
     Expire,
     Crash,
     Redrive,
@@ -48,10 +53,12 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => proptest::collection::vec(0..KEYS.len(), 1..4).prop_map(Op::Publish),
         4 => (0..8usize).prop_map(Op::Ack),
-        3 => (0..8usize).prop_map(Op::Nack),
+        2 => (0..8usize).prop_map(Op::Nack),
+        1 => (0..8usize).prop_map(Op::NackAfter),
         1 => (0..8usize).prop_map(Op::DeadLetter),
         1 => Just(Op::Expire),
         1 => Just(Op::Crash),
+        1 => Just(Op::Resubscribe),
         1 => Just(Op::Redrive),
         1 => Just(Op::Purge),
         1 => Just(Op::SeekEarliest),
@@ -176,11 +183,11 @@ impl Real {
             .unwrap();
     }
 
-    /// Takes deliveries until `expected` arrived (or 2 s passed), then waits a
+    /// Takes deliveries until `expected` arrived (or 10 s passed), then waits a
     /// little longer for anything unexpected.
     async fn pull(&mut self, expected: usize) -> Vec<Delivery> {
         let mut out = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let m = self.member.as_mut().unwrap();
         while out.len() < expected && tokio::time::Instant::now() < deadline {
             if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(50), m.recv()).await
@@ -250,7 +257,7 @@ async fn run(ops: Vec<Op>, key_ordered: bool) {
                 }
                 model.publish(keys);
             }
-            Op::Ack(i) | Op::Nack(i) | Op::DeadLetter(i) => {
+            Op::Ack(i) | Op::Nack(i) | Op::NackAfter(i) | Op::DeadLetter(i) => {
                 let Some(&o) = real.held.keys().nth(i % real.held.len().max(1)) else {
                     continue;
                 };
@@ -260,9 +267,16 @@ async fn run(ops: Vec<Op>, key_ordered: bool) {
                         real.settle(SettleOp::Ack, &d).await;
                         model.state[o] = State::Acked;
                     }
-                    Op::Nack(_) => {
+                    Op::Nack(_) | Op::NackAfter(_) => {
+                        // The pull below waits for the delayed redelivery;
+                        // that it never comes early is the timing test's job.
+                        let delay = if matches!(op, Op::NackAfter(_)) {
+                            Duration::from_millis(150)
+                        } else {
+                            Duration::ZERO
+                        };
                         let nack = SettleOp::Nack {
-                            delay: Some(Duration::ZERO),
+                            delay: Some(delay),
                             reason: "n".into(),
                         };
                         real.settle(nack, &d).await;
@@ -290,13 +304,26 @@ async fn run(ops: Vec<Op>, key_ordered: bool) {
                     model.fail(o);
                 }
             }
-            Op::Crash => {
-                // Let the lazy ack flush run, then drop everything without a
-                // clean shutdown.
-                // 15 flush intervals: the lazy ack flush has surely run.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+            Op::Resubscribe => {
+                // The old member's leases go back for redelivery, counting the
+                // attempt they used.
                 real.member = None;
+                real.join().await;
+                for o in std::mem::take(&mut real.held).into_keys() {
+                    if let State::InFlight { attempts } = model.state[o] {
+                        model.state[o] = State::Pending { attempts };
+                    }
+                }
+            }
+            Op::Crash => {
+                // Persist the lazily flushed ack state, then drop everything
+                // without closing the store. Acks lost in the last flush
+                // interval would legitimately come back, which this exact model
+                // does not predict; a sleep "long enough" for the lazy flush is
+                // not, on a loaded machine.
                 let b = real.broker.take().unwrap();
+                b.flush().await;
+                real.member = None;
                 drop(b);
                 real.broker = Some(open(real.dir.path()).await);
                 real.join().await;
@@ -331,19 +358,11 @@ async fn run(ops: Vec<Op>, key_ordered: bool) {
                 }
             }
             Op::SeekEarliest => {
-                // The model keeps it simple: only seek when no dead letter or
-                // redriven event is around (their interplay is covered elsewhere).
-                let special = model
-                    .state
-                    .iter()
-                    .any(|s| matches!(s, State::Dead { .. } | State::Purged));
-                if special
-                    || model
-                        .state
-                        .iter()
-                        .enumerate()
-                        .any(|(o, _)| o >= model.keys.len())
-                {
+                // Seeking makes every event unsettled, attempts starting over;
+                // redriven events (all at or after the target) are superseded by
+                // the log's copy. An event in the DLQ would be both dead and
+                // pending, which this model does not track: skip that case.
+                if model.state.iter().any(|s| matches!(s, State::Dead { .. })) {
                     continue;
                 }
                 real.b().seek("t", "s", SeekTarget::Earliest).await.unwrap();
@@ -451,21 +470,27 @@ async fn run(ops: Vec<Op>, key_ordered: bool) {
     }
 }
 
+fn run_case(ops: Vec<Op>, key_ordered: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(ops, key_ordered));
+}
+
+// Two tests of 256 cases each, one per ordering mode: the harness runs them in
+// parallel, and most of a case is spent waiting for deliveries.
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
-    // Ignored in the default run: in one of five full-workspace runs it failed
-    // ("delivered set" / "delivered twice in one round"), while repeated runs
-    // of this binary alone pass all 256 cases. Until that is explained it must
-    // not gate CI; run it with `cargo test -p eventbus-log --test model -- --ignored`.
     #[test]
-    #[ignore = "intermittent divergence under load; under investigation"]
-    fn delivery_engine_matches_the_model(ops in proptest::collection::vec(op(), 1..25), key_ordered in any::<bool>()) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(run(ops, key_ordered));
+    fn unordered_delivery_matches_the_model(ops in proptest::collection::vec(op(), 1..25)) {
+        run_case(ops, false);
+    }
+
+    #[test]
+    fn key_ordered_delivery_matches_the_model(ops in proptest::collection::vec(op(), 1..25)) {
+        run_case(ops, true);
     }
 }

@@ -124,11 +124,11 @@ enum Command {
     UpdateMeta(Box<SubscriptionMeta>),
     /// Dead letters moved to the redrive queue (already persisted).
     Redriven(Vec<Redriven>),
-    /// Repositions the partitions that have a target; replies with the ops that
-    /// persist their new state (the caller writes them synced).
+    /// Repositions the partitions that have a target and persists their new
+    /// state (synced) before replying.
     Seek {
         targets: Vec<Option<Offset>>,
-        reply: oneshot::Sender<Vec<Op>>,
+        reply: oneshot::Sender<Result<()>>,
     },
     Stop {
         reason: StopReason,
@@ -241,12 +241,12 @@ impl SubscriptionHandle {
         self.send(Command::Redriven(entries)).await
     }
 
-    /// Repositions partitions (see `Actor::seek`) and returns the ops that
-    /// persist the new positions.
-    pub async fn seek(&self, targets: Vec<Option<Offset>>) -> Result<Vec<Op>> {
+    /// Repositions partitions (see `Actor::seek`); returns once the new
+    /// positions are on disk.
+    pub async fn seek(&self, targets: Vec<Option<Offset>>) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Seek { targets, reply }).await?;
-        rx.await.map_err(|_| Error::ShuttingDown)
+        rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
     pub async fn stats(&self) -> Result<SubscriptionStats> {
@@ -616,6 +616,14 @@ impl Actor {
                     }
                     let _ = reply.send(outcome);
                 }
+                Wake::Command(Some(Command::Seek { targets, reply })) => {
+                    // Everything not yet flushed goes first in the same synced
+                    // batch, so no later lazy flush can overwrite the new
+                    // positions with older state.
+                    let mut ops = self.dirty_ops();
+                    ops.extend(self.seek(targets));
+                    let _ = reply.send(self.log.write(ops, true).await);
+                }
                 Wake::Command(Some(cmd)) => self.handle(cmd),
                 Wake::Tail => {}
                 Wake::Fetched(res) => {
@@ -674,9 +682,6 @@ impl Actor {
                 let _ = reply.send(self.stats());
             }
             Command::Redriven(entries) => self.redrive.extend(entries),
-            Command::Seek { targets, reply } => {
-                let _ = reply.send(self.seek(targets, now));
-            }
             Command::UpdateMeta(meta) => {
                 self.ack_deadline = Duration::from_millis(meta.config.ack_deadline_ms);
                 self.meta = *meta;
@@ -687,7 +692,7 @@ impl Actor {
                     }
                 }
             }
-            Command::Stop { .. } => unreachable!("handled in run"),
+            Command::Stop { .. } | Command::Seek { .. } => unreachable!("handled in run"),
         }
     }
 
@@ -1178,21 +1183,53 @@ impl Actor {
     /// Moves partitions to new positions: their leases, pending redeliveries and
     /// read-ahead are dropped, and everything from the target on is unsettled
     /// (attempt counts start over). Old ack ids of those partitions go stale.
-    fn seek(&mut self, targets: Vec<Option<Offset>>, _now: Instant) -> Vec<Op> {
+    ///
+    /// Redriven dead letters at or after the target are dropped too (queued,
+    /// leased or waiting), with their stored redrive entries: the log hands
+    /// them out again, so keeping them would deliver the event twice. Redriven
+    /// dead letters before the target are untouched; an operator returned them
+    /// explicitly and the seek does not reach them.
+    fn seek(&mut self, targets: Vec<Option<Offset>>) -> Vec<Op> {
         let mut ops = Vec::new();
         for (p, target) in targets.into_iter().enumerate() {
             let Some(target) = target else { continue };
             let p_id = p as PartitionId;
+            let survives = |key: &Key, origin: &Origin| {
+                key.0 != p_id || (matches!(origin, Origin::Redrive { .. }) && key.1 < target)
+            };
+            let mut gone_redrives = Vec::new();
             let held: Vec<Key> = self
                 .leases
-                .keys()
-                .filter(|k| k.0 == p_id)
-                .copied()
+                .iter()
+                .filter(|(k, l)| !survives(k, &l.origin))
+                .map(|(k, _)| *k)
                 .collect();
             for key in held {
-                self.end_lease(key);
+                if let Origin::Redrive { seq, .. } = self.end_lease(key).origin {
+                    gone_redrives.push(seq);
+                }
             }
-            self.waiting.retain(|k, _| k.0 != p_id);
+            self.waiting.retain(|k, w| {
+                let keep = survives(k, &w.origin);
+                if let (false, Origin::Redrive { seq, .. }) = (keep, w.origin) {
+                    gone_redrives.push(seq);
+                }
+                keep
+            });
+            self.redrive.retain(|r| {
+                let keep = r.event.partition != p_id || r.event.offset < target;
+                if !keep {
+                    gone_redrives.push(r.seq);
+                }
+                keep
+            });
+            for seq in gone_redrives {
+                self.redrive_entries.remove(&seq);
+                ops.push(Op::Delete(
+                    Cf::Subs,
+                    keys::redrive_key(self.meta.id, seq).to_vec(),
+                ));
+            }
             let before = self.unblocked.len();
             self.unblocked.retain(|e| e.partition != p_id);
             let mut dropped = before - self.unblocked.len();
@@ -1204,8 +1241,21 @@ impl Actor {
                 !gone
             });
             self.buffered -= dropped;
+            // Keys of this partition are free again, except those a surviving
+            // redriven event still holds.
             let topic = self.topic.clone();
             self.busy_keys.retain(|k| topic.route(k) != p_id);
+            if self.key_ordered() {
+                let still_busy = self
+                    .leases
+                    .iter()
+                    .map(|(k, l)| (k, &l.event))
+                    .chain(self.waiting.iter().map(|(k, w)| (k, &w.event)))
+                    .filter(|(k, e)| k.0 == p_id && !e.key.is_empty())
+                    .map(|(_, e)| e.key.clone())
+                    .collect::<Vec<_>>();
+                self.busy_keys.extend(still_busy);
+            }
             let part = &mut self.parts[p];
             self.buffered -= part.buffer.len();
             part.buffer.clear();
