@@ -1,39 +1,77 @@
-//! Rust client for eventbus.
+//! Rust client for [eventbus](https://github.com/eventbus/eventbus), a durable
+//! event bus served over gRPC.
 //!
-//! This is the thin first cut: a connected [`Client`] that hands out the
-//! generated gRPC clients. Batching publishers, reconnecting subscriptions and
-//! automatic lease extension come with the SDK issue.
+//! It is thin: the wire types are the generated [`v1`] messages. What it adds
+//! is what is easy to get wrong by hand:
 //!
-//! # Layout
-//! * [`Client`]: one HTTP/2 connection, shared by every call.
-//! * [`v1`]: the generated `eventbus.v1` messages and clients.
+//! * [`Publisher`]: automatic batching (bounded by events, bytes and a
+//!   linger), bounded batches in flight with backpressure, retries of
+//!   UNAVAILABLE with backoff, and an idempotency key on every event so a
+//!   retry cannot store it twice. Per-key order holds across retries.
+//! * [`Subscription`]: a [`Stream`](futures_core::Stream) of [`Delivery`]s
+//!   that reconnects with backoff, batches acks and nacks, and extends the
+//!   leases of deliveries you still hold. [`Subscription::run`] runs a handler
+//!   with bounded concurrency: `Ok` acks, an error nacks, and a
+//!   [permanent](HandlerError::permanent) error dead-letters.
+//! * Typed payloads: [`Event::json`] / [`Message::json`] (serde) and
+//!   [`Event::proto`] / [`Message::proto`] (prost), with `content_type` set.
+//! * [`Admin`]: topics, subscriptions, pause/resume/seek and the dead-letter
+//!   queue.
+//! * One [`Error`] type with [`Error::is_retryable`].
+//!
+//! Everything runs on Tokio; create publishers and subscriptions inside a
+//! Tokio runtime.
+//!
+//! ```no_run
+//! use eventbus::{Client, Event, HandlerError, Message};
+//!
+//! # async fn demo() -> eventbus::Result<()> {
+//! let client = Client::connect("http://127.0.0.1:50051").await?;
+//!
+//! let orders = client.publisher("orders");
+//! let stored = orders
+//!     .publish(Event::json("order.created", &serde_json::json!({"id": 7}))?.key("order-7"))
+//!     .await?;
+//! println!("stored at partition {} offset {}", stored.partition, stored.offset);
+//!
+//! client
+//!     .subscribe("orders", "billing")
+//!     .run(
+//!         |msg: Message| async move {
+//!             let order: serde_json::Value = msg.json().map_err(HandlerError::permanent)?;
+//!             println!("attempt {}: {order}", msg.attempt());
+//!             Ok(())
+//!         },
+//!         8,
+//!     )
+//!     .await
+//! # }
+//! ```
 
-use tonic::transport::{Channel, Endpoint};
+#![warn(missing_docs)]
 
+mod admin;
+mod backoff;
+mod client;
+mod delivery;
+mod error;
+mod event;
+mod handler;
+mod publisher;
+mod settle;
+mod subscription;
+
+pub use admin::{Admin, DeadLetters, SeekTo, SubscriptionSettings};
+pub use backoff::RetryPolicy;
+pub use client::{Channel, Client, ClientBuilder, Credentials, TlsConfig};
+pub use delivery::{Delivery, Lease};
+pub use error::{Error, Result};
+pub use event::{Event, Message, CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF};
+pub use handler::HandlerError;
+pub use publisher::{PublishHandle, Published, Publisher, PublisherConfig, PublisherStats};
+pub use subscription::{SubscriberConfig, Subscription};
+
+/// The generated `eventbus.v1` messages and gRPC clients.
 pub use eventbus_proto::v1;
-use v1::admin_service_client::AdminServiceClient;
-use v1::event_service_client::EventServiceClient;
-
-/// A connection to an eventbus server. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Client {
-    channel: Channel,
-}
-
-impl Client {
-    /// Connects to `url`, e.g. `http://127.0.0.1:50051`.
-    pub async fn connect(url: impl Into<String>) -> Result<Client, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.into())?.connect().await?;
-        Ok(Client { channel })
-    }
-
-    /// Publish, Subscribe, Ack, Nack, ModifyAckDeadline and Replay.
-    pub fn events(&self) -> EventServiceClient<Channel> {
-        EventServiceClient::new(self.channel.clone())
-    }
-
-    /// Topics, subscriptions and dead letters.
-    pub fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel.clone())
-    }
-}
+/// gRPC status codes, as returned by [`Error::code`].
+pub use tonic::Code;

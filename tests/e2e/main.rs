@@ -12,5 +12,6 @@ mod ordering;
 mod replay;
 mod restart;
 mod retention;
+mod sdk;
 mod seek;
 mod support;

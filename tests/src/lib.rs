@@ -235,3 +235,55 @@ pub fn temp_dir() -> (TempDir, PathBuf) {
     let data = dir.path().join("data");
     (dir, data)
 }
+
+/// A TCP forwarder on 127.0.0.1:0 in front of a server, whose connections a
+/// test can cut at will: what a client sees when a load balancer, a network
+/// blip or a server restart drops its connection mid-call.
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    /// Forwards every connection accepted on a fresh 127.0.0.1:0 port to `target`.
+    pub async fn start(target: SocketAddr) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cuts = cuts.clone();
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {} // dropping both sockets cuts the connection
+                    }
+                });
+            }
+        });
+        CuttableProxy { addr, cut, task }
+    }
+
+    /// Closes every connection open right now; later ones are forwarded again.
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// `http://` URL of the proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -42,6 +42,9 @@ fn main() -> Result<()> {
             bootstrap()?;
             lint_proto()?;
             run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+            // The SDK's documentation examples must compile (`--all-targets`
+            // does not build doctests).
+            run(cargo().args(["test", "--doc", "--package", "eventbus-sdk"]))?;
             tour()
         }
         "lint" => {

@@ -6,9 +6,8 @@ use eventbus_log::Broker;
 use eventbus_proto::v1::{ModifyAckDeadlineRequest, ModifyAckDeadlineResponse};
 use tonic::Status;
 
-use super::ack::stale_to_status;
 use super::convert::duration_from_proto;
-use super::status::{invalid, to_status};
+use super::status::{invalid, stale_to_status, to_status};
 
 pub async fn handle(
     broker: &Broker,

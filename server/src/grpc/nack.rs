@@ -7,9 +7,8 @@ use eventbus_log::Broker;
 use eventbus_proto::v1::{NackRequest, NackResponse};
 use tonic::Status;
 
-use super::ack::stale_to_status;
 use super::convert::duration_from_proto;
-use super::status::{invalid, to_status};
+use super::status::{invalid, stale_to_status, to_status};
 
 /// Longest accepted nack delay: the longest ack deadline.
 const MAX_NACK_DELAY: Duration = eventbus_log::options::MAX_ACK_DEADLINE;

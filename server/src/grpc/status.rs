@@ -4,6 +4,7 @@
 //! someone decides its status code. Field errors carry a `BadRequest` detail
 //! (google.rpc.error_details) so clients can point at the field.
 
+use eventbus_log::delivery::SettleOutcome;
 use eventbus_log::Error;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -40,6 +41,40 @@ pub fn to_status(err: Error) -> Status {
             "the server is shutting down; retry on another instance or after restart",
         ),
     }
+}
+
+/// Precondition-failure type naming an ack id whose lease is no longer held.
+/// Clients that batch settles read these to tell which ids failed.
+pub const STALE_LEASE: &str = "STALE_LEASE";
+
+/// FAILED_PRECONDITION when some leases were no longer held; the other ids
+/// were processed. Every stale id is listed as a `PreconditionFailure`
+/// violation of type [`STALE_LEASE`] (subject: the ack id), so a client that
+/// batched many settles can fail exactly the ones concerned.
+pub fn stale_to_status(verb: &str, total: usize, outcome: SettleOutcome) -> Result<(), Status> {
+    if outcome.stale.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = outcome.stale.iter().map(|id| id.encode()).collect();
+    let message = format!(
+        "{} of {total} ack ids name leases that expired or were redelivered, so they were not {verb} \
+         (the event will be or was delivered again); the other ids were {verb}. First stale ids: {}",
+        ids.len(),
+        ids.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+    );
+    let mut details = ErrorDetails::new();
+    for id in ids {
+        details.add_precondition_failure_violation(
+            STALE_LEASE,
+            id,
+            "the lease expired or the event was redelivered under a newer lease",
+        );
+    }
+    Err(Status::with_error_details(
+        Code::FailedPrecondition,
+        message,
+        details,
+    ))
 }
 
 /// A field error raised in the gRPC layer itself (wire-level validation).

@@ -1,0 +1,243 @@
+//! The connection: [`Client`] and its [`ClientBuilder`].
+
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Endpoint;
+
+use crate::admin::Admin;
+use crate::error::{Error, Result};
+use crate::publisher::{Publisher, PublisherConfig};
+use crate::subscription::{SubscriberConfig, Subscription};
+use crate::v1::event_service_client::EventServiceClient;
+
+/// The transport every generated client in this SDK runs on: one HTTP/2
+/// connection (reconnected on demand) with the client's credentials attached.
+pub type Channel = InterceptedService<tonic::transport::Channel, Credentials>;
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    bearer: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.bearer {
+            req.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// TLS settings for [`ClientBuilder::tls`]. The server speaks plaintext HTTP/2
+/// today; this is where TLS will be configured once it supports it.
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig {
+    /// PEM-encoded CA certificate(s) to trust instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Server name to verify, when it differs from the URL's host.
+    pub domain: Option<String>,
+}
+
+/// Configures a [`Client`]. Start with [`Client::builder`].
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    url: String,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+    bearer_token: Option<String>,
+    tls: Option<TlsConfig>,
+}
+
+impl ClientBuilder {
+    /// How long to wait for the TCP + HTTP/2 handshake. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Deadline for each unary call (publish, ack, admin calls). Streams
+    /// (Subscribe, Replay) are not cut by it. Default: none.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Sends `authorization: Bearer <token>` with every call.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Connects over TLS. Not supported by the server yet: `connect` returns
+    /// [`Error::InvalidArgument`] until it is.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Connects now; fails if the server cannot be reached.
+    pub async fn connect(self) -> Result<Client> {
+        let (endpoint, credentials) = self.endpoint()?;
+        let channel = endpoint.connect().await?;
+        Ok(Client::from_parts(channel, credentials))
+    }
+
+    /// Returns at once; the connection is made by the first call (and remade
+    /// after it breaks), so a server that starts later is fine.
+    pub fn connect_lazy(self) -> Result<Client> {
+        let (endpoint, credentials) = self.endpoint()?;
+        Ok(Client::from_parts(endpoint.connect_lazy(), credentials))
+    }
+
+    fn endpoint(self) -> Result<(Endpoint, Credentials)> {
+        if self.tls.is_some() {
+            return Err(Error::InvalidArgument(
+                "TLS is not supported by the eventbus server yet; connect with an http:// URL"
+                    .into(),
+            ));
+        }
+        let url = if self.url.contains("://") {
+            self.url
+        } else {
+            format!("http://{}", self.url)
+        };
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::InvalidArgument(format!("server URL {url:?}: {e}")))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        if let Some(t) = self.request_timeout {
+            endpoint = endpoint.timeout(t);
+        }
+        let bearer = match self.bearer_token {
+            None => None,
+            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+                Error::InvalidArgument("bearer token must be printable ASCII".into())
+            })?),
+        };
+        Ok((endpoint, Credentials { bearer }))
+    }
+}
+
+/// A connection to an eventbus server. Cheap to clone; clones share the
+/// connection, which multiplexes every call over HTTP/2.
+///
+/// ```no_run
+/// # async fn demo() -> eventbus::Result<()> {
+/// let client = eventbus::Client::connect("http://127.0.0.1:50051").await?;
+/// let publisher = client.publisher("orders");
+/// publisher
+///     .publish(eventbus::Event::new("order.created", "{}").key("order-1"))
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `http://127.0.0.1:50051`; a bare `host:port`
+    /// means `http://`) with default settings.
+    pub async fn connect(url: impl Into<String>) -> Result<Client> {
+        Client::builder(url).connect().await
+    }
+
+    /// Starts configuring a connection to `url`.
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: None,
+            bearer_token: None,
+            tls: None,
+        }
+    }
+
+    fn from_parts(channel: tonic::transport::Channel, credentials: Credentials) -> Client {
+        Client {
+            channel: InterceptedService::new(channel, credentials),
+        }
+    }
+
+    /// A batching publisher for `topic` with default settings.
+    pub fn publisher(&self, topic: impl Into<String>) -> Publisher {
+        self.publisher_with(topic, PublisherConfig::default())
+    }
+
+    /// A batching publisher for `topic`.
+    pub fn publisher_with(&self, topic: impl Into<String>, config: PublisherConfig) -> Publisher {
+        Publisher::new(self.events(), topic.into(), config)
+    }
+
+    /// Joins `subscription` on `topic` with default settings. Nothing is sent
+    /// until the returned stream is first polled (or [`Subscription::run`]).
+    pub fn subscribe(
+        &self,
+        topic: impl Into<String>,
+        subscription: impl Into<String>,
+    ) -> Subscription {
+        self.subscribe_with(topic, subscription, SubscriberConfig::default())
+    }
+
+    /// Joins `subscription` on `topic`.
+    pub fn subscribe_with(
+        &self,
+        topic: impl Into<String>,
+        subscription: impl Into<String>,
+        config: SubscriberConfig,
+    ) -> Subscription {
+        Subscription::new(self.clone(), topic.into(), subscription.into(), config)
+    }
+
+    /// Topics, subscriptions and dead letters.
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.channel.clone())
+    }
+
+    /// The generated EventService client, for calls the SDK does not wrap
+    /// (for example Replay).
+    pub fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel.clone())
+    }
+
+    /// The underlying channel, for other generated clients.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_tls_until_the_server_supports_it() {
+        let err = Client::builder("https://127.0.0.1:1")
+            .tls(TlsConfig::default())
+            .connect_lazy()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bare_host_port_means_http() {
+        Client::builder("127.0.0.1:1").connect_lazy().unwrap();
+        let err = Client::builder("not a url").connect_lazy().unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+
+    #[test]
+    fn bearer_token_must_be_ascii() {
+        let err = Client::builder("http://127.0.0.1:1")
+            .bearer_token("bad\ntoken")
+            .connect_lazy()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+}

@@ -1,0 +1,319 @@
+//! [`Subscription`]: a reconnecting stream of deliveries, and
+//! [`Subscription::run`] for handler-style consumers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::backoff::{Backoff, RetryPolicy};
+use crate::client::Client;
+use crate::delivery::Delivery;
+use crate::error::{Error, Result};
+use crate::event::Message;
+use crate::handler::HandlerError;
+use crate::settle::{SettleConfig, Settler};
+use crate::v1;
+
+/// How a [`Subscription`] receives and settles.
+#[derive(Clone, Debug)]
+pub struct SubscriberConfig {
+    /// Unsettled deliveries the server may have outstanding on this stream
+    /// (flow control). Default 256.
+    pub max_in_flight: u32,
+    /// How long acks and nacks wait to share a call. Default 5 ms.
+    pub settle_linger: Duration,
+    /// Most ack ids in one settle call. Default 1000.
+    pub max_settle_batch: usize,
+    /// Stop extending a lease after this long; the event is then redelivered
+    /// when its deadline passes. Default 1 hour.
+    pub max_lease_duration: Duration,
+    /// Reconnect backoff when the stream breaks (UNAVAILABLE, connection
+    /// loss, server restart). `timeout: None` (the default) keeps trying.
+    pub reconnect: RetryPolicy,
+    /// Retries of a settle call that failed retryably.
+    pub settle_retry: RetryPolicy,
+}
+
+impl Default for SubscriberConfig {
+    fn default() -> Self {
+        SubscriberConfig {
+            max_in_flight: 256,
+            settle_linger: Duration::from_millis(5),
+            max_settle_batch: 1000,
+            max_lease_duration: Duration::from_secs(3600),
+            reconnect: RetryPolicy {
+                min_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(10),
+                timeout: None,
+            },
+            settle_retry: RetryPolicy {
+                timeout: Some(Duration::from_secs(10)),
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+/// A member of a subscription (consumer group): a [`Stream`] of
+/// [`Delivery`]s that reconnects with backoff when the connection drops and
+/// extends the leases of deliveries you hold.
+///
+/// It ends with an error only for failures that reconnecting cannot fix
+/// (NOT_FOUND, INVALID_ARGUMENT, ...). Nothing is sent to the server until it
+/// is first polled. Must be used within a Tokio runtime.
+///
+/// ```no_run
+/// use tokio_stream::StreamExt;
+/// # async fn demo(client: eventbus::Client) -> eventbus::Result<()> {
+/// let mut deliveries = client.subscribe("orders", "billing");
+/// while let Some(delivery) = deliveries.next().await {
+///     let delivery = delivery?;
+///     println!("{:?}", delivery.payload());
+///     delivery.ack().await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Subscription {
+    client: Client,
+    topic: String,
+    name: String,
+    config: SubscriberConfig,
+    rx: Option<mpsc::Receiver<Result<Delivery>>>,
+    session: Option<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        client: Client,
+        topic: String,
+        name: String,
+        config: SubscriberConfig,
+    ) -> Subscription {
+        Subscription {
+            client,
+            topic,
+            name,
+            config,
+            rx: None,
+            session: None,
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The subscription name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&mut self) -> &mut mpsc::Receiver<Result<Delivery>> {
+        if self.rx.is_none() {
+            let (tx, rx) = mpsc::channel(self.config.max_in_flight.max(1) as usize);
+            let session = Session {
+                client: self.client.clone(),
+                topic: self.topic.clone(),
+                name: self.name.clone(),
+                config: self.config.clone(),
+                tx,
+            };
+            self.session = Some(AbortOnDrop(tokio::spawn(session.run())));
+            self.rx = Some(rx);
+        }
+        self.rx.as_mut().expect("just set")
+    }
+
+    /// Runs `handler` for every delivery, at most `concurrency` at a time
+    /// (each on its own Tokio task): `Ok` acks, an error nacks (with its
+    /// delay, if it has one), and a [permanent](HandlerError::permanent)
+    /// error dead-letters with the error's text as the reason.
+    ///
+    /// Returns when the subscription ends with an error that reconnecting
+    /// cannot fix, after the running handlers finished. To stop it otherwise,
+    /// drop the future (running handlers are then cancelled and their
+    /// deliveries nacked).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> eventbus::Result<()> {
+    /// use eventbus::HandlerError;
+    /// client
+    ///     .subscribe("orders", "billing")
+    ///     .run(
+    ///         |msg: eventbus::Message| async move {
+    ///             let order: serde_json::Value = msg.json().map_err(HandlerError::permanent)?;
+    ///             println!("order {order}");
+    ///             Ok(())
+    ///         },
+    ///         16,
+    ///     )
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn run<F, Fut>(mut self, handler: F, concurrency: usize) -> Result<()>
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let concurrency = concurrency.max(1);
+        let mut running = JoinSet::new();
+        let rx = self.start();
+        loop {
+            while running.len() >= concurrency {
+                let _ = running.join_next().await;
+            }
+            tokio::select! {
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                item = rx.recv() => match item {
+                    Some(Ok(delivery)) => {
+                        let handler = handler.clone();
+                        running.spawn(async move {
+                            let (message, lease) = delivery.into_parts();
+                            let outcome = handler(message).await;
+                            let settled = match outcome {
+                                Ok(()) => lease.ack().await,
+                                Err(e) => e.settle(lease).await,
+                            };
+                            if let Err(e) = settled {
+                                tracing::debug!(error = %e, "could not settle a delivery");
+                            }
+                        });
+                    }
+                    Some(Err(e)) => {
+                        while running.join_next().await.is_some() {}
+                        return Err(e);
+                    }
+                    None => {
+                        while running.join_next().await.is_some() {}
+                        return Err(Error::Closed("subscription"));
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Delivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.start().poll_recv(cx)
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// The background task of one subscription: (re)opens the Subscribe stream
+/// and forwards deliveries.
+struct Session {
+    client: Client,
+    topic: String,
+    name: String,
+    config: SubscriberConfig,
+    tx: mpsc::Sender<Result<Delivery>>,
+}
+
+impl Session {
+    async fn run(self) {
+        let settler = Settler::spawn(
+            self.client.events(),
+            self.topic.clone(),
+            self.name.clone(),
+            SettleConfig {
+                linger: self.config.settle_linger,
+                max_batch: self.config.max_settle_batch,
+                max_lease: self.config.max_lease_duration,
+                retry: self.config.settle_retry.clone(),
+            },
+        );
+        let mut backoff = Backoff::new(&self.config.reconnect);
+        let started = tokio::time::Instant::now();
+        loop {
+            let err = match self.stream(&settler, &mut backoff).await {
+                Ok(()) => return, // the consumer went away
+                Err(e) => e,
+            };
+            if !err.is_retryable() || !self.config.reconnect.in_time(started) {
+                let _ = self.tx.send(Err(err)).await;
+                return;
+            }
+            tracing::debug!(topic = %self.topic, subscription = %self.name, error = %err, "subscription stream broke; reconnecting");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// One Subscribe stream, until it fails (`Err`) or the consumer is gone
+    /// (`Ok`). A stream the server ends cleanly is treated as UNAVAILABLE.
+    async fn stream(&self, settler: &Settler, backoff: &mut Backoff) -> Result<()> {
+        let request = v1::SubscribeRequest {
+            topic: self.topic.clone(),
+            subscription: self.name.clone(),
+            max_in_flight: self.config.max_in_flight,
+        };
+        let mut stream = self.client.events().subscribe(request).await?.into_inner();
+        // The subscription exists now (it may have been auto-created): learn
+        // its ack deadline, so held leases are extended in time.
+        match self
+            .client
+            .admin()
+            .get_subscription(&self.topic, &self.name)
+            .await
+        {
+            Ok(sub) => {
+                if let Some(d) = sub.ack_deadline {
+                    settler.set_ack_deadline(Duration::new(
+                        d.seconds.max(0) as u64,
+                        d.nanos.max(0) as u32,
+                    ));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the ack deadline; extending leases conservatively")
+            }
+        }
+        loop {
+            let batch = tokio::select! {
+                msg = stream.message() => msg?,
+                _ = self.tx.closed() => return Ok(()),
+            };
+            let Some(batch) = batch else {
+                return Err(Error::Status(tonic::Status::unavailable(
+                    "the server ended the subscription stream",
+                )));
+            };
+            backoff.reset();
+            for d in batch.deliveries {
+                let delivery = Delivery::new(d, settler.clone());
+                if self.tx.send(Ok(delivery)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

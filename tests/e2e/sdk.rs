@@ -1,0 +1,425 @@
+//! The Rust SDK (`eventbus-sdk`) against the real server: batching, retries
+//! over a connection cut mid-publish, a reconnecting subscription, automatic
+//! lease extension, `run` with failing handlers, typed payloads and errors.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventbus::{
+    Client, DeadLetters, Error, Event, HandlerError, Message, PublisherConfig, SeekTo,
+    SubscriberConfig, SubscriptionSettings,
+};
+use eventbus_tests::{CuttableProxy, TestServer};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::support::PATIENCE;
+
+async fn client(server: &TestServer) -> Client {
+    Client::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect")
+}
+
+/// Every event of `topic` in the log, read with Replay (not via the SDK).
+async fn stored_payloads(client: &Client, topic: &str) -> Vec<String> {
+    let mut stream = client
+        .events()
+        .replay(eventbus::v1::ReplayRequest {
+            topic: topic.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("replay")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(msg) = stream.next().await {
+        for e in msg.expect("replay stream").events {
+            out.push(String::from_utf8(e.payload.to_vec()).expect("utf8"));
+        }
+    }
+    out
+}
+
+/// Polls the subscription until `done` holds for its stats.
+async fn wait_for_stats(
+    client: &Client,
+    topic: &str,
+    sub: &str,
+    what: &str,
+    done: impl Fn(&eventbus::v1::SubscriptionStats) -> bool,
+) -> eventbus::v1::SubscriptionStats {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let s = client
+            .admin()
+            .get_subscription(topic, sub)
+            .await
+            .expect("get subscription")
+            .stats
+            .unwrap_or_default();
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited in vain for {what}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn many_small_publishes_share_few_calls() {
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    let publisher = client.publisher("batched");
+    let mut handles = Vec::new();
+    for i in 0..2000 {
+        handles.push(
+            publisher
+                .send(Event::new("n", format!("{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut positions = HashSet::new();
+    for h in handles {
+        let p = h.await.expect("published");
+        assert!(!p.duplicate);
+        assert!(positions.insert((p.partition, p.offset)), "position reused");
+    }
+    let stats = publisher.stats();
+    assert_eq!(stats.events, 2000);
+    assert!(
+        stats.batches <= 40,
+        "2000 queued publishes took {} Publish calls",
+        stats.batches
+    );
+    publisher.close().await;
+    assert_eq!(stored_payloads(&client, "batched").await.len(), 2000);
+}
+
+#[tokio::test]
+async fn publish_retries_over_cut_connections_without_duplicates() {
+    let server = TestServer::start().await;
+    let direct = client(&server).await;
+    let proxy = CuttableProxy::start(server.addr).await;
+    let via_proxy = Client::builder(proxy.url()).connect_lazy().unwrap();
+    let publisher = via_proxy.publisher_with(
+        "retried",
+        PublisherConfig {
+            max_batch_events: 50,
+            ..Default::default()
+        },
+    );
+
+    // Publish in rounds while the proxy cuts every connection, until some
+    // Publish call has been retried (cut mid-call) a few times.
+    let mut sent = 0;
+    let mut positions = HashSet::new();
+    let mut duplicates = 0;
+    for _round in 0..200 {
+        let mut handles = Vec::new();
+        for _ in 0..100 {
+            let h = publisher
+                .send(Event::new("n", format!("{sent}")))
+                .await
+                .unwrap();
+            handles.push(h);
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        proxy.cut_all();
+        for h in handles {
+            let p = h
+                .await
+                .expect("a retryable failure must not reach the caller");
+            duplicates += p.duplicate as u32;
+            assert!(
+                positions.insert((p.partition, p.offset)),
+                "two events got one position"
+            );
+        }
+        if publisher.stats().retries >= 3 {
+            break;
+        }
+    }
+    let stats = publisher.stats();
+    assert!(
+        stats.retries >= 3,
+        "the cuts never hit a call in flight: {stats:?}"
+    );
+    let stored = stored_payloads(&direct, "retried").await;
+    let distinct: BTreeSet<_> = stored.iter().collect();
+    assert_eq!(
+        stored.len(),
+        sent,
+        "every event stored exactly once ({duplicates} retries answered as duplicates)"
+    );
+    assert_eq!(distinct.len(), sent);
+}
+
+#[tokio::test]
+async fn subscription_reconnects_after_the_connection_drops() {
+    let server = TestServer::start().await;
+    let direct = client(&server).await;
+    let admin = direct.admin();
+    admin
+        .create_subscription("t", "s", SubscriptionSettings::default())
+        .await
+        .unwrap();
+    let publisher = direct.publisher("t");
+    for i in 0..10 {
+        publisher
+            .publish(Event::new("n", format!("{i}")))
+            .await
+            .unwrap();
+    }
+
+    let proxy = CuttableProxy::start(server.addr).await;
+    let via_proxy = Client::builder(proxy.url()).connect_lazy().unwrap();
+    // At most 2 unsettled per stream: the events after the cut can only
+    // arrive over a new stream.
+    let mut deliveries = via_proxy.subscribe_with(
+        "t",
+        "s",
+        SubscriberConfig {
+            max_in_flight: 2,
+            ..Default::default()
+        },
+    );
+    let mut acked = BTreeSet::new();
+    let mut cut = false;
+    tokio::time::timeout(PATIENCE, async {
+        while acked.len() < 10 {
+            let d = deliveries
+                .next()
+                .await
+                .expect("the stream never ends on a cut")
+                .expect("a cut connection is not an error");
+            let payload = String::from_utf8(d.payload().to_vec()).unwrap();
+            if d.ack().await.is_ok() {
+                acked.insert(payload);
+            }
+            if acked.len() == 5 && !cut {
+                proxy.cut_all();
+                cut = true;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of 10 acked after the cut", acked.len()));
+    let stats = wait_for_stats(&direct, "t", "s", "backlog 0, one member", |s| {
+        s.backlog == 0 && s.members == 1
+    })
+    .await;
+    assert_eq!(stats.acked, 10);
+}
+
+#[tokio::test]
+async fn a_slow_handler_keeps_its_lease() {
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    client
+        .admin()
+        .create_subscription(
+            "slow",
+            "s",
+            SubscriptionSettings {
+                ack_deadline: Some(Duration::from_secs(1)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .publisher("slow")
+        .publish(Event::new("n", "work"))
+        .await
+        .unwrap();
+    let mut deliveries = client.subscribe("slow", "s");
+    let d = deliveries.next().await.unwrap().unwrap();
+    assert_eq!(d.attempt(), 1);
+    // Three ack deadlines of "work"; the SDK extends the lease meanwhile.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    d.ack().await.expect("the lease was still held");
+    let stats = client
+        .admin()
+        .get_subscription("slow", "s")
+        .await
+        .unwrap()
+        .stats
+        .unwrap();
+    assert_eq!((stats.delivered, stats.redelivered, stats.acked), (1, 0, 1));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), deliveries.next())
+            .await
+            .is_err(),
+        "nothing is redelivered"
+    );
+}
+
+#[tokio::test]
+async fn run_acks_retries_and_dead_letters() {
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    let admin = client.admin();
+    admin
+        .create_subscription(
+            "jobs",
+            "workers",
+            SubscriptionSettings {
+                retry_backoff: Some((Duration::from_millis(50), Duration::from_millis(200))),
+                max_delivery_attempts: Some(5),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let publisher = client.publisher("jobs");
+    for p in ["ok", "flaky", "poison"] {
+        publisher.publish(Event::new("job", p)).await.unwrap();
+    }
+
+    let seen: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let log = seen.clone();
+    let run = tokio::spawn(client.subscribe("jobs", "workers").run(
+        move |msg: Message| {
+            let log = log.clone();
+            async move {
+                let payload = String::from_utf8(msg.payload().to_vec())?;
+                log.lock().unwrap().push((payload.clone(), msg.attempt()));
+                match payload.as_str() {
+                    "flaky" if msg.attempt() == 1 => Err(HandlerError::retry("try again")),
+                    "poison" => Err(HandlerError::permanent("cannot parse order")),
+                    _ => Ok(()),
+                }
+            }
+        },
+        4,
+    ));
+    let stats = wait_for_stats(&client, "jobs", "workers", "2 acked, 1 dead", |s| {
+        s.acked == 2 && s.dead_letter_count == 1
+    })
+    .await;
+    run.abort();
+    assert_eq!((stats.nacked, stats.dead_lettered), (1, 1));
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("flaky".to_string(), 1),
+            ("flaky".to_string(), 2),
+            ("ok".to_string(), 1),
+            ("poison".to_string(), 1)
+        ]
+    );
+    let dead = admin
+        .list_dead_letters("jobs", "workers", Default::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "cannot parse order");
+    assert_eq!(dead[0].event.as_ref().unwrap().payload.as_ref(), b"poison");
+    // Operators fix the bug and redrive.
+    let n = admin
+        .redrive_dead_letters("jobs", "workers", DeadLetters::All, false)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn typed_payloads_round_trip() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct OrderCreated {
+        id: u64,
+        total_cents: i64,
+    }
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    client
+        .admin()
+        .create_subscription(
+            "orders",
+            "billing",
+            SubscriptionSettings {
+                from_earliest: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let order = OrderCreated {
+        id: 7,
+        total_cents: 1250,
+    };
+    client
+        .publisher("orders")
+        .publish(
+            Event::json("order.created", &order)
+                .unwrap()
+                .key("order-7")
+                .attribute("region", "eu"),
+        )
+        .await
+        .unwrap();
+    let mut deliveries = client.subscribe("orders", "billing");
+    let d = deliveries.next().await.unwrap().unwrap();
+    assert_eq!(d.event().content_type, "application/json");
+    assert_eq!(d.message().key(), "order-7");
+    assert_eq!(d.message().attribute("region"), Some("eu"));
+    assert_eq!(d.json::<OrderCreated>().unwrap(), order);
+    assert!(matches!(d.json::<Vec<String>>(), Err(Error::Payload(_))));
+    d.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_ack_after_the_lease_moved_is_lease_lost() {
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    let admin = client.admin();
+    admin
+        .create_subscription("t", "s", SubscriptionSettings::default())
+        .await
+        .unwrap();
+    client
+        .publisher("t")
+        .publish(Event::new("n", "x"))
+        .await
+        .unwrap();
+    let mut deliveries = client.subscribe("t", "s");
+    let first = deliveries.next().await.unwrap().unwrap();
+    // Seeking ends every lease; the event comes again under a new one.
+    admin.seek("t", "s", SeekTo::Earliest).await.unwrap();
+    let second = deliveries.next().await.unwrap().unwrap();
+    let err = first.ack().await.unwrap_err();
+    assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+    assert!(!err.is_retryable());
+    second.ack().await.expect("the new lease settles");
+}
+
+#[tokio::test]
+async fn errors_carry_the_status_and_are_not_retried() {
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    let err = client.admin().get_topic("missing").await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound));
+    assert!(!err.is_retryable());
+    assert!(err.to_string().starts_with("NOT_FOUND: "), "{err}");
+
+    let publisher = client.publisher("bad topic name!");
+    let err = publisher.publish(Event::new("n", "x")).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert_eq!(publisher.stats().retries, 0);
+
+    // A subscription that cannot work ends its stream with the error instead
+    // of reconnecting forever.
+    let mut deliveries = client.subscribe("bad topic name!", "s");
+    let err = deliveries.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+}
