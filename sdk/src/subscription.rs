@@ -145,9 +145,8 @@ impl Subscription {
     /// error dead-letters with the error's text as the reason.
     ///
     /// Returns when the subscription ends with an error that reconnecting
-    /// cannot fix, after the running handlers finished. To stop it otherwise,
-    /// drop the future (running handlers are then cancelled and their
-    /// deliveries nacked).
+    /// cannot fix, after the running handlers finished. See
+    /// [`run_until`](Subscription::run_until) for a graceful stop.
     ///
     /// ```no_run
     /// # async fn demo(client: eventbus::Client) -> eventbus::Result<()> {
@@ -165,20 +164,54 @@ impl Subscription {
     ///     .await
     /// # }
     /// ```
-    pub async fn run<F, Fut>(mut self, handler: F, concurrency: usize) -> Result<()>
+    pub async fn run<F, Fut>(self, handler: F, concurrency: usize) -> Result<()>
     where
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        self.run_until(handler, concurrency, std::future::pending())
+            .await
+    }
+
+    /// Like [`run`](Subscription::run), until `shutdown` completes: then no
+    /// new delivery is started, the running handlers finish and their
+    /// deliveries are settled, and it returns `Ok(())`. Deliveries received
+    /// but not started are released for redelivery. Use it for SIGTERM.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: eventbus::Client) -> eventbus::Result<()> {
+    /// client
+    ///     .subscribe("orders", "billing")
+    ///     .run_until(
+    ///         |_msg: eventbus::Message| async move { Ok(()) },
+    ///         16,
+    ///         async { tokio::signal::ctrl_c().await.ok(); },
+    ///     )
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn run_until<F, Fut, S>(
+        mut self,
+        handler: F,
+        concurrency: usize,
+        shutdown: S,
+    ) -> Result<()>
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+        S: Future<Output = ()>,
     {
         let handler = Arc::new(handler);
         let concurrency = concurrency.max(1);
         let mut running = JoinSet::new();
         let rx = self.start();
-        loop {
+        tokio::pin!(shutdown);
+        let outcome = loop {
             while running.len() >= concurrency {
                 let _ = running.join_next().await;
             }
             tokio::select! {
+                _ = &mut shutdown => break Ok(()),
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 item = rx.recv() => match item {
                     Some(Ok(delivery)) => {
@@ -195,17 +228,13 @@ impl Subscription {
                             }
                         });
                     }
-                    Some(Err(e)) => {
-                        while running.join_next().await.is_some() {}
-                        return Err(e);
-                    }
-                    None => {
-                        while running.join_next().await.is_some() {}
-                        return Err(Error::Closed("subscription"));
-                    }
+                    Some(Err(e)) => break Err(e),
+                    None => break Err(Error::Closed("subscription")),
                 },
             }
-        }
+        };
+        while running.join_next().await.is_some() {}
+        outcome
     }
 }
 

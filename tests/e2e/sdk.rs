@@ -423,3 +423,46 @@ async fn errors_carry_the_status_and_are_not_retried() {
     let err = deliveries.next().await.unwrap().unwrap_err();
     assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
 }
+
+#[tokio::test]
+async fn run_until_finishes_running_handlers_before_returning() {
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    client
+        .admin()
+        .create_subscription("t", "s", SubscriptionSettings::default())
+        .await
+        .unwrap();
+    client
+        .publisher("t")
+        .publish(Event::new("n", "slow"))
+        .await
+        .unwrap();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let begun = started.clone();
+    client
+        .subscribe("t", "s")
+        .run_until(
+            move |_msg: Message| {
+                let begun = begun.clone();
+                async move {
+                    begun.notify_one();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(())
+                }
+            },
+            4,
+            started.notified(),
+        )
+        .await
+        .unwrap();
+    // The handler that was running when the stop came finished and was acked.
+    let stats = client
+        .admin()
+        .get_subscription("t", "s")
+        .await
+        .unwrap()
+        .stats
+        .unwrap();
+    assert_eq!((stats.acked, stats.nacked, stats.backlog), (1, 0, 0));
+}
