@@ -4,9 +4,9 @@
 //! |--------------|---------------------------------------------------------------------|
 //! | `bootstrap`  | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
 //! | `serve ARGS` | bootstrap, then `eventbus serve ARGS`                               |
-//! | `test`       | bootstrap, `buf lint`, every Rust test, then the README tour        |
+//! | `test`       | bootstrap, lint-proto, every Rust test, then the README tour        |
 //! | `lint`       | `cargo fmt --check` and `cargo clippy -D warnings`                  |
-//! | `lint-proto` | `buf lint` on proto/ (STANDARD + COMMENTS rules)                   |
+//! | `lint-proto` | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
 //! | `tour`       | runs the README's `buf curl` tour against a real server            |
 
 use std::io::{BufRead, BufReader};
@@ -105,11 +105,55 @@ fn buf() -> PathBuf {
     root().join(".tools/node_modules/.bin/buf")
 }
 
+/// `buf lint`, then `buf breaking` against the protos of the `main` branch
+/// (`origin/main` in a clone without a local `main`). A change that breaks
+/// wire or JSON compatibility (the WIRE_JSON rules of proto/buf.yaml) fails.
 fn lint_proto() -> Result<()> {
     run(Command::new(buf())
         .args(["lint", "proto"])
         .current_dir(root()))?;
     eprintln!("xtask: buf lint passed");
+
+    let Some(base) = ["main", "origin/main"].into_iter().find(|r| {
+        Command::new("git")
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{r}^{{commit}}"),
+            ])
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }) else {
+        eprintln!("xtask: no `main` or `origin/main` ref: skipping buf breaking");
+        return Ok(());
+    };
+    let against = tempfile::tempdir()?;
+    let archive = Command::new("git")
+        .args(["archive", "--format=tar", base, "proto"])
+        .current_dir(root())
+        .output()?;
+    ensure!(
+        archive.status.success(),
+        "git archive {base} proto failed: {}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let mut tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(against.path())
+        .stdin(Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(&mut tar.stdin.take().expect("piped"), &archive.stdout)?;
+    ensure!(tar.wait()?.success(), "extracting {base}'s proto/ failed");
+    run(Command::new(buf())
+        .args(["breaking", "proto", "--against"])
+        .arg(against.path().join("proto"))
+        .current_dir(root()))
+    .with_context(|| format!("proto/ breaks compatibility with {base}'s proto/"))?;
+    eprintln!("xtask: buf breaking against {base} passed");
     Ok(())
 }
 
