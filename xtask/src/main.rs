@@ -1,13 +1,16 @@
 //! `cargo xtask <task>`: project automation.
 //!
-//! | task         | what it does                                                        |
-//! |--------------|---------------------------------------------------------------------|
-//! | `bootstrap`  | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
-//! | `serve ARGS` | bootstrap, then `eventbus serve ARGS`                               |
-//! | `test`       | bootstrap, lint-proto, every Rust test, then the README tour        |
-//! | `lint`       | `cargo fmt --check` and `cargo clippy -D warnings`                  |
-//! | `lint-proto` | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
-//! | `tour`       | runs the README's `buf curl` tour against a real server            |
+//! | task           | what it does                                                        |
+//! |----------------|---------------------------------------------------------------------|
+//! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
+//! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
+//! | `test`         | bootstrap, lint-proto, every Rust test, then the README tour        |
+//! | `lint`         | `cargo fmt --check` and `cargo clippy -D warnings`                  |
+//! | `lint-proto`   | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
+//! | `tour`         | runs the README's `buf curl` tour against a real server            |
+//! | `gen-clients`  | regenerates the Python, TypeScript and Go clients in sdk/{python,typescript,go} |
+//! | `check`        | fails when `gen-clients` would change the checked-in generated code |
+//! | `test-clients` | installs the client toolchains (scripts/bootstrap-clients.sh), then runs each language's smoke test and example against one real server |
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+
+mod clients;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,9 +68,21 @@ fn main() -> Result<()> {
             bootstrap()?;
             tour()
         }
+        "gen-clients" => {
+            bootstrap()?;
+            clients::bootstrap_clients()?;
+            clients::gen_clients()
+        }
+        "check" => {
+            bootstrap()?;
+            clients::bootstrap_clients()?;
+            clients::check()
+        }
+        "test-clients" => clients::test_clients(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour>"
+                "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour \
+                 | gen-clients | check | test-clients>"
             );
             Ok(())
         }
@@ -234,12 +251,17 @@ impl Drop for Server {
     }
 }
 
+/// Builds the server binary for [`Server`]. Same package selection and targets
+/// as `cargo test --workspace --all-targets`, so Cargo reuses that build instead
+/// of resolving features differently.
+fn build_workspace() -> Result<()> {
+    run(cargo().args(["build", "--workspace", "--all-targets"]))
+}
+
 /// Runs the README tour (the ```sh block after `<!-- tour -->`) verbatim against
 /// a real server, with the port swapped for the one it got on 127.0.0.1:0.
 fn tour() -> Result<()> {
-    // Same package selection and targets as `cargo test --workspace --all-targets`,
-    // so Cargo reuses that build instead of resolving features differently.
-    run(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    build_workspace()?;
     let readme = std::fs::read_to_string(root().join("README.md"))?;
     let start = readme
         .find("<!-- tour -->")
