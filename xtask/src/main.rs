@@ -4,7 +4,7 @@
 //! |----------------|---------------------------------------------------------------------|
 //! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
 //! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
-//! | `test`         | bootstrap, lint-proto, every Rust test, then the README tour        |
+//! | `test`         | bootstrap, lint-proto, every Rust test, the README tour, then `check` and `test-clients` |
 //! | `lint`         | `cargo fmt --check` and `cargo clippy -D warnings`                  |
 //! | `lint-proto`   | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
 //! | `tour`         | runs the README's `buf curl` tour against a real server            |
@@ -47,7 +47,10 @@ fn main() -> Result<()> {
             bootstrap()?;
             lint_proto()?;
             run(cargo().args(["test", "--workspace", "--all-targets"]))?;
-            tour()
+            tour()?;
+            clients::bootstrap_clients()?;
+            clients::check()?;
+            clients::test_clients()
         }
         "lint" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
