@@ -1,13 +1,16 @@
 //! `cargo xtask <task>`: project automation.
 //!
-//! | task         | what it does                                                        |
-//! |--------------|---------------------------------------------------------------------|
-//! | `bootstrap`  | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
-//! | `serve ARGS` | bootstrap, then `eventbus serve ARGS`                               |
-//! | `test`       | bootstrap, `buf lint`, every Rust test, then the README tour        |
-//! | `lint`       | `cargo fmt --check` and `cargo clippy -D warnings`                  |
-//! | `lint-proto` | `buf lint` on proto/ (STANDARD + COMMENTS rules)                   |
-//! | `tour`       | runs the README's `buf curl` tour against a real server            |
+//! | task           | what it does                                                        |
+//! |----------------|---------------------------------------------------------------------|
+//! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
+//! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
+//! | `test`         | bootstrap, lint-proto, every Rust test, the README tour, then `check` and `test-clients` |
+//! | `lint`         | `cargo fmt --check` and `cargo clippy -D warnings`                  |
+//! | `lint-proto`   | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
+//! | `tour`         | runs the README's `buf curl` tour against a real server            |
+//! | `gen-clients`  | regenerates the Python, TypeScript and Go clients in sdk/{python,typescript,go} |
+//! | `check`        | fails when `gen-clients` would change the checked-in generated code |
+//! | `test-clients` | installs the client toolchains (scripts/bootstrap-clients.sh), then runs each language's smoke test and example against one real server |
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+
+mod clients;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,7 +50,10 @@ fn main() -> Result<()> {
             // The SDK's documentation examples must compile (`--all-targets`
             // does not build doctests).
             run(cargo().args(["test", "--doc", "--package", "eventbus-sdk"]))?;
-            tour()
+            tour()?;
+            clients::bootstrap_clients()?;
+            clients::check()?;
+            clients::test_clients()
         }
         "lint" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -66,9 +74,21 @@ fn main() -> Result<()> {
             bootstrap()?;
             tour()
         }
+        "gen-clients" => {
+            bootstrap()?;
+            clients::bootstrap_clients()?;
+            clients::gen_clients()
+        }
+        "check" => {
+            bootstrap()?;
+            clients::bootstrap_clients()?;
+            clients::check()
+        }
+        "test-clients" => clients::test_clients(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour>"
+                "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour \
+                 | gen-clients | check | test-clients>"
             );
             Ok(())
         }
@@ -108,15 +128,59 @@ fn buf() -> PathBuf {
     root().join(".tools/node_modules/.bin/buf")
 }
 
+/// `buf lint`, then `buf breaking` against the protos of the `main` branch
+/// (`origin/main` in a clone without a local `main`). A change that breaks
+/// wire or JSON compatibility (the WIRE_JSON rules of proto/buf.yaml) fails.
 fn lint_proto() -> Result<()> {
     run(Command::new(buf())
         .args(["lint", "proto"])
         .current_dir(root()))?;
     eprintln!("xtask: buf lint passed");
+
+    let Some(base) = ["main", "origin/main"].into_iter().find(|r| {
+        Command::new("git")
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{r}^{{commit}}"),
+            ])
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }) else {
+        eprintln!("xtask: no `main` or `origin/main` ref: skipping buf breaking");
+        return Ok(());
+    };
+    let against = tempfile::tempdir()?;
+    let archive = Command::new("git")
+        .args(["archive", "--format=tar", base, "proto"])
+        .current_dir(root())
+        .output()?;
+    ensure!(
+        archive.status.success(),
+        "git archive {base} proto failed: {}",
+        String::from_utf8_lossy(&archive.stderr)
+    );
+    let mut tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(against.path())
+        .stdin(Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(&mut tar.stdin.take().expect("piped"), &archive.stdout)?;
+    ensure!(tar.wait()?.success(), "extracting {base}'s proto/ failed");
+    run(Command::new(buf())
+        .args(["breaking", "proto", "--against"])
+        .arg(against.path().join("proto"))
+        .current_dir(root()))
+    .with_context(|| format!("proto/ breaks compatibility with {base}'s proto/"))?;
+    eprintln!("xtask: buf breaking against {base} passed");
     Ok(())
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
@@ -193,12 +257,17 @@ impl Drop for Server {
     }
 }
 
+/// Builds the server binary for [`Server`]. Same package selection and targets
+/// as `cargo test --workspace --all-targets`, so Cargo reuses that build instead
+/// of resolving features differently.
+fn build_workspace() -> Result<()> {
+    run(cargo().args(["build", "--workspace", "--all-targets"]))
+}
+
 /// Runs the README tour (the ```sh block after `<!-- tour -->`) verbatim against
 /// a real server, with the port swapped for the one it got on 127.0.0.1:0.
 fn tour() -> Result<()> {
-    // Same package selection and targets as `cargo test --workspace --all-targets`,
-    // so Cargo reuses that build instead of resolving features differently.
-    run(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    build_workspace()?;
     let readme = std::fs::read_to_string(root().join("README.md"))?;
     let start = readme
         .find("<!-- tour -->")

@@ -1,0 +1,192 @@
+// Package smoke tests the generated Go client against a real eventbus server:
+//
+//	EVENTBUS_ADDR=127.0.0.1:PORT go test -count=1 github.com/eventbus/eventbus/sdk/go/smoke
+//
+// `cargo xtask test-clients` starts a server and runs this (in GOPATH mode,
+// against Debian's grpc-go; see ARCHITECTURE.md).
+package smoke
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	eventbusv1 "github.com/eventbus/eventbus/sdk/go/eventbus/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+const timeout = 20 * time.Second
+
+func dial(t *testing.T) (eventbusv1.EventServiceClient, eventbusv1.AdminServiceClient) {
+	t.Helper()
+	addr := os.Getenv("EVENTBUS_ADDR")
+	if addr == "" {
+		t.Fatal("set EVENTBUS_ADDR=host:port of a running eventbus server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, err := grpc.DialContext(ctx, addr, grpc.WithInsecure(), grpc.WithBlock())
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return eventbusv1.NewEventServiceClient(conn), eventbusv1.NewAdminServiceClient(conn)
+}
+
+// uniqueTopic returns a fresh topic name, so runs never share state.
+func uniqueTopic(t *testing.T) string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return "go-smoke-" + hex.EncodeToString(b)
+}
+
+func TestPublishSubscribeAckNackDeadLetter(t *testing.T) {
+	events, admin := dial(t)
+	topic, sub := uniqueTopic(t), "smoke"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	publish := func(payload string) string {
+		resp, err := events.Publish(ctx, &eventbusv1.PublishRequest{
+			Topic: topic,
+			Events: []*eventbusv1.PublishEvent{{
+				Type: "smoke.test", Payload: []byte(payload), ContentType: "text/plain",
+			}},
+		})
+		if err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		if len(resp.Results) != 1 || resp.Results[0].Duplicate || resp.Results[0].EventId == "" {
+			t.Fatalf("Publish results: %v", resp.Results)
+		}
+		return resp.Results[0].EventId
+	}
+	first, second := publish("first"), publish("second")
+
+	// The stream lives until streamCancel (or the 60 s ctx deadline).
+	streamCtx, streamCancel := context.WithCancel(ctx)
+	defer streamCancel()
+	stream, err := events.Subscribe(streamCtx, &eventbusv1.SubscribeRequest{
+		Topic: topic, Subscription: sub, MaxInFlight: 10,
+	})
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	var pending []*eventbusv1.Delivery
+	next := func() *eventbusv1.Delivery {
+		for len(pending) == 0 {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("Subscribe stream: %v", err)
+			}
+			pending = resp.Deliveries
+		}
+		d := pending[0]
+		pending = pending[1:]
+		return d
+	}
+
+	// Both events arrive once, on their first attempt, in any order.
+	got := map[string]*eventbusv1.Delivery{}
+	for len(got) < 2 {
+		d := next()
+		if _, dup := got[d.Event.GetEventId()]; dup {
+			t.Fatalf("event %s delivered twice before any nack", d.Event.GetEventId())
+		}
+		got[d.Event.GetEventId()] = d
+	}
+	ids := []string{}
+	for id, d := range got {
+		ids = append(ids, id)
+		if d.DeliveryAttempt != 1 || d.Event.Topic != topic || d.Event.Type != "smoke.test" ||
+			d.Event.ContentType != "text/plain" {
+			t.Fatalf("unexpected first delivery: %v", d)
+		}
+	}
+	want := []string{first, second}
+	sort.Strings(ids)
+	sort.Strings(want)
+	if ids[0] != want[0] || ids[1] != want[1] {
+		t.Fatalf("delivered %v, published %v", ids, want)
+	}
+	if p := string(got[first].Event.Payload); p != "first" {
+		t.Fatalf("payload of first: %q", p)
+	}
+	if p := string(got[second].Event.Payload); p != "second" {
+		t.Fatalf("payload of second: %q", p)
+	}
+
+	// Ack the first: settled for good.
+	if _, err := events.Ack(ctx, &eventbusv1.AckRequest{
+		Topic: topic, Subscription: sub, AckIds: []string{got[first].AckId},
+	}); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+
+	// Nack the second with no delay: it comes back at once, attempt 2.
+	if _, err := events.Nack(ctx, &eventbusv1.NackRequest{
+		Topic: topic, Subscription: sub, AckIds: []string{got[second].AckId},
+		Delay: durationpb.New(0),
+	}); err != nil {
+		t.Fatalf("Nack: %v", err)
+	}
+	again := next()
+	if again.Event.GetEventId() != second || again.DeliveryAttempt != 2 {
+		t.Fatalf("redelivery: want %s attempt 2, got %s attempt %d",
+			second, again.Event.GetEventId(), again.DeliveryAttempt)
+	}
+	if again.AckId == got[second].AckId {
+		t.Fatal("a redelivery must carry a new ack_id")
+	}
+
+	// Dead-letter it: it shows up in the subscription's DLQ.
+	if _, err := events.Nack(ctx, &eventbusv1.NackRequest{
+		Topic: topic, Subscription: sub, AckIds: []string{again.AckId},
+		DeadLetter: true, Reason: "go smoke: poison",
+	}); err != nil {
+		t.Fatalf("Nack dead_letter: %v", err)
+	}
+	streamCancel()
+
+	var dead []*eventbusv1.DeadLetter
+	for deadline := time.Now().Add(timeout); len(dead) == 0 && time.Now().Before(deadline); {
+		resp, err := admin.ListDeadLetters(ctx, &eventbusv1.ListDeadLettersRequest{
+			Topic: topic, Subscription: sub,
+		})
+		if err != nil {
+			t.Fatalf("ListDeadLetters: %v", err)
+		}
+		if dead = resp.DeadLetters; len(dead) == 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if len(dead) != 1 || dead[0].Event.GetEventId() != second {
+		t.Fatalf("dead letters: want only %s, got %v", second, dead)
+	}
+	if dead[0].Reason != "go smoke: poison" || dead[0].DeliveryAttempts != 2 ||
+		string(dead[0].Event.Payload) != "second" {
+		t.Fatalf("dead letter: %v", dead[0])
+	}
+}
+
+func TestBadRequestIsInvalidArgument(t *testing.T) {
+	events, _ := dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := events.Publish(ctx, &eventbusv1.PublishRequest{
+		Topic:  "",
+		Events: []*eventbusv1.PublishEvent{{Payload: []byte("x")}},
+	})
+	if got := status.Code(err); got != codes.InvalidArgument {
+		t.Fatalf("Publish with an empty topic: want InvalidArgument, got %v (%v)", got, err)
+	}
+}

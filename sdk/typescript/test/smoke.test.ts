@@ -1,0 +1,110 @@
+// Smoke test of the generated TypeScript client against a real eventbus
+// server (gRPC over HTTP/2):
+//
+//   EVENTBUS_ADDR=127.0.0.1:PORT npx tsx --test test/smoke.test.ts
+//
+// `cargo xtask test-clients` starts a server and runs this.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { test } from "node:test";
+import { Code, ConnectError, connect, type Delivery } from "../src/index.js";
+
+const addr = process.env.EVENTBUS_ADDR;
+if (!addr) throw new Error("set EVENTBUS_ADDR=host:port of a running eventbus server");
+const client = connect(addr);
+const timeoutMs = 20_000;
+const text = new TextEncoder();
+const untext = new TextDecoder();
+
+async function publish(topic: string, payload: string): Promise<string> {
+  const resp = await client.events.publish(
+    { topic, events: [{ type: "smoke.test", payload: text.encode(payload), contentType: "text/plain" }] },
+    { timeoutMs },
+  );
+  assert.equal(resp.results.length, 1);
+  assert.equal(resp.results[0].duplicate, false);
+  assert.ok(resp.results[0].eventId);
+  return resp.results[0].eventId;
+}
+
+test("publish, subscribe, ack, nack, dead-letter", async () => {
+  const topic = `ts-smoke-${randomUUID().slice(0, 12)}`;
+  const subscription = "smoke";
+  const first = await publish(topic, "first");
+  const second = await publish(topic, "second");
+
+  // The signal ends the stream when we are done, or after 60 s so that a
+  // stuck test fails instead of hanging. (AbortSignal.timeout does not keep
+  // node alive; a call's timeoutMs timer would, until the stream is drained.)
+  const abort = new AbortController();
+  const stream = client.events.subscribe(
+    { topic, subscription, maxInFlight: 10 },
+    { signal: AbortSignal.any([abort.signal, AbortSignal.timeout(60_000)]) },
+  );
+  const deliveries = (async function* () {
+    for await (const resp of stream) yield* resp.deliveries;
+  })();
+  const next = async (): Promise<Delivery> => {
+    const r = await deliveries.next();
+    assert.ok(!r.done, "Subscribe stream ended early");
+    return r.value;
+  };
+  try {
+    // Both events arrive once, on their first attempt, in any order.
+    const got = new Map<string, Delivery>();
+    while (got.size < 2) {
+      const d = await next();
+      assert.ok(d.event, "delivery without event");
+      assert.ok(!got.has(d.event.eventId), "delivered twice before any nack");
+      got.set(d.event.eventId, d);
+    }
+    assert.deepEqual([...got.keys()].sort(), [first, second].sort());
+    for (const d of got.values()) {
+      assert.equal(d.deliveryAttempt, 1);
+      assert.equal(d.event?.topic, topic);
+      assert.equal(d.event?.type, "smoke.test");
+      assert.equal(d.event?.contentType, "text/plain");
+    }
+    assert.equal(untext.decode(got.get(first)?.event?.payload), "first");
+    assert.equal(untext.decode(got.get(second)?.event?.payload), "second");
+
+    // Ack the first: settled for good.
+    await client.events.ack({ topic, subscription, ackIds: [got.get(first)!.ackId] }, { timeoutMs });
+
+    // Nack the second with no delay: it comes back at once, attempt 2.
+    await client.events.nack(
+      { topic, subscription, ackIds: [got.get(second)!.ackId], delay: { seconds: 0n } },
+      { timeoutMs },
+    );
+    const again = await next();
+    assert.equal(again.event?.eventId, second, "only the nacked event returns");
+    assert.equal(again.deliveryAttempt, 2);
+    assert.notEqual(again.ackId, got.get(second)!.ackId, "a redelivery has a new ackId");
+
+    // Dead-letter it: it shows up in the subscription's DLQ.
+    await client.events.nack(
+      { topic, subscription, ackIds: [again.ackId], deadLetter: true, reason: "ts smoke: poison" },
+      { timeoutMs },
+    );
+  } finally {
+    abort.abort();
+  }
+
+  const { deadLetters } = await client.admin.listDeadLetters({ topic, subscription }, { timeoutMs });
+  assert.deepEqual(deadLetters.map((dl) => dl.event?.eventId), [second]);
+  assert.equal(deadLetters[0].reason, "ts smoke: poison");
+  assert.equal(deadLetters[0].deliveryAttempts, 2);
+  assert.equal(untext.decode(deadLetters[0].event?.payload), "second");
+});
+
+test("a bad request fails with INVALID_ARGUMENT", async () => {
+  await assert.rejects(
+    client.events.publish({ topic: "", events: [{ payload: text.encode("x") }] }, { timeoutMs }),
+    (err: unknown) => {
+      const e = ConnectError.from(err);
+      assert.equal(e.code, Code.InvalidArgument, `got ${Code[e.code]}: ${e.message}`);
+      assert.ok(e.rawMessage);
+      return true;
+    },
+  );
+});
