@@ -45,6 +45,17 @@ impl Output {
         write_stdout(&format!("{s}\n"))
     }
 
+    /// Lines (each ending in a newline) printed while `bar` may be on
+    /// screen: the bar is lifted only when both share the terminal, once per
+    /// chunk rather than per line.
+    pub fn write_above(&self, bar: &ProgressBar, lines: &str) -> anyhow::Result<()> {
+        if bar.is_hidden() || !std::io::stdout().is_terminal() {
+            write_stdout(lines)
+        } else {
+            bar.suspend(|| write_stdout(lines))
+        }
+    }
+
     /// A progress bar on stderr, or a hidden one when stderr is not a
     /// terminal or `--json` is on, so scripts and tests see clean output.
     pub fn progress(&self, len: u64, unit: ProgressUnit) -> ProgressBar {
@@ -52,15 +63,21 @@ impl Output {
             return ProgressBar::hidden();
         }
         let template = match unit {
-            ProgressUnit::Items => {
-                "{msg} [{wide_bar}] {human_pos}/{human_len} ({per_sec}, ETA {eta})"
-            }
+            ProgressUnit::Items => "{msg} [{wide_bar}] {human_pos}/{human_len} ({rate}, ETA {eta})",
             ProgressUnit::Bytes => {
                 "{msg} [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})"
             }
         };
+        // indicatif's {per_sec} prints four decimals; whole items per second
+        // read better.
         let style = ProgressStyle::with_template(template)
             .expect("valid progress template")
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                },
+            )
             .progress_chars("=> ");
         ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr()).with_style(style)
     }

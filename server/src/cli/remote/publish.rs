@@ -261,13 +261,16 @@ async fn send(
         })?
         .into_inner()
         .results;
+    let mut lines = String::new();
     for (line, result) in batch.lines.iter().zip(&results) {
         summary.published += 1;
         summary.duplicates += u64::from(result.duplicate);
         if ctx.out.json {
-            bar.suspend(|| ctx.out.json_line(&result_json(Some(*line), result)))?;
+            lines.push_str(&serde_json::to_string(&result_json(Some(*line), result))?);
+            lines.push('\n');
         }
     }
+    ctx.out.write_above(bar, &lines)?;
     bar.inc(batch.consumed);
     Ok(())
 }

@@ -76,16 +76,17 @@ pub async fn run(mut ctx: Ctx, args: ReplayArgs) -> anyhow::Result<()> {
     };
     let mut stream = ctx.clients.events.replay(request).await?.into_inner();
     while let Some(batch) = stream.message().await? {
+        let mut lines = String::new();
         for event in &batch.events {
-            progress.bar.suspend(|| {
-                if ctx.out.json {
-                    ctx.out.json_line(&event_json(event))
-                } else {
-                    ctx.out.text(&event_text(event, ""))
-                }
-            })?;
+            if ctx.out.json {
+                lines.push_str(&serde_json::to_string(&event_json(event))?);
+            } else {
+                lines.push_str(&event_text(event, ""));
+            }
+            lines.push('\n');
             progress.seen(event.partition, event.offset);
         }
+        ctx.out.write_above(&progress.bar, &lines)?;
     }
     progress.bar.finish_and_clear();
     Ok(())

@@ -327,19 +327,15 @@ fn filter_text(f: &Option<Filter>) -> String {
 
 fn describe_text(s: &Subscription) -> String {
     let st = s.stats.unwrap_or_default();
+    // The server reports a zero policy for "redeliver at once".
+    let zero = prost_types::Duration::default();
     let retry = match &s.retry_policy {
-        None => "redeliver at once".to_string(),
-        Some(r) => format!(
+        Some(r) if r.max_backoff.unwrap_or(zero) != zero => format!(
             "exponential backoff {} .. {}",
-            dur_text(&Some(r.min_backoff.unwrap_or(prost_types::Duration {
-                seconds: 1,
-                nanos: 0
-            }))),
-            dur_text(&Some(r.max_backoff.unwrap_or(prost_types::Duration {
-                seconds: 60,
-                nanos: 0
-            })))
+            dur_text(&r.min_backoff),
+            dur_text(&r.max_backoff)
         ),
+        _ => "redeliver at once".to_string(),
     };
     let dlq = match st.dead_letter_count {
         0 => "0".to_string(),
