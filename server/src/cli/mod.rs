@@ -51,7 +51,8 @@ struct Cli {
 /// `default-config` ignore them.
 #[derive(Args)]
 pub struct GlobalArgs {
-    /// Server to talk to: `http://host:port` or `host:port`.
+    /// Server the operator commands talk to: `http://host:port` or
+    /// `host:port` (`serve` ignores it; it listens on --listen).
     #[arg(
         long,
         global = true,
@@ -60,7 +61,8 @@ pub struct GlobalArgs {
         value_parser = remote::connect::parse_server
     )]
     pub server: String,
-    /// Machine-readable output: one JSON document, or JSON lines for streams.
+    /// Machine-readable output of the operator commands: one JSON document,
+    /// or JSON lines for streams.
     #[arg(long, global = true)]
     pub json: bool,
 }
