@@ -1,4 +1,4 @@
-//! The `eventbus` command line: `eventbus serve` runs the server.
+//! `eventbus serve`: runs the server in this process.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -6,31 +6,11 @@ use std::path::PathBuf;
 
 use crate::config::{Config, Overrides};
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
 use eventbus_log::Durability;
 use tracing_subscriber::EnvFilter;
 
-#[derive(Parser)]
-#[command(
-    name = "eventbus",
-    version,
-    about = "A durable event bus served over gRPC"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the server.
-    Serve(ServeArgs),
-    /// Print the default configuration as TOML.
-    DefaultConfig,
-}
-
 #[derive(clap::Args)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// TOML config file. Flags and EVENTBUS_* variables override it.
     #[arg(long, env = "EVENTBUS_CONFIG")]
     config: Option<PathBuf>,
@@ -61,19 +41,8 @@ enum LogFormat {
     Json,
 }
 
-/// Parses the command line and runs the chosen command.
-pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::DefaultConfig => {
-            print!("{}", Config::default_toml());
-            Ok(())
-        }
-    }
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Loads the layered config, then serves until SIGTERM or SIGINT.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let overrides = Overrides {
         listen: args.listen,

@@ -1,0 +1,94 @@
+//! The `eventbus` command line.
+//!
+//! * `eventbus serve` / `eventbus default-config` run or configure the server
+//!   in this process ([`serve`]).
+//! * Every other subcommand is an operator command that talks to a running
+//!   server over gRPC ([`remote`]): topics, publish, subscribe, subscriptions,
+//!   dead letters and replay.
+
+mod remote;
+mod serve;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Printed at the end of `eventbus --help`, so scripts know what to expect.
+const AFTER_HELP: &str = "\
+Server address: --server, else $EVENTBUS_SERVER, else http://127.0.0.1:50051
+(`host:port` without a scheme means http://).
+
+Output: human-readable tables by default. --json prints one JSON document, or
+JSON lines (one object per line) for streams: publish results, subscribe,
+replay. Times are RFC 3339 strings (UTC), durations are seconds
+(`*_seconds` fields). A payload is shown as text when it is valid UTF-8,
+otherwise as base64; `payload_encoding` says which (\"utf8\" or \"base64\").
+Progress bars are drawn on stderr only when stderr is a terminal and --json
+is off.
+
+Exit status:
+  0  success
+  1  the command failed: the server returned an error (printed on stderr as
+     `error: <GRPC_CODE>: <message>`, e.g. `error: NOT_FOUND: ...`), the server
+     is unreachable (UNAVAILABLE), or a local input could not be read
+  2  usage error: unknown subcommand or flag, missing or malformed argument";
+
+#[derive(Parser)]
+#[command(
+    name = "eventbus",
+    version,
+    about = "A durable event bus served over gRPC",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags accepted by every subcommand (before or after it). `serve` and
+/// `default-config` ignore them.
+#[derive(Args)]
+pub struct GlobalArgs {
+    /// Server the operator commands talk to: `http://host:port` or
+    /// `host:port` (`serve` ignores it; it listens on --listen).
+    #[arg(
+        long,
+        global = true,
+        env = "EVENTBUS_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        value_parser = remote::connect::parse_server
+    )]
+    pub server: String,
+    /// Machine-readable output of the operator commands: one JSON document,
+    /// or JSON lines for streams.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Print the default configuration as TOML.
+    DefaultConfig,
+    #[command(flatten)]
+    Remote(remote::RemoteCommand),
+}
+
+/// Parses the command line and runs the chosen command.
+///
+/// Usage errors exit with 2 (clap). Operator commands report their own
+/// failures and exit with 1; `serve` returns its error to `main` as before.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::DefaultConfig => {
+            print!("{}", Config::default_toml());
+            Ok(())
+        }
+        Command::Remote(command) => remote::main(&cli.global, command),
+    }
+}

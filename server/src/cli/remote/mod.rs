@@ -1,0 +1,83 @@
+//! Operator commands: each one connects to a running server with the
+//! generated `eventbus.v1` clients and prints a table or JSON.
+//!
+//! One module per area; [`output`] owns every format decision (tables, JSON
+//! shapes, payload encoding, error lines, progress bars) so the commands stay
+//! about the RPCs.
+
+pub mod connect;
+mod dlq;
+mod output;
+mod publish;
+mod replay;
+mod sub;
+mod subscribe;
+mod time;
+mod topic;
+
+use clap::Subcommand;
+
+use super::GlobalArgs;
+use connect::Clients;
+use output::Output;
+
+#[derive(Subcommand)]
+pub enum RemoteCommand {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Publish events: one from an argument, or one per line from a file or stdin.
+    Publish(publish::PublishArgs),
+    /// Receive deliveries of a subscription and print them (tail).
+    Subscribe(subscribe::SubscribeArgs),
+    /// Create, list, describe, pause, resume, seek and delete subscriptions.
+    #[command(subcommand)]
+    Sub(sub::SubCommand),
+    /// Inspect, redrive and purge a subscription's dead-letter queue.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Read a topic's history by offset or time, without touching any subscription.
+    Replay(replay::ReplayArgs),
+}
+
+/// What every command gets: the two service clients and the output mode.
+pub struct Ctx {
+    pub clients: Clients,
+    pub out: Output,
+}
+
+/// Runs one operator command on a single-threaded runtime (a CLI makes one
+/// call at a time). On failure prints `error: ...` on stderr and exits 1.
+pub fn main(global: &GlobalArgs, command: RemoteCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let ctx = Ctx {
+            clients: Clients::lazy(&global.server)?,
+            out: Output::new(global.json),
+        };
+        run(ctx, command).await
+    });
+    drop(runtime);
+    match result {
+        Ok(()) => Ok(()),
+        // The reader of our stdout went away (`| head`): not a failure.
+        Err(err) if output::is_broken_pipe(&err) => Ok(()),
+        Err(err) => {
+            output::print_error(&err, &global.server);
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(ctx: Ctx, command: RemoteCommand) -> anyhow::Result<()> {
+    match command {
+        RemoteCommand::Topic(cmd) => topic::run(ctx, cmd).await,
+        RemoteCommand::Publish(args) => publish::run(ctx, args).await,
+        RemoteCommand::Subscribe(args) => subscribe::run(ctx, args).await,
+        RemoteCommand::Sub(cmd) => sub::run(ctx, cmd).await,
+        RemoteCommand::Dlq(cmd) => dlq::run(ctx, cmd).await,
+        RemoteCommand::Replay(args) => replay::run(ctx, args).await,
+    }
+}

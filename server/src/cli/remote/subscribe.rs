@@ -1,0 +1,96 @@
+//! `eventbus subscribe <topic> <subscription>`: join the subscription as a
+//! member and print deliveries as they arrive.
+
+use clap::Args;
+use eventbus_proto::v1::{AckRequest, Delivery, SubscribeRequest};
+use serde_json::json;
+
+use super::output::{event_json, event_text};
+use super::Ctx;
+
+/// The server's default flow-control window.
+const DEFAULT_IN_FLIGHT: u32 = 256;
+
+#[derive(Args)]
+#[command(after_help = "\
+Without --ack this only looks: deliveries stay leased until the command ends,
+then the server redelivers them (to this or another member). With --ack each
+delivery is acked after it has been printed, so a failed write (closed pipe)
+leaves it for redelivery.
+
+Output: one line per delivery. With --json, JSON lines: the event fields
+(see `eventbus --help`) plus \"ack_id\" and \"delivery_attempt\".")]
+pub struct SubscribeArgs {
+    topic: String,
+    subscription: String,
+    /// Ack each delivery after printing it.
+    #[arg(long)]
+    ack: bool,
+    /// Stop after this many deliveries. Default: run until interrupted.
+    #[arg(long, value_name = "N")]
+    max: Option<u64>,
+    /// Deliveries leased to this command at a time. Default: the server's
+    /// (256), or --max if smaller.
+    #[arg(long)]
+    max_in_flight: Option<u32>,
+}
+
+pub async fn run(mut ctx: Ctx, args: SubscribeArgs) -> anyhow::Result<()> {
+    // With --max N, lease no more than N, so nothing beyond them is held
+    // (and delayed for other members) while this command exits.
+    let max_in_flight = args.max_in_flight.unwrap_or_else(|| match args.max {
+        Some(n) => n.clamp(1, u64::from(DEFAULT_IN_FLIGHT)) as u32,
+        None => 0,
+    });
+    if args.max == Some(0) {
+        return Ok(());
+    }
+    let mut stream = ctx
+        .clients
+        .events
+        .subscribe(SubscribeRequest {
+            topic: args.topic.clone(),
+            subscription: args.subscription.clone(),
+            max_in_flight,
+        })
+        .await?
+        .into_inner();
+    let mut received = 0u64;
+    while let Some(batch) = stream.message().await? {
+        let remaining = args.max.map_or(usize::MAX, |m| (m - received) as usize);
+        let deliveries: Vec<Delivery> = batch.deliveries.into_iter().take(remaining).collect();
+        for d in &deliveries {
+            print(&ctx, d)?;
+        }
+        received += deliveries.len() as u64;
+        if args.ack && !deliveries.is_empty() {
+            ctx.clients
+                .events
+                .ack(AckRequest {
+                    topic: args.topic.clone(),
+                    subscription: args.subscription.clone(),
+                    ack_ids: deliveries.iter().map(|d| d.ack_id.clone()).collect(),
+                })
+                .await?;
+        }
+        if args.max.is_some_and(|m| received >= m) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn print(ctx: &Ctx, d: &Delivery) -> anyhow::Result<()> {
+    let event = d.event.clone().unwrap_or_default();
+    if ctx.out.json {
+        let mut v = event_json(&event);
+        v["ack_id"] = json!(d.ack_id);
+        v["delivery_attempt"] = json!(d.delivery_attempt);
+        ctx.out.json_line(&v)
+    } else {
+        ctx.out.text(&event_text(
+            &event,
+            &format!("attempt={}", d.delivery_attempt),
+        ))
+    }
+}
