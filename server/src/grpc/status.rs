@@ -18,13 +18,13 @@ pub fn to_status(err: Error) -> Status {
             ErrorDetails::with_bad_request_violation(field, reason),
         ),
         Error::TopicNotFound(_) => Status::not_found(format!(
-            "{message}; create it with AdminService/CreateTopic (auto-create is off)"
+            "{message}; create it with AdminService/CreateTopic"
         )),
         Error::DeadLetterNotFound { .. } => Status::not_found(format!(
             "{message}; list the queue with AdminService/ListDeadLetters"
         )),
         Error::SubscriptionNotFound { .. } => Status::not_found(format!(
-            "{message}; create it with AdminService/CreateSubscription (auto-create is off)"
+            "{message}; create it with AdminService/CreateSubscription"
         )),
         Error::TopicExists(_) | Error::SubscriptionExists { .. } => Status::already_exists(message),
         Error::FailedPrecondition(_) => Status::failed_precondition(message),
