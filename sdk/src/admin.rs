@@ -64,7 +64,8 @@ pub struct SubscriptionSettings {
 impl Admin {
     pub(crate) fn new(channel: Channel) -> Admin {
         Admin {
-            client: AdminServiceClient::new(channel),
+            client: AdminServiceClient::new(channel)
+                .max_decoding_message_size(crate::client::MAX_RESPONSE_BYTES),
         }
     }
 

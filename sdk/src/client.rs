@@ -13,6 +13,11 @@ use crate::publisher::{Publisher, PublisherConfig};
 use crate::subscription::{SubscriberConfig, Subscription};
 use crate::v1::event_service_client::EventServiceClient;
 
+/// Largest response accepted. A delivery batch, dead-letter page or replay
+/// batch holds whole events (each up to the server's max event size), so
+/// tonic's 4 MiB default is too small.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
 /// The transport every generated client in this SDK runs on: one HTTP/2
 /// connection (reconnected on demand) with the client's credentials attached.
 pub type Channel = InterceptedService<tonic::transport::Channel, Credentials>;
@@ -203,7 +208,7 @@ impl Client {
     /// The generated EventService client, for calls the SDK does not wrap
     /// (for example Replay).
     pub fn events(&self) -> EventServiceClient<Channel> {
-        EventServiceClient::new(self.channel.clone())
+        EventServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     /// The underlying channel, for other generated clients.

@@ -948,3 +948,52 @@ async fn eventbus_server_env_selects_the_server() {
     .json();
     assert_eq!(flag_wins[0]["name"], "from-env");
 }
+
+/// `eventbus bench` runs the peers' workload and prints one JSON line with
+/// peerbench's field names. Tiny numbers: this checks behaviour, not speed.
+#[tokio::test]
+async fn bench_prints_one_peerbench_line() {
+    let server = TestServer::start().await;
+    let run = eventbus(
+        &server,
+        &[
+            "bench",
+            "--messages",
+            "300",
+            "--publishers",
+            "2",
+            "--depth",
+            "8",
+            "--rate",
+            "200",
+            "--latency-secs",
+            "1",
+            "--mode",
+            "fsync",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line: Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
+    assert_eq!(line["peer"], "eventbus");
+    assert_eq!(line["pub_acked"], 300);
+    assert_eq!(line["pub_errors"], 0);
+    assert_eq!(line["consumed"], 300);
+    assert_eq!(line["lat_sent"], 200);
+    assert_eq!(line["lat_received"], 200);
+    for field in [
+        "pub_msgs_s",
+        "pub_mb_s",
+        "consume_msgs_s",
+        "lat_p50_us",
+        "lat_p99_us",
+        "lat_p999_us",
+        "lat_max_us",
+    ] {
+        assert!(
+            line[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {line}"
+        );
+    }
+    assert!(line.get("timed_out").is_none(), "{line}");
+}

@@ -10,6 +10,7 @@
 //! | `tour`         | runs the README's `buf curl` tour against a real server            |
 //! | `gen-clients`  | regenerates the Python, TypeScript and Go clients in sdk/{python,typescript,go} |
 //! | `check`        | fails when `gen-clients` would change the checked-in generated code |
+//! | `bench-compare` | eventbus (release) and Redis Streams / NATS JetStream (../shared/peerbench) on the same workload in one run; medians and ratios |
 //! | `test-clients` | installs the client toolchains (scripts/bootstrap-clients.sh), then runs each language's smoke test and example against one real server |
 
 use std::io::{BufRead, BufReader};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+mod bench_compare;
 mod clients;
 
 fn main() -> Result<()> {
@@ -85,10 +87,11 @@ fn main() -> Result<()> {
             clients::check()
         }
         "test-clients" => clients::test_clients(),
+        "bench-compare" => bench_compare::run(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour \
-                 | gen-clients | check | test-clients>"
+                 | gen-clients | check | test-clients | bench-compare [ARGS]>"
             );
             Ok(())
         }
@@ -194,8 +197,12 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Result<Server> {
-        let bin = target_dir().join("debug/eventbus");
-        let mut child = Command::new(&bin)
+        Server::start_bin(&target_dir().join("debug/eventbus"), data_dir, &[])
+    }
+
+    /// Starts `bin serve` on 127.0.0.1:0 with `extra` flags.
+    fn start_bin(bin: &Path, data_dir: &Path, extra: &[&str]) -> Result<Server> {
+        let mut child = Command::new(bin)
             .args([
                 "serve",
                 "--listen",
@@ -205,6 +212,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

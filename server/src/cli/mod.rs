@@ -6,6 +6,7 @@
 //!   server over gRPC ([`remote`]): topics, publish, subscribe, subscriptions,
 //!   dead letters and replay.
 
+mod bench;
 mod remote;
 mod serve;
 
@@ -73,6 +74,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print the default configuration as TOML.
     DefaultConfig,
+    /// Run the peers' benchmark workload (publish, consume, latency) against
+    /// a running server; prints one JSON line (peerbench's field names).
+    Bench(bench::BenchArgs),
     #[command(flatten)]
     Remote(remote::RemoteCommand),
 }
@@ -89,6 +93,7 @@ pub fn main() -> anyhow::Result<()> {
             print!("{}", Config::default_toml());
             Ok(())
         }
+        Command::Bench(args) => bench::run(&cli.global.server, args),
         Command::Remote(command) => remote::main(&cli.global, command),
     }
 }

@@ -1,0 +1,217 @@
+//! `eventbus bench`: the peers' workload (see ../shared/peerbench) against a
+//! running eventbus, through the Rust SDK over real gRPC. Prints one JSON
+//! line with peerbench's field names, so results line up with Redis Streams
+//! and NATS JetStream runs of the same workload.
+//!
+//! Phases, each on fresh topics:
+//! * publish: `--publishers` connections, each keeping `--depth` publishes in
+//!   flight, `--messages` events of `--payload` bytes in total.
+//! * consume: a subscription (created before the publish phase) drained by
+//!   `--publishers` members, acking every event.
+//! * latency: one publisher paced at `--rate` for `--latency-secs`;
+//!   latency = receipt time minus the *scheduled* send time, so a stall shows
+//!   up as latency instead of as fewer sends (no coordinated omission).
+
+mod consume;
+mod latency;
+mod publish;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use eventbus::{Client, SubscriptionSettings};
+
+/// Flags (peerbench's names and defaults).
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Connections (publish) and subscription members (consume, latency).
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Publishes in flight per connection; also the subscription members'
+    /// max_in_flight.
+    #[arg(long, default_value_t = 64)]
+    pub depth: usize,
+    /// Events published (and consumed) in total.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Payload bytes per event.
+    #[arg(long, default_value_t = 256)]
+    pub payload: usize,
+    /// Offered rate of the latency phase, events per second.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Length of the latency phase in seconds (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    pub latency_secs: u64,
+    /// Partitions of the benchmark topics.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
+    /// Phases to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "publish,consume,latency")]
+    pub phases: Vec<Phase>,
+    /// A phase that runs longer is cut; its rates are over what completed.
+    #[arg(long, default_value_t = 60)]
+    pub phase_timeout: u64,
+    /// Label of the server's durability mode for the JSON line (fsync or os);
+    /// the tool cannot see the server's config.
+    #[arg(long, default_value = "fsync")]
+    pub mode: String,
+    /// Run number for the JSON line.
+    #[arg(long, default_value_t = 1)]
+    pub run: u32,
+    /// Publish without idempotency keys (the peers have none). By default
+    /// every event carries one, as the SDK does.
+    #[arg(long)]
+    pub no_idempotency: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    Publish,
+    Consume,
+    Latency,
+}
+
+/// Nanoseconds since the first call: one clock for senders and receivers.
+pub(crate) fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// A payload of `size` bytes whose first 8 carry `stamp` (little endian).
+pub(crate) fn payload(size: usize, stamp: u64) -> Vec<u8> {
+    let mut p = vec![b'x'; size.max(8)];
+    p[..8].copy_from_slice(&stamp.to_le_bytes());
+    p.truncate(size.max(8));
+    p
+}
+
+pub(crate) fn stamp_of(payload: &[u8]) -> u64 {
+    payload
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+
+/// One connection per worker: the peers' clients use separate connections too.
+pub(crate) async fn connect(server: &str, n: usize) -> anyhow::Result<Vec<Client>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        out.push(
+            Client::connect(server)
+                .await
+                .with_context(|| format!("connecting to {server}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Creates a topic and subscription with unique names for one phase.
+pub(crate) async fn fresh_topic(
+    client: &Client,
+    label: &str,
+    partitions: u32,
+    subscription: bool,
+) -> anyhow::Result<String> {
+    let topic = format!("bench-{label}-{}-{}", std::process::id(), now_ns());
+    client.admin().create_topic(&topic, partitions).await?;
+    if subscription {
+        client
+            .admin()
+            .create_subscription(&topic, "bench", SubscriptionSettings::default())
+            .await?;
+    }
+    Ok(topic)
+}
+
+/// Results, in peerbench's field names.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    pub pub_ok: u64,
+    pub pub_err: u64,
+    pub pub_secs: f64,
+    pub consumed: u64,
+    pub consume_secs: f64,
+    pub latency: Option<latency::Latency>,
+    pub timed_out: Vec<&'static str>,
+}
+
+pub fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    now_ns();
+    let line = runtime.block_on(bench(server, &args))?;
+    println!("{line}");
+    Ok(())
+}
+
+async fn bench(server: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
+    let clients = connect(server, a.publishers).await?;
+    let timeout = Duration::from_secs(a.phase_timeout);
+    let mut o = Outcome::default();
+    let wants = |p| a.phases.contains(&p);
+    let topic = fresh_topic(&clients[0], "load", a.partitions, true).await?;
+    if wants(Phase::Publish) || wants(Phase::Consume) {
+        publish::run(&clients, &topic, a, timeout, &mut o).await?;
+    }
+    if wants(Phase::Consume) {
+        consume::run(&clients, &topic, a, o.pub_ok, timeout, &mut o).await?;
+    }
+    if wants(Phase::Latency) && a.latency_secs > 0 {
+        latency::run(&clients, a, timeout, &mut o).await?;
+    }
+    Ok(report(a, &o))
+}
+
+fn report(a: &BenchArgs, o: &Outcome) -> serde_json::Value {
+    let mut j = serde_json::json!({
+        "peer": "eventbus",
+        "mode": a.mode,
+        "run": a.run,
+        "server": format!("eventbus {}", env!("CARGO_PKG_VERSION")),
+        "payload": a.payload,
+        "publishers": a.publishers,
+        "depth": a.depth,
+        "messages": a.messages,
+        "partitions": a.partitions,
+        "idempotency": !a.no_idempotency,
+    });
+    let rate = |n: u64, secs: f64| {
+        if secs > 0.0 {
+            (n as f64 / secs).round()
+        } else {
+            0.0
+        }
+    };
+    if o.pub_secs > 0.0 {
+        j["pub_acked"] = o.pub_ok.into();
+        j["pub_errors"] = o.pub_err.into();
+        j["pub_msgs_s"] = rate(o.pub_ok, o.pub_secs).into();
+        let mb = o.pub_ok as f64 * a.payload as f64 / 1e6 / o.pub_secs;
+        j["pub_mb_s"] = ((mb * 10.0).round() / 10.0).into();
+    }
+    if o.consume_secs > 0.0 {
+        j["consumed"] = o.consumed.into();
+        j["consume_msgs_s"] = rate(o.consumed, o.consume_secs).into();
+    }
+    if let Some(l) = &o.latency {
+        j["lat_rate"] = a.rate.into();
+        j["lat_sent"] = l.sent.into();
+        j["lat_received"] = l.hist.len().into();
+        for (k, q) in [
+            ("lat_p50_us", 0.5),
+            ("lat_p99_us", 0.99),
+            ("lat_p999_us", 0.999),
+        ] {
+            j[k] = l.hist.value_at_quantile(q).into();
+        }
+        j["lat_max_us"] = l.hist.max().into();
+    }
+    if !o.timed_out.is_empty() {
+        j["timed_out"] = o.timed_out.clone().into();
+    }
+    j
+}
