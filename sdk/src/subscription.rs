@@ -26,7 +26,9 @@ pub struct SubscriberConfig {
     /// Unsettled deliveries the server may have outstanding on this stream
     /// (flow control). Default 256.
     pub max_in_flight: u32,
-    /// How long acks and nacks wait to share a call. Default 5 ms.
+    /// How long acks and nacks wait to share a call. Default 0: send at
+    /// once; settles that arrive while a call is in flight share the next
+    /// one, so batches grow with load without adding latency.
     pub settle_linger: Duration,
     /// Most ack ids in one settle call. Default 1000.
     pub max_settle_batch: usize,
@@ -44,7 +46,7 @@ impl Default for SubscriberConfig {
     fn default() -> Self {
         SubscriberConfig {
             max_in_flight: 256,
-            settle_linger: Duration::from_millis(5),
+            settle_linger: Duration::ZERO,
             max_settle_batch: 1000,
             max_lease_duration: Duration::from_secs(3600),
             reconnect: RetryPolicy {
