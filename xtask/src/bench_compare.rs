@@ -133,7 +133,12 @@ fn peers(o: &Opts) -> Result<Vec<Value>> {
         o.peers.join(","),
     ];
     if o.peers.iter().any(|p| p == "redis") && !on_path("redis-server") {
-        run_cmd(Command::new("apt-get").args(["install", "-y", "-qq", "redis-server"]))?;
+        // apt's chatter must not mix into the table on stdout.
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "redis-server"])
+                .stdout(Stdio::null()),
+        )?;
     }
     if o.peers.iter().any(|p| p == "nats") {
         args.push("--nats-bin".into());
@@ -143,7 +148,7 @@ fn peers(o: &Opts) -> Result<Vec<Value>> {
     let mut w = o.workload.iter();
     while let Some(flag) = w.next() {
         match flag.as_str() {
-            "--partitions" | "--phases" => {
+            "--partitions" | "--phases" | "--lanes" => {
                 w.next();
             }
             "--no-idempotency" => {}

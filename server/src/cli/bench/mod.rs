@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// Run number for the JSON line.
     #[arg(long, default_value_t = 1)]
     pub run: u32,
+    /// Publish calls in flight per connection (the SDK publisher's lanes).
+    /// The `--depth` publishes in flight are spread over them.
+    #[arg(long, default_value_t = 4)]
+    pub lanes: usize,
     /// Publish without idempotency keys (the peers have none). By default
     /// every event carries one, as the SDK does.
     #[arg(long)]
@@ -178,6 +182,7 @@ fn report(a: &BenchArgs, o: &Outcome) -> serde_json::Value {
         "messages": a.messages,
         "partitions": a.partitions,
         "idempotency": !a.no_idempotency,
+        "lanes": a.lanes,
     });
     let rate = |n: u64, secs: f64| {
         if secs > 0.0 {

@@ -26,6 +26,7 @@ pub async fn run(
             topic,
             PublisherConfig {
                 idempotent: !a.no_idempotency,
+                max_in_flight_batches: a.lanes.max(1),
                 ..Default::default()
             },
         );
