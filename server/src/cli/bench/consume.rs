@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventbus::{Client, SubscriberConfig};
+use eventbus::Client;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
@@ -23,14 +23,7 @@ pub async fn run(
     let started = Instant::now();
     let mut members = tokio::task::JoinSet::new();
     for client in clients {
-        let mut deliveries = client.subscribe_with(
-            topic,
-            "bench",
-            SubscriberConfig {
-                max_in_flight: a.depth.max(1) as u32,
-                ..Default::default()
-            },
-        );
+        let mut deliveries = super::member(client, topic, a.depth);
         let acked = acked.clone();
         members.spawn(async move {
             let mut acks = tokio::task::JoinSet::new();

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventbus::{Client, Event, SubscriberConfig};
+use eventbus::{Client, Event};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
@@ -33,14 +33,7 @@ pub async fn run(
     )?));
     let mut members = tokio::task::JoinSet::new();
     for client in clients {
-        let mut deliveries = client.subscribe_with(
-            &topic,
-            "bench",
-            SubscriberConfig {
-                max_in_flight: a.depth.max(1) as u32,
-                ..Default::default()
-            },
-        );
+        let mut deliveries = super::member(client, &topic, a.depth);
         let hist = hist.clone();
         members.spawn(async move {
             while let Some(Ok(d)) = deliveries.next().await {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use eventbus::{Client, SubscriptionSettings};
+use eventbus::{Client, SubscriberConfig, Subscription, SubscriptionSettings};
 
 /// Flags (peerbench's names and defaults).
 #[derive(Args, Clone, Debug)]
@@ -88,7 +88,6 @@ pub(crate) fn now_ns() -> u64 {
 pub(crate) fn payload(size: usize, stamp: u64) -> Vec<u8> {
     let mut p = vec![b'x'; size.max(8)];
     p[..8].copy_from_slice(&stamp.to_le_bytes());
-    p.truncate(size.max(8));
     p
 }
 
@@ -128,6 +127,18 @@ pub(crate) async fn fresh_topic(
             .await?;
     }
     Ok(topic)
+}
+
+/// A member of the benchmark subscription, with `--depth` deliveries in flight.
+pub(crate) fn member(client: &Client, topic: &str, depth: usize) -> Subscription {
+    client.subscribe_with(
+        topic,
+        "bench",
+        SubscriberConfig {
+            max_in_flight: depth.max(1) as u32,
+            ..Default::default()
+        },
+    )
 }
 
 /// Results, in peerbench's field names.

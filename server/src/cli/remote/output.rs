@@ -117,7 +117,8 @@ pub fn print_error(err: &anyhow::Error, server: &str) {
         let part = match cause.downcast_ref::<tonic::Status>() {
             Some(status) => {
                 status_code = Some(status.code());
-                format!("{}: {}", code_name(status.code()), status.message())
+                // `CODE: message`, formatted as the SDK formats every status.
+                eventbus::Error::from(status.clone()).to_string()
             }
             None => cause.to_string(),
         };
@@ -129,30 +130,6 @@ pub fn print_error(err: &anyhow::Error, server: &str) {
     eprintln!("error: {}", parts.join(": "));
     if status_code == Some(Code::Unavailable) {
         eprintln!("hint: is the server running at {server}? Set --server or EVENTBUS_SERVER.");
-    }
-}
-
-/// The canonical gRPC name of a status code, as in the gRPC spec and
-/// `buf curl` / `grpcurl` output.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
