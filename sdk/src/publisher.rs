@@ -1,7 +1,12 @@
 //! The batching [`Publisher`].
 //!
 //! Events go to one of `max_in_flight_batches` lanes: by key hash when the
-//! event has a key (so one key always uses one lane), round-robin otherwise.
+//! event has a key (so one key always uses one lane). An event without a key
+//! goes to the first lane whose queue holds less than a full batch, so extra
+//! lanes only open when one lane cannot keep up ("spill over"): spreading
+//! events round-robin would hand each idle lane a batch of one and multiply
+//! the calls (measured: 4 round-robin lanes made 4x the calls and published
+//! 35-40 % fewer events/s than one lane at 4 x 64 in flight).
 //! Each lane is a task with a bounded queue that sends one Publish RPC at a
 //! time: whatever queued while the previous RPC was in flight (up to the batch
 //! limits) becomes the next batch. So batches grow with load without a timer,
@@ -39,7 +44,9 @@ pub struct PublisherConfig {
     /// not full. Default 0: send at once, batching whatever queued while the
     /// previous call was in flight.
     pub linger: Duration,
-    /// Publish calls in flight at once (one per lane). Default 4.
+    /// Publish calls in flight at once (one per lane). Default 4. Keyless
+    /// events use a second lane only while the first has a full batch
+    /// queued, and so on.
     pub max_in_flight_batches: usize,
     /// Events queued per lane before `publish` waits (backpressure). Default
     /// 2 × `max_batch_events`.
@@ -104,6 +111,9 @@ pub struct Publisher {
 struct Inner {
     topic: String,
     lanes: Vec<mpsc::Sender<LaneMsg>>,
+    /// A keyless event spills to the next lane once this many wait in one
+    /// (a full batch, or the whole queue when that is smaller).
+    spill_at: usize,
     next_lane: AtomicUsize,
     idempotent: bool,
     closed: AtomicBool,
@@ -166,6 +176,7 @@ impl Publisher {
             inner: Arc::new(Inner {
                 topic,
                 lanes,
+                spill_at: max_batch_events.min(queue),
                 next_lane: AtomicUsize::new(0),
                 idempotent: config.idempotent,
                 closed: AtomicBool::new(false),
@@ -239,7 +250,13 @@ impl Publisher {
     fn lane_for(&self, key: &str) -> usize {
         let n = self.inner.lanes.len();
         if key.is_empty() {
-            return self.inner.next_lane.fetch_add(1, Ordering::Relaxed) % n;
+            let spill_at = self.inner.spill_at;
+            let lanes = &self.inner.lanes;
+            return lanes
+                .iter()
+                .position(|l| l.max_capacity() - l.capacity() < spill_at)
+                // Every lane has a full batch waiting: share the wait.
+                .unwrap_or_else(|| self.inner.next_lane.fetch_add(1, Ordering::Relaxed) % n);
         }
         let mut h = DefaultHasher::new();
         key.hash(&mut h);

@@ -147,6 +147,8 @@ pub(crate) struct Outcome {
     pub pub_ok: u64,
     pub pub_err: u64,
     pub pub_secs: f64,
+    /// Publish RPCs the SDK made (its batches), to see the events per call.
+    pub pub_calls: u64,
     pub consumed: u64,
     pub consume_secs: f64,
     pub latency: Option<latency::Latency>,
@@ -205,6 +207,7 @@ fn report(a: &BenchArgs, o: &Outcome) -> serde_json::Value {
     if o.pub_secs > 0.0 {
         j["pub_acked"] = o.pub_ok.into();
         j["pub_errors"] = o.pub_err.into();
+        j["pub_calls"] = o.pub_calls.into();
         j["pub_msgs_s"] = rate(o.pub_ok, o.pub_secs).into();
         let mb = o.pub_ok as f64 * a.payload as f64 / 1e6 / o.pub_secs;
         j["pub_mb_s"] = ((mb * 10.0).round() / 10.0).into();

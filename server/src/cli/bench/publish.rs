@@ -57,11 +57,12 @@ pub async fn run(
                     _ => err += 1,
                 }
             }
-            (ok, err)
+            (ok, err, publisher.stats().batches)
         });
     }
     while let Some(res) = workers.join_next().await {
-        let (ok, err) = res?;
+        let (ok, err, calls) = res?;
+        o.pub_calls += calls;
         o.pub_ok += ok;
         o.pub_err += err;
     }
