@@ -12,7 +12,17 @@
 //! ```
 //!
 //! Under load one fsync carries thousands of events; at low load a publish costs a
-//! single fsync. Because one thread assigns offsets and writes, offsets are dense
+//! single fsync.
+//!
+//! The fsync is pipelined: a group that needs it is written without sync and
+//! handed to a second thread, the syncer, which drains every group written
+//! meanwhile, makes them durable with ONE WAL sync (`FlushWAL(true)`) and only
+//! then advances the committed ends and answers. So the writer encodes and
+//! inserts group N+1 into the memtable while group N's fsync is in flight: a
+//! round costs max(fsync, write) instead of their sum. Readers never see the
+//! unsynced records, because they are bounded by the committed end. Once any
+//! group went through the syncer, later groups follow it there too, so
+//! committed ends and answers keep the write order. Because one thread assigns offsets and writes, offsets are dense
 //! and a reader bounded by the committed end never sees an event that a crash
 //! could take back.
 //!
@@ -22,8 +32,9 @@
 //! dirty pages that failed to write.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::{Relaxed, Release};
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -42,6 +53,8 @@ use crate::types::{AppendResult, PartitionId};
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
 /// ... or past this many commands.
 const MAX_GROUP_COMMANDS: usize = 4096;
+/// Groups written but not yet synced before the writer waits for the syncer.
+const MAX_UNSYNCED_GROUPS: usize = 256;
 /// A partition gets a time-index entry at most this often.
 pub const TIME_INDEX_INTERVAL_MS: u64 = 100;
 
@@ -143,8 +156,16 @@ pub struct Writer {
     db: Arc<DB>,
     rx: mpsc::Receiver<Command>,
     sync_appends: bool,
-    failure: Option<String>,
+    /// Set by whichever thread saw a write or a sync fail; never cleared.
+    failure: Arc<Mutex<Option<String>>>,
     dedup: Dedup,
+}
+
+/// A group in RocksDB whose effects wait for the syncer.
+struct Written {
+    sync: bool,
+    advances: Vec<Advance>,
+    replies: Vec<Reply>,
 }
 
 impl Writer {
@@ -158,13 +179,30 @@ impl Writer {
             db,
             rx,
             sync_appends,
-            failure: None,
+            failure: Arc::default(),
             dedup: Dedup::new(dedup_window_ms),
         }
     }
 
-    /// Runs until every sender is dropped. Call on a dedicated thread.
+    /// Runs until every sender is dropped, then stops the syncer once it has
+    /// answered everything. Call on a dedicated thread.
     pub fn run(mut self) {
+        let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel(MAX_UNSYNCED_GROUPS);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let syncer = {
+            let (db, pending, failure) = (self.db.clone(), pending.clone(), self.failure.clone());
+            std::thread::Builder::new()
+                .name("eventbus-syncer".into())
+                .spawn(move || run_syncer(db, syncer_rx, pending, failure))
+        };
+        let syncer = match syncer {
+            Ok(handle) => Some((handle, to_syncer)),
+            Err(e) => {
+                // Without a syncer every group syncs inline: slower, still correct.
+                tracing::warn!(error = %e, "cannot start the syncer thread; syncing inline");
+                None
+            }
+        };
         while let Some(first) = self.rx.blocking_recv() {
             let mut group = vec![first];
             let mut bytes = 0usize;
@@ -177,14 +215,26 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_group(group);
+            let to_syncer = syncer.as_ref().map(|(_, tx)| (tx, &*pending));
+            self.commit_group(group, to_syncer);
+        }
+        if let Some((handle, tx)) = syncer {
+            drop(tx);
+            let _ = handle.join();
         }
         tracing::debug!("writer stopped: all senders closed");
     }
 
-    fn commit_group(&mut self, group: Vec<Command>) {
-        if let Some(failure) = &self.failure {
-            let failure = failure.clone();
+    fn failed(&self) -> Option<String> {
+        self.failure.lock().expect("not poisoned").clone()
+    }
+
+    fn commit_group(
+        &mut self,
+        group: Vec<Command>,
+        to_syncer: Option<(&std::sync::mpsc::SyncSender<Written>, &AtomicUsize)>,
+    ) {
+        if let Some(failure) = self.failed() {
             for cmd in group {
                 fail(cmd, || Error::WriterFailed(failure.clone()));
             }
@@ -229,54 +279,42 @@ impl Writer {
             }
         }
 
+        // Through the syncer when this group needs a sync, or when an earlier
+        // group still waits there (answers and committed ends keep their order).
+        let via_syncer = to_syncer.filter(|(_, pending)| sync || pending.load(Acquire) > 0);
         let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
-        let written = self.db.write_opt(batch, &opts);
-        match written {
-            Ok(()) => {
-                // Publish to readers only now that the group is durable.
-                let mut last_topic: Option<*const TopicState> = None;
-                for adv in &advances {
-                    adv.topic.partitions[adv.partition as usize]
-                        .end
-                        .store(adv.end, Release);
-                }
-                for adv in &advances {
-                    let ptr = Arc::as_ptr(&adv.topic);
-                    if last_topic != Some(ptr) {
-                        adv.topic.notify_tail();
-                        last_topic = Some(ptr);
-                    }
-                }
-                for r in replies {
-                    match r {
-                        Reply::Append(tx, res) => {
-                            let _ = tx.send(res);
+        opts.set_sync(sync && via_syncer.is_none());
+        if let Err(e) = self.db.write_opt(batch, &opts) {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "RocksDB write failed; the write path is stopped until restart");
+            *self.failure.lock().expect("not poisoned") = Some(msg.clone());
+            fail_replies(replies, &msg);
+            return;
+        }
+        let written = Written {
+            sync,
+            advances,
+            replies,
+        };
+        match via_syncer {
+            Some((tx, pending)) => {
+                pending.fetch_add(1, Release);
+                if let Err(unsent) = tx.send(written) {
+                    // The syncer is gone (it only stops when we do): answer here.
+                    pending.fetch_sub(1, Release);
+                    let w = unsent.0;
+                    if w.sync {
+                        if let Err(e) = self.db.flush_wal(true) {
+                            let msg = e.to_string();
+                            *self.failure.lock().expect("not poisoned") = Some(msg.clone());
+                            fail_replies(w.replies, &msg);
+                            return;
                         }
-                        Reply::Unit(tx) => {
-                            if let Some(tx) = tx {
-                                let _ = tx.send(Ok(()));
-                            }
-                        }
                     }
+                    complete(w);
                 }
             }
-            Err(e) => {
-                let msg = e.to_string();
-                tracing::error!(error = %msg, "RocksDB write failed; the write path is stopped until restart");
-                self.failure = Some(msg.clone());
-                for r in replies {
-                    match r {
-                        Reply::Append(tx, _) => {
-                            let _ = tx.send(Err(Error::WriterFailed(msg.clone())));
-                        }
-                        Reply::Unit(Some(tx)) => {
-                            let _ = tx.send(Err(Error::WriterFailed(msg.clone())));
-                        }
-                        Reply::Unit(None) => {}
-                    }
-                }
-            }
+            None => complete(written),
         }
     }
 
@@ -417,6 +455,84 @@ impl Writer {
         self.db
             .cf_handle(cf.name())
             .expect("every column family is created at open")
+    }
+}
+
+/// The syncer thread: one WAL sync for every group written since the last,
+/// then their committed ends and answers, in write order.
+fn run_syncer(
+    db: Arc<DB>,
+    rx: std::sync::mpsc::Receiver<Written>,
+    pending: Arc<AtomicUsize>,
+    failure: Arc<Mutex<Option<String>>>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut groups = vec![first];
+        groups.extend(rx.try_iter());
+        let n = groups.len();
+        let earlier_failure = failure.lock().expect("not poisoned").clone();
+        let synced = match earlier_failure {
+            Some(msg) => Err(msg),
+            None if groups.iter().any(|w| w.sync) => db.flush_wal(true).map_err(|e| {
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "WAL sync failed; the write path is stopped until restart");
+                *failure.lock().expect("not poisoned") = Some(msg.clone());
+                msg
+            }),
+            None => Ok(()),
+        };
+        match synced {
+            Ok(()) => groups.into_iter().for_each(complete),
+            Err(msg) => {
+                for w in groups {
+                    fail_replies(w.replies, &msg);
+                }
+            }
+        }
+        pending.fetch_sub(n, Release);
+    }
+}
+
+/// A group is durable: publish its records to readers, then answer it.
+fn complete(w: Written) {
+    let mut last_topic: Option<*const TopicState> = None;
+    for adv in &w.advances {
+        adv.topic.partitions[adv.partition as usize]
+            .end
+            .store(adv.end, Release);
+    }
+    for adv in &w.advances {
+        let ptr = Arc::as_ptr(&adv.topic);
+        if last_topic != Some(ptr) {
+            adv.topic.notify_tail();
+            last_topic = Some(ptr);
+        }
+    }
+    for r in w.replies {
+        match r {
+            Reply::Append(tx, res) => {
+                let _ = tx.send(res);
+            }
+            Reply::Unit(tx) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+        }
+    }
+}
+
+fn fail_replies(replies: Vec<Reply>, msg: &str) {
+    for r in replies {
+        match r {
+            Reply::Append(tx, _) => {
+                let _ = tx.send(Err(Error::WriterFailed(msg.to_string())));
+            }
+            Reply::Unit(Some(tx)) => {
+                let _ = tx.send(Err(Error::WriterFailed(msg.to_string())));
+            }
+            Reply::Unit(None) => {}
+        }
     }
 }
 
