@@ -80,7 +80,20 @@ impl StoredEvent {
 
 /// Formats an event id; see [`StoredEvent::event_id`].
 pub fn format_event_id(topic: TopicId, partition: PartitionId, offset: Offset) -> String {
-    format!("{:08x}{:08x}{:016x}", topic.0, partition, offset)
+    // The same text as `format!("{:08x}{:08x}{:016x}", ..)`, without the
+    // formatting machinery: it runs once per published event, and the
+    // profile of the publish path showed `format!` at ~4 % of server CPU.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut raw = [0u8; 16];
+    raw[..4].copy_from_slice(&topic.0.to_be_bytes());
+    raw[4..8].copy_from_slice(&partition.to_be_bytes());
+    raw[8..].copy_from_slice(&offset.to_be_bytes());
+    let mut out = String::with_capacity(32);
+    for b in raw {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 /// Where a published event landed.
@@ -124,4 +137,24 @@ pub enum StartPosition {
     Earliest,
     /// Only events published after the subscription was created.
     Latest,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_id_is_fixed_width_lower_hex() {
+        for (t, p, o) in [
+            (0, 0, 0),
+            (1, 2, 3),
+            (0xdead_beef, 7, 0x0123_4567_89ab_cdef),
+            (u32::MAX, u32::MAX, u64::MAX),
+        ] {
+            assert_eq!(
+                format_event_id(TopicId(t), p, o),
+                format!("{t:08x}{p:08x}{o:016x}")
+            );
+        }
+    }
 }
