@@ -111,7 +111,7 @@ pub(crate) fn is_retryable_code(code: Code) -> bool {
 }
 
 /// The canonical upper-case name (`NOT_FOUND`), as grpcurl and buf curl print it.
-fn code_name(code: Code) -> &'static str {
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

@@ -65,7 +65,7 @@ pub use admin::{Admin, DeadLetters, SeekTo, SubscriptionSettings};
 pub use backoff::RetryPolicy;
 pub use client::{Channel, Client, ClientBuilder, Credentials, TlsConfig};
 pub use delivery::{Delivery, Lease};
-pub use error::{Error, Result};
+pub use error::{code_name, Error, Result};
 pub use event::{Event, Message, CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF};
 pub use handler::HandlerError;
 pub use publisher::{PublishHandle, Published, Publisher, PublisherConfig, PublisherStats};

@@ -65,6 +65,21 @@ pub struct Config {
     /// Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long the server keeps serving after readiness turns NOT_SERVING at
+    /// shutdown, before it ends streams and stops accepting: time for load
+    /// balancers and Kubernetes endpoints to stop routing here. Default: `0s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    /// HTTP address for `/metrics` (Prometheus), `/healthz` and `/readyz`.
+    /// Default: `127.0.0.1:9090`.
+    pub metrics_listen: SocketAddr,
+    /// `/readyz` fails while the data dir's filesystem is fuller than this
+    /// fraction: RocksDB needs room to flush and compact. Default: 0.95.
+    pub ready_max_disk_used: f64,
+    /// Most distinct topics, and most distinct subscriptions, that get their
+    /// own metric labels; the rest are reported as `_other`, so a topic
+    /// explosion cannot blow up Prometheus. Default: 1000.
+    pub metrics_max_label_values: usize,
 }
 
 impl Default for Config {
@@ -85,6 +100,10 @@ impl Default for Config {
             dedup_window: log.dedup_window,
             retention_interval: log.retention_interval,
             shutdown_grace: Duration::from_secs(10),
+            shutdown_delay: Duration::ZERO,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            ready_max_disk_used: 0.95,
+            metrics_max_label_values: 1000,
         }
     }
 }
@@ -99,6 +118,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durability: Option<Durability>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -165,6 +186,10 @@ impl Config {
         anyhow::ensure!(
             self.retention_interval >= Duration::from_millis(10),
             "retention-interval must be at least 10ms"
+        );
+        anyhow::ensure!(
+            self.ready_max_disk_used > 0.0 && self.ready_max_disk_used <= 1.0,
+            "ready-max-disk-used must be a fraction in (0, 1]"
         );
         Ok(())
     }

@@ -7,11 +7,13 @@
 //! * [`cli`]: the `eventbus` command line.
 //! * [`config`]: layered configuration (defaults → TOML → env → flags).
 //! * [`grpc`]: one file per RPC; [`grpc::status`] is the only error mapping.
+//! * [`ops`]: Prometheus metrics and the HTTP side port (/metrics, /healthz, /readyz).
 //! * [`signal`]: SIGTERM / SIGINT.
 
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod ops;
 pub mod signal;
 
 use std::future::Future;
@@ -33,7 +35,8 @@ pub use config::Config;
 /// Runs the server on `listener` until `shutdown` resolves, then shuts down in
 /// order:
 ///
-/// 1. health turns NOT_SERVING (load balancers and probes stop routing here);
+/// 1. health (gRPC and `/readyz`) turns NOT_SERVING, and the server keeps
+///    serving for `shutdown-delay` while load balancers stop routing here;
 /// 2. no new connections are accepted and open Subscribe streams end with
 ///    UNAVAILABLE so clients reconnect elsewhere;
 /// 3. in-flight unary RPCs finish (bounded by `shutdown-grace`);
@@ -44,11 +47,48 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let http = TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (metrics-listen)",
+                config.metrics_listen
+            )
+        })?;
+    run_with_listeners(config, listener, http, shutdown).await
+}
+
+/// [`run`] on listeners the caller bound: gRPC on `listener`, `/metrics`,
+/// `/healthz` and `/readyz` on `http`.
+pub async fn run_with_listeners(
+    config: Config,
+    listener: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let ops = ops::Ops::new(
+        ops::recorder::install()?,
+        config.metrics_max_label_values,
+        config.data_dir.clone(),
+        config.ready_max_disk_used,
+    );
+    // Live before storage opens (a long WAL replay is not a hang), ready after.
+    tracing::info!(addr = %http.local_addr()?, "metrics serving");
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(ops::http::serve(
+        ops.clone(),
+        http,
+        http_stop.clone().cancelled_owned(),
+    ));
+    // However this function ends, the HTTP port closes with it.
+    let _http_stop_on_exit = http_stop.clone().drop_guard();
+
     let broker = Arc::new(
         Broker::open(config.log_options())
             .await
             .with_context(|| format!("opening the data dir {}", config.data_dir.display()))?,
     );
+    ops.storage_opened(&broker);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -61,8 +101,12 @@ pub async fn run(
         .build_v1alpha()?;
 
     let streams = CancellationToken::new();
-    let events = EventServiceServer::new(grpc::EventSvc::new(broker.clone(), streams.clone()))
-        .max_decoding_message_size(config.max_request_bytes);
+    let events = EventServiceServer::new(grpc::EventSvc::new(
+        broker.clone(),
+        streams.clone(),
+        ops.clone(),
+    ))
+    .max_decoding_message_size(config.max_request_bytes);
     let admin = AdminServiceServer::new(grpc::AdminSvc::new(broker.clone()))
         .max_decoding_message_size(config.max_request_bytes);
 
@@ -79,9 +123,12 @@ pub async fn run(
     let drain = {
         let health = health.clone();
         let streams = streams.clone();
+        let ops = ops.clone();
+        let shutdown_delay = config.shutdown_delay;
         async move {
             shutdown.await;
             tracing::info!("shutdown started: health NOT_SERVING, ending streams");
+            ops.shutting_down();
             health
                 .set_not_serving::<EventServiceServer<grpc::EventSvc>>()
                 .await;
@@ -91,11 +138,13 @@ pub async fn run(
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
+            tokio::time::sleep(shutdown_delay).await;
             streams.cancel();
         }
     };
     let serve = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(ops::rpc::RpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -120,6 +169,10 @@ pub async fn run(
     let served = serve.await;
 
     close_broker(broker, config.shutdown_grace).await;
+    http_stop.cancel();
+    if let Ok(Err(e)) = http_task.await {
+        tracing::warn!(error = %e, "the metrics port failed");
+    }
     served.context("gRPC server failed")?;
     tracing::info!("shutdown complete");
     Ok(())

@@ -8,6 +8,7 @@ mod delivery;
 mod errors;
 mod filters;
 mod idempotency;
+mod metrics;
 mod ops;
 mod ordering;
 mod replay;

@@ -30,6 +30,8 @@ pub enum DataDir {
 /// An in-process server bound to 127.0.0.1:0.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HTTP side port: /metrics, /healthz, /readyz.
+    pub metrics_addr: SocketAddr,
     dir: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -52,6 +54,9 @@ impl TestServer {
         let mut config = Config {
             data_dir: dir.path().join("data"),
             shutdown_grace: Duration::from_secs(5),
+            // The shared test machine's disk is often nearly full; readiness
+            // by disk space has its own unit of logic, not these tests.
+            ready_max_disk_used: 1.0,
             ..Config::default()
         };
         tweak(&mut config);
@@ -60,16 +65,27 @@ impl TestServer {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         config.listen = addr;
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let metrics_addr = http.local_addr().expect("local addr");
+        config.metrics_listen = metrics_addr;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(eventbus_server::run(config, listener, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(eventbus_server::run_with_listeners(
+            config,
+            listener,
+            http,
+            async {
+                let _ = rx.await;
+            },
+        ));
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy();
         let server = TestServer {
             addr,
+            metrics_addr,
             dir: Some(dir),
             shutdown: Some(tx),
             task: Some(task),
@@ -152,6 +168,8 @@ impl Drop for TestServer {
 /// The server binary as a child process, for crash tests (`kill -9`).
 pub struct ChildServer {
     pub addr: SocketAddr,
+    /// The HTTP side port: /metrics, /healthz, /readyz.
+    pub metrics_addr: SocketAddr,
     child: tokio::process::Child,
 }
 
@@ -166,10 +184,13 @@ impl ChildServer {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0")
             .arg("--log-format")
             .arg("json")
             .args(extra)
             .env_remove("RUST_LOG")
+            .env("EVENTBUS_READY_MAX_DISK_USED", "1.0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -177,17 +198,24 @@ impl ChildServer {
             .expect("spawn eventbus-under-test");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        let (addr, metrics_addr) = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut metrics_addr = None;
             while let Some(line) = lines.next_line().await.expect("read log") {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
-                if v["fields"]["message"] == "eventbus serving" {
-                    return v["fields"]["addr"]
+                let addr = || {
+                    v["fields"]["addr"]
                         .as_str()
                         .expect("addr")
                         .parse::<SocketAddr>()
-                        .expect("socket addr");
+                        .expect("socket addr")
+                };
+                if v["fields"]["message"] == "metrics serving" {
+                    metrics_addr = Some(addr());
+                }
+                if v["fields"]["message"] == "eventbus serving" {
+                    return (addr(), metrics_addr.expect("metrics port logged first"));
                 }
             }
             panic!("server exited before serving");
@@ -196,7 +224,11 @@ impl ChildServer {
         .expect("server starts within 30 s");
         // Keep draining the log so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ChildServer { addr, child }
+        ChildServer {
+            addr,
+            metrics_addr,
+            child,
+        }
     }
 
     pub async fn channel(&self) -> Channel {
@@ -286,4 +318,23 @@ impl Drop for CuttableProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `GET http://addr/path` over a plain TCP socket (HTTP/1.0, so the server
+/// closes the connection after the body); returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("send request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.expect("read response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, body.to_string())
 }

@@ -11,6 +11,7 @@
 //! * [`writer`]: the single group-commit writer thread.
 //! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
 //! * [`keys`]: the RocksDB key layout; [`codec`]: the record envelope.
+//! * [`metric_names`]: what the engine records through the `metrics` facade.
 //! * [`meta`], [`options`], [`types`], [`names`], [`partitioner`], [`error`].
 
 pub mod broker;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod filter;
 pub mod keys;
 pub mod meta;
+pub mod metric_names;
 pub mod names;
 pub mod options;
 pub mod partitioner;
@@ -35,5 +37,5 @@ pub use broker::{
 };
 pub use error::{Error, Result};
 pub use options::Options;
-pub use store::{Log, TopicConfig, TopicState};
+pub use store::{Log, StorageStats, TopicConfig, TopicState};
 pub use types::*;

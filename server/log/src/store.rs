@@ -874,6 +874,27 @@ impl Log {
         tracing::info!("log closed");
     }
 
+    /// Sizes RocksDB reports for every column family: cheap in-memory
+    /// properties, but they take RocksDB's mutex, so call them off the async
+    /// worker threads.
+    pub fn storage_stats(&self) -> StorageStats {
+        let db = &self.inner.db;
+        let mut stats = StorageStats::default();
+        for cf in Cf::ALL {
+            let handle = self.cf(cf);
+            let prop = |name: &str| {
+                db.property_int_value_cf(handle, name)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            };
+            stats.sst_bytes += prop("rocksdb.total-sst-files-size");
+            stats.memtable_bytes += prop("rocksdb.cur-size-all-mem-tables");
+            stats.pending_compaction_bytes += prop("rocksdb.estimate-pending-compaction-bytes");
+        }
+        stats
+    }
+
     #[cfg(test)]
     pub(crate) fn db(&self) -> &DB {
         &self.inner.db
@@ -885,6 +906,17 @@ impl Log {
             .cf_handle(cf.name())
             .expect("every column family is created at open")
     }
+}
+
+/// What the storage occupies, summed over the column families.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Bytes in SST files (the data on disk, compressed).
+    pub sst_bytes: u64,
+    /// Bytes in memtables (written, not yet flushed to SST files).
+    pub memtable_bytes: u64,
+    /// Bytes RocksDB estimates compaction still has to rewrite.
+    pub pending_compaction_bytes: u64,
 }
 
 /// Ops that remove a subscription's metadata and all of its state.

@@ -45,6 +45,7 @@ use crate::dedup::{Dedup, Seen};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::meta::now_ms;
+use crate::metric_names;
 use crate::store::TopicState;
 use crate::types::{AppendResult, PartitionId};
 
@@ -80,6 +81,15 @@ pub enum Cf {
 }
 
 impl Cf {
+    pub const ALL: [Cf; 6] = [
+        Cf::Meta,
+        Cf::Records,
+        Cf::TimeIndex,
+        Cf::Subs,
+        Cf::Dlq,
+        Cf::Dedup,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Cf::Meta => keys::CF_META,
@@ -150,6 +160,8 @@ struct Advance {
     topic: Arc<TopicState>,
     partition: PartitionId,
     end: u64,
+    /// Events of this group in the partition.
+    events: usize,
 }
 
 pub struct Writer {
@@ -166,6 +178,8 @@ struct Written {
     sync: bool,
     advances: Vec<Advance>,
     replies: Vec<Reply>,
+    /// When the writer took the group: commit latency runs from here.
+    started: std::time::Instant,
 }
 
 impl Writer {
@@ -241,6 +255,7 @@ impl Writer {
             return;
         }
         let now = now_ms();
+        let started = std::time::Instant::now();
         let mut batch = WriteBatch::default();
         let mut sync = false;
         let mut replies = Vec::with_capacity(group.len());
@@ -282,6 +297,10 @@ impl Writer {
         // Through the syncer when this group needs a sync, or when an earlier
         // group still waits there (answers and committed ends keep their order).
         let via_syncer = to_syncer.filter(|(_, pending)| sync || pending.load(Acquire) > 0);
+        let events: usize = advances.iter().map(|a| a.events).sum();
+        if events > 0 {
+            metrics::histogram!(metric_names::COMMIT_BATCH_EVENTS).record(events as f64);
+        }
         let mut opts = WriteOptions::default();
         opts.set_sync(sync && via_syncer.is_none());
         if let Err(e) = self.db.write_opt(batch, &opts) {
@@ -295,6 +314,7 @@ impl Writer {
             sync,
             advances,
             replies,
+            started,
         };
         match via_syncer {
             Some((tx, pending)) => {
@@ -425,11 +445,15 @@ impl Writer {
                 .rev()
                 .find(|a| Arc::ptr_eq(&a.topic, topic) && a.partition == partition)
             {
-                Some(a) => a.end = offset + 1,
+                Some(a) => {
+                    a.end = offset + 1;
+                    a.events += 1;
+                }
                 None => advances.push(Advance {
                     topic: topic.clone(),
                     partition,
                     end: offset + 1,
+                    events: 1,
                 }),
             }
             results.push(AppendResult {
@@ -495,6 +519,10 @@ fn run_syncer(
 
 /// A group is durable: publish its records to readers, then answer it.
 fn complete(w: Written) {
+    if !w.advances.is_empty() {
+        metrics::histogram!(metric_names::COMMIT_DURATION)
+            .record(w.started.elapsed().as_secs_f64());
+    }
     let mut last_topic: Option<*const TopicState> = None;
     for adv in &w.advances {
         adv.topic.partitions[adv.partition as usize]

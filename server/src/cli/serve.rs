@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// after the write reaches the OS (buffered) [default: fsync].
     #[arg(long, value_enum)]
     durability: Option<DurabilityArg>,
+    /// HTTP address for /metrics, /healthz and /readyz [default: 127.0.0.1:9090].
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -51,6 +54,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             DurabilityArg::Fsync => Durability::Fsync,
             DurabilityArg::Buffered => Durability::Buffered,
         }),
+        metrics_listen: args.metrics_listen,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -35,6 +35,8 @@ use eventbus_proto::v1::admin_service_server::AdminService;
 use eventbus_proto::v1::event_service_server::EventService;
 use eventbus_proto::v1::*;
 use tokio_util::sync::CancellationToken;
+
+use crate::ops::Ops;
 use tonic::{Request, Response, Status};
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -45,11 +47,16 @@ pub struct EventSvc {
     broker: Arc<Broker>,
     /// Cancelled when shutdown starts, so open streams end promptly.
     shutdown: CancellationToken,
+    ops: Arc<Ops>,
 }
 
 impl EventSvc {
-    pub fn new(broker: Arc<Broker>, shutdown: CancellationToken) -> Self {
-        EventSvc { broker, shutdown }
+    pub fn new(broker: Arc<Broker>, shutdown: CancellationToken, ops: Arc<Ops>) -> Self {
+        EventSvc {
+            broker,
+            shutdown,
+            ops,
+        }
     }
 }
 
@@ -68,7 +75,7 @@ impl AdminSvc {
 #[tonic::async_trait]
 impl EventService for EventSvc {
     async fn publish(&self, req: Request<PublishRequest>) -> RpcResult<PublishResponse> {
-        publish::handle(&self.broker, req.into_inner())
+        publish::handle(&self.broker, &self.ops, req.into_inner())
             .await
             .map(Response::new)
     }

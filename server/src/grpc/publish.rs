@@ -2,12 +2,22 @@
 
 use eventbus_log::Broker;
 use eventbus_proto::v1::{PublishRequest, PublishResponse, PublishResult};
+use std::time::Instant;
+
+use eventbus_log::{AppendResult, NewEvent};
 use tonic::Status;
+
+use crate::ops::{names, Ops};
 
 use super::convert;
 use super::status::to_status;
 
-pub async fn handle(broker: &Broker, req: PublishRequest) -> Result<PublishResponse, Status> {
+pub async fn handle(
+    broker: &Broker,
+    ops: &Ops,
+    req: PublishRequest,
+) -> Result<PublishResponse, Status> {
+    let started = Instant::now();
     let events = req
         .events
         .into_iter()
@@ -17,6 +27,7 @@ pub async fn handle(broker: &Broker, req: PublishRequest) -> Result<PublishRespo
         .publish(&req.topic, &events)
         .await
         .map_err(to_status)?;
+    record(ops, &req.topic, &events, &appended, started);
     Ok(PublishResponse {
         results: appended
             .into_iter()
@@ -28,4 +39,25 @@ pub async fn handle(broker: &Broker, req: PublishRequest) -> Result<PublishRespo
             })
             .collect(),
     })
+}
+
+/// Counts what was stored (duplicates excluded) and how long it took.
+fn record(
+    ops: &Ops,
+    topic: &str,
+    events: &[NewEvent],
+    appended: &[AppendResult],
+    started: Instant,
+) {
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for (e, r) in events.iter().zip(appended) {
+        if !r.duplicate {
+            n += 1;
+            bytes += e.payload.len() as u64;
+        }
+    }
+    let topic = ops.labels.topic(topic);
+    metrics::counter!(names::PUBLISHED_EVENTS, "topic" => topic.clone()).increment(n);
+    metrics::counter!(names::PUBLISHED_BYTES, "topic" => topic).increment(bytes);
+    metrics::histogram!(names::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
 }

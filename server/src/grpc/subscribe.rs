@@ -18,6 +18,7 @@ use tonic::Status;
 
 use super::convert;
 use super::status::to_status;
+use crate::ops::names;
 
 pub async fn handle(
     broker: &Broker,
@@ -39,7 +40,24 @@ pub async fn handle(
         member,
         shutdown: Box::pin(shutdown.clone().cancelled_owned()),
         done: false,
+        _open: OpenStream::new(),
     })
+}
+
+/// Counts the stream in `eventbus_subscribe_streams` while it exists.
+struct OpenStream;
+
+impl OpenStream {
+    fn new() -> OpenStream {
+        metrics::gauge!(names::SUBSCRIBE_STREAMS).increment(1.0);
+        OpenStream
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!(names::SUBSCRIBE_STREAMS).decrement(1.0);
+    }
 }
 
 pub struct SubscribeStream {
@@ -47,6 +65,7 @@ pub struct SubscribeStream {
     member: MemberStream,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     done: bool,
+    _open: OpenStream,
 }
 
 impl Stream for SubscribeStream {

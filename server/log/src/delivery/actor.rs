@@ -869,6 +869,11 @@ impl Actor {
                 *attempts
             }
         };
+        if attempt == 1 {
+            // Publish to first delivery: how far behind the consumers run.
+            let lag_ms = delivered_ms.saturating_sub(event.publish_time);
+            metrics::histogram!(crate::metric_names::DELIVERY_LATENCY).record(lag_ms as f64 / 1e3);
+        }
         self.flush_at
             .get_or_insert(now + self.log.options().ack_flush_interval);
         self.generation += 1;

@@ -1,0 +1,49 @@
+//! The HTTP side port: `/metrics` (Prometheus text), `/healthz` (liveness:
+//! the process answers) and `/readyz` (readiness: storage open, not shutting
+//! down, data disk not full). It starts before storage opens, so a long
+//! recovery reads as live but not ready.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use super::{sample, Ops};
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    ops: Arc<Ops>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(ops);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
+    sample::sample(&ops).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ops.prometheus.render(),
+    )
+}
+
+async fn readyz(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
+    match ops.not_ready() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}

@@ -1,0 +1,90 @@
+//! Operability: Prometheus metrics, the HTTP side port (`/metrics`,
+//! `/healthz`, `/readyz`) and per-RPC request and error counts.
+//!
+//! Metric names live in [`names`]; the storage engine records its own
+//! (commit, delivery latency) through the same `metrics` facade.
+
+pub mod http;
+pub mod labels;
+pub mod names;
+pub mod recorder;
+pub mod rpc;
+pub mod sample;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use eventbus_log::Broker;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use labels::LabelCap;
+
+/// What the HTTP side port and the gRPC handlers share.
+pub struct Ops {
+    pub prometheus: PrometheusHandle,
+    pub labels: LabelCap,
+    data_dir: PathBuf,
+    /// Readiness fails above this used fraction of the data disk: RocksDB
+    /// needs room to flush and compact, and a full disk stops the write path.
+    max_disk_used: f64,
+    /// Weak: shutdown needs the last strong reference to close RocksDB.
+    broker: OnceLock<Weak<Broker>>,
+    shutting_down: AtomicBool,
+}
+
+impl Ops {
+    pub fn new(
+        prometheus: PrometheusHandle,
+        max_label_values: usize,
+        data_dir: PathBuf,
+        max_disk_used: f64,
+    ) -> Arc<Ops> {
+        Arc::new(Ops {
+            prometheus,
+            labels: LabelCap::new(max_label_values),
+            data_dir,
+            max_disk_used,
+            broker: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Storage is open: readiness may pass and scrapes sample it.
+    pub fn storage_opened(&self, broker: &Arc<Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    /// Shutdown started: readiness fails from now on.
+    pub fn shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        metrics::gauge!(names::READY).set(0.0);
+    }
+
+    pub fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.get().and_then(Weak::upgrade)
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Why the server should not get traffic now, if it should not.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Some("shutting down".into());
+        }
+        if self.broker().is_none() {
+            return Some("storage is not open yet".into());
+        }
+        match sample::disk_usage(&self.data_dir) {
+            Ok(d) if d.used_fraction() > self.max_disk_used => Some(format!(
+                "data disk {:.1} % full (limit {:.0} %)",
+                d.used_fraction() * 100.0,
+                self.max_disk_used * 100.0
+            )),
+            Ok(_) => None,
+            Err(e) => Some(format!("cannot stat the data dir: {e}")),
+        }
+    }
+}
