@@ -23,6 +23,15 @@ pub const ENV_PREFIX: &str = "EVENTBUS_";
 /// Environment variables with the prefix that are not config keys.
 const RESERVED_ENV: [&str; 2] = ["CONFIG", "SERVER"];
 
+/// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT`,
+/// `<SERVICE>_PORT_50051_TCP...` for every Service in the namespace, so a
+/// Service named `eventbus` produces `EVENTBUS_PORT` and friends. No config
+/// key looks like these, so they are skipped instead of rejected as typos.
+fn is_service_link(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    k == "PORT" || k.starts_with("PORT_") || k.starts_with("SERVICE_")
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
@@ -140,6 +149,7 @@ impl Config {
                 !RESERVED_ENV
                     .iter()
                     .any(|r| k.as_str().eq_ignore_ascii_case(r))
+                    && !is_service_link(k.as_str())
             })
             .map(|k| k.as_str().replace('_', "-").into());
         let config: Config = figment
@@ -249,6 +259,20 @@ mod tests {
             assert_eq!(c.durability, Durability::Buffered);
             assert_eq!(c.default_partitions, 2);
             assert_eq!(c.listen.port(), 7000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_config_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EVENTBUS_PORT", "tcp://10.0.0.1:50051");
+            jail.set_env("EVENTBUS_PORT_50051_TCP_ADDR", "10.0.0.1");
+            jail.set_env("EVENTBUS_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("EVENTBUS_SERVICE_PORT_GRPC", "50051");
+            jail.set_env("EVENTBUS_DURABILITY", "buffered");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.durability, Durability::Buffered);
             Ok(())
         });
     }
