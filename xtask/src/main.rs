@@ -12,6 +12,7 @@
 //! | `check`        | fails when `gen-clients` would change the checked-in generated code |
 //! | `bench-compare` | eventbus (release) and Redis Streams / NATS JetStream (../shared/peerbench) on the same workload in one run; medians and ratios |
 //! | `test-clients` | installs the client toolchains (scripts/bootstrap-clients.sh), then runs each language's smoke test and example against one real server |
+//! | `validate-deploy [--write]` | validates deploy/ (Dockerfile, kustomize + schemas, alerts with promtool, dashboard) and RUNBOOK.md offline; `--write` regenerates the PrometheusRule |
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 mod bench_compare;
 mod clients;
+mod deploy;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,6 +50,7 @@ fn main() -> Result<()> {
         "test" => {
             bootstrap()?;
             lint_proto()?;
+            deploy::validate()?;
             run(cargo().args(["test", "--workspace", "--all-targets"]))?;
             // The SDK's documentation examples must compile (`--all-targets`
             // does not build doctests).
@@ -87,11 +90,16 @@ fn main() -> Result<()> {
             clients::check()
         }
         "test-clients" => clients::test_clients(),
+        "validate-deploy" => {
+            bootstrap()?;
+            deploy::main(rest)
+        }
         "bench-compare" => bench_compare::run(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour \
-                 | gen-clients | check | test-clients | bench-compare [ARGS]>"
+                 | gen-clients | check | test-clients | bench-compare [ARGS] \
+                 | validate-deploy [--write]>"
             );
             Ok(())
         }
