@@ -89,6 +89,7 @@ pub async fn run_with_listeners(
             .with_context(|| format!("opening the data dir {}", config.data_dir.display()))?,
     );
     ops.storage_opened(&broker);
+    let rate_sampler = tokio::spawn(ops::run_rate_sampler(ops.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -107,7 +108,7 @@ pub async fn run_with_listeners(
         ops.clone(),
     ))
     .max_decoding_message_size(config.max_request_bytes);
-    let admin = AdminServiceServer::new(grpc::AdminSvc::new(broker.clone()))
+    let admin = AdminServiceServer::new(grpc::AdminSvc::new(broker.clone(), ops.clone()))
         .max_decoding_message_size(config.max_request_bytes);
 
     // Storage is open: report SERVING, for the whole server ("") and per service.
@@ -168,6 +169,9 @@ pub async fn run_with_listeners(
     };
     let served = serve.await;
 
+    // The sampler holds the broker for a moment per tick; stop it first.
+    rate_sampler.abort();
+    let _ = rate_sampler.await;
     close_broker(broker, config.shutdown_grace).await;
     http_stop.cancel();
     if let Ok(Err(e)) = http_task.await {

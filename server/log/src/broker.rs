@@ -876,6 +876,46 @@ impl Broker {
         }
     }
 
+    /// Writes an online backup of the whole store into `dir` (absolute, not
+    /// existing, parent existing) while publishes continue; see
+    /// [`Log::checkpoint`]. Every subscription's ack state is written first,
+    /// so the backup redelivers as little as possible. Returns the size.
+    pub async fn backup(&self, dir: &std::path::Path) -> Result<u64> {
+        let invalid = |reason: &str| Error::InvalidArgument {
+            field: "dir",
+            reason: reason.to_string(),
+        };
+        if dir.as_os_str().is_empty() {
+            return Err(invalid("required: an absolute path on the server"));
+        }
+        if !dir.is_absolute() {
+            return Err(invalid("must be an absolute path on the server"));
+        }
+        if dir.exists() {
+            return Err(Error::AlreadyExists(format!(
+                "backup dir {} already exists; choose a new path",
+                dir.display()
+            )));
+        }
+        match dir.parent() {
+            Some(parent) if parent.is_dir() => {}
+            _ => {
+                return Err(Error::FailedPrecondition(format!(
+                    "the parent of {} is not an existing directory on the server; create it first",
+                    dir.display()
+                )))
+            }
+        }
+        let handles: Vec<_> = self.subs.load().values().cloned().collect();
+        for h in &handles {
+            h.flush().await;
+        }
+        let (log, dir) = (self.log.clone(), dir.to_path_buf());
+        tokio::task::spawn_blocking(move || log.checkpoint(&dir))
+            .await
+            .map_err(|_| Error::ShuttingDown)?
+    }
+
     /// [`Broker::flush`], then closes the store.
     pub async fn shutdown(self) {
         self.flush().await;

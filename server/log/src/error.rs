@@ -30,6 +30,11 @@ pub enum Error {
 
     /// The request is well-formed but the state does not allow it, e.g. an ack for
     /// a lease that expired and was handed to another member.
+    /// Something other than a topic or subscription that must not exist yet
+    /// (a backup directory).
+    #[error("{0}")]
+    AlreadyExists(String),
+
     #[error("{0}")]
     FailedPrecondition(String),
 

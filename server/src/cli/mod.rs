@@ -8,6 +8,7 @@
 
 mod bench;
 mod remote;
+mod restore;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
@@ -77,6 +78,9 @@ enum Command {
     /// Run the peers' benchmark workload (publish, consume, latency) against
     /// a running server; prints one JSON line (peerbench's field names).
     Bench(bench::BenchArgs),
+    /// Turn a backup (from `eventbus backup`) into a new data dir, offline,
+    /// and check that it opens.
+    Restore(restore::RestoreArgs),
     #[command(flatten)]
     Remote(remote::RemoteCommand),
 }
@@ -94,6 +98,7 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(&cli.global.server, args),
+        Command::Restore(args) => restore::run(args),
         Command::Remote(command) => remote::main(&cli.global, command),
     }
 }

@@ -4,11 +4,13 @@
 
 mod ack;
 mod convert;
+mod create_backup;
 mod create_subscription;
 mod create_topic;
 mod delete_subscription;
 mod delete_topic;
 mod get_dead_letter;
+mod get_status;
 mod get_subscription;
 mod get_topic;
 mod list_dead_letters;
@@ -64,11 +66,12 @@ impl EventSvc {
 #[derive(Clone)]
 pub struct AdminSvc {
     broker: Arc<Broker>,
+    ops: Arc<Ops>,
 }
 
 impl AdminSvc {
-    pub fn new(broker: Arc<Broker>) -> Self {
-        AdminSvc { broker }
+    pub fn new(broker: Arc<Broker>, ops: Arc<Ops>) -> Self {
+        AdminSvc { broker, ops }
     }
 }
 
@@ -250,6 +253,21 @@ impl AdminService for AdminSvc {
         req: Request<PurgeDeadLettersRequest>,
     ) -> RpcResult<PurgeDeadLettersResponse> {
         purge_dead_letters::handle(&self.broker, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_status(&self, req: Request<GetStatusRequest>) -> RpcResult<GetStatusResponse> {
+        get_status::handle(&self.broker, &self.ops, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_backup(
+        &self,
+        req: Request<CreateBackupRequest>,
+    ) -> RpcResult<CreateBackupResponse> {
+        create_backup::handle(&self.broker, req.into_inner())
             .await
             .map(Response::new)
     }

@@ -26,7 +26,9 @@ pub fn to_status(err: Error) -> Status {
         Error::SubscriptionNotFound { .. } => Status::not_found(format!(
             "{message}; create it with AdminService/CreateSubscription"
         )),
-        Error::TopicExists(_) | Error::SubscriptionExists { .. } => Status::already_exists(message),
+        Error::TopicExists(_) | Error::SubscriptionExists { .. } | Error::AlreadyExists(_) => {
+            Status::already_exists(message)
+        }
         Error::FailedPrecondition(_) => Status::failed_precondition(message),
         Error::ResourceExhausted(_) => Status::resource_exhausted(message),
         Error::Corruption { .. } | Error::CorruptMetadata { .. } => {

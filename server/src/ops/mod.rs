@@ -7,6 +7,7 @@
 pub mod http;
 pub mod labels;
 pub mod names;
+pub mod rates;
 pub mod recorder;
 pub mod rpc;
 pub mod sample;
@@ -24,6 +25,7 @@ pub use labels::LabelCap;
 pub struct Ops {
     pub prometheus: PrometheusHandle,
     pub labels: LabelCap,
+    pub rates: rates::PublishRates,
     data_dir: PathBuf,
     /// Readiness fails above this used fraction of the data disk: RocksDB
     /// needs room to flush and compact, and a full disk stops the write path.
@@ -43,6 +45,7 @@ impl Ops {
         Arc::new(Ops {
             prometheus,
             labels: LabelCap::new(max_label_values),
+            rates: rates::PublishRates::default(),
             data_dir,
             max_disk_used,
             broker: OnceLock::new(),
@@ -86,5 +89,15 @@ impl Ops {
             Ok(_) => None,
             Err(e) => Some(format!("cannot stat the data dir: {e}")),
         }
+    }
+}
+
+/// Samples publish rates until the broker is gone (shutdown).
+pub async fn run_rate_sampler(ops: Arc<Ops>) {
+    let mut tick = tokio::time::interval(rates::SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(broker) = ops.broker() else { return };
+        ops.rates.sample(&broker, std::time::Instant::now());
     }
 }

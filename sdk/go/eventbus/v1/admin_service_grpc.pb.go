@@ -77,6 +77,21 @@ type AdminServiceClient interface {
 	// Permanently deletes dead-letter entries. Select entries with exactly
 	// one of `ids`, `filter` or `all`; otherwise INVALID_ARGUMENT.
 	PurgeDeadLetters(ctx context.Context, in *PurgeDeadLettersRequest, opts ...grpc.CallOption) (*PurgeDeadLettersResponse, error)
+	// One-screen summary for an operator: every topic with its retained
+	// events and recent publish rate, every subscription with its backlog,
+	// in-flight deliveries, oldest unacked age and dead-letter queue, and the
+	// data dir's storage and disk usage. `eventbus status` prints it.
+	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
+	// Writes an online, consistent backup of the whole store into `dir` on
+	// the SERVER's filesystem while publishes continue: a RocksDB checkpoint
+	// (hard links to the immutable data files when `dir` is on the data dir's
+	// filesystem, copies otherwise, plus the live WAL). Subscriptions' ack
+	// state is flushed first. The backup holds every event acknowledged before
+	// the call started, and possibly some acknowledged while it ran; restore
+	// it offline with `eventbus restore --from DIR --data-dir NEW`.
+	// INVALID_ARGUMENT if `dir` is empty or relative, ALREADY_EXISTS if it
+	// exists, FAILED_PRECONDITION if its parent directory does not exist.
+	CreateBackup(ctx context.Context, in *CreateBackupRequest, opts ...grpc.CallOption) (*CreateBackupResponse, error)
 }
 
 type adminServiceClient struct {
@@ -231,6 +246,24 @@ func (c *adminServiceClient) PurgeDeadLetters(ctx context.Context, in *PurgeDead
 	return out, nil
 }
 
+func (c *adminServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error) {
+	out := new(GetStatusResponse)
+	err := c.cc.Invoke(ctx, "/eventbus.v1.AdminService/GetStatus", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateBackup(ctx context.Context, in *CreateBackupRequest, opts ...grpc.CallOption) (*CreateBackupResponse, error) {
+	out := new(CreateBackupResponse)
+	err := c.cc.Invoke(ctx, "/eventbus.v1.AdminService/CreateBackup", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility
@@ -295,6 +328,21 @@ type AdminServiceServer interface {
 	// Permanently deletes dead-letter entries. Select entries with exactly
 	// one of `ids`, `filter` or `all`; otherwise INVALID_ARGUMENT.
 	PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error)
+	// One-screen summary for an operator: every topic with its retained
+	// events and recent publish rate, every subscription with its backlog,
+	// in-flight deliveries, oldest unacked age and dead-letter queue, and the
+	// data dir's storage and disk usage. `eventbus status` prints it.
+	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
+	// Writes an online, consistent backup of the whole store into `dir` on
+	// the SERVER's filesystem while publishes continue: a RocksDB checkpoint
+	// (hard links to the immutable data files when `dir` is on the data dir's
+	// filesystem, copies otherwise, plus the live WAL). Subscriptions' ack
+	// state is flushed first. The backup holds every event acknowledged before
+	// the call started, and possibly some acknowledged while it ran; restore
+	// it offline with `eventbus restore --from DIR --data-dir NEW`.
+	// INVALID_ARGUMENT if `dir` is empty or relative, ALREADY_EXISTS if it
+	// exists, FAILED_PRECONDITION if its parent directory does not exist.
+	CreateBackup(context.Context, *CreateBackupRequest) (*CreateBackupResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -349,6 +397,12 @@ func (UnimplementedAdminServiceServer) RedriveDeadLetters(context.Context, *Redr
 }
 func (UnimplementedAdminServiceServer) PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method PurgeDeadLetters not implemented")
+}
+func (UnimplementedAdminServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateBackup(context.Context, *CreateBackupRequest) (*CreateBackupResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateBackup not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 
@@ -651,6 +705,42 @@ func _AdminService_PurgeDeadLetters_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/eventbus.v1.AdminService/GetStatus",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetStatus(ctx, req.(*GetStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/eventbus.v1.AdminService/CreateBackup",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateBackup(ctx, req.(*CreateBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _AdminService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "eventbus.v1.AdminService",
 	HandlerType: (*AdminServiceServer)(nil),
@@ -718,6 +808,14 @@ var _AdminService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PurgeDeadLetters",
 			Handler:    _AdminService_PurgeDeadLetters_Handler,
+		},
+		{
+			MethodName: "GetStatus",
+			Handler:    _AdminService_GetStatus_Handler,
+		},
+		{
+			MethodName: "CreateBackup",
+			Handler:    _AdminService_CreateBackup_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -121,6 +121,8 @@ enum Command {
         reply: oneshot::Sender<SettleOutcome>,
     },
     Stats(oneshot::Sender<SubscriptionStats>),
+    /// Write the ack state now and answer once it is committed.
+    Flush(oneshot::Sender<()>),
     UpdateMeta(Box<SubscriptionMeta>),
     /// Dead letters moved to the redrive queue (already persisted).
     Redriven(Vec<Redriven>),
@@ -253,6 +255,15 @@ impl SubscriptionHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Stats(reply)).await?;
         rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Writes the ack state now (before a backup); returns once committed.
+    /// A stopped actor has nothing left to write.
+    pub async fn flush(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::Flush(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Stops the actor and waits for it. Idempotent.
@@ -624,6 +635,10 @@ impl Actor {
                     ops.extend(self.seek(targets));
                     let _ = reply.send(self.log.write(ops, true).await);
                 }
+                Wake::Command(Some(Command::Flush(reply))) => {
+                    self.flush_committed().await;
+                    let _ = reply.send(());
+                }
                 Wake::Command(Some(cmd)) => self.handle(cmd),
                 Wake::Tail => {}
                 Wake::Fetched(res) => {
@@ -692,7 +707,9 @@ impl Actor {
                     }
                 }
             }
-            Command::Stop { .. } | Command::Seek { .. } => unreachable!("handled in run"),
+            Command::Stop { .. } | Command::Seek { .. } | Command::Flush(_) => {
+                unreachable!("handled in run")
+            }
         }
     }
 

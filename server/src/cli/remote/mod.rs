@@ -5,11 +5,13 @@
 //! shapes, payload encoding, error lines, progress bars) so the commands stay
 //! about the RPCs.
 
+mod backup;
 pub mod connect;
 mod dlq;
 mod output;
 mod publish;
 mod replay;
+mod status;
 mod sub;
 mod subscribe;
 mod time;
@@ -38,6 +40,12 @@ pub enum RemoteCommand {
     Dlq(dlq::DlqCommand),
     /// Read a topic's history by offset or time, without touching any subscription.
     Replay(replay::ReplayArgs),
+    /// One-screen summary: topics with publish rates, subscriptions with
+    /// backlog, lag and dead letters, disk usage.
+    Status,
+    /// Write an online, consistent backup into a new directory on the
+    /// server's filesystem while it keeps serving.
+    Backup(backup::BackupArgs),
 }
 
 /// What every command gets: the two service clients and the output mode.
@@ -79,5 +87,7 @@ async fn run(ctx: Ctx, command: RemoteCommand) -> anyhow::Result<()> {
         RemoteCommand::Sub(cmd) => sub::run(ctx, cmd).await,
         RemoteCommand::Dlq(cmd) => dlq::run(ctx, cmd).await,
         RemoteCommand::Replay(args) => replay::run(ctx, args).await,
+        RemoteCommand::Status => status::run(ctx).await,
+        RemoteCommand::Backup(args) => backup::run(ctx, args).await,
     }
 }

@@ -295,3 +295,55 @@ class PurgeDeadLettersResponse(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     count: int
     def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("topics", "storage")
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_FIELD_NUMBER: _ClassVar[int]
+    topics: _containers.RepeatedCompositeFieldContainer[TopicStatus]
+    storage: StorageStatus
+    def __init__(self, topics: _Optional[_Iterable[_Union[TopicStatus, _Mapping]]] = ..., storage: _Optional[_Union[StorageStatus, _Mapping]] = ...) -> None: ...
+
+class TopicStatus(_message.Message):
+    __slots__ = ("topic", "events", "publish_rate", "subscriptions")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_RATE_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    topic: _topic_pb2.Topic
+    events: int
+    publish_rate: float
+    subscriptions: _containers.RepeatedCompositeFieldContainer[_subscription_pb2.Subscription]
+    def __init__(self, topic: _Optional[_Union[_topic_pb2.Topic, _Mapping]] = ..., events: _Optional[int] = ..., publish_rate: _Optional[float] = ..., subscriptions: _Optional[_Iterable[_Union[_subscription_pb2.Subscription, _Mapping]]] = ...) -> None: ...
+
+class StorageStatus(_message.Message):
+    __slots__ = ("data_dir", "storage_bytes", "pending_compaction_bytes", "disk_total_bytes", "disk_available_bytes")
+    DATA_DIR_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PENDING_COMPACTION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    data_dir: str
+    storage_bytes: int
+    pending_compaction_bytes: int
+    disk_total_bytes: int
+    disk_available_bytes: int
+    def __init__(self, data_dir: _Optional[str] = ..., storage_bytes: _Optional[int] = ..., pending_compaction_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_available_bytes: _Optional[int] = ...) -> None: ...
+
+class CreateBackupRequest(_message.Message):
+    __slots__ = ("dir",)
+    DIR_FIELD_NUMBER: _ClassVar[int]
+    dir: str
+    def __init__(self, dir: _Optional[str] = ...) -> None: ...
+
+class CreateBackupResponse(_message.Message):
+    __slots__ = ("dir", "size_bytes")
+    DIR_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    dir: str
+    size_bytes: int
+    def __init__(self, dir: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...

@@ -115,6 +115,16 @@ class AdminServiceStub:
                 request_serializer=eventbus_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/eventbus.v1.AdminService/GetStatus',
+                request_serializer=eventbus_dot_v1_dot_admin__service__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__service__pb2.GetStatusResponse.FromString,
+                _registered_method=True)
+        self.CreateBackup = channel.unary_unary(
+                '/eventbus.v1.AdminService/CreateBackup',
+                request_serializer=eventbus_dot_v1_dot_admin__service__pb2.CreateBackupRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__service__pb2.CreateBackupResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -261,6 +271,31 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """One-screen summary for an operator: every topic with its retained
+        events and recent publish rate, every subscription with its backlog,
+        in-flight deliveries, oldest unacked age and dead-letter queue, and the
+        data dir's storage and disk usage. `eventbus status` prints it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateBackup(self, request, context):
+        """Writes an online, consistent backup of the whole store into `dir` on
+        the SERVER's filesystem while publishes continue: a RocksDB checkpoint
+        (hard links to the immutable data files when `dir` is on the data dir's
+        filesystem, copies otherwise, plus the live WAL). Subscriptions' ack
+        state is flushed first. The backup holds every event acknowledged before
+        the call started, and possibly some acknowledged while it ran; restore
+        it offline with `eventbus restore --from DIR --data-dir NEW`.
+        INVALID_ARGUMENT if `dir` is empty or relative, ALREADY_EXISTS if it
+        exists, FAILED_PRECONDITION if its parent directory does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -343,6 +378,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.PurgeDeadLetters,
                     request_deserializer=eventbus_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=eventbus_dot_v1_dot_admin__service__pb2.GetStatusRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__service__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'CreateBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBackup,
+                    request_deserializer=eventbus_dot_v1_dot_admin__service__pb2.CreateBackupRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__service__pb2.CreateBackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -778,6 +823,60 @@ class AdminService:
             '/eventbus.v1.AdminService/PurgeDeadLetters',
             eventbus_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.SerializeToString,
             eventbus_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.AdminService/GetStatus',
+            eventbus_dot_v1_dot_admin__service__pb2.GetStatusRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__service__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.AdminService/CreateBackup',
+            eventbus_dot_v1_dot_admin__service__pb2.CreateBackupRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__service__pb2.CreateBackupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,35 @@
+//! `eventbus backup --to DIR`: asks the running server for an online backup
+//! into DIR on the server's filesystem.
+
+use clap::Args;
+use eventbus_proto::v1::CreateBackupRequest;
+use serde_json::json;
+
+use super::Ctx;
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Absolute path of a new directory on the SERVER's filesystem (it must
+    /// not exist; its parent must). Best on the data dir's filesystem, where
+    /// the data files are hard-linked instead of copied.
+    #[arg(long)]
+    to: String,
+}
+
+pub async fn run(mut ctx: Ctx, args: BackupArgs) -> anyhow::Result<()> {
+    let resp = ctx
+        .clients
+        .admin
+        .create_backup(CreateBackupRequest { dir: args.to })
+        .await?
+        .into_inner();
+    if ctx.out.json {
+        ctx.out
+            .doc(&json!({"dir": resp.dir, "size_bytes": resp.size_bytes}))
+    } else {
+        ctx.out.text(&format!(
+            "backup written to {} ({} bytes); restore with: eventbus restore --from {} --data-dir NEW",
+            resp.dir, resp.size_bytes, resp.dir
+        ))
+    }
+}

@@ -1,0 +1,25 @@
+//! `AdminService/CreateBackup`: an online RocksDB checkpoint on the server.
+
+use std::path::Path;
+
+use eventbus_log::Broker;
+use eventbus_proto::v1::{CreateBackupRequest, CreateBackupResponse};
+use tonic::Status;
+
+use super::status::to_status;
+
+pub async fn handle(
+    broker: &Broker,
+    req: CreateBackupRequest,
+) -> Result<CreateBackupResponse, Status> {
+    let started = std::time::Instant::now();
+    let size_bytes = broker
+        .backup(Path::new(&req.dir))
+        .await
+        .map_err(to_status)?;
+    tracing::info!(dir = %req.dir, size_bytes, took = ?started.elapsed(), "backup written");
+    Ok(CreateBackupResponse {
+        dir: req.dir,
+        size_bytes,
+    })
+}

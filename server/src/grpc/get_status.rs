@@ -1,0 +1,54 @@
+//! `AdminService/GetStatus`: the one-screen summary behind `eventbus status`.
+
+use eventbus_log::Broker;
+use eventbus_proto::v1::{GetStatusRequest, GetStatusResponse, StorageStatus, TopicStatus};
+use tonic::Status;
+
+use super::convert;
+use super::status::to_status;
+use crate::ops::{sample, Ops};
+
+pub async fn handle(
+    broker: &Broker,
+    ops: &Ops,
+    _req: GetStatusRequest,
+) -> Result<GetStatusResponse, Status> {
+    let mut topics = Vec::new();
+    for info in broker.list_topics() {
+        let t = &info.state;
+        let name = t.name();
+        let subscriptions = match broker.list_subscriptions(name).await {
+            Ok(subs) => subs.iter().map(convert::subscription).collect(),
+            // Deleted between the listing and now: leave it out.
+            Err(eventbus_log::Error::TopicNotFound(_)) => continue,
+            Err(e) => return Err(to_status(e)),
+        };
+        topics.push(TopicStatus {
+            topic: Some(convert::topic(t)),
+            events: t.partitions.iter().map(|p| p.end() - p.start()).sum(),
+            publish_rate: ops.rates.rate(name),
+            subscriptions,
+        });
+    }
+    topics.sort_by(|a, b| {
+        a.topic
+            .as_ref()
+            .map(|t| &t.name)
+            .cmp(&b.topic.as_ref().map(|t| &t.name))
+    });
+    let log = broker.log().clone();
+    let st = tokio::task::spawn_blocking(move || log.storage_stats())
+        .await
+        .map_err(|_| Status::unavailable("the server is shutting down"))?;
+    let disk = sample::disk_usage(ops.data_dir()).ok();
+    Ok(GetStatusResponse {
+        topics,
+        storage: Some(StorageStatus {
+            data_dir: ops.data_dir().display().to_string(),
+            storage_bytes: st.sst_bytes + st.memtable_bytes,
+            pending_compaction_bytes: st.pending_compaction_bytes,
+            disk_total_bytes: disk.map_or(0, |d| d.total_bytes),
+            disk_available_bytes: disk.map_or(0, |d| d.available_bytes),
+        }),
+    })
+}
