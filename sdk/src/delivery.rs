@@ -157,6 +157,16 @@ impl Delivery {
         self.message.attempt()
     }
 
+    /// The W3C trace context of the publish (the `traceparent` attribute):
+    /// set by the producer, or taken by the server from the Publish call's
+    /// `traceparent` metadata. Continue the producer's trace from it.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.event()
+            .attributes
+            .get("traceparent")
+            .map(String::as_str)
+    }
+
     /// The payload bytes.
     pub fn payload(&self) -> &Bytes {
         self.message.payload()

@@ -18,3 +18,4 @@ mod retention;
 mod sdk;
 mod seek;
 mod support;
+mod tracing;

@@ -248,6 +248,7 @@ impl Writer {
         group: Vec<Command>,
         to_syncer: Option<(&std::sync::mpsc::SyncSender<Written>, &AtomicUsize)>,
     ) {
+        let _span = tracing::debug_span!("group_commit", commands = group.len()).entered();
         if let Some(failure) = self.failed() {
             for cmd in group {
                 fail(cmd, || Error::WriterFailed(failure.clone()));
@@ -494,6 +495,7 @@ fn run_syncer(
         let mut groups = vec![first];
         groups.extend(rx.try_iter());
         let n = groups.len();
+        let _span = tracing::debug_span!("wal_sync", groups = n).entered();
         let earlier_failure = failure.lock().expect("not poisoned").clone();
         let synced = match earlier_failure {
             Some(msg) => Err(msg),

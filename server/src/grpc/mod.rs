@@ -78,7 +78,13 @@ impl AdminSvc {
 #[tonic::async_trait]
 impl EventService for EventSvc {
     async fn publish(&self, req: Request<PublishRequest>) -> RpcResult<PublishResponse> {
-        publish::handle(&self.broker, &self.ops, req.into_inner())
+        let traceparent = req
+            .metadata()
+            .get(crate::ops::trace::TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::ops::trace::valid_traceparent)
+            .map(str::to_string);
+        publish::handle(&self.broker, &self.ops, traceparent, req.into_inner())
             .await
             .map(Response::new)
     }

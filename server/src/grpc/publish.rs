@@ -7,22 +7,34 @@ use std::time::Instant;
 use eventbus_log::{AppendResult, NewEvent};
 use tonic::Status;
 
+use crate::ops::trace::TRACEPARENT;
 use crate::ops::{names, Ops};
 
 use super::convert;
 use super::status::to_status;
 
+/// `traceparent`: the W3C trace context of the call (gRPC metadata), stored
+/// with every event that does not carry its own, so consumers continue the
+/// producer's trace.
 pub async fn handle(
     broker: &Broker,
     ops: &Ops,
+    traceparent: Option<String>,
     req: PublishRequest,
 ) -> Result<PublishResponse, Status> {
     let started = Instant::now();
-    let events = req
+    let mut events = req
         .events
         .into_iter()
         .map(convert::new_event)
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(tp) = traceparent {
+        for e in &mut events {
+            e.attributes
+                .entry(TRACEPARENT.to_string())
+                .or_insert_with(|| tp.clone());
+        }
+    }
     let (topic_id, appended) = broker
         .publish(&req.topic, &events)
         .await

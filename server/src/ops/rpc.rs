@@ -1,4 +1,8 @@
-//! A tower layer counting gRPC requests and errors per method and code.
+//! A tower layer around every gRPC call: a `rpc` tracing span carrying the
+//! method, a request id (the client's `x-request-id`, or a new one, echoed in
+//! the response) and the W3C trace id; request and error counters per method
+//! and code; and one log line per failed call, at debug for client errors
+//! and at error for server faults.
 //!
 //! It reads `grpc-status` from the response headers, which is where tonic
 //! puts the status of every unary error and of a stream refused before its
@@ -11,8 +15,13 @@ use std::task::{Context, Poll};
 
 use tonic::Code;
 use tower::{Layer, Service};
+use tracing::Instrument as _;
 
 use super::names::{RPC_ERRORS, RPC_REQUESTS};
+use super::trace::{trace_id, TRACEPARENT};
+
+/// The request-id header: taken from the client when present, echoed back.
+pub const REQUEST_ID: &str = "x-request-id";
 use eventbus::code_name;
 
 #[derive(Clone, Copy, Default)]
@@ -46,30 +55,60 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let method = method_label(req.uri().path());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            if let Ok(resp) = &res {
-                let code = resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map(Code::from);
-                // An unknown method must not mint a label of its own.
-                let method = if code == Some(Code::Unimplemented) {
-                    "unknown"
-                } else {
-                    method
-                };
-                metrics::counter!(RPC_REQUESTS, "method" => method).increment(1);
-                if let Some(code) = code.filter(|c| *c != Code::Ok) {
-                    metrics::counter!(RPC_ERRORS, "method" => method, "code" => code_name(code))
-                        .increment(1);
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let request_id = header(REQUEST_ID)
+            .filter(|id| !id.is_empty() && id.len() <= 128)
+            .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_string);
+        let trace_id = header(TRACEPARENT).and_then(trace_id).unwrap_or_default();
+        let span = tracing::info_span!("rpc", method, request_id = %request_id, trace_id);
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(
+            async move {
+                let mut res = fut.await;
+                if let Ok(resp) = &mut res {
+                    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+                        resp.headers_mut().insert(REQUEST_ID, v);
+                    }
+                    record(method, resp.headers());
                 }
+                res
             }
-            res
-        })
+            .instrument(span),
+        )
+    }
+}
+
+/// Counts the call, and logs it when it failed.
+fn record(method: &'static str, headers: &http::HeaderMap) {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let code = text("grpc-status")
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from);
+    // An unknown method must not mint a label of its own.
+    let method = if code == Some(Code::Unimplemented) {
+        "unknown"
+    } else {
+        method
+    };
+    metrics::counter!(RPC_REQUESTS, "method" => method).increment(1);
+    let Some(code) = code.filter(|c| *c != Code::Ok) else {
+        return;
+    };
+    let code_name = code_name(code);
+    metrics::counter!(RPC_ERRORS, "method" => method, "code" => code_name).increment(1);
+    let message = text("grpc-message").unwrap_or_default();
+    // Client errors are the caller's to fix (debug); faults are ours (error).
+    match code {
+        Code::Internal | Code::DataLoss | Code::Unknown => {
+            tracing::error!(code = code_name, message, "request failed: server fault")
+        }
+        Code::Unavailable => {
+            tracing::warn!(code = code_name, message, "request failed: unavailable")
+        }
+        _ => tracing::debug!(code = code_name, message, "request failed: client error"),
     }
 }
 
