@@ -79,6 +79,12 @@ pub struct Config {
     /// balancers and Kubernetes endpoints to stop routing here. Default: `0s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_delay: Duration,
+    /// Log filter when `RUST_LOG` is not set, in `RUST_LOG` syntax (e.g.
+    /// `info`, `warn,eventbus_log=debug`). Default: `info`.
+    pub log_level: String,
+    /// OpenTelemetry collector for span export over OTLP/gRPC, e.g.
+    /// `http://otel-collector:4317`. Empty (default): no export.
+    pub otlp_endpoint: String,
     /// HTTP address for `/metrics` (Prometheus), `/healthz` and `/readyz`.
     /// Default: `127.0.0.1:9090`.
     pub metrics_listen: SocketAddr,
@@ -110,6 +116,8 @@ impl Default for Config {
             retention_interval: log.retention_interval,
             shutdown_grace: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
+            log_level: "info".into(),
+            otlp_endpoint: String::new(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             ready_max_disk_used: 0.95,
             metrics_max_label_values: 1000,

@@ -78,3 +78,105 @@ async fn the_publishers_traceparent_reaches_the_consumer() {
     );
     assert_eq!(tp("malformed"), None, "malformed context is dropped");
 }
+
+mod collector {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use tokio::sync::mpsc;
+
+    /// Every span it receives goes into the channel.
+    pub struct Collector(pub mpsc::UnboundedSender<Span>);
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            for rs in req.into_inner().resource_spans {
+                for ss in rs.scope_spans {
+                    for span in ss.spans {
+                        let _ = self.0.send(span);
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    /// Serves on 127.0.0.1:0; returns its address and the span channel.
+    pub async fn start() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Span>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Collector(tx)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (addr, rx)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// With `otlp-endpoint` set, the Publish span is exported to the collector
+/// as a child of the caller's span (same trace id, parent = caller's span).
+#[tokio::test]
+async fn rpc_spans_are_exported_over_otlp_in_the_callers_trace() {
+    let (collector, mut spans) = collector::start().await;
+    let (dir, data) = eventbus_tests::temp_dir();
+    let config = dir.path().join("eventbus.toml");
+    std::fs::write(&config, format!("otlp-endpoint = \"http://{collector}\"\n")).unwrap();
+    let server = eventbus_tests::ChildServer::start(
+        env!("CARGO_BIN_EXE_eventbus-under-test"),
+        &data,
+        &["--config", config.to_str().unwrap()],
+    )
+    .await;
+    let mut events =
+        eventbus_tests::v1::event_service_client::EventServiceClient::new(server.channel().await);
+    events
+        .publish(with_metadata(
+            PublishRequest {
+                topic: "otlp".into(),
+                events: vec![event("", "t", "x")],
+            },
+            &[("traceparent", TP)],
+        ))
+        .await
+        .unwrap();
+    // SIGTERM flushes the batch exporter.
+    assert_eq!(server.terminate().await, Some(0));
+    let publish_span = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let span = spans.recv().await.expect("collector running");
+            let is_publish = span
+                .attributes
+                .iter()
+                .any(|kv| kv.key == "method" && format!("{:?}", kv.value).contains("\"Publish\""));
+            if span.name == "rpc" && is_publish {
+                return span;
+            }
+        }
+    })
+    .await
+    .expect("the Publish span reaches the collector");
+    assert_eq!(
+        hex(&publish_span.trace_id),
+        &TP[3..35],
+        "the caller's trace"
+    );
+    assert_eq!(
+        hex(&publish_span.parent_span_id),
+        &TP[36..52],
+        "child of the caller's span"
+    );
+}

@@ -1,13 +1,12 @@
 //! `eventbus serve`: runs the server in this process.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::{Config, Overrides};
+use crate::ops::telemetry;
 use anyhow::Context as _;
 use eventbus_log::Durability;
-use tracing_subscriber::EnvFilter;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -46,7 +45,6 @@ enum LogFormat {
 
 /// Loads the layered config, then serves until SIGTERM or SIGINT.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_format);
     let overrides = Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -62,21 +60,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("eventbus")
         .build()?;
     runtime.block_on(async move {
+        let format = match args.log_format {
+            LogFormat::Text => telemetry::LogFormat::Text,
+            LogFormat::Json => telemetry::LogFormat::Json,
+        };
+        // Flushes exported spans when serving ends.
+        let _telemetry = telemetry::init(format, &config.log_level, &config.otlp_endpoint)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         crate::run(config, listener, crate::signal::shutdown_signal()).await
     })
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: log files and collectors get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

@@ -11,6 +11,7 @@ pub mod rates;
 pub mod recorder;
 pub mod rpc;
 pub mod sample;
+pub mod telemetry;
 pub mod trace;
 
 use std::path::PathBuf;

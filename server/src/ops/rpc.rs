@@ -16,8 +16,10 @@ use std::task::{Context, Poll};
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::names::{RPC_ERRORS, RPC_REQUESTS};
+use super::telemetry::HeaderExtractor;
 use super::trace::{trace_id, TRACEPARENT};
 
 /// The request-id header: taken from the client when present, echoed back.
@@ -61,6 +63,12 @@ where
             .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_string);
         let trace_id = header(TRACEPARENT).and_then(trace_id).unwrap_or_default();
         let span = tracing::info_span!("rpc", method, request_id = %request_id, trace_id);
+        // With OTLP export on, the span joins the caller's trace (a no-op
+        // propagator otherwise).
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(req.headers()))
+        });
+        let _ = span.set_parent(parent);
         let fut = {
             let _entered = span.enter();
             self.inner.call(req)
