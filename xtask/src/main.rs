@@ -215,6 +215,10 @@ impl Server {
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
+                // Not the default 9090: parallel runs and a developer's own
+                // server must not collide on the metrics port.
+                "--metrics-listen",
+                "127.0.0.1:0",
                 "--log-format",
                 "json",
                 "--data-dir",
