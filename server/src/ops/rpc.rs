@@ -107,16 +107,19 @@ fn record(method: &'static str, headers: &http::HeaderMap) {
     };
     let code_name = code_name(code);
     metrics::counter!(RPC_ERRORS, "method" => method, "code" => code_name).increment(1);
-    let message = text("grpc-message").unwrap_or_default();
+    // grpc-message is percent-encoded on the wire.
+    let detail = text("grpc-message").unwrap_or_default();
+    let detail = percent_encoding::percent_decode_str(detail).decode_utf8_lossy();
+    let detail = detail.as_ref();
     // Client errors are the caller's to fix (debug); faults are ours (error).
     match code {
         Code::Internal | Code::DataLoss | Code::Unknown => {
-            tracing::error!(code = code_name, message, "request failed: server fault")
+            tracing::error!(code = code_name, detail, "request failed: server fault")
         }
         Code::Unavailable => {
-            tracing::warn!(code = code_name, message, "request failed: unavailable")
+            tracing::warn!(code = code_name, detail, "request failed: unavailable")
         }
-        _ => tracing::debug!(code = code_name, message, "request failed: client error"),
+        _ => tracing::debug!(code = code_name, detail, "request failed: client error"),
     }
 }
 
