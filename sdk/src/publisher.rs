@@ -2,7 +2,8 @@
 //!
 //! Events go to one of `max_in_flight_batches` lanes: by key hash when the
 //! event has a key (so one key always uses one lane). An event without a key
-//! goes to the first lane whose queue holds less than a full batch, so extra
+//! goes to the first lane whose queue holds less than a full batch (by count
+//! or by bytes), so extra
 //! lanes only open when one lane cannot keep up ("spill over"): spreading
 //! events round-robin would hand each idle lane a batch of one and multiply
 //! the calls (measured: 4 round-robin lanes made 4x the calls and published
@@ -112,8 +113,12 @@ struct Inner {
     topic: String,
     lanes: Vec<mpsc::Sender<LaneMsg>>,
     /// A keyless event spills to the next lane once this many wait in one
-    /// (a full batch, or the whole queue when that is smaller).
+    /// (a full batch, or the whole queue when that is smaller) ...
     spill_at: usize,
+    /// ... or once this many bytes wait in it (a full batch by size).
+    spill_at_bytes: usize,
+    /// Encoded bytes waiting in each lane's queue.
+    lane_bytes: Vec<Arc<AtomicUsize>>,
     next_lane: AtomicUsize,
     idempotent: bool,
     closed: AtomicBool,
@@ -154,8 +159,12 @@ impl Publisher {
             .unwrap_or(2 * max_batch_events)
             .max(1);
         let stats = Arc::new(Counters::default());
-        let lanes = (0..lanes_n)
-            .map(|_| {
+        let lane_bytes: Vec<Arc<AtomicUsize>> = (0..lanes_n)
+            .map(|_| Arc::new(AtomicUsize::new(0)))
+            .collect();
+        let lanes = lane_bytes
+            .iter()
+            .map(|queued_bytes| {
                 let (tx, rx) = mpsc::channel(queue);
                 let lane = Lane {
                     rx,
@@ -167,6 +176,7 @@ impl Publisher {
                     retry: config.retry.clone(),
                     stats: stats.clone(),
                     carry: None,
+                    queued_bytes: queued_bytes.clone(),
                 };
                 tokio::spawn(lane.run());
                 tx
@@ -177,6 +187,8 @@ impl Publisher {
                 topic,
                 lanes,
                 spill_at: max_batch_events.min(queue),
+                spill_at_bytes: config.max_batch_bytes.max(1),
+                lane_bytes,
                 next_lane: AtomicUsize::new(0),
                 idempotent: config.idempotent,
                 closed: AtomicBool::new(false),
@@ -210,6 +222,7 @@ impl Publisher {
         let lane = self.lane_for(&event.key);
         let (reply, rx) = oneshot::channel();
         let size = event.encoded_len();
+        self.inner.lane_bytes[lane].fetch_add(size, Ordering::Relaxed);
         self.inner.lanes[lane]
             .send(LaneMsg::Event(Pending { event, size, reply }))
             .await
@@ -250,11 +263,13 @@ impl Publisher {
     fn lane_for(&self, key: &str) -> usize {
         let n = self.inner.lanes.len();
         if key.is_empty() {
-            let spill_at = self.inner.spill_at;
-            let lanes = &self.inner.lanes;
-            return lanes
-                .iter()
-                .position(|l| l.max_capacity() - l.capacity() < spill_at)
+            let inner = &self.inner;
+            return (0..n)
+                .position(|i| {
+                    let l = &inner.lanes[i];
+                    l.max_capacity() - l.capacity() < inner.spill_at
+                        && inner.lane_bytes[i].load(Ordering::Relaxed) < inner.spill_at_bytes
+                })
                 // Every lane has a full batch waiting: share the wait.
                 .unwrap_or_else(|| self.inner.next_lane.fetch_add(1, Ordering::Relaxed) % n);
         }
@@ -301,6 +316,8 @@ struct Lane {
     stats: Arc<Counters>,
     /// An event taken from the queue that did not fit the last batch.
     carry: Option<Pending>,
+    /// Encoded bytes in this lane's queue (for the spill-over choice).
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl Lane {
@@ -312,7 +329,7 @@ impl Lane {
             let first = match self.carry.take() {
                 Some(p) => LaneMsg::Event(p),
                 None => match self.rx.recv().await {
-                    Some(m) => m,
+                    Some(m) => self.dequeued(m),
                     None => return, // every Publisher clone is gone and the queue is empty
                 },
             };
@@ -333,6 +350,14 @@ impl Lane {
         }
     }
 
+    /// Takes a message's bytes off the lane's queued-bytes count.
+    fn dequeued(&self, m: LaneMsg) -> LaneMsg {
+        if let LaneMsg::Event(p) = &m {
+            self.queued_bytes.fetch_sub(p.size, Ordering::Relaxed);
+        }
+        m
+    }
+
     /// Adds what is queued (and, with a linger, what arrives within it) until
     /// a limit is hit or a flush asks to send now.
     async fn fill(
@@ -344,10 +369,10 @@ impl Lane {
         let deadline = Instant::now() + self.linger;
         while batch.len() < self.max_events && *bytes < self.max_bytes {
             let msg = match self.rx.try_recv() {
-                Ok(m) => m,
+                Ok(m) => self.dequeued(m),
                 Err(_) if self.linger.is_zero() => return,
                 Err(_) => match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(m)) => m,
+                    Ok(Some(m)) => self.dequeued(m),
                     Ok(None) | Err(_) => return,
                 },
             };

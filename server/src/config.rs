@@ -23,13 +23,18 @@ pub const ENV_PREFIX: &str = "EVENTBUS_";
 /// Environment variables with the prefix that are not config keys.
 const RESERVED_ENV: [&str; 2] = ["CONFIG", "SERVER"];
 
-/// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT`,
-/// `<SERVICE>_PORT_50051_TCP...` for every Service in the namespace, so a
-/// Service named `eventbus` produces `EVENTBUS_PORT` and friends. No config
-/// key looks like these, so they are skipped instead of rejected as typos.
+/// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT*`,
+/// `<SERVICE>_PORT` and `<SERVICE>_PORT_<n>_<PROTO>*` for every Service in the
+/// namespace, so Services named `eventbus` or `eventbus-headless` produce
+/// `EVENTBUS_PORT`, `EVENTBUS_HEADLESS_SERVICE_HOST` and friends. No config key
+/// mentions PORT or SERVICE, so these are skipped instead of rejected as typos.
 fn is_service_link(key: &str) -> bool {
     let k = key.to_ascii_uppercase();
-    k == "PORT" || k.starts_with("PORT_") || k.starts_with("SERVICE_")
+    let words: Vec<&str> = k.split('_').collect();
+    words.contains(&"PORT")
+        || words
+            .windows(2)
+            .any(|w| w == ["SERVICE", "HOST"] || w == ["SERVICE", "PORT"])
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -278,6 +283,9 @@ mod tests {
             jail.set_env("EVENTBUS_PORT_50051_TCP_ADDR", "10.0.0.1");
             jail.set_env("EVENTBUS_SERVICE_HOST", "10.0.0.1");
             jail.set_env("EVENTBUS_SERVICE_PORT_GRPC", "50051");
+            jail.set_env("EVENTBUS_HEADLESS_SERVICE_HOST", "10.0.0.2");
+            jail.set_env("EVENTBUS_HEADLESS_PORT_50051_TCP_PROTO", "tcp");
+            jail.set_env("EVENTBUS_HEADLESS_PORT", "tcp://10.0.0.2:50051");
             jail.set_env("EVENTBUS_DURABILITY", "buffered");
             let c = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(c.durability, Durability::Buffered);

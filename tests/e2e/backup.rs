@@ -132,6 +132,23 @@ async fn a_backup_under_load_restores_every_event_acknowledged_before_it() {
         again(backups.path().join("no/such/b3").display().to_string()).await,
         Code::FailedPrecondition
     );
+    let inside_data = server.data_dir().join("data").join("b4");
+    assert_eq!(
+        again(inside_data.display().to_string()).await,
+        Code::InvalidArgument
+    );
+
+    // restore refuses a target inside the backup, and leaves nothing behind.
+    let inside = std::process::Command::new(BIN)
+        .args(["restore", "--from"])
+        .arg(&dir)
+        .arg("--data-dir")
+        .arg(dir.join("nested"))
+        .output()
+        .unwrap();
+    assert!(!inside.status.success());
+    assert!(String::from_utf8_lossy(&inside.stderr).contains("inside the backup"));
+    assert!(!dir.join("nested").exists());
 
     // Restore offline with the CLI into a new data dir, and serve it.
     let restored = tempfile::tempdir().unwrap();

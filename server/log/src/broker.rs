@@ -906,6 +906,17 @@ impl Broker {
                 )))
             }
         }
+        // Compare real paths: the data dir may be relative or reached
+        // through a symlink.
+        let real =
+            |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let target = match (dir.parent(), dir.file_name()) {
+            (Some(parent), Some(name)) => real(parent).join(name),
+            _ => return Err(invalid("must name a new directory")),
+        };
+        if target.starts_with(real(&self.log.options().data_dir)) {
+            return Err(invalid("must not be inside the data dir"));
+        }
         let handles: Vec<_> = self.subs.load().values().cloned().collect();
         for h in &handles {
             h.flush().await;

@@ -28,13 +28,13 @@ pub enum Error {
     #[error("subscription {subscription:?} on topic {topic:?} already exists")]
     SubscriptionExists { topic: String, subscription: String },
 
-    /// The request is well-formed but the state does not allow it, e.g. an ack for
-    /// a lease that expired and was handed to another member.
     /// Something other than a topic or subscription that must not exist yet
     /// (a backup directory).
     #[error("{0}")]
     AlreadyExists(String),
 
+    /// The request is well-formed but the state does not allow it, e.g. an ack for
+    /// a lease that expired and was handed to another member.
     #[error("{0}")]
     FailedPrecondition(String),
 

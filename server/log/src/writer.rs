@@ -335,7 +335,12 @@ impl Writer {
                     complete(w);
                 }
             }
-            None => complete(written),
+            // The syncer may have failed a sync since the check at the top;
+            // nothing written after a failed sync may be acknowledged.
+            None => match self.failed() {
+                Some(failure) => fail_replies(written.replies, &failure),
+                None => complete(written),
+            },
         }
     }
 

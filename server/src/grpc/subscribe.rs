@@ -7,6 +7,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use eventbus_log::delivery::MemberStream;
@@ -18,7 +19,7 @@ use tonic::Status;
 
 use super::convert;
 use super::status::to_status;
-use crate::ops::names;
+use crate::ops::OPEN_STREAMS;
 
 pub async fn handle(
     broker: &Broker,
@@ -44,19 +45,19 @@ pub async fn handle(
     })
 }
 
-/// Counts the stream in `eventbus_subscribe_streams` while it exists.
+/// Counts the stream in [`OPEN_STREAMS`] (`eventbus_subscribe_streams`) while it exists.
 struct OpenStream;
 
 impl OpenStream {
     fn new() -> OpenStream {
-        metrics::gauge!(names::SUBSCRIBE_STREAMS).increment(1.0);
+        OPEN_STREAMS.fetch_add(1, Ordering::Relaxed);
         OpenStream
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        metrics::gauge!(names::SUBSCRIBE_STREAMS).decrement(1.0);
+        OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

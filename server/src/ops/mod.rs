@@ -14,8 +14,10 @@ pub mod sample;
 pub mod telemetry;
 pub mod trace;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
 use std::sync::{Arc, OnceLock, Weak};
 
 use eventbus_log::Broker;
@@ -23,11 +25,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use labels::LabelCap;
 
+/// Open Subscribe streams in this process; `/metrics` reports it as a gauge
+/// at scrape time (a gauge only touched on open/close would age out of the
+/// exporter while long-lived streams stay open).
+pub static OPEN_STREAMS: AtomicI64 = AtomicI64::new(0);
+
 /// What the HTTP side port and the gRPC handlers share.
 pub struct Ops {
     pub prometheus: PrometheusHandle,
     pub labels: LabelCap,
     pub rates: rates::PublishRates,
+    /// Per subscription id: the actor's counters at the last scrape.
+    counted: Mutex<HashMap<eventbus_log::SubscriptionId, [u64; 6]>>,
     data_dir: PathBuf,
     /// Readiness fails above this used fraction of the data disk: RocksDB
     /// needs room to flush and compact, and a full disk stops the write path.
@@ -48,6 +57,7 @@ impl Ops {
             prometheus,
             labels: LabelCap::new(max_label_values),
             rates: rates::PublishRates::default(),
+            counted: Mutex::default(),
             data_dir,
             max_disk_used,
             broker: OnceLock::new(),

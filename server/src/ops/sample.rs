@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use eventbus_log::Broker;
 
@@ -55,6 +56,7 @@ struct SubTotals {
 /// Refreshes every sampled metric. Errors (a subscription deleted meanwhile)
 /// skip that subscription.
 pub async fn sample(ops: &Ops) {
+    metrics::gauge!(SUBSCRIBE_STREAMS).set(super::OPEN_STREAMS.load(Ordering::Relaxed) as f64);
     let ready = ops.not_ready().is_none();
     metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
     if let Ok(d) = disk_usage(ops.data_dir()) {
@@ -74,22 +76,49 @@ async fn sample_subscriptions(ops: &Ops, broker: &Broker) {
     let now_ms = eventbus_log::meta::now_ms();
     let age = |ms: Option<u64>| ms.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1e3);
     let mut totals: HashMap<(String, String), SubTotals> = HashMap::new();
+    // The actors count since they started; the exported counters must only
+    // go up, also when a subscription is deleted and recreated under the same
+    // name or shares the `_other` label: export the increase since the last
+    // scrape, per subscription id.
+    let mut all = Vec::new();
     for topic in broker.list_topics() {
-        let name = &topic.state.meta.name;
-        let Ok(subs) = broker.list_subscriptions(name).await else {
-            continue;
-        };
+        let name = topic.state.meta.name.clone();
+        if let Ok(subs) = broker.list_subscriptions(&name).await {
+            all.push((name, subs));
+        }
+    }
+    // Locked only after the awaits: concurrent scrapes each export only
+    // what the other has not.
+    let mut seen = ops.counted.lock().expect("not poisoned");
+    let mut still_there = std::collections::HashSet::new();
+    for (name, subs) in &all {
         for sub in subs {
             let s = &sub.stats;
             let t = totals
                 .entry(ops.labels.subscription(name, &sub.meta.name))
                 .or_default();
-            t.delivered += s.delivered;
-            t.acked += s.acked;
-            t.nacked += s.nacked;
-            t.redelivered += s.redelivered;
-            t.dead_lettered += s.dead_lettered;
-            t.filtered += s.filtered;
+            let now = [
+                s.delivered,
+                s.acked,
+                s.nacked,
+                s.redelivered,
+                s.dead_lettered,
+                s.filtered,
+            ];
+            still_there.insert(sub.meta.id);
+            let before = seen.insert(sub.meta.id, now).unwrap_or_default();
+            // A count below the last one means the actor restarted: all new.
+            let d: Vec<u64> = now
+                .iter()
+                .zip(before)
+                .map(|(n, b)| if *n >= b { n - b } else { *n })
+                .collect();
+            t.delivered += d[0];
+            t.acked += d[1];
+            t.nacked += d[2];
+            t.redelivered += d[3];
+            t.dead_lettered += d[4];
+            t.filtered += d[5];
             t.backlog += s.backlog;
             t.in_flight += s.in_flight;
             t.oldest_unacked_age = t.oldest_unacked_age.max(age(s.oldest_unacked_ms));
@@ -98,14 +127,16 @@ async fn sample_subscriptions(ops: &Ops, broker: &Broker) {
             t.dlq_oldest_age = t.dlq_oldest_age.max(age(s.oldest_dead_letter_ms));
         }
     }
+    seen.retain(|id, _| still_there.contains(id));
+    drop(seen);
     for ((topic, sub), t) in totals {
         let l = [("topic", topic), ("subscription", sub)];
-        metrics::counter!(DELIVERED, &l).absolute(t.delivered);
-        metrics::counter!(ACKED, &l).absolute(t.acked);
-        metrics::counter!(NACKED, &l).absolute(t.nacked);
-        metrics::counter!(REDELIVERED, &l).absolute(t.redelivered);
-        metrics::counter!(DEAD_LETTERED, &l).absolute(t.dead_lettered);
-        metrics::counter!(FILTERED, &l).absolute(t.filtered);
+        metrics::counter!(DELIVERED, &l).increment(t.delivered);
+        metrics::counter!(ACKED, &l).increment(t.acked);
+        metrics::counter!(NACKED, &l).increment(t.nacked);
+        metrics::counter!(REDELIVERED, &l).increment(t.redelivered);
+        metrics::counter!(DEAD_LETTERED, &l).increment(t.dead_lettered);
+        metrics::counter!(FILTERED, &l).increment(t.filtered);
         metrics::gauge!(BACKLOG, &l).set(t.backlog as f64);
         metrics::gauge!(IN_FLIGHT, &l).set(t.in_flight as f64);
         metrics::gauge!(OLDEST_UNACKED_AGE, &l).set(t.oldest_unacked_age);

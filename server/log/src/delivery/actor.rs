@@ -886,8 +886,10 @@ impl Actor {
                 *attempts
             }
         };
-        if attempt == 1 {
+        if attempt == 1 && first_delivery_ms.is_none() && matches!(origin, Origin::Log) {
             // Publish to first delivery: how far behind the consumers run.
+            // Redriven dead letters are not first deliveries (their age would
+            // read as lag); a seek back re-measures what it re-delivers.
             let lag_ms = delivered_ms.saturating_sub(event.publish_time);
             metrics::histogram!(crate::metric_names::DELIVERY_LATENCY).record(lag_ms as f64 / 1e3);
         }
