@@ -89,7 +89,12 @@ fn main() -> Result<()> {
             clients::bootstrap_clients()?;
             clients::check()
         }
-        "test-clients" => clients::test_clients(),
+        "test-clients" => {
+            bootstrap()?;
+            clients::bootstrap_clients()?;
+            build_workspace()?;
+            clients::test_clients()
+        }
         "validate-deploy" => {
             bootstrap()?;
             deploy::main(rest)

@@ -112,6 +112,16 @@ impl TopicState {
         self.meta.partitions
     }
 
+    /// Events retained now: the sum over partitions of end - start.
+    pub fn retained_events(&self) -> u64 {
+        self.partitions.iter().map(|p| p.end() - p.start()).sum()
+    }
+
+    /// Events ever committed: the sum of the partitions' end offsets.
+    pub fn committed_events(&self) -> u64 {
+        self.partitions.iter().map(|p| p.end()).sum()
+    }
+
     /// A receiver that changes whenever any partition's committed end advances.
     pub fn watch_tail(&self) -> watch::Receiver<u64> {
         self.tail_tx.subscribe()

@@ -323,16 +323,7 @@ impl Writer {
                 if let Err(unsent) = tx.send(written) {
                     // The syncer is gone (it only stops when we do): answer here.
                     pending.fetch_sub(1, Release);
-                    let w = unsent.0;
-                    if w.sync {
-                        if let Err(e) = self.db.flush_wal(true) {
-                            let msg = e.to_string();
-                            *self.failure.lock().expect("not poisoned") = Some(msg.clone());
-                            fail_replies(w.replies, &msg);
-                            return;
-                        }
-                    }
-                    complete(w);
+                    sync_and_complete(&self.db, vec![unsent.0], &self.failure);
                 }
             }
             // The syncer may have failed a sync since the check at the top;
@@ -500,27 +491,33 @@ fn run_syncer(
         let mut groups = vec![first];
         groups.extend(rx.try_iter());
         let n = groups.len();
-        let _span = tracing::debug_span!("wal_sync", groups = n).entered();
-        let earlier_failure = failure.lock().expect("not poisoned").clone();
-        let synced = match earlier_failure {
-            Some(msg) => Err(msg),
-            None if groups.iter().any(|w| w.sync) => db.flush_wal(true).map_err(|e| {
-                let msg = e.to_string();
-                tracing::error!(error = %msg, "WAL sync failed; the write path is stopped until restart");
-                *failure.lock().expect("not poisoned") = Some(msg.clone());
-                msg
-            }),
-            None => Ok(()),
-        };
-        match synced {
-            Ok(()) => groups.into_iter().for_each(complete),
-            Err(msg) => {
-                for w in groups {
-                    fail_replies(w.replies, &msg);
-                }
+        sync_and_complete(&db, groups, &failure);
+        pending.fetch_sub(n, Release);
+    }
+}
+
+/// One WAL sync (if any group needs it) for `groups`, then their committed
+/// ends and answers; after this or any earlier failure, errors instead.
+fn sync_and_complete(db: &DB, groups: Vec<Written>, failure: &Mutex<Option<String>>) {
+    let _span = tracing::debug_span!("wal_sync", groups = groups.len()).entered();
+    let earlier_failure = failure.lock().expect("not poisoned").clone();
+    let synced = match earlier_failure {
+        Some(msg) => Err(msg),
+        None if groups.iter().any(|w| w.sync) => db.flush_wal(true).map_err(|e| {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "WAL sync failed; the write path is stopped until restart");
+            *failure.lock().expect("not poisoned") = Some(msg.clone());
+            msg
+        }),
+        None => Ok(()),
+    };
+    match synced {
+        Ok(()) => groups.into_iter().for_each(complete),
+        Err(msg) => {
+            for w in groups {
+                fail_replies(w.replies, &msg);
             }
         }
-        pending.fetch_sub(n, Release);
     }
 }
 

@@ -101,12 +101,11 @@ fn stage(from: &Path, dir: &Path) -> anyhow::Result<Vec<String>> {
         let log = Log::open(Options::new(dir)).context("the backup does not open")?;
         let mut lines = Vec::new();
         for t in log.topics() {
-            let events: u64 = t.partitions.iter().map(|p| p.end() - p.start()).sum();
             lines.push(format!(
                 "  topic {}: {} partitions, {} events",
                 t.name(),
                 t.partition_count(),
-                events
+                t.retained_events()
             ));
         }
         log.close();

@@ -25,7 +25,7 @@ pub async fn handle(
         };
         topics.push(TopicStatus {
             topic: Some(convert::topic(t)),
-            events: t.partitions.iter().map(|p| p.end() - p.start()).sum(),
+            events: t.retained_events(),
             publish_rate: ops.rates.rate(name),
             subscriptions,
         });

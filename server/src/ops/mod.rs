@@ -73,7 +73,6 @@ impl Ops {
     /// Shutdown started: readiness fails from now on.
     pub fn shutting_down(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        metrics::gauge!(names::READY).set(0.0);
     }
 
     pub fn broker(&self) -> Option<Arc<Broker>> {

@@ -16,17 +16,12 @@ pub struct PublishRates {
     samples: Mutex<VecDeque<(Instant, HashMap<String, u64>)>>,
 }
 
-/// Events committed to `topic` since it was created (sum of end offsets).
-fn committed(topic: &eventbus_log::TopicState) -> u64 {
-    topic.partitions.iter().map(|p| p.end()).sum()
-}
-
 impl PublishRates {
     pub fn sample(&self, broker: &Broker, now: Instant) {
         let ends = broker
             .list_topics()
             .iter()
-            .map(|t| (t.state.meta.name.clone(), committed(&t.state)))
+            .map(|t| (t.state.meta.name.clone(), t.state.committed_events()))
             .collect();
         let mut s = self.samples.lock().expect("not poisoned");
         s.push_back((now, ends));

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use eventbus_log::delivery::SubscriptionStats;
 use eventbus_log::Broker;
 
 use super::names::*;
@@ -35,16 +36,33 @@ pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
     })
 }
 
+/// The per-subscription counters, in the order of [`counts`].
+const COUNTERS: [&str; 6] = [
+    DELIVERED,
+    ACKED,
+    NACKED,
+    REDELIVERED,
+    DEAD_LETTERED,
+    FILTERED,
+];
+
+fn counts(s: &SubscriptionStats) -> [u64; 6] {
+    [
+        s.delivered,
+        s.acked,
+        s.nacked,
+        s.redelivered,
+        s.dead_lettered,
+        s.filtered,
+    ]
+}
+
 /// Per (topic, subscription) label pair, summed: several subscriptions past
 /// the label cap share `_other`.
 #[derive(Default)]
 struct SubTotals {
-    delivered: u64,
-    acked: u64,
-    nacked: u64,
-    redelivered: u64,
-    dead_lettered: u64,
-    filtered: u64,
+    /// Increases since the last scrape, in [`COUNTERS`] order.
+    counts: [u64; 6],
     backlog: u64,
     in_flight: u64,
     oldest_unacked_age: f64,
@@ -97,28 +115,13 @@ async fn sample_subscriptions(ops: &Ops, broker: &Broker) {
             let t = totals
                 .entry(ops.labels.subscription(name, &sub.meta.name))
                 .or_default();
-            let now = [
-                s.delivered,
-                s.acked,
-                s.nacked,
-                s.redelivered,
-                s.dead_lettered,
-                s.filtered,
-            ];
+            let now = counts(s);
             still_there.insert(sub.meta.id);
             let before = seen.insert(sub.meta.id, now).unwrap_or_default();
-            // A count below the last one means the actor restarted: all new.
-            let d: Vec<u64> = now
-                .iter()
-                .zip(before)
-                .map(|(n, b)| if *n >= b { n - b } else { *n })
-                .collect();
-            t.delivered += d[0];
-            t.acked += d[1];
-            t.nacked += d[2];
-            t.redelivered += d[3];
-            t.dead_lettered += d[4];
-            t.filtered += d[5];
+            for ((total, n), b) in t.counts.iter_mut().zip(now).zip(before) {
+                // A count below the last one means the actor restarted: all new.
+                *total += if n >= b { n - b } else { n };
+            }
             t.backlog += s.backlog;
             t.in_flight += s.in_flight;
             t.oldest_unacked_age = t.oldest_unacked_age.max(age(s.oldest_unacked_ms));
@@ -131,12 +134,9 @@ async fn sample_subscriptions(ops: &Ops, broker: &Broker) {
     drop(seen);
     for ((topic, sub), t) in totals {
         let l = [("topic", topic), ("subscription", sub)];
-        metrics::counter!(DELIVERED, &l).increment(t.delivered);
-        metrics::counter!(ACKED, &l).increment(t.acked);
-        metrics::counter!(NACKED, &l).increment(t.nacked);
-        metrics::counter!(REDELIVERED, &l).increment(t.redelivered);
-        metrics::counter!(DEAD_LETTERED, &l).increment(t.dead_lettered);
-        metrics::counter!(FILTERED, &l).increment(t.filtered);
+        for (name, n) in COUNTERS.iter().zip(t.counts) {
+            metrics::counter!(*name, &l).increment(n);
+        }
         metrics::gauge!(BACKLOG, &l).set(t.backlog as f64);
         metrics::gauge!(IN_FLIGHT, &l).set(t.in_flight as f64);
         metrics::gauge!(OLDEST_UNACKED_AGE, &l).set(t.oldest_unacked_age);

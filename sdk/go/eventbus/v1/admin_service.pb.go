@@ -2335,7 +2335,8 @@ type CreateBackupRequest struct {
 	unknownFields protoimpl.UnknownFields
 
 	// Absolute path of a directory to create on the server's filesystem for
-	// the backup. It must not exist; its parent must. Required.
+	// the backup, outside the data dir. It must not exist; its parent must.
+	// Required.
 	Dir string `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
 }
 

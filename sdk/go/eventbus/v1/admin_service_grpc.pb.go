@@ -89,8 +89,9 @@ type AdminServiceClient interface {
 	// state is flushed first. The backup holds every event acknowledged before
 	// the call started, and possibly some acknowledged while it ran; restore
 	// it offline with `eventbus restore --from DIR --data-dir NEW`.
-	// INVALID_ARGUMENT if `dir` is empty or relative, ALREADY_EXISTS if it
-	// exists, FAILED_PRECONDITION if its parent directory does not exist.
+	// INVALID_ARGUMENT if `dir` is empty, relative or inside the data dir,
+	// ALREADY_EXISTS if it exists, FAILED_PRECONDITION if its parent
+	// directory does not exist.
 	CreateBackup(ctx context.Context, in *CreateBackupRequest, opts ...grpc.CallOption) (*CreateBackupResponse, error)
 }
 
@@ -340,8 +341,9 @@ type AdminServiceServer interface {
 	// state is flushed first. The backup holds every event acknowledged before
 	// the call started, and possibly some acknowledged while it ran; restore
 	// it offline with `eventbus restore --from DIR --data-dir NEW`.
-	// INVALID_ARGUMENT if `dir` is empty or relative, ALREADY_EXISTS if it
-	// exists, FAILED_PRECONDITION if its parent directory does not exist.
+	// INVALID_ARGUMENT if `dir` is empty, relative or inside the data dir,
+	// ALREADY_EXISTS if it exists, FAILED_PRECONDITION if its parent
+	// directory does not exist.
 	CreateBackup(context.Context, *CreateBackupRequest) (*CreateBackupResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand, ValueEnum};
 use eventbus_proto::v1::{
-    DeadLetter, DeadLetterFilter, GetDeadLetterRequest, ListDeadLettersRequest,
+    DeadLetter, DeadLetterFilter, Event, GetDeadLetterRequest, ListDeadLettersRequest,
     PurgeDeadLettersRequest, RedriveDeadLettersRequest,
 };
 use serde_json::{json, Value};
@@ -112,6 +112,17 @@ pub struct Selector {
     all: bool,
     #[command(flatten)]
     filter: FilterArgs,
+}
+
+impl Selector {
+    /// The filter to send: only when neither ids nor --all select.
+    fn filter(&self) -> Option<DeadLetterFilter> {
+        if self.ids.is_empty() && !self.all {
+            self.filter.to_proto()
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Args)]
@@ -268,15 +279,16 @@ async fn list(mut ctx: Ctx, args: ListArgs) -> anyhow::Result<()> {
         "REDRIVES",
         "REASON",
     ]);
+    let no_event = Event::default();
     for e in &entries {
-        let ev = e.event.clone().unwrap_or_default();
+        let ev = e.event.as_ref().unwrap_or(&no_event);
         table.row(vec![
             e.id.clone(),
             ts_text(&e.dead_letter_time),
             if ev.r#type.is_empty() {
                 "-".into()
             } else {
-                ev.r#type
+                ev.r#type.clone()
             },
             format!("{}:{}", ev.partition, ev.offset),
             e.delivery_attempts.to_string(),
@@ -348,11 +360,7 @@ async fn redrive(mut ctx: Ctx, args: RedriveArgs) -> anyhow::Result<()> {
     if args.dry_run {
         let mut req = request(args.selector.ids.clone(), true);
         req.all = args.selector.all;
-        req.filter = if args.selector.ids.is_empty() && !args.selector.all {
-            args.selector.filter.to_proto()
-        } else {
-            None
-        };
+        req.filter = args.selector.filter();
         let count = ctx
             .clients
             .admin
@@ -400,7 +408,6 @@ async fn redrive(mut ctx: Ctx, args: RedriveArgs) -> anyhow::Result<()> {
 }
 
 async fn purge(mut ctx: Ctx, args: PurgeArgs) -> anyhow::Result<()> {
-    let by_filter = args.selector.ids.is_empty() && !args.selector.all;
     let count = ctx
         .clients
         .admin
@@ -408,11 +415,7 @@ async fn purge(mut ctx: Ctx, args: PurgeArgs) -> anyhow::Result<()> {
             topic: args.topic.clone(),
             subscription: args.subscription.clone(),
             ids: args.selector.ids.clone(),
-            filter: if by_filter {
-                args.selector.filter.to_proto()
-            } else {
-                None
-            },
+            filter: args.selector.filter(),
             all: args.selector.all,
             dry_run: args.dry_run,
         })

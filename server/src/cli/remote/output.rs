@@ -56,10 +56,16 @@ impl Output {
         }
     }
 
-    /// A progress bar on stderr, or a hidden one when stderr is not a
-    /// terminal or `--json` is on, so scripts and tests see clean output.
+    /// Whether progress bars are drawn: only on a terminal and without
+    /// `--json`, so scripts and tests see clean output.
+    pub fn shows_progress(&self) -> bool {
+        !self.json && std::io::stderr().is_terminal()
+    }
+
+    /// A progress bar on stderr, or a hidden one when [`Output::shows_progress`]
+    /// says no.
     pub fn progress(&self, len: u64, unit: ProgressUnit) -> ProgressBar {
-        if self.json || !std::io::stderr().is_terminal() {
+        if !self.shows_progress() {
             return ProgressBar::hidden();
         }
         let template = match unit {
@@ -117,8 +123,12 @@ pub fn print_error(err: &anyhow::Error, server: &str) {
         let part = match cause.downcast_ref::<tonic::Status>() {
             Some(status) => {
                 status_code = Some(status.code());
-                // `CODE: message`, formatted as the SDK formats every status.
-                eventbus::Error::from(status.clone()).to_string()
+                // `CODE: message`, as the SDK formats every status.
+                format!(
+                    "{}: {}",
+                    eventbus::code_name(status.code()),
+                    status.message()
+                )
             }
             None => cause.to_string(),
         };
@@ -262,15 +272,17 @@ pub fn payload(bytes: &[u8]) -> (String, &'static str) {
     }
 }
 
+/// An event's attributes in key order (the wire map has none).
+fn sorted_attributes(e: &Event) -> std::collections::BTreeMap<&str, &str> {
+    e.attributes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 /// The JSON shape of an event, shared by subscribe, replay and dead letters.
 pub fn event_json(e: &Event) -> Value {
     let (payload, encoding) = payload(&e.payload);
-    let mut attributes: Vec<_> = e.attributes.iter().collect();
-    attributes.sort();
-    let attributes: serde_json::Map<String, Value> = attributes
-        .into_iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
     json!({
         "event_id": e.event_id,
         "topic": e.topic,
@@ -279,7 +291,7 @@ pub fn event_json(e: &Event) -> Value {
         "key": e.key,
         "type": e.r#type,
         "content_type": e.content_type,
-        "attributes": attributes,
+        "attributes": sorted_attributes(e),
         "publish_time": ts_json(&e.publish_time),
         "event_time": ts_json(&e.event_time),
         "payload": payload,
@@ -307,9 +319,7 @@ pub fn event_text(e: &Event, extra: &str) -> String {
     if !e.key.is_empty() {
         line.push_str(&format!("  key={}", e.key));
     }
-    let mut attributes: Vec<_> = e.attributes.iter().collect();
-    attributes.sort();
-    for (k, v) in attributes {
+    for (k, v) in sorted_attributes(e) {
         line.push_str(&format!("  {k}={v}"));
     }
     if !extra.is_empty() {

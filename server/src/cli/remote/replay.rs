@@ -43,8 +43,7 @@ pub struct ReplayArgs {
 pub async fn run(mut ctx: Ctx, args: ReplayArgs) -> anyhow::Result<()> {
     // The bar needs the partitions' current ends; skip that call when no bar
     // would be drawn anyway.
-    let probe = ctx.out.progress(0, ProgressUnit::Items);
-    let mut progress = if args.follow || probe.is_hidden() {
+    let mut progress = if args.follow || !ctx.out.shows_progress() {
         Progress::hidden()
     } else {
         let topic = ctx

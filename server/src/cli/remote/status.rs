@@ -5,7 +5,7 @@ use eventbus_proto::v1::{GetStatusRequest, GetStatusResponse};
 use serde_json::{json, Value};
 
 use super::output::{dur_text, secs_json, Table};
-use super::sub::subscription_json;
+use super::sub::{state_cells, subscription_json};
 use super::Ctx;
 
 pub async fn run(mut ctx: Ctx) -> anyhow::Result<()> {
@@ -45,17 +45,11 @@ fn status_text(s: &GetStatusResponse) -> String {
         ]);
         for sub in &t.subscriptions {
             let st = sub.stats.unwrap_or_default();
-            subs.row(vec![
-                topic.name.clone(),
-                sub.name.clone(),
-                if sub.paused { "yes" } else { "no" }.into(),
-                st.backlog.to_string(),
-                st.in_flight.to_string(),
-                dur_text(&st.oldest_unacked_age),
-                st.dead_letter_count.to_string(),
-                dur_text(&st.oldest_dead_letter_age),
-                st.members.to_string(),
-            ]);
+            let mut row = vec![topic.name.clone(), sub.name.clone()];
+            row.extend(state_cells(sub));
+            row.push(dur_text(&st.oldest_dead_letter_age));
+            row.push(st.members.to_string());
+            subs.row(row);
         }
     }
     let storage = s.storage.clone().unwrap_or_default();

@@ -135,16 +135,10 @@ pub async fn run(mut ctx: Ctx, cmd: SubCommand) -> anyhow::Result<()> {
                 "MEMBERS",
             ]);
             for s in &subs {
-                let stats = s.stats.unwrap_or_default();
-                table.row(vec![
-                    s.name.clone(),
-                    yes_no(s.paused),
-                    stats.backlog.to_string(),
-                    stats.in_flight.to_string(),
-                    dur_text(&stats.oldest_unacked_age),
-                    stats.dead_letter_count.to_string(),
-                    stats.members.to_string(),
-                ]);
+                let mut row = vec![s.name.clone()];
+                row.extend(state_cells(s));
+                row.push(s.stats.unwrap_or_default().members.to_string());
+                table.row(row);
             }
             return out.text(&table.render());
         }
@@ -284,6 +278,19 @@ fn create_request(args: CreateArgs) -> CreateSubscriptionRequest {
             OrderingArg::Key => Ordering::Key,
         } as i32,
     }
+}
+
+/// PAUSED, BACKLOG, IN-FLIGHT, OLDEST-UNACKED and dead-letter count: the
+/// cells every subscription table shows.
+pub fn state_cells(s: &Subscription) -> Vec<String> {
+    let stats = s.stats.unwrap_or_default();
+    vec![
+        yes_no(s.paused),
+        stats.backlog.to_string(),
+        stats.in_flight.to_string(),
+        dur_text(&stats.oldest_unacked_age),
+        stats.dead_letter_count.to_string(),
+    ]
 }
 
 fn yes_no(b: bool) -> String {

@@ -289,8 +289,9 @@ class AdminServiceServicer:
         state is flushed first. The backup holds every event acknowledged before
         the call started, and possibly some acknowledged while it ran; restore
         it offline with `eventbus restore --from DIR --data-dir NEW`.
-        INVALID_ARGUMENT if `dir` is empty or relative, ALREADY_EXISTS if it
-        exists, FAILED_PRECONDITION if its parent directory does not exist.
+        INVALID_ARGUMENT if `dir` is empty, relative or inside the data dir,
+        ALREADY_EXISTS if it exists, FAILED_PRECONDITION if its parent
+        directory does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1203,7 +1203,8 @@ export const StorageStatusSchema: GenMessage<StorageStatus> = /*@__PURE__*/
 export type CreateBackupRequest = Message<"eventbus.v1.CreateBackupRequest"> & {
   /**
    * Absolute path of a directory to create on the server's filesystem for
-   * the backup. It must not exist; its parent must. Required.
+   * the backup, outside the data dir. It must not exist; its parent must.
+   * Required.
    *
    * @generated from field: string dir = 1;
    */
@@ -1460,8 +1461,9 @@ export const AdminService: GenService<{
    * state is flushed first. The backup holds every event acknowledged before
    * the call started, and possibly some acknowledged while it ran; restore
    * it offline with `eventbus restore --from DIR --data-dir NEW`.
-   * INVALID_ARGUMENT if `dir` is empty or relative, ALREADY_EXISTS if it
-   * exists, FAILED_PRECONDITION if its parent directory does not exist.
+   * INVALID_ARGUMENT if `dir` is empty, relative or inside the data dir,
+   * ALREADY_EXISTS if it exists, FAILED_PRECONDITION if its parent
+   * directory does not exist.
    *
    * @generated from rpc eventbus.v1.AdminService.CreateBackup
    */
