@@ -498,3 +498,85 @@ async fn redriven_events_survive_a_restart_before_delivery() {
     expect_silence(&mut stream, Duration::from_millis(500)).await;
     assert!(list(&server, "t", "s").await.is_empty());
 }
+
+/// Issue 11, defect 1: dead-letter seqs came from "highest stored key + 1"
+/// at start, so after a purge (or a redrive) emptied the queue and the server
+/// restarted, a new dead letter got a purged entry's id back, and one still
+/// pending in the redrive queue had its entry overwritten.
+#[tokio::test]
+async fn dead_letter_ids_are_never_reused_across_purge_redrive_and_restart() {
+    let server = TestServer::start().await;
+    let mut events = server.events();
+    publish(
+        &mut events,
+        "t",
+        vec![event("", "x", "first"), event("", "x", "second")],
+    )
+    .await;
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    let got = recv_n(&mut stream, 2).await;
+    let (first, second): (Vec<_>, Vec<_>) = got.into_iter().partition(|d| payload(d) == "first");
+    nack(&server, "t", "s", &first[0], "bug", true).await;
+    let purged_id = list(&server, "t", "s").await[0].id.clone();
+    let purge_all = v1::PurgeDeadLettersRequest {
+        topic: "t".into(),
+        subscription: "s".into(),
+        all: true,
+        ..Default::default()
+    };
+    server
+        .admin()
+        .purge_dead_letters(purge_all.clone())
+        .await
+        .unwrap();
+    drop(stream);
+
+    // An empty queue across a restart: the next id is still a new one, and
+    // the saved id of the purged entry names nothing.
+    let server = server.restart(|_| {}).await;
+    let mut events = server.events();
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    let second_again = recv_n(&mut stream, 1).await;
+    assert_eq!(payload(&second_again[0]), "second");
+    nack(&server, "t", "s", &second_again[0], "bug", true).await;
+    let dls = list(&server, "t", "s").await;
+    assert_eq!(dls.len(), 1);
+    assert_ne!(dls[0].id, purged_id, "a purged entry's id came back");
+    let stale = server
+        .admin()
+        .purge_dead_letters(v1::PurgeDeadLettersRequest {
+            ids: vec![purged_id],
+            all: false,
+            ..purge_all.clone()
+        })
+        .await;
+    match stale {
+        Ok(r) => assert_eq!(r.into_inner().count, 0, "the old id purged a new entry"),
+        Err(s) => assert_eq!(s.code(), Code::NotFound, "{s:?}"),
+    }
+    assert_eq!(list(&server, "t", "s").await.len(), 1);
+
+    // Redrive it (its seq now names a redrive-queue entry), restart with an
+    // empty DLQ, dead-letter it again and redrive once more: it must still
+    // come back exactly once, nothing overwritten.
+    drop(stream);
+    let all = v1::RedriveDeadLettersRequest {
+        all: true,
+        ..redrive_req()
+    };
+    assert_eq!(redrive(&server, all.clone()).await, 1);
+    let server = server.restart(|_| {}).await;
+    let mut events = server.events();
+    let mut stream = subscribe(&mut events, "t", "s", 10).await;
+    let back = recv_n(&mut stream, 1).await;
+    assert_eq!(payload(&back[0]), "second");
+    nack(&server, "t", "s", &back[0], "still a bug", true).await;
+    assert_eq!(redrive(&server, all).await, 1);
+    let last = recv_n(&mut stream, 1).await;
+    assert_eq!(payload(&last[0]), "second");
+    ack(&mut events, "t", "s", &last).await;
+    expect_silence(&mut stream, Duration::from_millis(300)).await;
+    let s = stats(&server, "t", "s").await;
+    assert_eq!((s.dead_letter_count, s.backlog), (0, 0));
+    drop(second);
+}

@@ -927,6 +927,17 @@ impl Broker {
             .map_err(|_| Error::ShuttingDown)?
     }
 
+    /// Drops the broker the way `kill -9` would, for crash tests: subscription
+    /// actors stop at once without writing their ack state (what they flushed
+    /// lazily before is kept), and no final sync runs for them. Writes already
+    /// queued to the writer still land, as they would in the page cache.
+    #[doc(hidden)]
+    pub fn crash(self) {
+        for h in self.subs.load().values() {
+            h.abort();
+        }
+    }
+
     /// [`Broker::flush`], then closes the store.
     pub async fn shutdown(self) {
         self.flush().await;

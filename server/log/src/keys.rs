@@ -10,6 +10,7 @@
 //! | `time_index`  | topic:u32 partition:u32 publish_ms:u64 offset:u64 | empty                        |
 //! | `subs`        | sub:u32 0x01 partition:u32                       | per-partition delivery state   |
 //! | `subs`        | sub:u32 0x02 seq:u64                             | redriven dead letter (pending) |
+//! | `subs`        | sub:u32 0x03                                     | next dead-letter seq, u64      |
 //! | `dlq`         | sub:u32 seq:u64                                  | dead-letter entry              |
 //! | `dedup`       | topic:u32 bucket:u64 idempotency key             | partition:u32 offset:u64       |
 //!
@@ -60,6 +61,11 @@ pub enum SubKind {
     /// Key: sub, kind, DLQ seq u64. Value: the redriven dead-letter entry, waiting
     /// for redelivery. Written in the same batch that deletes the DLQ entry.
     Redrive = 0x02,
+    /// Key: sub, kind. Value: the next dead-letter seq, u64. Written in the same
+    /// batch as every new dead-letter entry, so a seq is never handed out twice,
+    /// not even after a purge or a redrive emptied the queue and the server
+    /// restarted (seqs name DLQ entries *and* redrive-queue entries).
+    DlqSeq = 0x03,
 }
 
 pub const RECORD_KEY_LEN: usize = 16;
@@ -160,6 +166,16 @@ pub fn redrive_key(sub: SubscriptionId, seq: u64) -> [u8; REDRIVE_KEY_LEN] {
     k[0..4].copy_from_slice(&sub.0.to_be_bytes());
     k[4] = SubKind::Redrive as u8;
     k[5..13].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub const DLQ_SEQ_KEY_LEN: usize = 5;
+
+/// Where a subscription's dead-letter seq high-water mark lives.
+pub fn dlq_seq_key(sub: SubscriptionId) -> [u8; DLQ_SEQ_KEY_LEN] {
+    let mut k = [0u8; DLQ_SEQ_KEY_LEN];
+    k[0..4].copy_from_slice(&sub.0.to_be_bytes());
+    k[4] = SubKind::DlqSeq as u8;
     k
 }
 

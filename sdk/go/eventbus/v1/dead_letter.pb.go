@@ -32,8 +32,9 @@ type DeadLetter struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// Entry ID (opaque string), unique within the subscription's dead-letter
-	// queue and stable until the entry is redriven or purged.
+	// Entry ID (opaque string), unique within the subscription and never
+	// reused: not after the entry is purged or redriven, and not after a
+	// restart, so a saved ID can never name a different entry.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The dead-lettered event, with its topic, partition and offset.
 	Event *Event `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`

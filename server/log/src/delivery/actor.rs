@@ -278,6 +278,13 @@ impl SubscriptionHandle {
         }
     }
 
+    /// Cancels the actor without letting it write anything more (crash tests).
+    pub fn abort(&self) {
+        if let Some(task) = self.task.lock().expect("not poisoned").take() {
+            task.abort();
+        }
+    }
+
     async fn send(&self, cmd: Command) -> Result<()> {
         self.tx.send(cmd).await.map_err(|_| Error::ShuttingDown)
     }
@@ -366,10 +373,32 @@ fn load_partitions(log: &Log, topic: &TopicState, sub: SubscriptionId) -> Result
     if let Some(e) = failure {
         return Err(e);
     }
-    let (mut next_seq, mut count) = (0u64, 0u64);
+    // Seqs name DLQ entries and redrive-queue entries alike, so the next one
+    // comes from the persisted high-water mark, never from what happens to be
+    // stored now: after a purge or a redrive emptied the DLQ, "highest key + 1"
+    // would hand out a seq that a pending redrive entry (or an operator's saved
+    // id) still means. The max with the stored keys covers data dirs written
+    // before the mark existed.
+    let mut next_seq = match log.get_sub_state(&keys::dlq_seq_key(sub))? {
+        Some(v) => {
+            u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::CorruptMetadata {
+                        location: format!("{sub} dead-letter seq"),
+                        reason: format!("{} bytes, expected 8", v.len()),
+                    })?,
+            )
+        }
+        None => 0,
+    };
+    if let Some(last) = redrive.iter().map(|r| r.seq).max() {
+        next_seq = next_seq.max(last + 1);
+    }
+    let mut count = 0u64;
     log.scan_dlq(sub, 0, |key, _| {
         if let Some((_, seq)) = parse_dlq_key(key) {
-            next_seq = seq + 1;
+            next_seq = next_seq.max(seq + 1);
             count += 1;
         }
         true
@@ -745,7 +774,7 @@ impl Actor {
                     _ => Vec::new(),
                 };
                 for d in batch {
-                    self.requeue((d.ack_id.partition, d.ack_id.offset), now, false);
+                    self.unlease((d.ack_id.partition, d.ack_id.offset), now);
                 }
                 if gone {
                     self.remove_member(member, now);
@@ -865,27 +894,7 @@ impl Actor {
         if self.key_ordered() && !event.key.is_empty() {
             self.busy_keys.insert(event.key.clone());
         }
-        let attempt = match &mut origin {
-            Origin::Log => {
-                let part = &mut self.parts[event.partition as usize];
-                let a = part.acks.attempts.entry(event.offset).or_insert(0);
-                *a = a.saturating_add(1);
-                part.dirty = true;
-                *a
-            }
-            Origin::Redrive { seq, attempts, .. } => {
-                *attempts += 1;
-                if let Some(e) = self.redrive_entries.get_mut(seq) {
-                    e.attempts = *attempts;
-                    self.pending_ops.push(Op::Put(
-                        Cf::Subs,
-                        keys::redrive_key(self.meta.id, *seq).to_vec(),
-                        e.encode(),
-                    ));
-                }
-                *attempts
-            }
-        };
+        let attempt = self.adjust_attempts((event.partition, event.offset), &mut origin, true);
         if attempt == 1 && first_delivery_ms.is_none() && matches!(origin, Origin::Log) {
             // Publish to first delivery: how far behind the consumers run.
             // Redriven dead letters are not first deliveries (their age would
@@ -952,6 +961,59 @@ impl Actor {
                     released: released.then_some(lease.generation),
                 },
             );
+        }
+    }
+
+    /// Takes back a lease whose delivery never reached its member (its channel
+    /// was closed or full): the attempt is not counted, because no consumer
+    /// saw the event, and it goes back for redelivery at once.
+    fn unlease(&mut self, key: Key, now: Instant) {
+        let Some(mut origin) = self.leases.get(&key).map(|l| l.origin) else {
+            return;
+        };
+        self.adjust_attempts(key, &mut origin, false);
+        if let Some(lease) = self.leases.get_mut(&key) {
+            lease.origin = origin;
+        }
+        self.stats.delivered = self.stats.delivered.saturating_sub(1);
+        self.requeue(key, now, false);
+    }
+
+    /// Counts a delivery attempt (`up`) or takes one back, where the event's
+    /// attempts are persisted: the partition's ack state for log events, the
+    /// redrive-queue entry for redriven ones. Returns the new count.
+    fn adjust_attempts(&mut self, key: Key, origin: &mut Origin, up: bool) -> u32 {
+        let step = |a: u32| {
+            if up {
+                a.saturating_add(1)
+            } else {
+                a.saturating_sub(1)
+            }
+        };
+        match origin {
+            Origin::Log => {
+                let part = &mut self.parts[key.0 as usize];
+                let a = part.acks.attempts.entry(key.1).or_insert(0);
+                *a = step(*a);
+                let n = *a;
+                if n == 0 {
+                    part.acks.attempts.remove(&key.1);
+                }
+                part.dirty = true;
+                n
+            }
+            Origin::Redrive { seq, attempts, .. } => {
+                *attempts = step(*attempts);
+                if let Some(e) = self.redrive_entries.get_mut(seq) {
+                    e.attempts = *attempts;
+                    self.pending_ops.push(Op::Put(
+                        Cf::Subs,
+                        keys::redrive_key(self.meta.id, *seq).to_vec(),
+                        e.encode(),
+                    ));
+                }
+                *attempts
+            }
         }
     }
 
@@ -1176,6 +1238,12 @@ impl Actor {
             Cf::Dlq,
             dlq_key(self.meta.id, entry.seq).to_vec(),
             entry.encode(),
+        ));
+        // The high-water mark goes in the same batch as the entry it covers.
+        self.pending_ops.push(Op::Put(
+            Cf::Subs,
+            keys::dlq_seq_key(self.meta.id).to_vec(),
+            self.next_dlq_seq.to_be_bytes().to_vec(),
         ));
         self.flush_at = Some(now);
         self.dlq.count.fetch_add(1, AtomicOrdering::Relaxed);

@@ -28,8 +28,9 @@ export const file_eventbus_v1_dead_letter: GenFile = /*@__PURE__*/
  */
 export type DeadLetter = Message<"eventbus.v1.DeadLetter"> & {
   /**
-   * Entry ID (opaque string), unique within the subscription's dead-letter
-   * queue and stable until the entry is redriven or purged.
+   * Entry ID (opaque string), unique within the subscription and never
+   * reused: not after the entry is purged or redriven, and not after a
+   * restart, so a saved ID can never name a different entry.
    *
    * @generated from field: string id = 1;
    */
