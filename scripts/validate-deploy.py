@@ -90,6 +90,9 @@ METRICS = {
     "eventbus_disk_available_bytes": "gauge",
     "eventbus_ready": "gauge",
     "eventbus_subscription_paused": "gauge",
+    "eventbus_storage_state": "gauge",
+    "eventbus_disk_reserve_bytes": "gauge",
+    "eventbus_data_loss_total": "counter",
 }
 
 # Config keys of the operability contract that server/src/config.rs may not

@@ -93,9 +93,16 @@ pub struct Config {
     /// HTTP address for `/metrics` (Prometheus), `/healthz` and `/readyz`.
     /// Default: `127.0.0.1:9090`.
     pub metrics_listen: SocketAddr,
-    /// `/readyz` fails while the data dir's filesystem is fuller than this
-    /// fraction: RocksDB needs room to flush and compact. Default: 0.95.
-    pub ready_max_disk_used: f64,
+    /// Publishes are refused with RESOURCE_EXHAUSTED while the data dir's
+    /// filesystem has less free space than this many bytes, so RocksDB keeps
+    /// room to flush and compact and never hits ENOSPC on a publish; they
+    /// resume by themselves once space is freed, while deliveries, acks and
+    /// deletes go on. 0 turns the reserve off. Default: 268435456 (256 MiB).
+    pub disk_reserve_bytes: u64,
+    /// Size of the records memtable: bytes written before RocksDB flushes
+    /// them to an SST file (each flush needs about this much free disk, so
+    /// keep it well under disk-reserve-bytes). Default: 67108864 (64 MiB).
+    pub write_buffer_bytes: usize,
     /// Most distinct topics, and most distinct subscriptions, that get their
     /// own metric labels; the rest are reported as `_other`, so a topic
     /// explosion cannot blow up Prometheus. Default: 1000.
@@ -124,7 +131,8 @@ impl Default for Config {
             log_level: "info".into(),
             otlp_endpoint: String::new(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
-            ready_max_disk_used: 0.95,
+            disk_reserve_bytes: log.disk_reserve_bytes,
+            write_buffer_bytes: log.write_buffer_bytes,
             metrics_max_label_values: 1000,
         }
     }
@@ -211,8 +219,8 @@ impl Config {
             "retention-interval must be at least 10ms"
         );
         anyhow::ensure!(
-            self.ready_max_disk_used > 0.0 && self.ready_max_disk_used <= 1.0,
-            "ready-max-disk-used must be a fraction in (0, 1]"
+            self.write_buffer_bytes >= 1 << 20,
+            "write-buffer-bytes must be at least 1048576 (1 MiB)"
         );
         Ok(())
     }
@@ -230,6 +238,8 @@ impl Config {
         o.ack_flush_interval = self.ack_flush_interval;
         o.dedup_window = self.dedup_window;
         o.retention_interval = self.retention_interval;
+        o.disk_reserve_bytes = self.disk_reserve_bytes;
+        o.write_buffer_bytes = self.write_buffer_bytes;
         o
     }
 

@@ -70,7 +70,6 @@ pub async fn run_with_listeners(
         ops::recorder::install()?,
         config.metrics_max_label_values,
         config.data_dir.clone(),
-        config.ready_max_disk_used,
     );
     // Live before storage opens (a long WAL replay is not a hang), ready after.
     tracing::info!(addr = %http.local_addr()?, "metrics serving");
@@ -112,13 +111,11 @@ pub async fn run_with_listeners(
         .max_decoding_message_size(config.max_request_bytes);
 
     // Storage is open: report SERVING, for the whole server ("") and per service.
-    health
-        .set_serving::<EventServiceServer<grpc::EventSvc>>()
-        .await;
-    health
-        .set_serving::<AdminServiceServer<grpc::AdminSvc>>()
-        .await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    set_health(&health, ServingStatus::Serving).await;
+    let storage_watch = tokio::spawn(follow_storage_health(
+        broker.log().watch_health(),
+        health.clone(),
+    ));
     tracing::info!(addr = %listener.local_addr()?, "eventbus serving");
 
     let drain = {
@@ -130,15 +127,7 @@ pub async fn run_with_listeners(
             shutdown.await;
             tracing::info!("shutdown started: health NOT_SERVING, ending streams");
             ops.shutting_down();
-            health
-                .set_not_serving::<EventServiceServer<grpc::EventSvc>>()
-                .await;
-            health
-                .set_not_serving::<AdminServiceServer<grpc::AdminSvc>>()
-                .await;
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
+            set_health(&health, ServingStatus::NotServing).await;
             tokio::time::sleep(shutdown_delay).await;
             streams.cancel();
         }
@@ -170,6 +159,7 @@ pub async fn run_with_listeners(
     let served = serve.await;
 
     // The sampler holds the broker for a moment per tick; stop it first.
+    storage_watch.abort();
     rate_sampler.abort();
     let _ = rate_sampler.await;
     close_broker(broker, config.shutdown_grace).await;
@@ -180,6 +170,47 @@ pub async fn run_with_listeners(
     served.context("gRPC server failed")?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Sets the gRPC health of the whole server ("") and of every service.
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health
+        .set_service_status(
+            <EventServiceServer<grpc::EventSvc> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <AdminServiceServer<grpc::AdminSvc> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
+}
+
+/// Follows the write path: once it stopped for good (a failed sync or write,
+/// a dead writer thread), every service turns NOT_SERVING, so Kubernetes
+/// takes the pod out of rotation and its liveness probe restarts it. A full
+/// disk does not: it clears by itself, and consumers should keep draining.
+async fn follow_storage_health(
+    mut rx: tokio::sync::watch::Receiver<eventbus_log::StorageHealth>,
+    health: tonic_health::server::HealthReporter,
+) {
+    loop {
+        let state = rx.borrow_and_update().clone();
+        if let eventbus_log::StorageHealth::Failed { reason } = state {
+            tracing::error!(
+                %reason,
+                "storage failed: gRPC health is NOT_SERVING for every service; restart the process"
+            );
+            set_health(&health, ServingStatus::NotServing).await;
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Waits briefly for connection tasks to drop their handles, then shuts the

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod dead_letters;
 mod delivery;
+mod disk_full;
 mod errors;
 mod filters;
 mod idempotency;

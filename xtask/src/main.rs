@@ -4,7 +4,7 @@
 //! |----------------|---------------------------------------------------------------------|
 //! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
 //! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
-//! | `test`         | bootstrap, lint-proto, every Rust test, the README tour, then `check` and `test-clients` |
+//! | `test`         | bootstrap, lint-proto, every Rust test (plus the failpoint tests), the README tour, then `check` and `test-clients` |
 //! | `lint`         | `cargo fmt --check` and `cargo clippy -D warnings`                  |
 //! | `lint-proto`   | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
 //! | `tour`         | runs the README's `buf curl` tour against a real server            |
@@ -52,6 +52,17 @@ fn main() -> Result<()> {
             lint_proto()?;
             deploy::validate()?;
             run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+            // Injected storage faults: failpoints are compiled in only with
+            // this feature, so they run as their own test binary.
+            run(cargo().args([
+                "test",
+                "--package",
+                "eventbus-tests",
+                "--features",
+                "failpoints",
+                "--test",
+                "failpoints",
+            ]))?;
             // The SDK's documentation examples must compile (`--all-targets`
             // does not build doctests).
             run(cargo().args(["test", "--doc", "--package", "eventbus-sdk"]))?;
@@ -62,10 +73,13 @@ fn main() -> Result<()> {
         }
         "lint" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            // With the failpoint tests, which only build with their feature.
             run(cargo().args([
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                "--features",
+                "eventbus-tests/failpoints",
                 "--",
                 "-D",
                 "warnings",

@@ -54,9 +54,19 @@ pub enum Error {
     #[error("corrupt metadata at {location}: {reason}")]
     CorruptMetadata { location: String, reason: String },
 
+    /// RocksDB found damaged data (a block checksum, a bad SST or WAL record)
+    /// while reading it.
+    #[error("stored data is damaged: {0}; the damaged range cannot be read (see RUNBOOK.md, corruption)")]
+    StorageCorruption(String),
+
     /// RocksDB returned an error.
     #[error("storage error: {0}")]
-    Storage(#[from] rocksdb::Error),
+    Storage(rocksdb::Error),
+
+    /// The data disk has less free space than the reserve (or a write found
+    /// it full). Publishing resumes by itself once space is freed.
+    #[error("the data disk is full ({free_bytes} bytes free, reserve {reserve_bytes} bytes, disk-reserve-bytes): publishing resumes by itself once space is freed; delete data (topics, retention, dead letters) or grow the volume")]
+    DiskFull { free_bytes: u64, reserve_bytes: u64 },
 
     /// A WAL write or sync failed earlier. The write path refuses all further
     /// writes until restart, because retrying a failed fsync and then
@@ -69,12 +79,34 @@ pub enum Error {
     ShuttingDown,
 }
 
+impl From<rocksdb::Error> for Error {
+    /// Damage is DATA_LOSS for the caller, never a retryable storage error.
+    fn from(e: rocksdb::Error) -> Self {
+        match e.kind() {
+            rocksdb::ErrorKind::Corruption => Error::StorageCorruption(e.into_string()),
+            _ => Error::Storage(e),
+        }
+    }
+}
+
+/// Whether a RocksDB error means the disk (or the space RocksDB may use) is
+/// full. The C API reports only the message, e.g. "IO error: No space left on
+/// device: While appending to file: ..." or "...: Max allowed space was reached".
+pub(crate) fn is_no_space(message: &str) -> bool {
+    message.contains("No space left on device")
+        || message.contains("NoSpace")
+        || message.contains("Max allowed space was reached")
+}
+
 impl Error {
     /// Whether retrying the same request later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Storage(_) | Error::ShuttingDown | Error::ResourceExhausted(_)
+            Error::Storage(_)
+                | Error::ShuttingDown
+                | Error::ResourceExhausted(_)
+                | Error::DiskFull { .. }
         )
     }
 

@@ -12,6 +12,7 @@
 //! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
 //! * [`keys`]: the RocksDB key layout; [`codec`]: the record envelope.
 //! * [`metric_names`]: what the engine records through the `metrics` facade.
+//! * [`health`]: the write path's state (ok, disk full, failed); [`space`]: the free-space reserve.
 //! * [`meta`], [`options`], [`types`], [`names`], [`partitioner`], [`error`].
 
 pub mod broker;
@@ -21,12 +22,14 @@ pub mod dedup;
 pub mod delivery;
 pub mod error;
 pub mod filter;
+pub mod health;
 pub mod keys;
 pub mod meta;
 pub mod metric_names;
 pub mod names;
 pub mod options;
 pub mod partitioner;
+pub mod space;
 pub mod store;
 pub mod types;
 pub mod writer;
@@ -36,6 +39,7 @@ pub use broker::{
     TopicInfo,
 };
 pub use error::{Error, Result};
+pub use health::StorageHealth;
 pub use options::Options;
 pub use store::{Log, StorageStats, TopicConfig, TopicState};
 pub use types::*;

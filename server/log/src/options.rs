@@ -35,6 +35,14 @@ pub struct Options {
     pub dedup_window: Duration,
     /// How often topic retention (max_age, max_bytes) is applied. Default: 10 s.
     pub retention_interval: Duration,
+    /// Publishes are refused (RESOURCE_EXHAUSTED) while the data disk has less
+    /// free space than this, so RocksDB always has room to flush and compact
+    /// and never sees ENOSPC from a publish. 0 turns the check off.
+    /// Default: 256 MiB.
+    pub disk_reserve_bytes: u64,
+    /// Memtable size of the records column family: how much is written before
+    /// a flush to an SST file (a flush needs this much free disk). Default: 64 MiB.
+    pub write_buffer_bytes: usize,
 }
 
 impl Options {
@@ -52,6 +60,8 @@ impl Options {
             max_unsettled_window: 100_000,
             dedup_window: Duration::from_secs(120),
             retention_interval: Duration::from_secs(10),
+            disk_reserve_bytes: 256 << 20,
+            write_buffer_bytes: 64 << 20,
         }
     }
 }

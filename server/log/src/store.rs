@@ -31,11 +31,13 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 use crate::codec::{self, encode_record};
 use crate::error::{Error, Result};
+use crate::health::{HealthCell, StorageHealth};
 use crate::keys::{self, MetaKind};
 use crate::meta::{now_ms, Retention, SubscriptionMeta, TopicMeta};
 use crate::names::validate_name;
 use crate::options::{Options, MAX_PARTITIONS};
 use crate::partitioner::{partition_for_key, Spreader};
+use crate::space::SpaceGuard;
 use crate::types::{AppendResult, Durability, NewEvent, Offset, PartitionId, StoredEvent, TopicId};
 use crate::writer::{Cf, Command, Op, PendingRecord, Writer};
 
@@ -176,6 +178,7 @@ struct Inner {
     /// the publish or delivery path.
     admin: Mutex<IdAllocator>,
     incarnation: u64,
+    health: HealthCell,
 }
 
 impl Drop for Inner {
@@ -218,7 +221,7 @@ impl Log {
             location: options.data_dir.display().to_string(),
             reason: format!("cannot create data dir: {e}"),
         })?;
-        let db = Arc::new(open_db(&options.data_dir)?);
+        let db = Arc::new(open_db(&options.data_dir, options.write_buffer_bytes)?);
         let meta_cf = db.cf_handle(keys::CF_META).expect("meta cf");
 
         match db.get_cf(meta_cf, keys::meta_key(MetaKind::FormatVersion))? {
@@ -296,11 +299,14 @@ impl Log {
         }
 
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
+        let health = HealthCell::default();
         let writer = Writer::new(
             db.clone(),
             writer_rx,
             options.durability == Durability::Fsync,
             options.dedup_window.as_millis() as u64,
+            health.clone(),
+            SpaceGuard::new(options.data_dir.clone(), options.disk_reserve_bytes),
         );
         let writer_thread = std::thread::Builder::new()
             .name("eventbus-writer".into())
@@ -323,12 +329,23 @@ impl Log {
                 topics: ArcSwap::from_pointee(topics),
                 admin: Mutex::new(ids),
                 incarnation,
+                health,
             }),
         })
     }
 
     pub fn options(&self) -> &Options {
         &self.inner.options
+    }
+
+    /// The write path's state now; see [`crate::health`].
+    pub fn health(&self) -> StorageHealth {
+        self.inner.health.get()
+    }
+
+    /// Changes whenever the write path's state does.
+    pub fn watch_health(&self) -> watch::Receiver<StorageHealth> {
+        self.inner.health.watch()
     }
 
     /// Increments at every open; see [`MetaKind::Incarnation`].
@@ -456,7 +473,7 @@ impl Log {
             reply,
         })
         .await?;
-        rx.await.map_err(|_| Error::ShuttingDown)??;
+        rx.await.map_err(|_| self.closed())??;
         self.inner.topics.rcu(|m| {
             let mut m = HashMap::clone(m);
             m.remove(name);
@@ -616,7 +633,15 @@ impl Log {
             reply,
         })
         .await?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    /// Why a reply never came: the write path stopped, or shutdown.
+    fn closed(&self) -> Error {
+        match self.inner.health.failed() {
+            Some(reason) => Error::WriterFailed(reason),
+            None => Error::ShuttingDown,
+        }
     }
 
     /// Writes `ops` atomically through the group-commit writer.
@@ -628,7 +653,7 @@ impl Log {
             reply: Some(reply),
         })
         .await?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        rx.await.map_err(|_| self.closed())?
     }
 
     /// Queues `ops` without waiting for the commit. Order with later writes is
@@ -649,7 +674,7 @@ impl Log {
             .ok_or(Error::ShuttingDown)?
             .send(cmd)
             .await
-            .map_err(|_| Error::ShuttingDown)
+            .map_err(|_| self.closed())
     }
 
     /// Reads committed events of one partition starting at `from`, at most
@@ -1024,7 +1049,7 @@ fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<P
     })
 }
 
-fn open_db(path: &Path) -> Result<DB> {
+fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
     let mut db_opts = rocksdb::Options::default();
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
@@ -1042,15 +1067,29 @@ fn open_db(path: &Path) -> Result<DB> {
     let cfs = keys::ALL_CFS.iter().map(|name| {
         let mut o = rocksdb::Options::default();
         o.set_block_based_table_factory(&table);
+        // The other column families hold small state; a quarter of the
+        // records memtable is plenty. Every memtable size bounds the free disk
+        // a flush needs, which is what RocksDB waits for before it recovers
+        // from an out-of-space error by itself.
+        o.set_write_buffer_size((write_buffer_bytes / 4).max(1 << 20));
         if *name == keys::CF_RECORDS {
             // Records are written once in key order per partition and read mostly
             // sequentially; compress the bulk but keep the hot levels fast.
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
-            o.set_write_buffer_size(64 << 20);
+            o.set_write_buffer_size(write_buffer_bytes);
         }
         ColumnFamilyDescriptor::new(*name, o)
     });
+    // The `default` column family is unused, but opened anyway; left at
+    // RocksDB's 64 MiB memtable it would raise the free space RocksDB waits
+    // for before it recovers from ENOSPC.
+    let mut default_cf = rocksdb::Options::default();
+    default_cf.set_write_buffer_size(1 << 20);
+    let cfs = cfs.chain(std::iter::once(ColumnFamilyDescriptor::new(
+        rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+        default_cf,
+    )));
     Ok(DB::open_cf_descriptors(&db_opts, path, cfs)?)
 }
 

@@ -26,15 +26,20 @@
 //! and a reader bounded by the committed end never sees an event that a crash
 //! could take back.
 //!
-//! A failed write is fatal for the write path: the group and everything after it
-//! fail with [`Error::WriterFailed`] until restart. Retrying an fsync and then
-//! acknowledging can lose data silently, because the kernel may have dropped the
-//! dirty pages that failed to write.
+//! Faults (see [`crate::health`]): a failed sync, a failed write other than
+//! out of space, or a panic in the writer or syncer thread stops the write path
+//! for good: that group and every later command fail with
+//! [`Error::WriterFailed`] until restart. Retrying an fsync and then
+//! acknowledging can lose data silently, because the kernel may have dropped
+//! the dirty pages that failed to write. Out of space is not fatal: appends are
+//! refused with [`Error::DiskFull`] while the disk is under its reserve
+//! ([`crate::space`]), and a write that still hits ENOSPC fails only its own
+//! group.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -42,10 +47,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::seal_record;
 use crate::dedup::{Dedup, Seen};
-use crate::error::{Error, Result};
+use crate::error::{is_no_space, Error, Result};
+use crate::health::HealthCell;
 use crate::keys;
 use crate::meta::now_ms;
 use crate::metric_names;
+use crate::space::SpaceGuard;
 use crate::store::TopicState;
 use crate::types::{AppendResult, PartitionId};
 
@@ -168,8 +175,9 @@ pub struct Writer {
     db: Arc<DB>,
     rx: mpsc::Receiver<Command>,
     sync_appends: bool,
-    /// Set by whichever thread saw a write or a sync fail; never cleared.
-    failure: Arc<Mutex<Option<String>>>,
+    /// Shared with the syncer and the health reporters; a failure is sticky.
+    health: HealthCell,
+    space: SpaceGuard,
     dedup: Dedup,
 }
 
@@ -188,26 +196,48 @@ impl Writer {
         rx: mpsc::Receiver<Command>,
         sync_appends: bool,
         dedup_window_ms: u64,
+        health: HealthCell,
+        space: SpaceGuard,
     ) -> Self {
         Writer {
             db,
             rx,
             sync_appends,
-            failure: Arc::default(),
+            health,
+            space,
             dedup: Dedup::new(dedup_window_ms),
         }
     }
 
     /// Runs until every sender is dropped, then stops the syncer once it has
     /// answered everything. Call on a dedicated thread.
+    ///
+    /// A panic in here stops the write path (health turns `Failed`) instead
+    /// of silently closing the queue: the thread then keeps answering every
+    /// command with an error until the process restarts.
     pub fn run(mut self) {
+        let loop_result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_loop()));
+        if let Err(panic) = loop_result {
+            self.health.fail(format!(
+                "the writer thread panicked: {}",
+                panic_message(&*panic)
+            ));
+            while let Some(cmd) = self.rx.blocking_recv() {
+                let failure = self.health.failed().unwrap_or_default();
+                fail(cmd, || Error::WriterFailed(failure.clone()));
+            }
+        }
+    }
+
+    fn run_loop(&mut self) {
         let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel(MAX_UNSYNCED_GROUPS);
         let pending = Arc::new(AtomicUsize::new(0));
         let syncer = {
-            let (db, pending, failure) = (self.db.clone(), pending.clone(), self.failure.clone());
+            let (db, pending, health) = (self.db.clone(), pending.clone(), self.health.clone());
             std::thread::Builder::new()
                 .name("eventbus-syncer".into())
-                .spawn(move || run_syncer(db, syncer_rx, pending, failure))
+                .spawn(move || run_syncer(db, syncer_rx, pending, health))
         };
         let syncer = match syncer {
             Ok(handle) => Some((handle, to_syncer)),
@@ -218,6 +248,7 @@ impl Writer {
             }
         };
         while let Some(first) = self.rx.blocking_recv() {
+            fail::fail_point!("writer::panic", |_| panic!("injected writer panic"));
             let mut group = vec![first];
             let mut bytes = 0usize;
             while bytes < MAX_GROUP_BYTES && group.len() < MAX_GROUP_COMMANDS {
@@ -240,7 +271,7 @@ impl Writer {
     }
 
     fn failed(&self) -> Option<String> {
-        self.failure.lock().expect("not poisoned").clone()
+        self.health.failed()
     }
 
     fn commit_group(
@@ -273,6 +304,21 @@ impl Writer {
                         replies.push(Reply::Append(reply, Err(Error::TopicNotFound(name))));
                         continue;
                     }
+                    let bytes = records.iter().map(|r| r.record.len() as u64).sum();
+                    if let Err((free_bytes, reserve_bytes)) =
+                        self.space.admit(bytes, std::time::Instant::now())
+                    {
+                        self.health.disk_full(free_bytes, reserve_bytes);
+                        let full = Error::DiskFull {
+                            free_bytes,
+                            reserve_bytes,
+                        };
+                        replies.push(Reply::Append(reply, Err(full)));
+                        continue;
+                    }
+                    if self.space.reserve() > 0 {
+                        self.health.space_ok();
+                    }
                     sync |= self.sync_appends;
                     let results = self.add_append(&mut batch, &topic, records, now, &mut advances);
                     replies.push(Reply::Append(reply, results));
@@ -304,11 +350,19 @@ impl Writer {
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(sync && via_syncer.is_none());
-        if let Err(e) = self.db.write_opt(batch, &opts) {
-            let msg = e.to_string();
-            tracing::error!(error = %msg, "RocksDB write failed; the write path is stopped until restart");
-            *self.failure.lock().expect("not poisoned") = Some(msg.clone());
-            fail_replies(replies, &msg);
+        if let Err(msg) = self.write(batch, &opts) {
+            if is_no_space(&msg) {
+                // Nothing of this group reached the WAL: refuse it, keep going.
+                let (free_bytes, reserve_bytes) = self.out_of_space();
+                let full = || Error::DiskFull {
+                    free_bytes,
+                    reserve_bytes,
+                };
+                fail_replies_with(replies, full);
+            } else {
+                self.health.fail(format!("RocksDB write failed: {msg}"));
+                fail_replies(replies, &msg);
+            }
             return;
         }
         let written = Written {
@@ -323,7 +377,7 @@ impl Writer {
                 if let Err(unsent) = tx.send(written) {
                     // The syncer is gone (it only stops when we do): answer here.
                     pending.fetch_sub(1, Release);
-                    sync_and_complete(&self.db, vec![unsent.0], &self.failure);
+                    sync_and_complete(&self.db, vec![unsent.0], &self.health);
                 }
             }
             // The syncer may have failed a sync since the check at the top;
@@ -333,6 +387,25 @@ impl Writer {
                 None => complete(written),
             },
         }
+    }
+
+    /// One RocksDB write, with the `writer::write` failpoint in front of it
+    /// (`return(enospc)` fails as out of space, any other `return` as EIO).
+    fn write(&self, batch: WriteBatch, opts: &WriteOptions) -> Result<(), String> {
+        fail::fail_point!("writer::write", |arg| Err(match arg.as_deref() {
+            Some("enospc") => "IO error: No space left on device: injected".to_string(),
+            _ => "IO error: Input/output error: injected".to_string(),
+        }));
+        self.db.write_opt(batch, opts).map_err(|e| e.into_string())
+    }
+
+    /// A write found the disk full: record it and look again next time.
+    fn out_of_space(&mut self) -> (u64, u64) {
+        self.space.invalidate();
+        let free = crate::space::free_bytes(self.space.dir()).unwrap_or(0);
+        let reserve = self.space.reserve();
+        self.health.disk_full(free, reserve);
+        (free, reserve)
     }
 
     fn add_append(
@@ -480,33 +553,42 @@ impl Writer {
 }
 
 /// The syncer thread: one WAL sync for every group written since the last,
-/// then their committed ends and answers, in write order.
+/// then their committed ends and answers, in write order. A panic stops the
+/// write path like a failed sync; the groups it held are answered with an
+/// error when their reply channels drop.
 fn run_syncer(
     db: Arc<DB>,
     rx: std::sync::mpsc::Receiver<Written>,
     pending: Arc<AtomicUsize>,
-    failure: Arc<Mutex<Option<String>>>,
+    health: HealthCell,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut groups = vec![first];
-        groups.extend(rx.try_iter());
-        let n = groups.len();
-        sync_and_complete(&db, groups, &failure);
-        pending.fetch_sub(n, Release);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while let Ok(first) = rx.recv() {
+            let mut groups = vec![first];
+            groups.extend(rx.try_iter());
+            let n = groups.len();
+            sync_and_complete(&db, groups, &health);
+            pending.fetch_sub(n, Release);
+        }
+    }));
+    if let Err(panic) = result {
+        health.fail(format!(
+            "the syncer thread panicked: {}",
+            panic_message(&*panic)
+        ));
     }
 }
 
 /// One WAL sync (if any group needs it) for `groups`, then their committed
 /// ends and answers; after this or any earlier failure, errors instead.
-fn sync_and_complete(db: &DB, groups: Vec<Written>, failure: &Mutex<Option<String>>) {
+/// A failed sync stops the write path whatever its errno (out of space
+/// included): the pages that failed to reach the disk may be gone.
+fn sync_and_complete(db: &DB, groups: Vec<Written>, health: &HealthCell) {
     let _span = tracing::debug_span!("wal_sync", groups = groups.len()).entered();
-    let earlier_failure = failure.lock().expect("not poisoned").clone();
-    let synced = match earlier_failure {
+    let synced = match health.failed() {
         Some(msg) => Err(msg),
-        None if groups.iter().any(|w| w.sync) => db.flush_wal(true).map_err(|e| {
-            let msg = e.to_string();
-            tracing::error!(error = %msg, "WAL sync failed; the write path is stopped until restart");
-            *failure.lock().expect("not poisoned") = Some(msg.clone());
+        None if groups.iter().any(|w| w.sync) => sync_wal(db).map_err(|msg| {
+            health.fail(format!("WAL sync failed: {msg}"));
             msg
         }),
         None => Ok(()),
@@ -519,6 +601,23 @@ fn sync_and_complete(db: &DB, groups: Vec<Written>, failure: &Mutex<Option<Strin
             }
         }
     }
+}
+
+/// `FlushWAL(sync)`, with the `syncer::sync` failpoint (`return`: EIO;
+/// `panic`: a dying syncer) in front of it.
+fn sync_wal(db: &DB) -> Result<(), String> {
+    fail::fail_point!("syncer::sync", |_| Err(
+        "IO error: fdatasync: Input/output error: injected".to_string()
+    ));
+    db.flush_wal(true).map_err(|e| e.into_string())
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// A group is durable: publish its records to readers, then answer it.
@@ -555,13 +654,17 @@ fn complete(w: Written) {
 }
 
 fn fail_replies(replies: Vec<Reply>, msg: &str) {
+    fail_replies_with(replies, || Error::WriterFailed(msg.to_string()));
+}
+
+fn fail_replies_with(replies: Vec<Reply>, err: impl Fn() -> Error) {
     for r in replies {
         match r {
             Reply::Append(tx, _) => {
-                let _ = tx.send(Err(Error::WriterFailed(msg.to_string())));
+                let _ = tx.send(Err(err()));
             }
             Reply::Unit(Some(tx)) => {
-                let _ = tx.send(Err(Error::WriterFailed(msg.to_string())));
+                let _ = tx.send(Err(err()));
             }
             Reply::Unit(None) => {}
         }

@@ -1,7 +1,9 @@
 //! `AdminService/GetStatus`: the one-screen summary behind `eventbus status`.
 
-use eventbus_log::Broker;
-use eventbus_proto::v1::{GetStatusRequest, GetStatusResponse, StorageStatus, TopicStatus};
+use eventbus_log::{Broker, StorageHealth};
+use eventbus_proto::v1::{
+    GetStatusRequest, GetStatusResponse, StorageState, StorageStatus, TopicStatus,
+};
 use tonic::Status;
 
 use super::convert;
@@ -41,6 +43,12 @@ pub async fn handle(
         .await
         .map_err(|_| Status::unavailable("the server is shutting down"))?;
     let disk = sample::disk_usage(ops.data_dir()).ok();
+    let health = broker.log().health();
+    let state = match &health {
+        StorageHealth::Ok => StorageState::Ok,
+        StorageHealth::DiskFull { .. } => StorageState::DiskFull,
+        StorageHealth::Failed { .. } => StorageState::Failed,
+    };
     Ok(GetStatusResponse {
         topics,
         storage: Some(StorageStatus {
@@ -49,6 +57,12 @@ pub async fn handle(
             pending_compaction_bytes: st.pending_compaction_bytes,
             disk_total_bytes: disk.map_or(0, |d| d.total_bytes),
             disk_available_bytes: disk.map_or(0, |d| d.available_bytes),
+            state: state as i32,
+            state_reason: match health {
+                StorageHealth::Ok => String::new(),
+                h => h.describe(),
+            },
+            disk_reserve_bytes: broker.options().disk_reserve_bytes,
         }),
     })
 }

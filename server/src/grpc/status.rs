@@ -31,10 +31,14 @@ pub fn to_status(err: Error) -> Status {
         }
         Error::FailedPrecondition(_) => Status::failed_precondition(message),
         Error::ResourceExhausted(_) => Status::resource_exhausted(message),
-        Error::Corruption { .. } | Error::CorruptMetadata { .. } => {
+        Error::Corruption { .. } | Error::CorruptMetadata { .. } | Error::StorageCorruption(_) => {
+            // Counted here, where unary replies and stream endings (Subscribe,
+            // Replay: their status travels in trailers) both pass.
+            metrics::counter!(crate::ops::names::DATA_LOSS).increment(1);
             tracing::error!(error = %message, "data corruption detected");
             Status::data_loss(message)
         }
+        Error::DiskFull { .. } => Status::resource_exhausted(message),
         Error::Storage(_) | Error::WriterFailed(_) => {
             tracing::error!(error = %message, "storage failure");
             Status::unavailable(message)

@@ -1,6 +1,6 @@
 //! The HTTP side port: `/metrics` (Prometheus text), `/healthz` (liveness:
-//! the process answers) and `/readyz` (readiness: storage open, not shutting
-//! down, data disk not full). It starts before storage opens, so a long
+//! the process answers) and `/readyz` (readiness: storage open, write path not
+//! stopped, not shutting down; a full data disk is reported, not failed). It starts before storage opens, so a long
 //! recovery reads as live but not ready.
 
 use std::sync::Arc;
@@ -38,12 +38,16 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
     )
 }
 
+/// 503 with the reason when the server should get no traffic; 200 otherwise,
+/// naming what is degraded (a full disk refuses publishes, but consumers
+/// keep draining, so the server stays in rotation).
 async fn readyz(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
-    match ops.not_ready() {
-        None => (StatusCode::OK, "ready\n".to_string()),
-        Some(why) => (
+    match (ops.not_ready(), ops.degraded()) {
+        (Some(why), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
+        (None, Some(what)) => (StatusCode::OK, format!("ready, degraded: {what}\n")),
+        (None, None) => (StatusCode::OK, "ready\n".to_string()),
     }
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::sync::{Arc, OnceLock, Weak};
 
-use eventbus_log::Broker;
+use eventbus_log::{Broker, StorageHealth};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use labels::LabelCap;
@@ -38,9 +38,6 @@ pub struct Ops {
     /// Per subscription id: the actor's counters at the last scrape.
     counted: Mutex<HashMap<eventbus_log::SubscriptionId, [u64; 6]>>,
     data_dir: PathBuf,
-    /// Readiness fails above this used fraction of the data disk: RocksDB
-    /// needs room to flush and compact, and a full disk stops the write path.
-    max_disk_used: f64,
     /// Weak: shutdown needs the last strong reference to close RocksDB.
     broker: OnceLock<Weak<Broker>>,
     shutting_down: AtomicBool,
@@ -51,7 +48,6 @@ impl Ops {
         prometheus: PrometheusHandle,
         max_label_values: usize,
         data_dir: PathBuf,
-        max_disk_used: f64,
     ) -> Arc<Ops> {
         Arc::new(Ops {
             prometheus,
@@ -59,7 +55,6 @@ impl Ops {
             rates: rates::PublishRates::default(),
             counted: Mutex::default(),
             data_dir,
-            max_disk_used,
             broker: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
         })
@@ -83,22 +78,28 @@ impl Ops {
         &self.data_dir
     }
 
-    /// Why the server should not get traffic now, if it should not.
+    /// Why the server should not get traffic now, if it should not: shutting
+    /// down, storage not open yet, or the write path stopped (fail-stop; only
+    /// a restart helps, so liveness fails too).
     pub fn not_ready(&self) -> Option<String> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Some("shutting down".into());
         }
-        if self.broker().is_none() {
+        let Some(broker) = self.broker() else {
             return Some("storage is not open yet".into());
+        };
+        match broker.log().health() {
+            h @ StorageHealth::Failed { .. } => Some(h.describe()),
+            StorageHealth::Ok | StorageHealth::DiskFull { .. } => None,
         }
-        match sample::disk_usage(&self.data_dir) {
-            Ok(d) if d.used_fraction() > self.max_disk_used => Some(format!(
-                "data disk {:.1} % full (limit {:.0} %)",
-                d.used_fraction() * 100.0,
-                self.max_disk_used * 100.0
-            )),
-            Ok(_) => None,
-            Err(e) => Some(format!("cannot stat the data dir: {e}")),
+    }
+
+    /// What is wrong although the server still takes traffic: a full data
+    /// disk refuses publishes, but consumers keep draining.
+    pub fn degraded(&self) -> Option<String> {
+        match self.broker()?.log().health() {
+            h @ StorageHealth::DiskFull { .. } => Some(h.describe()),
+            _ => None,
         }
     }
 }

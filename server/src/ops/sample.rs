@@ -82,6 +82,12 @@ pub async fn sample(ops: &Ops) {
         metrics::gauge!(DISK_AVAILABLE).set(d.available_bytes as f64);
     }
     let Some(broker) = ops.broker() else { return };
+    let state = broker.log().health();
+    for label in eventbus_log::StorageHealth::LABELS {
+        let on = if label == state.label() { 1.0 } else { 0.0 };
+        metrics::gauge!(STORAGE_STATE, "state" => label).set(on);
+    }
+    metrics::gauge!(DISK_RESERVE).set(broker.options().disk_reserve_bytes as f64);
     sample_subscriptions(ops, &broker).await;
     let log = broker.log().clone();
     if let Ok(st) = tokio::task::spawn_blocking(move || log.storage_stats()).await {

@@ -1,7 +1,7 @@
 //! `eventbus status`: one screen for an operator — topics with publish
 //! rates, subscriptions with backlog, lag and dead letters, and disk usage.
 
-use eventbus_proto::v1::{GetStatusRequest, GetStatusResponse};
+use eventbus_proto::v1::{GetStatusRequest, GetStatusResponse, StorageState};
 use serde_json::{json, Value};
 
 use super::output::{dur_text, secs_json, Table};
@@ -69,7 +69,25 @@ fn status_text(s: &GetStatusResponse) -> String {
             used as f64 * 100.0 / storage.disk_total_bytes as f64
         }
     );
-    format!("{}\n\n{}\n\n{disk}", topics.render(), subs.render())
+    let state = match storage.state_reason.as_str() {
+        "" => format!("storage: {}", storage_state_name(storage.state())),
+        why => format!("storage: {}: {why}", storage_state_name(storage.state())),
+    };
+    format!(
+        "{}\n\n{}\n\n{disk}\n{state}",
+        topics.render(),
+        subs.render()
+    )
+}
+
+/// `ok`, `disk_full`, `failed`: the names the metrics use too.
+fn storage_state_name(state: StorageState) -> &'static str {
+    match state {
+        StorageState::Ok => "ok",
+        StorageState::DiskFull => "disk_full",
+        StorageState::Failed => "failed",
+        StorageState::Unspecified => "unknown",
+    }
 }
 
 fn status_json(s: &GetStatusResponse) -> Value {
@@ -96,6 +114,9 @@ fn status_json(s: &GetStatusResponse) -> Value {
             "pending_compaction_bytes": storage.pending_compaction_bytes,
             "disk_total_bytes": storage.disk_total_bytes,
             "disk_available_bytes": storage.disk_available_bytes,
+            "disk_reserve_bytes": storage.disk_reserve_bytes,
+            "state": storage_state_name(storage.state()),
+            "state_reason": storage.state_reason,
         },
     })
 }

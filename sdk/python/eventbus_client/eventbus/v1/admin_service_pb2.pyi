@@ -7,12 +7,24 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class StorageState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STORAGE_STATE_UNSPECIFIED: _ClassVar[StorageState]
+    STORAGE_STATE_OK: _ClassVar[StorageState]
+    STORAGE_STATE_DISK_FULL: _ClassVar[StorageState]
+    STORAGE_STATE_FAILED: _ClassVar[StorageState]
+STORAGE_STATE_UNSPECIFIED: StorageState
+STORAGE_STATE_OK: StorageState
+STORAGE_STATE_DISK_FULL: StorageState
+STORAGE_STATE_FAILED: StorageState
 
 class CreateTopicRequest(_message.Message):
     __slots__ = ("topic", "partitions", "retention")
@@ -321,18 +333,24 @@ class TopicStatus(_message.Message):
     def __init__(self, topic: _Optional[_Union[_topic_pb2.Topic, _Mapping]] = ..., events: _Optional[int] = ..., publish_rate: _Optional[float] = ..., subscriptions: _Optional[_Iterable[_Union[_subscription_pb2.Subscription, _Mapping]]] = ...) -> None: ...
 
 class StorageStatus(_message.Message):
-    __slots__ = ("data_dir", "storage_bytes", "pending_compaction_bytes", "disk_total_bytes", "disk_available_bytes")
+    __slots__ = ("data_dir", "storage_bytes", "pending_compaction_bytes", "disk_total_bytes", "disk_available_bytes", "state", "state_reason", "disk_reserve_bytes")
     DATA_DIR_FIELD_NUMBER: _ClassVar[int]
     STORAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     PENDING_COMPACTION_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    DISK_RESERVE_BYTES_FIELD_NUMBER: _ClassVar[int]
     data_dir: str
     storage_bytes: int
     pending_compaction_bytes: int
     disk_total_bytes: int
     disk_available_bytes: int
-    def __init__(self, data_dir: _Optional[str] = ..., storage_bytes: _Optional[int] = ..., pending_compaction_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_available_bytes: _Optional[int] = ...) -> None: ...
+    state: StorageState
+    state_reason: str
+    disk_reserve_bytes: int
+    def __init__(self, data_dir: _Optional[str] = ..., storage_bytes: _Optional[int] = ..., pending_compaction_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., disk_available_bytes: _Optional[int] = ..., state: _Optional[_Union[StorageState, str]] = ..., state_reason: _Optional[str] = ..., disk_reserve_bytes: _Optional[int] = ...) -> None: ...
 
 class CreateBackupRequest(_message.Message):
     __slots__ = ("dir",)
