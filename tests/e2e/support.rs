@@ -12,6 +12,23 @@ use tonic::Streaming;
 /// assert durations, they only refuse to hang.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Asserts that `res` failed with `code` and a message containing `needle`;
+/// returns the status for further checks.
+pub fn assert_status<T: std::fmt::Debug>(
+    res: Result<T, tonic::Status>,
+    code: tonic::Code,
+    needle: &str,
+) -> tonic::Status {
+    let err = res.expect_err("expected an error");
+    assert_eq!(err.code(), code, "{err:?}");
+    assert!(
+        err.message().contains(needle),
+        "message {:?} should mention {needle:?}",
+        err.message()
+    );
+    err
+}
+
 pub fn event(key: &str, ty: &str, payload: impl Into<Vec<u8>>) -> PublishEvent {
     PublishEvent {
         key: key.to_string(),

@@ -24,7 +24,10 @@ use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
 use crate::names::validate_name;
 use crate::options::{Options, MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
 use crate::store::{subscription_delete_ops, Log, TopicConfig, TopicState};
-use crate::types::{AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId, TopicId};
+use crate::types::{
+    saturating_millis, AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId,
+    TopicId,
+};
 use crate::writer::{Cf, Op};
 
 type SubKey = (TopicId, String);
@@ -245,7 +248,7 @@ impl Broker {
                 format!("{d:?} is out of range; use {MIN_ACK_DEADLINE:?} to {MAX_ACK_DEADLINE:?}"),
             ));
         }
-        Ok(d.as_millis() as u64)
+        Ok(saturating_millis(d))
     }
 
     /// Applies the fields of `update` that are set to a subscription's settings.
@@ -959,27 +962,29 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// Backoff bounds in ms for a requested policy; no policy is (0, 0): at once.
+/// The bounds are compared as durations, before any conversion to ms, so a
+/// huge value cannot wrap into a small one.
 fn backoff_ms(policy: Option<RetryPolicy>) -> Result<(u64, u64)> {
     let Some(p) = policy else {
         return Ok((0, 0));
     };
-    let min = p.min_backoff.map_or(1_000, |d| d.as_millis() as u64);
+    let min = p.min_backoff.unwrap_or(Duration::from_secs(1));
     let max = p
         .max_backoff
-        .map_or(60_000.max(min), |d| d.as_millis() as u64);
+        .unwrap_or_else(|| Duration::from_secs(60).max(min));
     if min > max {
         return Err(Error::invalid(
             "retry_policy",
-            format!("min_backoff ({min} ms) exceeds max_backoff ({max} ms)"),
+            format!("min_backoff ({min:?}) exceeds max_backoff ({max:?})"),
         ));
     }
-    if max > MAX_ACK_DEADLINE.as_millis() as u64 {
+    if max > MAX_ACK_DEADLINE {
         return Err(Error::invalid(
             "retry_policy.max_backoff",
-            format!("{max} ms is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
+            format!("{max:?} is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
         ));
     }
-    Ok((min, max))
+    Ok((saturating_millis(min), saturating_millis(max)))
 }
 
 /// Applies every topic's retention each `retention_interval`, in the
@@ -1020,5 +1025,42 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_max_backoff_too_long_for_u64_millis_is_rejected_not_wrapped() {
+        // 2^64 + 384 ms: truncated to u64 it would be 384 ms, under the cap.
+        let wrapping = Duration::from_secs(18_446_744_073_709_552);
+        let err = backoff_ms(Some(RetryPolicy {
+            min_backoff: Some(Duration::from_millis(100)),
+            max_backoff: Some(wrapping),
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidArgument {
+                    field: "retry_policy.max_backoff",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = backoff_ms(Some(RetryPolicy {
+            min_backoff: Some(wrapping),
+            max_backoff: None,
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("longer than the maximum"), "{err}");
+        assert_eq!(
+            backoff_ms(Some(RetryPolicy::default())).unwrap(),
+            (1_000, 60_000)
+        );
+        assert_eq!(backoff_ms(None).unwrap(), (0, 0));
     }
 }

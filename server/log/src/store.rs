@@ -300,7 +300,7 @@ impl Log {
             db.clone(),
             writer_rx,
             options.durability == Durability::Fsync,
-            options.dedup_window.as_millis() as u64,
+            crate::types::saturating_millis(options.dedup_window),
         );
         let writer_thread = std::thread::Builder::new()
             .name("eventbus-writer".into())
