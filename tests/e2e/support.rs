@@ -100,20 +100,24 @@ pub async fn expect_silence(stream: &mut Streaming<v1::SubscribeResponse>, wait:
     }
 }
 
+/// Acks `deliveries`, in calls of at most 1000 ids (the default
+/// max-ack-ids-per-call).
 pub async fn ack(
     client: &mut EventServiceClient<Channel>,
     topic: &str,
     sub: &str,
     deliveries: &[Delivery],
 ) {
-    client
-        .ack(v1::AckRequest {
-            topic: topic.into(),
-            subscription: sub.into(),
-            ack_ids: deliveries.iter().map(|d| d.ack_id.clone()).collect(),
-        })
-        .await
-        .expect("ack");
+    for chunk in deliveries.chunks(1000) {
+        client
+            .ack(v1::AckRequest {
+                topic: topic.into(),
+                subscription: sub.into(),
+                ack_ids: chunk.iter().map(|d| d.ack_id.clone()).collect(),
+            })
+            .await
+            .expect("ack");
+    }
 }
 
 pub fn payload(d: &Delivery) -> String {

@@ -25,8 +25,7 @@ use crate::names::validate_name;
 use crate::options::{Options, MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
 use crate::store::{subscription_delete_ops, Log, TopicConfig, TopicState};
 use crate::types::{
-    saturating_millis, AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId,
-    TopicId,
+    saturating_millis, AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId, TopicId,
 };
 use crate::writer::{Cf, Op};
 
@@ -148,6 +147,7 @@ impl Broker {
         if events.is_empty() {
             return Err(Error::invalid("events", "must contain at least one event"));
         }
+        self.options().limits.check_publish_count(events.len())?;
         let topic = self.log.topic_or_create(topic).await?;
         Ok((topic.id(), self.log.append(&topic, events).await?))
     }
@@ -226,7 +226,7 @@ impl Broker {
 
     fn subscription_config(&self, new: &NewSubscription) -> Result<SubscriptionConfig> {
         let (min_backoff_ms, max_backoff_ms) = backoff_ms(new.retry_policy)?;
-        new.filter.validate()?;
+        new.filter.validate(&self.options().limits)?;
         Ok(SubscriptionConfig {
             ack_deadline_ms: self.ack_deadline_ms(new.ack_deadline)?,
             min_backoff_ms,
@@ -264,7 +264,7 @@ impl Broker {
             .transpose()?;
         let backoff = update.retry_policy.map(backoff_ms).transpose()?;
         if let Some(f) = &update.filter {
-            f.validate()?;
+            f.validate(&self.options().limits)?;
         }
         self.update_subscription(topic, name, |m| {
             let c = &mut m.config;
@@ -297,6 +297,9 @@ impl Broker {
         config: SubscriptionConfig,
         start: StartPosition,
     ) -> Result<Arc<SubscriptionHandle>> {
+        self.options()
+            .limits
+            .check_subscription_count(self.subs.load().len())?;
         let meta = SubscriptionMeta {
             id: SubscriptionId(0),
             topic_id: topic.id(),
@@ -395,20 +398,35 @@ impl Broker {
 
     /// Subscriptions of a topic, sorted by name.
     pub async fn list_subscriptions(&self, topic: &str) -> Result<Vec<SubscriptionInfo>> {
+        Ok(self.subscriptions_page(topic, None, usize::MAX).await?.0)
+    }
+
+    /// One page of a topic's subscriptions in name order: at most `limit`
+    /// named after `after`, and whether more follow. The page is cut first:
+    /// only its own subscriptions are asked for their statistics (a round trip
+    /// to each actor, and storage reads), never every subscription of the topic.
+    pub async fn subscriptions_page(
+        &self,
+        topic: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<SubscriptionInfo>, bool)> {
         let topic = self.log.existing_topic(topic)?;
         let mut handles: Vec<_> = self
             .subs
             .load()
             .iter()
-            .filter(|((t, _), _)| *t == topic.id())
-            .map(|(_, h)| h.clone())
+            .filter(|((t, name), _)| *t == topic.id() && after.is_none_or(|a| name.as_str() > a))
+            .map(|((_, name), h)| (name.clone(), h.clone()))
             .collect();
-        handles.sort_by_key(|h| h.meta().name.clone());
+        handles.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let more = handles.len() > limit;
+        handles.truncate(limit);
         let mut out = Vec::with_capacity(handles.len());
-        for h in handles {
+        for (_, h) in handles {
             out.push(self.info(&h).await?);
         }
-        Ok(out)
+        Ok((out, more))
     }
 
     pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
@@ -521,6 +539,12 @@ impl Broker {
                             format!("topic {topic:?} has partitions 0..{n}; {p} does not exist"),
                         ));
                     }
+                    if targets[p as usize].is_some() {
+                        return Err(Error::invalid(
+                            "offsets",
+                            format!("partition {p} is named twice; name each partition once"),
+                        ));
+                    }
                     targets[p as usize] = Some(clamp(p, o));
                 }
             }
@@ -542,7 +566,7 @@ impl Broker {
         limit: usize,
         query: DeadLetterQuery,
     ) -> Result<(Vec<DeadLetter>, Option<u64>)> {
-        query.validate()?;
+        query.validate(&self.options().limits)?;
         let h = self.subscription(topic, name)?;
         let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
         blocking(move || {
@@ -695,8 +719,12 @@ impl Broker {
         h: &SubscriptionHandle,
         selector: DeadLetterSelector,
     ) -> Result<Vec<u64>> {
-        if let DeadLetterSelector::Filter(q) = &selector {
-            q.validate()?;
+        match &selector {
+            DeadLetterSelector::Filter(q) => q.validate(&self.options().limits)?,
+            DeadLetterSelector::Ids(ids) => {
+                self.options().limits.check_dead_letter_ids(ids.len())?
+            }
+            DeadLetterSelector::All => {}
         }
         let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
         blocking(move || {
@@ -819,6 +847,11 @@ impl Broker {
                 "ack_ids",
                 "must contain at least one ack id",
             ));
+        }
+        let limits = &self.options().limits;
+        limits.check_ack_ids(ack_ids.len())?;
+        if let SettleOp::Nack { reason, .. } | SettleOp::DeadLetter { reason } = &op {
+            limits.check_reason(reason)?;
         }
         let h = self.subscription(topic, name)?;
         let ids = ack_ids

@@ -12,6 +12,7 @@
 //! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
 //! * [`keys`]: the RocksDB key layout; [`codec`]: the record envelope.
 //! * [`metric_names`]: what the engine records through the `metrics` facade.
+//! * [`limits`]: the bound on every client-controlled size, and its checks.
 //! * [`meta`], [`options`], [`types`], [`names`], [`partitioner`], [`error`].
 
 pub mod broker;
@@ -22,6 +23,7 @@ pub mod delivery;
 pub mod error;
 pub mod filter;
 pub mod keys;
+pub mod limits;
 pub mod meta;
 pub mod metric_names;
 pub mod names;

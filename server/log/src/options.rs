@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::limits::Limits;
 use crate::types::Durability;
 
 /// Everything the store and the delivery engine need to know up front.
@@ -35,6 +36,8 @@ pub struct Options {
     pub dedup_window: Duration,
     /// How often topic retention (max_age, max_bytes) is applied. Default: 10 s.
     pub retention_interval: Duration,
+    /// Bounds on every size a client controls.
+    pub limits: Limits,
 }
 
 impl Options {
@@ -52,6 +55,7 @@ impl Options {
             max_unsettled_window: 100_000,
             dedup_window: Duration::from_secs(120),
             retention_interval: Duration::from_secs(10),
+            limits: Limits::default(),
         }
     }
 }

@@ -389,6 +389,10 @@ impl Log {
         if self.topic(name).is_some() {
             return Err(Error::TopicExists(name.to_string()));
         }
+        self.inner
+            .options
+            .limits
+            .check_topic_count(self.inner.topics.load().len())?;
         if ids.next_topic == u32::MAX {
             return Err(Error::ResourceExhausted("topic ids exhausted".into()));
         }
