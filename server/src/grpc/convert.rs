@@ -58,8 +58,7 @@ pub fn duration_from_proto(
     field: &'static str,
     d: &prost_types::Duration,
 ) -> Result<Duration, Status> {
-    if !(0..=MAX_DURATION_SECONDS).contains(&d.seconds) || !(0..1_000_000_000).contains(&d.nanos)
-    {
+    if !(0..=MAX_DURATION_SECONDS).contains(&d.seconds) || !(0..1_000_000_000).contains(&d.nanos) {
         return Err(invalid(
             field,
             format!(
@@ -402,8 +401,8 @@ mod tests {
             (0, 1_000_000_000),
             (0, -1),
         ] {
-            let err = timestamp_to_millis("t", &prost_types::Timestamp { seconds, nanos })
-                .unwrap_err();
+            let err =
+                timestamp_to_millis("t", &prost_types::Timestamp { seconds, nanos }).unwrap_err();
             assert_eq!(err.code(), tonic::Code::InvalidArgument);
             assert!(err.message().contains("9999-12-31"), "{}", err.message());
         }
