@@ -3,6 +3,7 @@
 //! count over its cap gets RESOURCE_EXHAUSTED; either message names the limit
 //! and its config key. Out-of-range times and durations never overflow.
 
+use eventbus_proto::bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use eventbus_tests::v1::{self, PublishRequest};
 use eventbus_tests::TestServer;
 use tonic::Code;
@@ -129,6 +130,124 @@ async fn durations_too_long_for_milliseconds_are_invalid_argument() {
         Code::InvalidArgument,
         "out of range",
     );
+}
+
+/// Sends a pre-encoded request and returns the raw response, so that a test
+/// can send a message it never builds as structs (millions of events).
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Calls `method` of EventService with an already encoded request body.
+async fn call_raw(
+    channel: tonic::transport::Channel,
+    method: &'static str,
+    body: Bytes,
+) -> Result<Bytes, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    grpc.unary(tonic::Request::new(body), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A PublishRequest of `topic` and `n` empty events, encoded by hand: each
+/// event is the 2 bytes `0x12 0x00` (field 2, length 0).
+fn empty_events_request(topic: &str, n: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(2 + topic.len() + 2 * n);
+    b.put_u8(0x0a); // field 1 (topic), length-delimited
+    b.put_u8(topic.len() as u8);
+    b.put_slice(topic.as_bytes());
+    for _ in 0..n {
+        b.put_slice(&[0x12, 0x00]);
+    }
+    b.freeze()
+}
+
+/// Peak resident set size (VmHWM) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_eventbus-under-test");
+
+/// Issue 11, "Limits" test 1: a 16 MiB Publish of empty events (8 million
+/// 2-byte submessages) is refused before prost materialises them; the
+/// server's peak RSS grows by less than 64 MiB.
+#[tokio::test]
+async fn a_16_mib_publish_of_empty_events_is_refused_without_the_memory() {
+    let (_dir, data) = eventbus_tests::temp_dir();
+    let server = eventbus_tests::ChildServer::start(BIN, &data, &[]).await;
+    let channel = server.channel().await;
+    let mut events =
+        eventbus_tests::v1::event_service_client::EventServiceClient::new(channel.clone());
+    publish(&mut events, "rss", vec![event("k", "warm", "up")]).await;
+    let before = peak_rss_kib(server.pid());
+
+    // The default max-request-bytes is 16 MiB; fill it exactly.
+    let n = (16 * 1024 * 1024 - 5) / 2;
+    let body = empty_events_request("rss", n);
+    assert!(body.len() <= 16 * 1024 * 1024);
+    let res = call_raw(channel.clone(), "/eventbus.v1.EventService/Publish", body).await;
+    let after = peak_rss_kib(server.pid());
+    let grown_mib = (after.saturating_sub(before)) as f64 / 1024.0;
+    println!(
+        "16 MiB publish of {n} empty events: peak RSS {} MiB -> {} MiB (+{grown_mib:.1} MiB)",
+        before / 1024,
+        after / 1024
+    );
+    let err = assert_status(res, Code::InvalidArgument, "max-events-per-publish");
+    assert_eq!(bad_field(&err), "events");
+    assert!(grown_mib < 64.0, "peak RSS grew by {grown_mib:.1} MiB");
+
+    // Nothing was written, and the server still serves (same key, same
+    // partition: the next offset is 1).
+    let r = publish(&mut events, "rss", vec![event("k", "after", "x")]).await;
+    assert_eq!(r[0].offset, 1);
 }
 
 /// Asserts the exact rejection of a request over a limit: `code`, a message

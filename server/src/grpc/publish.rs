@@ -23,8 +23,9 @@ pub async fn handle(
     req: PublishRequest,
 ) -> Result<PublishResponse, Status> {
     let started = Instant::now();
-    // The bounds apply to what the client sent, before the server adds its
-    // own attributes (the trace context) and before a topic is auto-created.
+    // The count was bounded on the wire already (see `wire`); the other
+    // bounds apply to what the client sent, before the server adds its own
+    // attributes (the trace context) and before a topic is auto-created.
     let limits = &broker.options().limits;
     limits
         .check_publish_count(req.events.len())
