@@ -46,7 +46,7 @@ impl Prescan for PublishRequest {
         );
         let mut events = 0usize;
         for field in Fields::new(wire) {
-            let Field::Bytes(PUBLISH_EVENTS, event) = field? else {
+            let Field::Bytes(PUBLISH_EVENTS, event) = field.map_err(malformed)? else {
                 continue;
             };
             if events == max_events {
@@ -57,7 +57,11 @@ impl Prescan for PublishRequest {
                     "max-events-per-publish",
                 )));
             }
-            if count_bytes_fields(event, EVENT_ATTRIBUTES, max_attrs)? > max_attrs {
+            // An attribute entry takes at least 2 bytes: a short event cannot
+            // hold too many, and is not walked.
+            if event.len() / 2 > max_attrs
+                && count_bytes_fields(event, EVENT_ATTRIBUTES, max_attrs)? > max_attrs
+            {
                 return Err(to_status(Limits::exceeded(
                     "events.attributes",
                     format!("event {events} has more than {max_attrs} attributes"),
@@ -108,7 +112,7 @@ impl Prescan for ModifyAckDeadlineRequest {
 fn count_bytes_fields(message: &[u8], number: u32, max: usize) -> Result<usize, Status> {
     let mut n = 0;
     for field in Fields::new(message) {
-        if matches!(field?, Field::Bytes(f, _) if f == number) {
+        if matches!(field.map_err(malformed)?, Field::Bytes(f, _) if f == number) {
             n += 1;
             if n > max {
                 break;
@@ -128,10 +132,17 @@ enum Field<'a> {
     Scalar,
 }
 
-/// The top-level fields of an encoded message, in wire order. Anything prost
-/// would reject, and groups (proto2 only, which prost would skip over),
-/// end the iteration with an INTERNAL status, as prost's own decode error
-/// does: a scan that stopped early could let prost decode what follows.
+/// Input prost would reject, or a group (proto2 only, which prost would skip
+/// over, decoding what follows): the scan must not just stop there.
+struct Malformed;
+
+/// The INTERNAL status prost's own decode error gives.
+fn malformed(_: Malformed) -> Status {
+    Status::internal("failed to decode the request: malformed protobuf")
+}
+
+/// The top-level fields of an encoded message, in wire order; [`Malformed`]
+/// ends the iteration. The item is small on purpose: this runs per field.
 struct Fields<'a> {
     rest: &'a [u8],
 }
@@ -142,6 +153,13 @@ impl<'a> Fields<'a> {
     }
 
     fn varint(&mut self) -> Option<u64> {
+        // Keys and short lengths are one byte: the common case, kept cheap.
+        if let Some((&b, rest)) = self.rest.split_first() {
+            if b < 0x80 {
+                self.rest = rest;
+                return Some(u64::from(b));
+            }
+        }
         let mut value = 0u64;
         for (i, &b) in self.rest.iter().take(10).enumerate() {
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -179,7 +197,7 @@ impl<'a> Fields<'a> {
 }
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = Result<Field<'a>, Status>;
+    type Item = Result<Field<'a>, Malformed>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
@@ -189,9 +207,7 @@ impl<'a> Iterator for Fields<'a> {
             Some(f) => Some(Ok(f)),
             None => {
                 self.rest = &[];
-                Some(Err(Status::internal(
-                    "failed to decode the request: malformed protobuf",
-                )))
+                Some(Err(Malformed))
             }
         }
     }
@@ -311,6 +327,38 @@ mod tests {
                 && err.message().contains("max-attributes-per-event"),
             "{}",
             err.message()
+        );
+    }
+
+    #[test]
+    fn the_smallest_attribute_entries_are_counted() {
+        // Event 0 holds `n` empty attribute entries, 2 bytes each (field 5,
+        // length 0): the densest event a client can send.
+        let request = |n: usize| {
+            let mut event = Vec::new();
+            for _ in 0..n {
+                event.extend([0x2a, 0x00]);
+            }
+            let mut wire = vec![
+                0x12,
+                0x80 | (event.len() & 0x7f) as u8,
+                (event.len() >> 7) as u8,
+            ];
+            wire.extend(event);
+            wire
+        };
+        let l = Limits::default();
+        assert_eq!(
+            PublishRequest::decode(&request(100)[..]).unwrap().events[0]
+                .attributes
+                .len(),
+            1
+        );
+        PublishRequest::prescan(&request(100), &l).unwrap();
+        let err = PublishRequest::prescan(&request(101), &l).unwrap_err();
+        assert!(
+            err.message().contains("max-attributes-per-event"),
+            "{err:?}"
         );
     }
 
