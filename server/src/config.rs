@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use eventbus_log::limits::Limits;
 use eventbus_log::{Durability, Options};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -107,7 +108,53 @@ pub struct Config {
     /// own metric labels; the rest are reported as `_other`, so a topic
     /// explosion cannot blow up Prometheus. Default: 1000.
     pub metrics_max_label_values: usize,
+
+    // ---- limits: a request over one is INVALID_ARGUMENT, a server-wide count
+    // at its cap RESOURCE_EXHAUSTED; every message names the key. See the
+    // Limits table in ARCHITECTURE.md.
+    /// Events in one Publish, counted on the wire before the request is
+    /// decoded. At most 1000, NATS JetStream's limit for one atomic batch (a
+    /// cluster mode maps one publish onto one batch). Default: 1000.
+    pub max_events_per_publish: usize,
+    /// Attributes of one event, counted on the wire before decoding.
+    /// Default: 100.
+    pub max_attributes_per_event: usize,
+    /// Bytes of all attribute keys and values of one event. Default: 65536.
+    pub max_attribute_bytes: usize,
+    /// Bytes of an event key. Default: 1024.
+    pub max_key_bytes: usize,
+    /// Bytes of an event type. Default: 256.
+    pub max_type_bytes: usize,
+    /// Bytes of an event content type. Default: 256.
+    pub max_content_type_bytes: usize,
+    /// Bytes of an idempotency key. Default: 256.
+    pub max_idempotency_key_bytes: usize,
+    /// Type patterns in one filter (subscription filter, Replay `types`,
+    /// dead-letter filter). Default: 100.
+    pub max_filter_patterns: usize,
+    /// Attribute conditions in one subscription filter, and values in one
+    /// `in` condition. Default: 100.
+    pub max_filter_conditions: usize,
+    /// Bytes of all patterns, condition keys and values of one filter.
+    /// Default: 16384.
+    pub max_filter_bytes: usize,
+    /// Ack ids in one Ack, Nack or ModifyAckDeadline call, counted on the
+    /// wire before decoding. Default: 1000.
+    pub max_ack_ids_per_call: usize,
+    /// Bytes of a Nack reason. Default: 1024.
+    pub max_reason_bytes: usize,
+    /// Largest page of a List call (larger `page_size` values are capped),
+    /// and the most dead-letter ids in one Purge or Redrive. Default: 1000.
+    pub max_page_size: usize,
+    /// Topics on the server; CreateTopic and auto-creation beyond it are
+    /// RESOURCE_EXHAUSTED. Default: 10000.
+    pub max_topics: usize,
+    /// Subscriptions on the server, over all topics. Default: 10000.
+    pub max_subscriptions: usize,
 }
+
+/// The limit that `max-events-per-publish` may not exceed.
+const JETSTREAM_MAX_BATCH: usize = 1000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -134,6 +181,21 @@ impl Default for Config {
             disk_reserve_bytes: log.disk_reserve_bytes,
             write_buffer_bytes: log.write_buffer_bytes,
             metrics_max_label_values: 1000,
+            max_events_per_publish: log.limits.max_events_per_publish,
+            max_attributes_per_event: log.limits.max_attributes_per_event,
+            max_attribute_bytes: log.limits.max_attribute_bytes,
+            max_key_bytes: log.limits.max_key_bytes,
+            max_type_bytes: log.limits.max_type_bytes,
+            max_content_type_bytes: log.limits.max_content_type_bytes,
+            max_idempotency_key_bytes: log.limits.max_idempotency_key_bytes,
+            max_filter_patterns: log.limits.max_filter_patterns,
+            max_filter_conditions: log.limits.max_filter_conditions,
+            max_filter_bytes: log.limits.max_filter_bytes,
+            max_ack_ids_per_call: log.limits.max_ack_ids_per_call,
+            max_reason_bytes: log.limits.max_reason_bytes,
+            max_page_size: log.limits.max_page_size,
+            max_topics: log.limits.max_topics,
+            max_subscriptions: log.limits.max_subscriptions,
         }
     }
 }
@@ -222,7 +284,57 @@ impl Config {
             self.write_buffer_bytes >= 1 << 20,
             "write-buffer-bytes must be at least 1048576 (1 MiB)"
         );
+        anyhow::ensure!(
+            (1..=JETSTREAM_MAX_BATCH).contains(&self.max_events_per_publish),
+            "max-events-per-publish must be 1..={JETSTREAM_MAX_BATCH}: one publish is one atomic \
+             batch, and NATS JetStream (the cluster backend) allows {JETSTREAM_MAX_BATCH} messages per batch"
+        );
+        for (key, value) in self.limit_values() {
+            anyhow::ensure!(value >= 1, "{key} must be at least 1");
+        }
         Ok(())
+    }
+
+    /// Every limit with its config key.
+    fn limit_values(&self) -> [(&'static str, usize); 15] {
+        [
+            ("max-events-per-publish", self.max_events_per_publish),
+            ("max-attributes-per-event", self.max_attributes_per_event),
+            ("max-attribute-bytes", self.max_attribute_bytes),
+            ("max-key-bytes", self.max_key_bytes),
+            ("max-type-bytes", self.max_type_bytes),
+            ("max-content-type-bytes", self.max_content_type_bytes),
+            ("max-idempotency-key-bytes", self.max_idempotency_key_bytes),
+            ("max-filter-patterns", self.max_filter_patterns),
+            ("max-filter-conditions", self.max_filter_conditions),
+            ("max-filter-bytes", self.max_filter_bytes),
+            ("max-ack-ids-per-call", self.max_ack_ids_per_call),
+            ("max-reason-bytes", self.max_reason_bytes),
+            ("max-page-size", self.max_page_size),
+            ("max-topics", self.max_topics),
+            ("max-subscriptions", self.max_subscriptions),
+        ]
+    }
+
+    /// The bounds on client-controlled sizes this config sets.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_events_per_publish: self.max_events_per_publish,
+            max_attributes_per_event: self.max_attributes_per_event,
+            max_attribute_bytes: self.max_attribute_bytes,
+            max_key_bytes: self.max_key_bytes,
+            max_type_bytes: self.max_type_bytes,
+            max_content_type_bytes: self.max_content_type_bytes,
+            max_idempotency_key_bytes: self.max_idempotency_key_bytes,
+            max_filter_patterns: self.max_filter_patterns,
+            max_filter_conditions: self.max_filter_conditions,
+            max_filter_bytes: self.max_filter_bytes,
+            max_ack_ids_per_call: self.max_ack_ids_per_call,
+            max_reason_bytes: self.max_reason_bytes,
+            max_page_size: self.max_page_size,
+            max_topics: self.max_topics,
+            max_subscriptions: self.max_subscriptions,
+        }
     }
 
     /// The storage options this config implies.
@@ -240,6 +352,7 @@ impl Config {
         o.retention_interval = self.retention_interval;
         o.disk_reserve_bytes = self.disk_reserve_bytes;
         o.write_buffer_bytes = self.write_buffer_bytes;
+        o.limits = self.limits();
         o
     }
 
@@ -327,6 +440,29 @@ mod tests {
             assert!(Config::load(Some(Path::new("eventbus.toml")), &Overrides::default()).is_err());
             jail.create_file("bad.toml", "default-partitions = 0\n")?;
             assert!(Config::load(Some(Path::new("bad.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_are_config_keys_and_validated() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("eventbus.toml", "max-key-bytes = 64\nmax-topics = 5\n")?;
+            jail.set_env("EVENTBUS_MAX_ACK_IDS_PER_CALL", "10");
+            let c = Config::load(Some(Path::new("eventbus.toml")), &Overrides::default()).unwrap();
+            let l = c.log_options().limits;
+            assert_eq!(
+                (l.max_key_bytes, l.max_topics, l.max_ack_ids_per_call),
+                (64, 5, 10)
+            );
+            assert_eq!(l.max_events_per_publish, 1000);
+            for bad in ["max-events-per-publish = 1001\n", "max-page-size = 0\n"] {
+                jail.create_file("bad.toml", bad)?;
+                let err =
+                    Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+                let key = bad.split(' ').next().unwrap();
+                assert!(format!("{err:#}").contains(key), "{err:#}");
+            }
             Ok(())
         });
     }

@@ -101,12 +101,11 @@ pub async fn run_with_listeners(
         .build_v1alpha()?;
 
     let streams = CancellationToken::new();
-    let events = EventServiceServer::new(grpc::EventSvc::new(
-        broker.clone(),
-        streams.clone(),
-        ops.clone(),
-    ))
-    .max_decoding_message_size(config.max_request_bytes);
+    let events = grpc::EventServer::new(
+        grpc::EventSvc::new(broker.clone(), streams.clone(), ops.clone()),
+        config.limits(),
+        config.max_request_bytes,
+    );
     let admin = AdminServiceServer::new(grpc::AdminSvc::new(broker.clone(), ops.clone()))
         .max_decoding_message_size(config.max_request_bytes);
 

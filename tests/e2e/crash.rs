@@ -115,17 +115,20 @@ async fn a_redrive_interrupted_by_kill_9_finishes_exactly_once() {
     while dead < N {
         let batch = stream.message().await.unwrap().unwrap().deliveries;
         dead += batch.len();
-        events
-            .nack(NackRequest {
-                topic: "t".into(),
-                subscription: "s".into(),
-                ack_ids: batch.iter().map(|d| d.ack_id.clone()).collect(),
-                dead_letter: true,
-                reason: "bug".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        // At most 1000 ack ids per call (max-ack-ids-per-call).
+        for chunk in batch.chunks(1000) {
+            events
+                .nack(NackRequest {
+                    topic: "t".into(),
+                    subscription: "s".into(),
+                    ack_ids: chunk.iter().map(|d| d.ack_id.clone()).collect(),
+                    dead_letter: true,
+                    reason: "bug".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
     }
     drop(stream);
     let all = || RedriveDeadLettersRequest {

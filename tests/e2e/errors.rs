@@ -8,16 +8,6 @@ use tonic::Code;
 
 use crate::support::*;
 
-fn assert_status<T: std::fmt::Debug>(res: Result<T, tonic::Status>, code: Code, needle: &str) {
-    let err = res.expect_err("expected an error");
-    assert_eq!(err.code(), code, "{err:?}");
-    assert!(
-        err.message().contains(needle),
-        "message {:?} should mention {needle:?}",
-        err.message()
-    );
-}
-
 #[tokio::test]
 async fn invalid_names_are_invalid_argument() {
     let server = TestServer::start().await;

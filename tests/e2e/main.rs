@@ -10,6 +10,7 @@ mod disk_full;
 mod errors;
 mod filters;
 mod idempotency;
+mod limits;
 mod metrics;
 mod ops;
 mod ordering;

@@ -12,6 +12,23 @@ use tonic::Streaming;
 /// assert durations, they only refuse to hang.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Asserts that `res` failed with `code` and a message containing `needle`;
+/// returns the status for further checks.
+pub fn assert_status<T: std::fmt::Debug>(
+    res: Result<T, tonic::Status>,
+    code: tonic::Code,
+    needle: &str,
+) -> tonic::Status {
+    let err = res.expect_err("expected an error");
+    assert_eq!(err.code(), code, "{err:?}");
+    assert!(
+        err.message().contains(needle),
+        "message {:?} should mention {needle:?}",
+        err.message()
+    );
+    err
+}
+
 pub fn event(key: &str, ty: &str, payload: impl Into<Vec<u8>>) -> PublishEvent {
     PublishEvent {
         key: key.to_string(),
@@ -83,20 +100,24 @@ pub async fn expect_silence(stream: &mut Streaming<v1::SubscribeResponse>, wait:
     }
 }
 
+/// Acks `deliveries`, in calls of at most 1000 ids (the default
+/// max-ack-ids-per-call).
 pub async fn ack(
     client: &mut EventServiceClient<Channel>,
     topic: &str,
     sub: &str,
     deliveries: &[Delivery],
 ) {
-    client
-        .ack(v1::AckRequest {
-            topic: topic.into(),
-            subscription: sub.into(),
-            ack_ids: deliveries.iter().map(|d| d.ack_id.clone()).collect(),
-        })
-        .await
-        .expect("ack");
+    for chunk in deliveries.chunks(1000) {
+        client
+            .ack(v1::AckRequest {
+                topic: topic.into(),
+                subscription: sub.into(),
+                ack_ids: chunk.iter().map(|d| d.ack_id.clone()).collect(),
+            })
+            .await
+            .expect("ack");
+    }
 }
 
 pub fn payload(d: &Delivery) -> String {

@@ -244,17 +244,17 @@ impl ChildServer {
         }
     }
 
+    /// The process id, e.g. to read `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the child is running")
+    }
+
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .expect("uri")
             .connect()
             .await
             .expect("connect")
-    }
-
-    /// The child's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("running")
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -24,7 +24,9 @@ use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
 use crate::names::validate_name;
 use crate::options::{Options, MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
 use crate::store::{subscription_delete_ops, Log, TopicConfig, TopicState};
-use crate::types::{AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId, TopicId};
+use crate::types::{
+    saturating_millis, AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId, TopicId,
+};
 use crate::writer::{Cf, Op};
 
 type SubKey = (TopicId, String);
@@ -145,6 +147,7 @@ impl Broker {
         if events.is_empty() {
             return Err(Error::invalid("events", "must contain at least one event"));
         }
+        self.options().limits.check_publish_count(events.len())?;
         let topic = self.log.topic_or_create(topic).await?;
         Ok((topic.id(), self.log.append(&topic, events).await?))
     }
@@ -223,7 +226,7 @@ impl Broker {
 
     fn subscription_config(&self, new: &NewSubscription) -> Result<SubscriptionConfig> {
         let (min_backoff_ms, max_backoff_ms) = backoff_ms(new.retry_policy)?;
-        new.filter.validate()?;
+        new.filter.validate(&self.options().limits)?;
         Ok(SubscriptionConfig {
             ack_deadline_ms: self.ack_deadline_ms(new.ack_deadline)?,
             min_backoff_ms,
@@ -245,7 +248,7 @@ impl Broker {
                 format!("{d:?} is out of range; use {MIN_ACK_DEADLINE:?} to {MAX_ACK_DEADLINE:?}"),
             ));
         }
-        Ok(d.as_millis() as u64)
+        Ok(saturating_millis(d))
     }
 
     /// Applies the fields of `update` that are set to a subscription's settings.
@@ -261,7 +264,7 @@ impl Broker {
             .transpose()?;
         let backoff = update.retry_policy.map(backoff_ms).transpose()?;
         if let Some(f) = &update.filter {
-            f.validate()?;
+            f.validate(&self.options().limits)?;
         }
         self.update_subscription(topic, name, |m| {
             let c = &mut m.config;
@@ -294,6 +297,9 @@ impl Broker {
         config: SubscriptionConfig,
         start: StartPosition,
     ) -> Result<Arc<SubscriptionHandle>> {
+        self.options()
+            .limits
+            .check_subscription_count(self.subs.load().len())?;
         let meta = SubscriptionMeta {
             id: SubscriptionId(0),
             topic_id: topic.id(),
@@ -392,20 +398,35 @@ impl Broker {
 
     /// Subscriptions of a topic, sorted by name.
     pub async fn list_subscriptions(&self, topic: &str) -> Result<Vec<SubscriptionInfo>> {
+        Ok(self.subscriptions_page(topic, None, usize::MAX).await?.0)
+    }
+
+    /// One page of a topic's subscriptions in name order: at most `limit`
+    /// named after `after`, and whether more follow. The page is cut first:
+    /// only its own subscriptions are asked for their statistics (a round trip
+    /// to each actor, and storage reads), never every subscription of the topic.
+    pub async fn subscriptions_page(
+        &self,
+        topic: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<SubscriptionInfo>, bool)> {
         let topic = self.log.existing_topic(topic)?;
         let mut handles: Vec<_> = self
             .subs
             .load()
             .iter()
-            .filter(|((t, _), _)| *t == topic.id())
-            .map(|(_, h)| h.clone())
+            .filter(|((t, name), _)| *t == topic.id() && after.is_none_or(|a| name.as_str() > a))
+            .map(|((_, name), h)| (name.clone(), h.clone()))
             .collect();
-        handles.sort_by_key(|h| h.meta().name.clone());
+        handles.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let more = handles.len() > limit;
+        handles.truncate(limit);
         let mut out = Vec::with_capacity(handles.len());
-        for h in handles {
+        for (_, h) in handles {
             out.push(self.info(&h).await?);
         }
-        Ok(out)
+        Ok((out, more))
     }
 
     pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
@@ -518,6 +539,12 @@ impl Broker {
                             format!("topic {topic:?} has partitions 0..{n}; {p} does not exist"),
                         ));
                     }
+                    if targets[p as usize].is_some() {
+                        return Err(Error::invalid(
+                            "offsets",
+                            format!("partition {p} is named twice; name each partition once"),
+                        ));
+                    }
                     targets[p as usize] = Some(clamp(p, o));
                 }
             }
@@ -539,7 +566,7 @@ impl Broker {
         limit: usize,
         query: DeadLetterQuery,
     ) -> Result<(Vec<DeadLetter>, Option<u64>)> {
-        query.validate()?;
+        query.validate(&self.options().limits)?;
         let h = self.subscription(topic, name)?;
         let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
         blocking(move || {
@@ -692,8 +719,12 @@ impl Broker {
         h: &SubscriptionHandle,
         selector: DeadLetterSelector,
     ) -> Result<Vec<u64>> {
-        if let DeadLetterSelector::Filter(q) = &selector {
-            q.validate()?;
+        match &selector {
+            DeadLetterSelector::Filter(q) => q.validate(&self.options().limits)?,
+            DeadLetterSelector::Ids(ids) => {
+                self.options().limits.check_dead_letter_ids(ids.len())?
+            }
+            DeadLetterSelector::All => {}
         }
         let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
         blocking(move || {
@@ -816,6 +847,11 @@ impl Broker {
                 "ack_ids",
                 "must contain at least one ack id",
             ));
+        }
+        let limits = &self.options().limits;
+        limits.check_ack_ids(ack_ids.len())?;
+        if let SettleOp::Nack { reason, .. } | SettleOp::DeadLetter { reason } = &op {
+            limits.check_reason(reason)?;
         }
         let h = self.subscription(topic, name)?;
         let ids = ack_ids
@@ -970,27 +1006,29 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// Backoff bounds in ms for a requested policy; no policy is (0, 0): at once.
+/// The bounds are compared as durations, before any conversion to ms, so a
+/// huge value cannot wrap into a small one.
 fn backoff_ms(policy: Option<RetryPolicy>) -> Result<(u64, u64)> {
     let Some(p) = policy else {
         return Ok((0, 0));
     };
-    let min = p.min_backoff.map_or(1_000, |d| d.as_millis() as u64);
+    let min = p.min_backoff.unwrap_or(Duration::from_secs(1));
     let max = p
         .max_backoff
-        .map_or(60_000.max(min), |d| d.as_millis() as u64);
+        .unwrap_or_else(|| Duration::from_secs(60).max(min));
     if min > max {
         return Err(Error::invalid(
             "retry_policy",
-            format!("min_backoff ({min} ms) exceeds max_backoff ({max} ms)"),
+            format!("min_backoff ({min:?}) exceeds max_backoff ({max:?})"),
         ));
     }
-    if max > MAX_ACK_DEADLINE.as_millis() as u64 {
+    if max > MAX_ACK_DEADLINE {
         return Err(Error::invalid(
             "retry_policy.max_backoff",
-            format!("{max} ms is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
+            format!("{max:?} is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
         ));
     }
-    Ok((min, max))
+    Ok((saturating_millis(min), saturating_millis(max)))
 }
 
 /// Applies every topic's retention each `retention_interval`, in the
@@ -1031,5 +1069,42 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_max_backoff_too_long_for_u64_millis_is_rejected_not_wrapped() {
+        // 2^64 + 384 ms: truncated to u64 it would be 384 ms, under the cap.
+        let wrapping = Duration::from_secs(18_446_744_073_709_552);
+        let err = backoff_ms(Some(RetryPolicy {
+            min_backoff: Some(Duration::from_millis(100)),
+            max_backoff: Some(wrapping),
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidArgument {
+                    field: "retry_policy.max_backoff",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = backoff_ms(Some(RetryPolicy {
+            min_backoff: Some(wrapping),
+            max_backoff: None,
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("longer than the maximum"), "{err}");
+        assert_eq!(
+            backoff_ms(Some(RetryPolicy::default())).unwrap(),
+            (1_000, 60_000)
+        );
+        assert_eq!(backoff_ms(None).unwrap(), (0, 0));
     }
 }

@@ -22,11 +22,9 @@ pub struct DeadLetterQuery {
 }
 
 impl DeadLetterQuery {
-    pub fn validate(&self) -> Result<()> {
-        for p in &self.types {
-            crate::filter::validate_type_pattern("filter.types", p)?;
-        }
-        Ok(())
+    pub fn validate(&self, limits: &crate::limits::Limits) -> Result<()> {
+        let bytes = limits.check_type_patterns("filter.types", &self.types)?;
+        limits.check_filter_bytes("filter", bytes + self.reason_contains.len())
     }
 
     pub fn matches(&self, entry: &DeadLetterEntry, event: &StoredEvent) -> bool {

@@ -42,6 +42,14 @@ pub enum Error {
     #[error("{0}")]
     ResourceExhausted(String),
 
+    /// A server-wide count reached its configured cap. `limit` is the config
+    /// key (e.g. `max-topics`); the message says what to delete or raise.
+    #[error("{message}")]
+    LimitReached {
+        limit: &'static str,
+        message: String,
+    },
+
     /// A stored record failed its checksum or could not be decoded.
     #[error("corrupt data at {location}: {source}")]
     Corruption {

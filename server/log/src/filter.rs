@@ -86,20 +86,9 @@ use crate::meta::{AttributeCondition, Filter};
 use crate::types::StoredEvent;
 
 impl Filter {
-    /// Checks patterns and conditions; `field` prefixes error field names.
-    pub fn validate(&self) -> Result<()> {
-        for p in &self.types {
-            validate_type_pattern("filter.types", p)?;
-        }
-        for c in &self.attributes {
-            if c.key().is_empty() {
-                return Err(Error::invalid(
-                    "filter.attributes",
-                    "every condition needs a non-empty key",
-                ));
-            }
-        }
-        Ok(())
+    /// Checks patterns and conditions, their syntax and their size.
+    pub fn validate(&self, limits: &crate::limits::Limits) -> Result<()> {
+        limits.check_filter(self)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -13,6 +13,7 @@
 //! * [`keys`]: the RocksDB key layout; [`codec`]: the record envelope.
 //! * [`metric_names`]: what the engine records through the `metrics` facade.
 //! * [`health`]: the write path's state (ok, disk full, failed); [`space`]: the free-space reserve.
+//! * [`limits`]: the bound on every client-controlled size, and its checks.
 //! * [`meta`], [`options`], [`types`], [`names`], [`partitioner`], [`error`].
 
 pub mod broker;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod filter;
 pub mod health;
 pub mod keys;
+pub mod limits;
 pub mod meta;
 pub mod metric_names;
 pub mod names;

@@ -119,7 +119,7 @@ impl<'de> Deserialize<'de> for SubscriptionId {
 pub fn now_ms() -> UnixMillis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(crate::types::saturating_millis)
         .unwrap_or(0)
 }
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::limits::Limits;
 use crate::types::Durability;
 
 /// Everything the store and the delivery engine need to know up front.
@@ -43,6 +44,8 @@ pub struct Options {
     /// Memtable size of the records column family: how much is written before
     /// a flush to an SST file (a flush needs this much free disk). Default: 64 MiB.
     pub write_buffer_bytes: usize,
+    /// Bounds on every size a client controls.
+    pub limits: Limits,
 }
 
 impl Options {
@@ -62,6 +65,7 @@ impl Options {
             retention_interval: Duration::from_secs(10),
             disk_reserve_bytes: 256 << 20,
             write_buffer_bytes: 64 << 20,
+            limits: Limits::default(),
         }
     }
 }

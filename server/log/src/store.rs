@@ -304,7 +304,7 @@ impl Log {
             db.clone(),
             writer_rx,
             options.durability == Durability::Fsync,
-            options.dedup_window.as_millis() as u64,
+            crate::types::saturating_millis(options.dedup_window),
             health.clone(),
             SpaceGuard::new(options.data_dir.clone(), options.disk_reserve_bytes),
         );
@@ -406,6 +406,10 @@ impl Log {
         if self.topic(name).is_some() {
             return Err(Error::TopicExists(name.to_string()));
         }
+        self.inner
+            .options
+            .limits
+            .check_topic_count(self.inner.topics.load().len())?;
         if ids.next_topic == u32::MAX {
             return Err(Error::ResourceExhausted("topic ids exhausted".into()));
         }

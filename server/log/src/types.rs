@@ -26,6 +26,13 @@ pub type Offset = u64;
 /// Milliseconds since the Unix epoch. Used for every persisted time.
 pub type UnixMillis = u64;
 
+/// Milliseconds of `d`, saturating at `u64::MAX`. Never `as_millis() as u64`:
+/// that truncates, so 2^64 + 384 ms becomes 384 ms and slips past every
+/// "at most" check. Bound `d` first wherever a huge value is an error.
+pub fn saturating_millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl fmt::Display for TopicId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "topic#{}", self.0)

@@ -18,27 +18,68 @@ pub fn millis_to_timestamp(ms: UnixMillis) -> prost_types::Timestamp {
     }
 }
 
+/// Seconds of 9999-12-31T23:59:59Z, the last second a protobuf `Timestamp` may
+/// hold (google/protobuf/timestamp.proto).
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+/// 10 000 years, the longest protobuf `Duration` (google/protobuf/duration.proto).
+const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
+
+/// A wire timestamp in Unix milliseconds. Only the protobuf range from 1970 on
+/// is accepted, so the conversion can never overflow; the arithmetic is checked
+/// anyway, because a wrapped time in release builds would be silently wrong.
 pub fn timestamp_to_millis(
     field: &'static str,
     ts: &prost_types::Timestamp,
 ) -> Result<UnixMillis, Status> {
-    if ts.seconds < 0 || !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err(invalid(
+    let out_of_range = || {
+        invalid(
             field,
-            "must be a valid time at or after 1970-01-01T00:00:00Z",
-        ));
+            format!(
+                "{}s {}ns is out of range; use a time from 1970-01-01T00:00:00Z to \
+                 9999-12-31T23:59:59.999Z (seconds 0..={MAX_TIMESTAMP_SECONDS}, nanos 0..1000000000)",
+                ts.seconds, ts.nanos
+            ),
+        )
+    };
+    if !(0..=MAX_TIMESTAMP_SECONDS).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos)
+    {
+        return Err(out_of_range());
     }
-    Ok(ts.seconds as u64 * 1000 + ts.nanos as u64 / 1_000_000)
+    u64::try_from(ts.seconds)
+        .ok()
+        .and_then(|s| s.checked_mul(1000))
+        .and_then(|ms| ms.checked_add(ts.nanos as u64 / 1_000_000))
+        .ok_or_else(out_of_range)
 }
 
+/// A wire duration, within the protobuf range (0 to 10 000 years), so that any
+/// later conversion to milliseconds fits a `u64`.
 pub fn duration_from_proto(
     field: &'static str,
     d: &prost_types::Duration,
 ) -> Result<Duration, Status> {
-    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
-        return Err(invalid(field, "must be a non-negative duration"));
+    if !(0..=MAX_DURATION_SECONDS).contains(&d.seconds) || !(0..1_000_000_000).contains(&d.nanos) {
+        return Err(invalid(
+            field,
+            format!(
+                "{}s {}ns is out of range; use a non-negative duration of at most \
+                 {MAX_DURATION_SECONDS}s (seconds 0..={MAX_DURATION_SECONDS}, nanos 0..1000000000)",
+                d.seconds, d.nanos
+            ),
+        ));
     }
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// Milliseconds of a duration, or INVALID_ARGUMENT on `field` when they do not
+/// fit a `u64` (never truncated: `as u64` would wrap a huge value into a small one).
+pub fn duration_to_millis(field: &'static str, d: Duration) -> Result<u64, Status> {
+    u64::try_from(d.as_millis()).map_err(|_| {
+        invalid(
+            field,
+            format!("{d:?} is too long; it must fit in 2^64-1 milliseconds"),
+        )
+    })
 }
 
 pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
@@ -350,6 +391,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d, Duration::new(2, 5));
+    }
+
+    #[test]
+    fn timestamps_outside_the_protobuf_range_are_invalid_not_wrapped() {
+        for (seconds, nanos) in [
+            (i64::MAX, 0),
+            (MAX_TIMESTAMP_SECONDS + 1, 0),
+            (0, 1_000_000_000),
+            (0, -1),
+        ] {
+            let err =
+                timestamp_to_millis("t", &prost_types::Timestamp { seconds, nanos }).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(err.message().contains("9999-12-31"), "{}", err.message());
+        }
+        let last = prost_types::Timestamp {
+            seconds: MAX_TIMESTAMP_SECONDS,
+            nanos: 999_999_999,
+        };
+        assert_eq!(
+            timestamp_to_millis("t", &last).unwrap(),
+            MAX_TIMESTAMP_SECONDS as u64 * 1000 + 999
+        );
+    }
+
+    #[test]
+    fn durations_outside_the_protobuf_range_are_invalid() {
+        let huge = prost_types::Duration {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        assert_eq!(
+            duration_from_proto("d", &huge).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let max = prost_types::Duration {
+            seconds: MAX_DURATION_SECONDS,
+            nanos: 999_999_999,
+        };
+        let d = duration_from_proto("d", &max).unwrap();
+        assert_eq!(duration_to_millis("d", d).unwrap(), d.as_millis() as u64);
+        assert_eq!(
+            duration_to_millis("d", Duration::MAX).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use eventbus_log::{Broker, TopicConfig};
 use eventbus_proto::v1::{CreateTopicRequest, CreateTopicResponse};
 use tonic::Status;
 
-use super::convert::{self, duration_from_proto};
+use super::convert::{self, duration_from_proto, duration_to_millis};
 use super::status::to_status;
 
 pub async fn handle(
@@ -21,7 +21,8 @@ pub async fn handle(
                 .map(|d| duration_from_proto("retention.max_age", d))
                 .transpose()?
                 .filter(|d| !d.is_zero())
-                .map(|d| d.as_millis() as u64),
+                .map(|d| duration_to_millis("retention.max_age", d))
+                .transpose()?,
             max_bytes: Some(r.max_bytes).filter(|b| *b > 0),
         },
     };

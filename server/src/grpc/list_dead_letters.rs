@@ -8,17 +8,13 @@ use eventbus_proto::v1::{ListDeadLettersRequest, ListDeadLettersResponse};
 use tonic::Status;
 
 use super::convert;
-use super::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use super::status::{invalid, to_status};
 
 pub async fn handle(
     broker: &Broker,
     req: ListDeadLettersRequest,
 ) -> Result<ListDeadLettersResponse, Status> {
-    let limit = match req.page_size as usize {
-        0 => DEFAULT_PAGE_SIZE,
-        n => n.min(MAX_PAGE_SIZE),
-    };
+    let limit = broker.options().limits.page_size(req.page_size);
     let after = if req.page_token.is_empty() {
         None
     } else {

@@ -1,26 +1,25 @@
-//! `AdminService/ListSubscriptions`.
+//! `AdminService/ListSubscriptions`: one page, with statistics for that page
+//! only.
 
 use eventbus_log::Broker;
 use eventbus_proto::v1::{ListSubscriptionsRequest, ListSubscriptionsResponse};
 use tonic::Status;
 
 use super::convert;
-use super::paging::page;
+use super::paging::PageRequest;
 use super::status::to_status;
 
 pub async fn handle(
     broker: &Broker,
     req: ListSubscriptionsRequest,
 ) -> Result<ListSubscriptionsResponse, Status> {
-    let all = broker
-        .list_subscriptions(&req.topic)
+    let page = PageRequest::parse(&broker.options().limits, req.page_size, &req.page_token)?;
+    let (subs, more) = broker
+        .subscriptions_page(&req.topic, page.after.as_deref(), page.size)
         .await
         .map_err(to_status)?;
-    let (subs, next_page_token) = page(all, req.page_size, &req.page_token, |s| {
-        s.meta.name.as_str()
-    })?;
     Ok(ListSubscriptionsResponse {
+        next_page_token: PageRequest::next_token(subs.last().map(|s| s.meta.name.as_str()), more),
         subscriptions: subs.iter().map(convert::subscription).collect(),
-        next_page_token,
     })
 }

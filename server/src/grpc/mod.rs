@@ -1,6 +1,8 @@
 //! The gRPC surface: one file per RPC, all errors mapped in [`status`].
 //!
 //! Handlers validate and convert at the edge, then call [`eventbus_log::Broker`].
+//! [`EventServer`] serves `EventService`, checking the counts of the requests
+//! that multiply in memory on the wire first ([`wire`]).
 
 mod ack;
 mod convert;
@@ -9,6 +11,7 @@ mod create_subscription;
 mod create_topic;
 mod delete_subscription;
 mod delete_topic;
+mod event_server;
 mod get_dead_letter;
 mod get_status;
 mod get_subscription;
@@ -29,6 +32,9 @@ mod seek_subscription;
 pub mod status;
 mod subscribe;
 mod update_subscription;
+mod wire;
+
+pub use event_server::EventServer;
 
 use std::sync::Arc;
 

@@ -23,11 +23,23 @@ pub async fn handle(
     req: PublishRequest,
 ) -> Result<PublishResponse, Status> {
     let started = Instant::now();
+    // The count was bounded on the wire already (see `wire`); the other
+    // bounds apply to what the client sent, before the server adds its own
+    // attributes (the trace context) and before a topic is auto-created.
+    let limits = &broker.options().limits;
+    limits
+        .check_publish_count(req.events.len())
+        .map_err(to_status)?;
     let mut events = req
         .events
         .into_iter()
-        .map(convert::new_event)
-        .collect::<Result<Vec<_>, _>>()?;
+        .enumerate()
+        .map(|(i, ev)| {
+            let ev = convert::new_event(ev)?;
+            limits.check_event(i, &ev).map_err(to_status)?;
+            Ok(ev)
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
     if let Some(tp) = traceparent {
         for e in &mut events {
             e.attributes

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use eventbus_log::filter::{any_type_matches, validate_type_pattern};
+use eventbus_log::filter::any_type_matches;
 use eventbus_log::{Broker, TopicState};
 use eventbus_proto::v1::{replay_request, Event, ReplayRequest, ReplayResponse};
 use tokio::sync::mpsc;
@@ -45,9 +45,11 @@ pub async fn handle(
     req: ReplayRequest,
 ) -> Result<ReplayStream, Status> {
     let topic = broker.log().existing_topic(&req.topic).map_err(to_status)?;
-    for p in &req.types {
-        validate_type_pattern("types", p).map_err(to_status)?;
-    }
+    let limits = &broker.options().limits;
+    limits
+        .check_type_patterns("types", &req.types)
+        .and_then(|bytes| limits.check_filter_bytes("types", bytes))
+        .map_err(to_status)?;
     if req.follow && req.end.is_some() {
         return Err(invalid(
             "follow",
@@ -58,14 +60,23 @@ pub async fn handle(
     let partitions: Vec<u32> = if req.partitions.is_empty() {
         (0..count).collect()
     } else {
-        if let Some(bad) = req.partitions.iter().find(|p| **p >= count) {
-            return Err(invalid(
-                "partitions",
-                format!(
-                    "topic {:?} has partitions 0..{count}; {bad} does not exist",
-                    req.topic
-                ),
-            ));
+        let mut seen = vec![false; count as usize];
+        for &p in &req.partitions {
+            let Some(seen) = seen.get_mut(p as usize) else {
+                return Err(invalid(
+                    "partitions",
+                    format!(
+                        "topic {:?} has partitions 0..{count}; {p} does not exist",
+                        req.topic
+                    ),
+                ));
+            };
+            if std::mem::replace(seen, true) {
+                return Err(invalid(
+                    "partitions",
+                    format!("partition {p} is named twice; name each partition once"),
+                ));
+            }
         }
         req.partitions.clone()
     };

@@ -31,6 +31,11 @@ pub fn to_status(err: Error) -> Status {
         }
         Error::FailedPrecondition(_) => Status::failed_precondition(message),
         Error::ResourceExhausted(_) => Status::resource_exhausted(message),
+        Error::LimitReached { limit, .. } => Status::with_error_details(
+            Code::ResourceExhausted,
+            message.clone(),
+            ErrorDetails::with_quota_failure_violation(limit, message),
+        ),
         Error::Corruption { .. } | Error::CorruptMetadata { .. } | Error::StorageCorruption(_) => {
             // Counted here, where unary replies and stream endings (Subscribe,
             // Replay: their status travels in trailers) both pass.
@@ -133,6 +138,13 @@ mod tests {
             Code::ResourceExhausted
         );
         assert_eq!(
+            code(Error::LimitReached {
+                limit: "max-topics",
+                message: "x".into()
+            }),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
             code(Error::CorruptMetadata {
                 location: "x".into(),
                 reason: "y".into()
@@ -141,6 +153,17 @@ mod tests {
         );
         assert_eq!(code(Error::WriterFailed("io".into())), Code::Unavailable);
         assert_eq!(code(Error::ShuttingDown), Code::Unavailable);
+    }
+
+    #[test]
+    fn limits_reached_carry_a_quota_failure_naming_the_config_key() {
+        let status = to_status(Error::LimitReached {
+            limit: "max-subscriptions",
+            message: "full".into(),
+        });
+        let details = status.get_error_details();
+        let quota = details.quota_failure().expect("quota failure detail");
+        assert_eq!(quota.violations[0].subject, "max-subscriptions");
     }
 
     #[test]

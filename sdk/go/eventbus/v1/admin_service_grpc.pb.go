@@ -18,7 +18,9 @@ const _ = grpc.SupportPackageIsVersion7
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type AdminServiceClient interface {
 	// Creates a topic. Returns ALREADY_EXISTS if a topic with that name
-	// exists, INVALID_ARGUMENT for a bad name, partition count or retention.
+	// exists, INVALID_ARGUMENT for a bad name, partition count or retention,
+	// RESOURCE_EXHAUSTED when the server already holds max-topics topics
+	// (10000 unless configured otherwise; auto-creation counts too).
 	CreateTopic(ctx context.Context, in *CreateTopicRequest, opts ...grpc.CallOption) (*CreateTopicResponse, error)
 	// Returns a topic with its partition offsets. NOT_FOUND if it does not
 	// exist.
@@ -31,13 +33,17 @@ type AdminServiceClient interface {
 	DeleteTopic(ctx context.Context, in *DeleteTopicRequest, opts ...grpc.CallOption) (*DeleteTopicResponse, error)
 	// Creates a subscription on a topic. Returns ALREADY_EXISTS if the topic
 	// already has a subscription with that name, NOT_FOUND if the topic does
-	// not exist, INVALID_ARGUMENT for a bad name or setting.
+	// not exist, INVALID_ARGUMENT for a bad name or setting,
+	// RESOURCE_EXHAUSTED when the server already holds max-subscriptions
+	// subscriptions over all topics (10000 unless configured otherwise;
+	// auto-creation by Subscribe counts too).
 	CreateSubscription(ctx context.Context, in *CreateSubscriptionRequest, opts ...grpc.CallOption) (*CreateSubscriptionResponse, error)
 	// Returns a subscription with its statistics. NOT_FOUND if it does not
 	// exist.
 	GetSubscription(ctx context.Context, in *GetSubscriptionRequest, opts ...grpc.CallOption) (*GetSubscriptionResponse, error)
-	// Lists the subscriptions of a topic in name order, one page at a time.
-	// NOT_FOUND if the topic does not exist.
+	// Lists the subscriptions of a topic in name order, one page at a time,
+	// with statistics for the subscriptions of the page only. NOT_FOUND if
+	// the topic does not exist.
 	ListSubscriptions(ctx context.Context, in *ListSubscriptionsRequest, opts ...grpc.CallOption) (*ListSubscriptionsResponse, error)
 	// Changes the settings named in update_mask. New settings apply to
 	// deliveries made after the call; leases already handed out keep their
@@ -270,7 +276,9 @@ func (c *adminServiceClient) CreateBackup(ctx context.Context, in *CreateBackupR
 // for forward compatibility
 type AdminServiceServer interface {
 	// Creates a topic. Returns ALREADY_EXISTS if a topic with that name
-	// exists, INVALID_ARGUMENT for a bad name, partition count or retention.
+	// exists, INVALID_ARGUMENT for a bad name, partition count or retention,
+	// RESOURCE_EXHAUSTED when the server already holds max-topics topics
+	// (10000 unless configured otherwise; auto-creation counts too).
 	CreateTopic(context.Context, *CreateTopicRequest) (*CreateTopicResponse, error)
 	// Returns a topic with its partition offsets. NOT_FOUND if it does not
 	// exist.
@@ -283,13 +291,17 @@ type AdminServiceServer interface {
 	DeleteTopic(context.Context, *DeleteTopicRequest) (*DeleteTopicResponse, error)
 	// Creates a subscription on a topic. Returns ALREADY_EXISTS if the topic
 	// already has a subscription with that name, NOT_FOUND if the topic does
-	// not exist, INVALID_ARGUMENT for a bad name or setting.
+	// not exist, INVALID_ARGUMENT for a bad name or setting,
+	// RESOURCE_EXHAUSTED when the server already holds max-subscriptions
+	// subscriptions over all topics (10000 unless configured otherwise;
+	// auto-creation by Subscribe counts too).
 	CreateSubscription(context.Context, *CreateSubscriptionRequest) (*CreateSubscriptionResponse, error)
 	// Returns a subscription with its statistics. NOT_FOUND if it does not
 	// exist.
 	GetSubscription(context.Context, *GetSubscriptionRequest) (*GetSubscriptionResponse, error)
-	// Lists the subscriptions of a topic in name order, one page at a time.
-	// NOT_FOUND if the topic does not exist.
+	// Lists the subscriptions of a topic in name order, one page at a time,
+	// with statistics for the subscriptions of the page only. NOT_FOUND if
+	// the topic does not exist.
 	ListSubscriptions(context.Context, *ListSubscriptionsRequest) (*ListSubscriptionsResponse, error)
 	// Changes the settings named in update_mask. New settings apply to
 	// deliveries made after the call; leases already handed out keep their

@@ -145,7 +145,9 @@ func (x *DeadLetter) GetDeadLetterTime() *timestamppb.Timestamp {
 }
 
 // Selects dead-letter entries. An entry matches when every set criterion
-// holds; an empty filter matches every entry.
+// holds; an empty filter matches every entry. `types` and
+// `reason_contains` together may hold at most max-filter-bytes bytes
+// (16384 unless configured otherwise; INVALID_ARGUMENT otherwise).
 type DeadLetterFilter struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache
@@ -153,16 +155,18 @@ type DeadLetterFilter struct {
 
 	// NATS-style patterns on Event.type (`order.*` one segment, `order.>`
 	// one or more trailing segments); the entry matches if any pattern
-	// matches. Empty means any type.
+	// matches. Empty means any type. At most max-filter-patterns patterns
+	// (100 by default).
 	Types []string `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
 	// Only entries whose reason contains this substring (case-sensitive).
 	// Empty means any reason.
 	ReasonContains string `protobuf:"bytes,2,opt,name=reason_contains,json=reasonContains,proto3" json:"reason_contains,omitempty"`
 	// Only entries with dead_letter_time at or after this time (inclusive).
-	// Unset means no lower bound.
+	// Unset means no lower bound. Must lie between 1970-01-01T00:00:00Z and
+	// 9999-12-31T23:59:59.999Z.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// Only entries with dead_letter_time before this time (exclusive). Unset
-	// means no upper bound.
+	// means no upper bound. Same range as start_time.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 }
 

@@ -41,35 +41,43 @@ type PublishEvent struct {
 	// same partition (chosen by a stable hash of the key), so they keep their
 	// relative order, and subscriptions with ORDERING_KEY deliver them one at a
 	// time. Empty means no key: such events are spread across partitions and
-	// have no ordering guarantee relative to each other.
+	// have no ordering guarantee relative to each other. At most
+	// max-key-bytes bytes (1024 by default).
 	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// Event type, a dot-separated name such as `order.created`. Subscription
 	// filters, Replay and dead-letter filters match on it with NATS-style
 	// patterns (`order.*` matches exactly one more segment, `order.>` matches
 	// one or more trailing segments). Optional: an empty type matches only an
 	// empty types filter. Must not contain whitespace, `*`, `>` or empty
-	// segments, otherwise the publish fails with INVALID_ARGUMENT.
+	// segments, otherwise the publish fails with INVALID_ARGUMENT. At most
+	// max-type-bytes bytes (256 by default).
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// Opaque event body. The bus never inspects it. May be empty. The whole
-	// PublishRequest must fit within the server's maximum gRPC message size
-	// (4 MiB unless the server is configured otherwise).
+	// event, encoded, must fit within max-event-bytes (1 MiB by default), and
+	// the whole PublishRequest within max-request-bytes (16 MiB by default).
 	Payload []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	// MIME type of `payload`, for example `application/json` or
 	// `application/x-protobuf`. Informational only: stored and returned as is.
-	// Empty means unspecified.
+	// Empty means unspecified. At most max-content-type-bytes bytes (256 by
+	// default).
 	ContentType string `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	// Free-form string metadata. Stored and returned as is, and usable in
 	// subscription filters (see AttributeCondition). Keys must be non-empty.
+	// At most max-attributes-per-event entries (100 by default, counted on
+	// the wire before the request is decoded) of max-attribute-bytes bytes
+	// of keys and values in all (65536 by default).
 	Attributes map[string]string `protobuf:"bytes,5,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"bytes,2,opt,name=value,proto3"`
 	// Producer-chosen deduplication key. If another event with the same
 	// idempotency key was published to the same topic within the server's
 	// deduplication window, this event is not stored again: its PublishResult
 	// repeats the original partition, offset and event_id, with duplicate=true.
-	// Use it to make publish retries safe. Empty means no deduplication.
+	// Use it to make publish retries safe. Empty means no deduplication. At
+	// most max-idempotency-key-bytes bytes (256 by default).
 	IdempotencyKey string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// When the event happened, according to the producer. Stored and returned
 	// as is; the bus orders and seeks by publish time, not by this field.
-	// Unset means unknown (the stored Event then has no event_time).
+	// Unset means unknown (the stored Event then has no event_time). Must lie
+	// between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z.
 	EventTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
 }
 

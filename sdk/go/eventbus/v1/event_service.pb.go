@@ -39,8 +39,10 @@ type PublishRequest struct {
 
 	// Topic to append to. Required; see the naming rules in event.proto.
 	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	// Events to append, at least one. They are stored atomically (all or
-	// none); results come back in the same order.
+	// Events to append, at least one and at most max-events-per-publish
+	// (1000 by default, NATS JetStream's atomic batch limit). They are
+	// stored atomically (all or none); results come back in the same order.
+	// The count is checked on the wire, before the request is decoded.
 	Events []*PublishEvent `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
 }
 
@@ -154,7 +156,8 @@ type SubscribeRequest struct {
 	// Maximum number of unsettled deliveries outstanding on this stream (flow
 	// control): the server sends more only as earlier ones are acked, nacked
 	// or expire. 0 means the server default (256). Values above the server
-	// maximum (10000 unless configured otherwise) are capped to it.
+	// maximum (max-in-flight-limit, 10000 unless configured otherwise)
+	// return INVALID_ARGUMENT.
 	MaxInFlight uint32 `protobuf:"varint,3,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
 }
 
@@ -271,8 +274,9 @@ type AckRequest struct {
 	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
 	// Subscription the deliveries were received on. Required.
 	Subscription string `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
-	// Ack IDs (Delivery.ack_id) to acknowledge, at least one. Duplicates are
-	// allowed and harmless.
+	// Ack IDs (Delivery.ack_id) to acknowledge, at least one and at most
+	// max-ack-ids-per-call (1000 by default). Duplicates are allowed and
+	// harmless.
 	AckIds []string `protobuf:"bytes,3,rep,name=ack_ids,json=ackIds,proto3" json:"ack_ids,omitempty"`
 }
 
@@ -379,7 +383,8 @@ type NackRequest struct {
 	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
 	// Subscription the deliveries were received on. Required.
 	Subscription string `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
-	// Ack IDs (Delivery.ack_id) to nack, at least one.
+	// Ack IDs (Delivery.ack_id) to nack, at least one and at most
+	// max-ack-ids-per-call (1000 by default).
 	AckIds []string `protobuf:"bytes,3,rep,name=ack_ids,json=ackIds,proto3" json:"ack_ids,omitempty"`
 	// How long to wait before redelivering these events; overrides the
 	// subscription's retry_policy for this nack. 0s means redeliver at once.
@@ -389,7 +394,8 @@ type NackRequest struct {
 	Delay *durationpb.Duration `protobuf:"bytes,4,opt,name=delay,proto3" json:"delay,omitempty"`
 	// Why processing failed, in free text. Stored as DeadLetter.reason if the
 	// event ends up dead-lettered by this nack (because `dead_letter` is true
-	// or max_delivery_attempts is used up). Empty means no reason given.
+	// or max_delivery_attempts is used up). Empty means no reason given. At
+	// most max-reason-bytes bytes (1024 by default).
 	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	// True moves the events straight to the subscription's dead-letter queue
 	// with `reason`, without further delivery attempts. False (default)
@@ -520,7 +526,8 @@ type ModifyAckDeadlineRequest struct {
 	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
 	// Subscription the deliveries were received on. Required.
 	Subscription string `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
-	// Ack IDs (Delivery.ack_id) whose deadline to change, at least one.
+	// Ack IDs (Delivery.ack_id) whose deadline to change, at least one and
+	// at most max-ack-ids-per-call (1000 by default).
 	AckIds []string `protobuf:"bytes,3,rep,name=ack_ids,json=ackIds,proto3" json:"ack_ids,omitempty"`
 	// New deadline, counted from now (not added to the current deadline).
 	// Range 0s-10min: 0s releases the deliveries at once, like a Nack
@@ -636,7 +643,9 @@ type ReplayRequest struct {
 
 	// Topic to read. Required.
 	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
-	// Partitions to read. Empty means all partitions of the topic.
+	// Partitions to read. Empty means all partitions of the topic. A
+	// partition listed twice, or one the topic does not have, returns
+	// INVALID_ARGUMENT.
 	Partitions []uint32 `protobuf:"varint,2,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
 	// Where to start in each selected partition. Unset means the earliest
 	// retained event. A start before the first retained event starts at the
@@ -661,7 +670,8 @@ type ReplayRequest struct {
 	// patterns: segments are separated by `.`, `*` matches exactly one
 	// segment (`photo.*` matches `photo.added` but not `photo.added.v2`),
 	// and a final `>` matches one or more segments (`photo.>` matches both).
-	// Empty means all types.
+	// Empty means all types. At most max-filter-patterns patterns (100 by
+	// default) of max-filter-bytes bytes in all (16384 by default).
 	Types []string `protobuf:"bytes,7,rep,name=types,proto3" json:"types,omitempty"`
 	// False (default): stop at the end described above. True: after catching
 	// up with the tail, keep the stream open and send new events as they are
@@ -782,6 +792,7 @@ type ReplayRequest_StartOffset struct {
 
 type ReplayRequest_StartTime struct {
 	// Start at the first event whose publish_time is at or after this time.
+	// Must lie between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=start_time,json=startTime,proto3,oneof"`
 }
 
@@ -800,7 +811,7 @@ type ReplayRequest_EndOffset struct {
 
 type ReplayRequest_EndTime struct {
 	// Stop before the first event whose publish_time is at or after this
-	// time (exclusive).
+	// time (exclusive). Same range as start_time.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=end_time,json=endTime,proto3,oneof"`
 }
 

@@ -26,8 +26,11 @@ type EventServiceClient interface {
 	//
 	// If the topic does not exist it is created with default settings when the
 	// server allows auto-creation; otherwise the call fails with NOT_FOUND.
-	// Returns INVALID_ARGUMENT when `events` is empty or an event is invalid,
-	// and UNAVAILABLE when the storage cannot write (nothing was stored).
+	// Auto-creation beyond the server's max-topics returns RESOURCE_EXHAUSTED.
+	// Returns INVALID_ARGUMENT when `events` is empty, holds more than
+	// max-events-per-publish events or an event is invalid or over a limit
+	// (see PublishEvent), checked before any topic is created, and
+	// UNAVAILABLE when the storage cannot write (nothing was stored).
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 	// Joins a subscription as a member and streams leased deliveries to it.
 	// Several streams on the same subscription (in one or many processes)
@@ -193,8 +196,11 @@ type EventServiceServer interface {
 	//
 	// If the topic does not exist it is created with default settings when the
 	// server allows auto-creation; otherwise the call fails with NOT_FOUND.
-	// Returns INVALID_ARGUMENT when `events` is empty or an event is invalid,
-	// and UNAVAILABLE when the storage cannot write (nothing was stored).
+	// Auto-creation beyond the server's max-topics returns RESOURCE_EXHAUSTED.
+	// Returns INVALID_ARGUMENT when `events` is empty, holds more than
+	// max-events-per-publish events or an event is invalid or over a limit
+	// (see PublishEvent), checked before any topic is created, and
+	// UNAVAILABLE when the storage cannot write (nothing was stored).
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	// Joins a subscription as a member and streams leased deliveries to it.
 	// Several streams on the same subscription (in one or many processes)

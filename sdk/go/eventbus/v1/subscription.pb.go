@@ -152,7 +152,8 @@ type RetryPolicy struct {
 	// Delay before the first redelivery. Unset means 1s. Must not be negative
 	// (INVALID_ARGUMENT).
 	MinBackoff *durationpb.Duration `protobuf:"bytes,1,opt,name=min_backoff,json=minBackoff,proto3" json:"min_backoff,omitempty"`
-	// Upper bound of the delay. Unset means 60s. Must be at least min_backoff
+	// Upper bound of the delay. Unset means 60s (or min_backoff, if that is
+	// longer). Must be at least min_backoff and at most 10min
 	// (INVALID_ARGUMENT otherwise).
 	MaxBackoff *durationpb.Duration `protobuf:"bytes,2,opt,name=max_backoff,json=maxBackoff,proto3" json:"max_backoff,omitempty"`
 }
@@ -207,6 +208,9 @@ func (x *RetryPolicy) GetMaxBackoff() *durationpb.Duration {
 // matches when its type matches any of `types` (or `types` is empty) AND
 // every condition in `attributes` holds. Events that do not match are
 // settled without being delivered and counted in SubscriptionStats.filtered.
+// All patterns, condition keys and values together may hold at most
+// max-filter-bytes bytes (16384 unless configured otherwise;
+// INVALID_ARGUMENT otherwise).
 type Filter struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache
@@ -215,10 +219,12 @@ type Filter struct {
 	// NATS-style event type patterns: segments are separated by `.`, `*`
 	// matches exactly one segment (`order.*` matches `order.created` but not
 	// `order.created.v2`), and a final `>` matches one or more segments
-	// (`order.>` matches both). Empty means any type.
+	// (`order.>` matches both). Empty means any type. At most
+	// max-filter-patterns patterns (100 by default).
 	Types []string `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
 	// Conditions on Event.attributes; all must hold. Empty means no
-	// attribute condition.
+	// attribute condition. At most max-filter-conditions conditions (100 by
+	// default).
 	Attributes []*AttributeCondition `protobuf:"bytes,2,rep,name=attributes,proto3" json:"attributes,omitempty"`
 }
 
@@ -416,7 +422,8 @@ type StringList struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// The values. An empty list matches nothing.
+	// The values. An empty list matches nothing. In a filter's `in`
+	// condition, at most max-filter-conditions values (100 by default).
 	Values []string `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty"`
 }
 

@@ -35,7 +35,8 @@ type Retention struct {
 	unknownFields protoimpl.UnknownFields
 
 	// Remove events whose publish_time is older than this. Unset or 0s means
-	// no age limit.
+	// no age limit. At most 315576000000s (10000 years, the protobuf
+	// Duration range); longer returns INVALID_ARGUMENT.
 	MaxAge *durationpb.Duration `protobuf:"bytes,1,opt,name=max_age,json=maxAge,proto3" json:"max_age,omitempty"`
 	// Remove the oldest events of a partition once the partition's stored
 	// events exceed this many bytes. The limit applies to each partition

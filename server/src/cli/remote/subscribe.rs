@@ -10,6 +10,8 @@ use super::Ctx;
 
 /// The server's default flow-control window.
 const DEFAULT_IN_FLIGHT: u32 = 256;
+/// The server's default max-ack-ids-per-call.
+const ACK_IDS_PER_CALL: usize = 1000;
 
 #[derive(Args)]
 #[command(after_help = "\
@@ -63,13 +65,15 @@ pub async fn run(mut ctx: Ctx, args: SubscribeArgs) -> anyhow::Result<()> {
             print(&ctx, d)?;
         }
         received += deliveries.len() as u64;
-        if args.ack && !deliveries.is_empty() {
+        // A stream may deliver more per message than one Ack may carry
+        // (max-ack-ids-per-call, 1000 by default).
+        for chunk in deliveries.chunks(ACK_IDS_PER_CALL).filter(|_| args.ack) {
             ctx.clients
                 .events
                 .ack(AckRequest {
                     topic: args.topic.clone(),
                     subscription: args.subscription.clone(),
-                    ack_ids: deliveries.iter().map(|d| d.ack_id.clone()).collect(),
+                    ack_ids: chunk.iter().map(|d| d.ack_id.clone()).collect(),
                 })
                 .await?;
         }

@@ -133,7 +133,9 @@ class AdminServiceServicer:
 
     def CreateTopic(self, request, context):
         """Creates a topic. Returns ALREADY_EXISTS if a topic with that name
-        exists, INVALID_ARGUMENT for a bad name, partition count or retention.
+        exists, INVALID_ARGUMENT for a bad name, partition count or retention,
+        RESOURCE_EXHAUSTED when the server already holds max-topics topics
+        (10000 unless configured otherwise; auto-creation counts too).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,7 +168,10 @@ class AdminServiceServicer:
     def CreateSubscription(self, request, context):
         """Creates a subscription on a topic. Returns ALREADY_EXISTS if the topic
         already has a subscription with that name, NOT_FOUND if the topic does
-        not exist, INVALID_ARGUMENT for a bad name or setting.
+        not exist, INVALID_ARGUMENT for a bad name or setting,
+        RESOURCE_EXHAUSTED when the server already holds max-subscriptions
+        subscriptions over all topics (10000 unless configured otherwise;
+        auto-creation by Subscribe counts too).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,8 +186,9 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSubscriptions(self, request, context):
-        """Lists the subscriptions of a topic in name order, one page at a time.
-        NOT_FOUND if the topic does not exist.
+        """Lists the subscriptions of a topic in name order, one page at a time,
+        with statistics for the subscriptions of the page only. NOT_FOUND if
+        the topic does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

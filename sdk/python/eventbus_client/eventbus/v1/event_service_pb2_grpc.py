@@ -32,6 +32,12 @@ class EventServiceStub:
     NOT_FOUND for an unknown topic or subscription, UNAVAILABLE while the
     server is shutting down or its storage cannot write (safe to retry with
     backoff; set PublishEvent.idempotency_key to make publish retries exact).
+
+    Limits: every size a client controls is bounded by a server config key
+    (defaults below). A request over a limit returns INVALID_ARGUMENT with a
+    google.rpc.BadRequest detail naming the field and a message naming the
+    limit and its config key. A whole request is at most max-request-bytes
+    (16 MiB by default).
     """
 
     def __init__(self, channel):
@@ -79,6 +85,12 @@ class EventServiceServicer:
     NOT_FOUND for an unknown topic or subscription, UNAVAILABLE while the
     server is shutting down or its storage cannot write (safe to retry with
     backoff; set PublishEvent.idempotency_key to make publish retries exact).
+
+    Limits: every size a client controls is bounded by a server config key
+    (defaults below). A request over a limit returns INVALID_ARGUMENT with a
+    google.rpc.BadRequest detail naming the field and a message naming the
+    limit and its config key. A whole request is at most max-request-bytes
+    (16 MiB by default).
     """
 
     def Publish(self, request, context):
@@ -91,8 +103,11 @@ class EventServiceServicer:
 
         If the topic does not exist it is created with default settings when the
         server allows auto-creation; otherwise the call fails with NOT_FOUND.
-        Returns INVALID_ARGUMENT when `events` is empty or an event is invalid,
-        and UNAVAILABLE when the storage cannot write (nothing was stored).
+        Auto-creation beyond the server's max-topics returns RESOURCE_EXHAUSTED.
+        Returns INVALID_ARGUMENT when `events` is empty, holds more than
+        max-events-per-publish events or an event is invalid or over a limit
+        (see PublishEvent), checked before any topic is created, and
+        UNAVAILABLE when the storage cannot write (nothing was stored).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -212,6 +227,12 @@ class EventService:
     NOT_FOUND for an unknown topic or subscription, UNAVAILABLE while the
     server is shutting down or its storage cannot write (safe to retry with
     backoff; set PublishEvent.idempotency_key to make publish retries exact).
+
+    Limits: every size a client controls is bounded by a server config key
+    (defaults below). A request over a limit returns INVALID_ARGUMENT with a
+    google.rpc.BadRequest detail naming the field and a message naming the
+    limit and its config key. A whole request is at most max-request-bytes
+    (16 MiB by default).
     """
 
     @staticmethod

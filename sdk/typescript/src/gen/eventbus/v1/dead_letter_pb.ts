@@ -99,7 +99,9 @@ export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
 
 /**
  * Selects dead-letter entries. An entry matches when every set criterion
- * holds; an empty filter matches every entry.
+ * holds; an empty filter matches every entry. `types` and
+ * `reason_contains` together may hold at most max-filter-bytes bytes
+ * (16384 unless configured otherwise; INVALID_ARGUMENT otherwise).
  *
  * @generated from message eventbus.v1.DeadLetterFilter
  */
@@ -107,7 +109,8 @@ export type DeadLetterFilter = Message<"eventbus.v1.DeadLetterFilter"> & {
   /**
    * NATS-style patterns on Event.type (`order.*` one segment, `order.>`
    * one or more trailing segments); the entry matches if any pattern
-   * matches. Empty means any type.
+   * matches. Empty means any type. At most max-filter-patterns patterns
+   * (100 by default).
    *
    * @generated from field: repeated string types = 1;
    */
@@ -123,7 +126,8 @@ export type DeadLetterFilter = Message<"eventbus.v1.DeadLetterFilter"> & {
 
   /**
    * Only entries with dead_letter_time at or after this time (inclusive).
-   * Unset means no lower bound.
+   * Unset means no lower bound. Must lie between 1970-01-01T00:00:00Z and
+   * 9999-12-31T23:59:59.999Z.
    *
    * @generated from field: google.protobuf.Timestamp start_time = 3;
    */
@@ -131,7 +135,7 @@ export type DeadLetterFilter = Message<"eventbus.v1.DeadLetterFilter"> & {
 
   /**
    * Only entries with dead_letter_time before this time (exclusive). Unset
-   * means no upper bound.
+   * means no upper bound. Same range as start_time.
    *
    * @generated from field: google.protobuf.Timestamp end_time = 4;
    */

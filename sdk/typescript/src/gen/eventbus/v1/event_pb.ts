@@ -35,7 +35,8 @@ export type PublishEvent = Message<"eventbus.v1.PublishEvent"> & {
    * same partition (chosen by a stable hash of the key), so they keep their
    * relative order, and subscriptions with ORDERING_KEY deliver them one at a
    * time. Empty means no key: such events are spread across partitions and
-   * have no ordering guarantee relative to each other.
+   * have no ordering guarantee relative to each other. At most
+   * max-key-bytes bytes (1024 by default).
    *
    * @generated from field: string key = 1;
    */
@@ -47,7 +48,8 @@ export type PublishEvent = Message<"eventbus.v1.PublishEvent"> & {
    * patterns (`order.*` matches exactly one more segment, `order.>` matches
    * one or more trailing segments). Optional: an empty type matches only an
    * empty types filter. Must not contain whitespace, `*`, `>` or empty
-   * segments, otherwise the publish fails with INVALID_ARGUMENT.
+   * segments, otherwise the publish fails with INVALID_ARGUMENT. At most
+   * max-type-bytes bytes (256 by default).
    *
    * @generated from field: string type = 2;
    */
@@ -55,8 +57,8 @@ export type PublishEvent = Message<"eventbus.v1.PublishEvent"> & {
 
   /**
    * Opaque event body. The bus never inspects it. May be empty. The whole
-   * PublishRequest must fit within the server's maximum gRPC message size
-   * (4 MiB unless the server is configured otherwise).
+   * event, encoded, must fit within max-event-bytes (1 MiB by default), and
+   * the whole PublishRequest within max-request-bytes (16 MiB by default).
    *
    * @generated from field: bytes payload = 3;
    */
@@ -65,7 +67,8 @@ export type PublishEvent = Message<"eventbus.v1.PublishEvent"> & {
   /**
    * MIME type of `payload`, for example `application/json` or
    * `application/x-protobuf`. Informational only: stored and returned as is.
-   * Empty means unspecified.
+   * Empty means unspecified. At most max-content-type-bytes bytes (256 by
+   * default).
    *
    * @generated from field: string content_type = 4;
    */
@@ -74,6 +77,9 @@ export type PublishEvent = Message<"eventbus.v1.PublishEvent"> & {
   /**
    * Free-form string metadata. Stored and returned as is, and usable in
    * subscription filters (see AttributeCondition). Keys must be non-empty.
+   * At most max-attributes-per-event entries (100 by default, counted on
+   * the wire before the request is decoded) of max-attribute-bytes bytes
+   * of keys and values in all (65536 by default).
    *
    * @generated from field: map<string, string> attributes = 5;
    */
@@ -84,7 +90,8 @@ export type PublishEvent = Message<"eventbus.v1.PublishEvent"> & {
    * idempotency key was published to the same topic within the server's
    * deduplication window, this event is not stored again: its PublishResult
    * repeats the original partition, offset and event_id, with duplicate=true.
-   * Use it to make publish retries safe. Empty means no deduplication.
+   * Use it to make publish retries safe. Empty means no deduplication. At
+   * most max-idempotency-key-bytes bytes (256 by default).
    *
    * @generated from field: string idempotency_key = 6;
    */
@@ -93,7 +100,8 @@ export type PublishEvent = Message<"eventbus.v1.PublishEvent"> & {
   /**
    * When the event happened, according to the producer. Stored and returned
    * as is; the bus orders and seeks by publish time, not by this field.
-   * Unset means unknown (the stored Event then has no event_time).
+   * Unset means unknown (the stored Event then has no event_time). Must lie
+   * between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z.
    *
    * @generated from field: google.protobuf.Timestamp event_time = 7;
    */

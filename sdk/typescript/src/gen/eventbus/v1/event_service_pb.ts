@@ -39,8 +39,10 @@ export type PublishRequest = Message<"eventbus.v1.PublishRequest"> & {
   topic: string;
 
   /**
-   * Events to append, at least one. They are stored atomically (all or
-   * none); results come back in the same order.
+   * Events to append, at least one and at most max-events-per-publish
+   * (1000 by default, NATS JetStream's atomic batch limit). They are
+   * stored atomically (all or none); results come back in the same order.
+   * The count is checked on the wire, before the request is decoded.
    *
    * @generated from field: repeated eventbus.v1.PublishEvent events = 2;
    */
@@ -101,7 +103,8 @@ export type SubscribeRequest = Message<"eventbus.v1.SubscribeRequest"> & {
    * Maximum number of unsettled deliveries outstanding on this stream (flow
    * control): the server sends more only as earlier ones are acked, nacked
    * or expire. 0 means the server default (256). Values above the server
-   * maximum (10000 unless configured otherwise) are capped to it.
+   * maximum (max-in-flight-limit, 10000 unless configured otherwise)
+   * return INVALID_ARGUMENT.
    *
    * @generated from field: uint32 max_in_flight = 3;
    */
@@ -158,8 +161,9 @@ export type AckRequest = Message<"eventbus.v1.AckRequest"> & {
   subscription: string;
 
   /**
-   * Ack IDs (Delivery.ack_id) to acknowledge, at least one. Duplicates are
-   * allowed and harmless.
+   * Ack IDs (Delivery.ack_id) to acknowledge, at least one and at most
+   * max-ack-ids-per-call (1000 by default). Duplicates are allowed and
+   * harmless.
    *
    * @generated from field: repeated string ack_ids = 3;
    */
@@ -210,7 +214,8 @@ export type NackRequest = Message<"eventbus.v1.NackRequest"> & {
   subscription: string;
 
   /**
-   * Ack IDs (Delivery.ack_id) to nack, at least one.
+   * Ack IDs (Delivery.ack_id) to nack, at least one and at most
+   * max-ack-ids-per-call (1000 by default).
    *
    * @generated from field: repeated string ack_ids = 3;
    */
@@ -230,7 +235,8 @@ export type NackRequest = Message<"eventbus.v1.NackRequest"> & {
   /**
    * Why processing failed, in free text. Stored as DeadLetter.reason if the
    * event ends up dead-lettered by this nack (because `dead_letter` is true
-   * or max_delivery_attempts is used up). Empty means no reason given.
+   * or max_delivery_attempts is used up). Empty means no reason given. At
+   * most max-reason-bytes bytes (1024 by default).
    *
    * @generated from field: string reason = 5;
    */
@@ -289,7 +295,8 @@ export type ModifyAckDeadlineRequest = Message<"eventbus.v1.ModifyAckDeadlineReq
   subscription: string;
 
   /**
-   * Ack IDs (Delivery.ack_id) whose deadline to change, at least one.
+   * Ack IDs (Delivery.ack_id) whose deadline to change, at least one and
+   * at most max-ack-ids-per-call (1000 by default).
    *
    * @generated from field: repeated string ack_ids = 3;
    */
@@ -342,7 +349,9 @@ export type ReplayRequest = Message<"eventbus.v1.ReplayRequest"> & {
   topic: string;
 
   /**
-   * Partitions to read. Empty means all partitions of the topic.
+   * Partitions to read. Empty means all partitions of the topic. A
+   * partition listed twice, or one the topic does not have, returns
+   * INVALID_ARGUMENT.
    *
    * @generated from field: repeated uint32 partitions = 2;
    */
@@ -366,6 +375,7 @@ export type ReplayRequest = Message<"eventbus.v1.ReplayRequest"> & {
   } | {
     /**
      * Start at the first event whose publish_time is at or after this time.
+     * Must lie between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z.
      *
      * @generated from field: google.protobuf.Timestamp start_time = 4;
      */
@@ -392,7 +402,7 @@ export type ReplayRequest = Message<"eventbus.v1.ReplayRequest"> & {
   } | {
     /**
      * Stop before the first event whose publish_time is at or after this
-     * time (exclusive).
+     * time (exclusive). Same range as start_time.
      *
      * @generated from field: google.protobuf.Timestamp end_time = 6;
      */
@@ -405,7 +415,8 @@ export type ReplayRequest = Message<"eventbus.v1.ReplayRequest"> & {
    * patterns: segments are separated by `.`, `*` matches exactly one
    * segment (`photo.*` matches `photo.added` but not `photo.added.v2`),
    * and a final `>` matches one or more segments (`photo.>` matches both).
-   * Empty means all types.
+   * Empty means all types. At most max-filter-patterns patterns (100 by
+   * default) of max-filter-bytes bytes in all (16384 by default).
    *
    * @generated from field: repeated string types = 7;
    */
@@ -468,6 +479,12 @@ export const ReplayResponseSchema: GenMessage<ReplayResponse> = /*@__PURE__*/
  * server is shutting down or its storage cannot write (safe to retry with
  * backoff; set PublishEvent.idempotency_key to make publish retries exact).
  *
+ * Limits: every size a client controls is bounded by a server config key
+ * (defaults below). A request over a limit returns INVALID_ARGUMENT with a
+ * google.rpc.BadRequest detail naming the field and a message naming the
+ * limit and its config key. A whole request is at most max-request-bytes
+ * (16 MiB by default).
+ *
  * @generated from service eventbus.v1.EventService
  */
 export const EventService: GenService<{
@@ -481,8 +498,11 @@ export const EventService: GenService<{
    *
    * If the topic does not exist it is created with default settings when the
    * server allows auto-creation; otherwise the call fails with NOT_FOUND.
-   * Returns INVALID_ARGUMENT when `events` is empty or an event is invalid,
-   * and UNAVAILABLE when the storage cannot write (nothing was stored).
+   * Auto-creation beyond the server's max-topics returns RESOURCE_EXHAUSTED.
+   * Returns INVALID_ARGUMENT when `events` is empty, holds more than
+   * max-events-per-publish events or an event is invalid or over a limit
+   * (see PublishEvent), checked before any topic is created, and
+   * UNAVAILABLE when the storage cannot write (nothing was stored).
    *
    * @generated from rpc eventbus.v1.EventService.Publish
    */

@@ -37,7 +37,8 @@ export type RetryPolicy = Message<"eventbus.v1.RetryPolicy"> & {
   minBackoff?: Duration | undefined;
 
   /**
-   * Upper bound of the delay. Unset means 60s. Must be at least min_backoff
+   * Upper bound of the delay. Unset means 60s (or min_backoff, if that is
+   * longer). Must be at least min_backoff and at most 10min
    * (INVALID_ARGUMENT otherwise).
    *
    * @generated from field: google.protobuf.Duration max_backoff = 2;
@@ -57,6 +58,9 @@ export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
  * matches when its type matches any of `types` (or `types` is empty) AND
  * every condition in `attributes` holds. Events that do not match are
  * settled without being delivered and counted in SubscriptionStats.filtered.
+ * All patterns, condition keys and values together may hold at most
+ * max-filter-bytes bytes (16384 unless configured otherwise;
+ * INVALID_ARGUMENT otherwise).
  *
  * @generated from message eventbus.v1.Filter
  */
@@ -65,7 +69,8 @@ export type Filter = Message<"eventbus.v1.Filter"> & {
    * NATS-style event type patterns: segments are separated by `.`, `*`
    * matches exactly one segment (`order.*` matches `order.created` but not
    * `order.created.v2`), and a final `>` matches one or more segments
-   * (`order.>` matches both). Empty means any type.
+   * (`order.>` matches both). Empty means any type. At most
+   * max-filter-patterns patterns (100 by default).
    *
    * @generated from field: repeated string types = 1;
    */
@@ -73,7 +78,8 @@ export type Filter = Message<"eventbus.v1.Filter"> & {
 
   /**
    * Conditions on Event.attributes; all must hold. Empty means no
-   * attribute condition.
+   * attribute condition. At most max-filter-conditions conditions (100 by
+   * default).
    *
    * @generated from field: repeated eventbus.v1.AttributeCondition attributes = 2;
    */
@@ -164,7 +170,8 @@ export const AttributeConditionSchema: GenMessage<AttributeCondition> = /*@__PUR
  */
 export type StringList = Message<"eventbus.v1.StringList"> & {
   /**
-   * The values. An empty list matches nothing.
+   * The values. An empty list matches nothing. In a filter's `in`
+   * condition, at most max-filter-conditions values (100 by default).
    *
    * @generated from field: repeated string values = 1;
    */

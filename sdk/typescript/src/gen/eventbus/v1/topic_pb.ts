@@ -28,7 +28,8 @@ export const file_eventbus_v1_topic: GenFile = /*@__PURE__*/
 export type Retention = Message<"eventbus.v1.Retention"> & {
   /**
    * Remove events whose publish_time is older than this. Unset or 0s means
-   * no age limit.
+   * no age limit. At most 315576000000s (10000 years, the protobuf
+   * Duration range); longer returns INVALID_ARGUMENT.
    *
    * @generated from field: google.protobuf.Duration max_age = 1;
    */
