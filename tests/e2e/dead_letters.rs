@@ -6,6 +6,7 @@ use eventbus_tests::v1::{self, CreateSubscriptionRequest, GetSubscriptionRequest
 use eventbus_tests::TestServer;
 use tonic::Code;
 
+use crate::support::dead_letters as list;
 use crate::support::*;
 
 async fn create_sub(
@@ -48,20 +49,6 @@ async fn nack(
         })
         .await
         .unwrap();
-}
-
-async fn list(server: &TestServer, topic: &str, sub: &str) -> Vec<v1::DeadLetter> {
-    server
-        .admin()
-        .list_dead_letters(v1::ListDeadLettersRequest {
-            topic: topic.into(),
-            subscription: sub.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters
 }
 
 async fn stats(server: &TestServer, topic: &str, sub: &str) -> v1::SubscriptionStats {

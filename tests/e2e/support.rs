@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use eventbus_tests::v1::event_service_client::EventServiceClient;
 use eventbus_tests::v1::{self, Delivery, PublishEvent, PublishRequest, SubscribeRequest};
+use eventbus_tests::TestServer;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
@@ -97,6 +98,21 @@ pub async fn ack(
         })
         .await
         .expect("ack");
+}
+
+/// The first page of a subscription's dead-letter queue.
+pub async fn dead_letters(server: &TestServer, topic: &str, sub: &str) -> Vec<v1::DeadLetter> {
+    server
+        .admin()
+        .list_dead_letters(v1::ListDeadLettersRequest {
+            topic: topic.into(),
+            subscription: sub.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters
 }
 
 pub fn payload(d: &Delivery) -> String {

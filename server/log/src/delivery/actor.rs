@@ -65,6 +65,12 @@ pub enum SettleOp {
 
 /// Reason recorded when a lease runs out.
 pub const DEADLINE_EXCEEDED: &str = "ack deadline exceeded";
+/// Reason recorded when the member's stream ended while it held the lease on
+/// the last allowed attempt (a consumer that crashes on the event, say).
+pub const MEMBER_LEFT: &str = "member left with the lease";
+/// Reason recorded when the last allowed attempt could not be handed to its
+/// member, because the member had stopped reading.
+pub const MEMBER_NOT_READING: &str = "member stopped reading";
 
 /// Dead-letter counters shared by the actor and the admin path.
 #[derive(Debug, Default)]
@@ -744,8 +750,15 @@ impl Actor {
                     | mpsc::error::TrySendError::Full(Ok(b)) => b,
                     _ => Vec::new(),
                 };
+                // The attempt was counted when the lease was made: a member
+                // that keeps failing to take an event must not keep it forever.
+                let reason = if gone {
+                    MEMBER_LEFT
+                } else {
+                    MEMBER_NOT_READING
+                };
                 for d in batch {
-                    self.requeue((d.ack_id.partition, d.ack_id.offset), now, false);
+                    self.give_back((d.ack_id.partition, d.ack_id.offset), now, false, reason);
                 }
                 if gone {
                     self.remove_member(member, now);
@@ -984,7 +997,27 @@ impl Actor {
             .map(|(k, _)| *k)
             .collect();
         for key in held {
-            self.requeue(key, now, true);
+            self.give_back(key, now, true, MEMBER_LEFT);
+        }
+    }
+
+    /// A lease ends without a verdict from its member: the member left, or its
+    /// batch could not be handed over. The delivery still used an attempt
+    /// (counted when the lease was made), so once `max_delivery_attempts` are
+    /// used up the event moves to the dead-letter queue with `reason`, like an
+    /// expired or nacked one; otherwise it goes back for redelivery at once.
+    /// `released`: the member left, so until the event goes out again its old
+    /// ack id may still ack it.
+    fn give_back(&mut self, key: Key, now: Instant, released: bool, reason: &str) {
+        let Some(lease) = self.leases.get(&key) else {
+            return;
+        };
+        if self.out_of_attempts(self.attempts(key, lease.origin)) {
+            let lease = self.end_lease(key);
+            let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
+            self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
+        } else {
+            self.requeue(key, now, released);
         }
     }
 
@@ -1075,13 +1108,9 @@ impl Actor {
         lease
     }
 
-    /// A delivery failed (nack or expired lease): redeliver after `delay` or the
-    /// backoff, or dead-letter it once its attempts are used up.
-    fn fail(&mut self, key: Key, now: Instant, delay: Option<Duration>, reason: &str) {
-        let Some(lease) = self.leases.get(&key) else {
-            return;
-        };
-        let attempts = match lease.origin {
+    /// Deliveries of a leased event so far, this one included.
+    fn attempts(&self, key: Key, origin: Origin) -> u32 {
+        match origin {
             Origin::Log => self.parts[key.0 as usize]
                 .acks
                 .attempts
@@ -1089,9 +1118,23 @@ impl Actor {
                 .copied()
                 .unwrap_or(0),
             Origin::Redrive { attempts, .. } => attempts,
-        };
+        }
+    }
+
+    /// Whether `attempts` deliveries use up `max_delivery_attempts` (0 = unlimited).
+    fn out_of_attempts(&self, attempts: u32) -> bool {
         let max = self.meta.config.max_delivery_attempts;
-        if max > 0 && attempts >= max {
+        max > 0 && attempts >= max
+    }
+
+    /// A delivery failed (nack or expired lease): redeliver after `delay` or the
+    /// backoff, or dead-letter it once its attempts are used up.
+    fn fail(&mut self, key: Key, now: Instant, delay: Option<Duration>, reason: &str) {
+        let Some(lease) = self.leases.get(&key) else {
+            return;
+        };
+        let attempts = self.attempts(key, lease.origin);
+        if self.out_of_attempts(attempts) {
             let lease = self.end_lease(key);
             let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
             self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
