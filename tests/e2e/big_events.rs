@@ -1,13 +1,155 @@
-//! Big events (issue 11, defect 5): a lease its member left with counts as a
-//! used attempt, so an event that keeps breaking its consumers ends in the
-//! dead-letter queue instead of coming back forever.
+//! Big events (issue 11, defect 5): every SubscribeResponse fits the 4 MiB
+//! that gRPC clients accept by default, a stream's unsettled bytes are
+//! bounded, and a lease its member left with counts as a used attempt, so an
+//! event that keeps breaking its consumers ends in the dead-letter queue
+//! instead of coming back forever.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use eventbus_tests::v1::CreateSubscriptionRequest;
+use eventbus::{Client, SubscriberConfig};
+use eventbus_tests::v1::event_service_client::EventServiceClient;
+use eventbus_tests::v1::{self, CreateSubscriptionRequest, CreateTopicRequest};
 use eventbus_tests::TestServer;
+use tokio_stream::StreamExt;
 
 use crate::support::*;
+
+/// 1 MB, as in the report: five of them were one 5 MB message.
+const BIG: usize = 1_000_000;
+const COUNT: usize = 16;
+
+/// A one-partition topic (one read-ahead then holds many events) with
+/// `COUNT` events of `BIG` bytes, each filled with its index; returns their ids.
+async fn publish_big(server: &TestServer, topic: &str) -> HashSet<String> {
+    server
+        .admin()
+        .create_topic(CreateTopicRequest {
+            topic: topic.into(),
+            partitions: 1,
+            retention: None,
+        })
+        .await
+        .unwrap();
+    let mut events = server.events();
+    let mut ids = HashSet::new();
+    for chunk in (0..COUNT).collect::<Vec<_>>().chunks(4) {
+        let batch = chunk
+            .iter()
+            .map(|i| event("", "big", vec![*i as u8; BIG]))
+            .collect();
+        ids.extend(
+            publish(&mut events, topic, batch)
+                .await
+                .into_iter()
+                .map(|r| r.event_id),
+        );
+    }
+    assert_eq!(ids.len(), COUNT);
+    ids
+}
+
+fn assert_intact(payload: &[u8]) {
+    assert_eq!(payload.len(), BIG);
+    assert!(
+        payload.iter().all(|b| *b == payload[0]),
+        "payload is what was published"
+    );
+}
+
+#[tokio::test]
+async fn a_client_with_the_default_4_mib_limit_receives_1_mb_events() {
+    let server = TestServer::start().await;
+    let ids = publish_big(&server, "big").await;
+    // tonic's default decoding limit is 4 MiB, like grpc-go's and grpcio's.
+    let mut events = EventServiceClient::new(server.channel());
+    let mut stream = subscribe(&mut events, "big", "s", 256).await;
+    let mut got = HashSet::new();
+    let mut messages = 0;
+    tokio::time::timeout(PATIENCE, async {
+        while got.len() < COUNT {
+            let msg = stream
+                .message()
+                .await
+                .expect("every message fits 4 MiB")
+                .expect("stream open");
+            messages += 1;
+            for d in &msg.deliveries {
+                let ev = d.event.as_ref().expect("event");
+                assert_intact(&ev.payload);
+                got.insert(ev.event_id.clone());
+            }
+            ack(&mut events, "big", "s", &msg.deliveries).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("received {} of {COUNT}", got.len()));
+    assert_eq!(got, ids);
+    // 4 MiB holds four 1 MB events with their envelopes, not five.
+    assert!(messages >= COUNT / 4, "{messages} messages");
+    expect_silence(&mut stream, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn the_sdk_with_default_settings_receives_1_mb_events() {
+    let server = TestServer::start().await;
+    let ids = publish_big(&server, "big").await;
+    let client = Client::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    let mut deliveries = client.subscribe_with("big", "s", SubscriberConfig::default());
+    let mut got = HashSet::new();
+    tokio::time::timeout(PATIENCE, async {
+        while got.len() < COUNT {
+            let d = deliveries.next().await.expect("open").expect("delivery");
+            assert_intact(d.payload());
+            got.insert(d.event().event_id.clone());
+            d.ack().await.expect("ack");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("received {} of {COUNT}", got.len()));
+    assert_eq!(got, ids);
+}
+
+#[tokio::test]
+async fn a_stream_holds_at_most_max_in_flight_bytes_unsettled() {
+    const EVENT: usize = 64 * 1024;
+    let server = TestServer::start_with(eventbus_tests::DataDir::Fresh, |c| {
+        c.max_in_flight_bytes = 1 << 20;
+    })
+    .await;
+    let mut events = server.events();
+    publish(
+        &mut events,
+        "t",
+        (0..100).map(|_| event("", "x", vec![7u8; EVENT])).collect(),
+    )
+    .await;
+    // Credit for 1000 events, but 1 MiB of 64 KiB events is 16 (the one that
+    // crosses the bound still goes).
+    let mut stream = subscribe(&mut events, "t", "s", 1000).await;
+    let held = recv_until_silent(&mut stream).await;
+    assert!(
+        (16..=17).contains(&held.len()),
+        "{} deliveries outstanding",
+        held.len()
+    );
+    ack(&mut events, "t", "s", &held[..4]).await;
+    let more = recv_until_silent(&mut stream).await;
+    assert_eq!(more.len(), 4, "acks free exactly their bytes");
+}
+
+/// Everything that arrives until the stream is quiet for 500 ms.
+async fn recv_until_silent(
+    stream: &mut tonic::Streaming<v1::SubscribeResponse>,
+) -> Vec<v1::Delivery> {
+    let mut out = Vec::new();
+    while let Ok(msg) = tokio::time::timeout(Duration::from_millis(500), stream.message()).await {
+        out.extend(msg.expect("stream ok").expect("stream open").deliveries);
+    }
+    out
+}
 
 #[tokio::test]
 async fn a_member_that_leaves_with_the_lease_uses_an_attempt() {
