@@ -190,3 +190,137 @@ async fn a_member_that_leaves_with_the_lease_uses_an_attempt() {
     let mut stream = subscribe(&mut events, "t", "s", 10).await;
     expect_silence(&mut stream, Duration::from_millis(300)).await;
 }
+
+/// Long tier, not CI: the server's memory while a subscriber with a large
+/// `max_in_flight` reads nothing, then reads slowly, with thousands of 1 MiB
+/// events backlogged. Prints one line per phase; the figures are in
+/// BENCHMARKS.md ("Slow subscriber, 1 MiB events"):
+///
+/// ```text
+/// cargo test -p eventbus-tests --test e2e slow_subscriber_memory -- --ignored --nocapture
+/// ```
+///
+/// `SLOW_SUB_EVENTS` sets the backlog (default 2000 events);
+/// `SLOW_SUB_SERVER` runs another server binary (an older build, for a
+/// before/after comparison). Not `EVENTBUS_*`: the server inherits the
+/// environment and would refuse them as unknown config keys. Payloads repeat one byte, so the backlog costs
+/// little disk after compression; in memory every event is its full size.
+#[tokio::test]
+#[ignore = "long tier: publishes GiBs; figures in BENCHMARKS.md"]
+async fn slow_subscriber_memory() {
+    use eventbus_tests::v1::admin_service_client::AdminServiceClient;
+    use eventbus_tests::{temp_dir, ChildServer};
+
+    const MIB: usize = 1 << 20;
+    let events: usize = std::env::var("SLOW_SUB_EVENTS")
+        .map(|v| v.parse().expect("SLOW_SUB_EVENTS is a number"))
+        .unwrap_or(2000);
+    let bin = std::env::var("SLOW_SUB_SERVER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_eventbus-under-test").to_string());
+    let (dir, data) = temp_dir();
+    // 1 MiB payloads need a little more than the default max-event-bytes;
+    // buffered durability only makes the setup faster.
+    let config = dir.path().join("eventbus.toml");
+    std::fs::write(
+        &config,
+        "max-event-bytes = 2097152\ndurability = \"buffered\"\n",
+    )
+    .expect("write config");
+    let server = ChildServer::start(&bin, &data, &["--config", config.to_str().unwrap()]).await;
+    let channel = server.channel().await;
+    let rss = |field: &str| -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+            .expect("/proc status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .expect("field");
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            / 1024
+    };
+
+    let mut publisher = EventServiceClient::new(channel.clone());
+    for first in (0..events).step_by(8) {
+        let batch = (first..(first + 8).min(events))
+            .map(|i| event("", "big", vec![i as u8; MIB]))
+            .collect();
+        publish(&mut publisher, "big", batch).await;
+    }
+    let (base_rss, base_hwm) = (rss("VmRSS:"), rss("VmHWM:"));
+    println!(
+        "slow-subscriber: {events} events of 1 MiB backlogged; server RSS {base_rss} MiB (peak so far {base_hwm} MiB)"
+    );
+
+    let mut admin = AdminServiceClient::new(channel.clone());
+    // A client that accepts messages of any size, so the server is measured.
+    let mut consumer = EventServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let mut stream = subscribe(&mut consumer, "big", "slow", 10_000).await;
+
+    // Phase 1: the subscriber reads nothing for 10 s.
+    let mut peak = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak = peak.max(rss("VmRSS:"));
+    }
+    let held = subscription_stats(&mut admin, "big", "slow")
+        .await
+        .in_flight;
+    println!(
+        "slow-subscriber: not reading for 10 s: {held} deliveries in flight, server RSS max {peak} MiB (+{} MiB)",
+        peak.saturating_sub(base_rss)
+    );
+    let mut worst = peak;
+
+    // Phase 2: it reads one message every 250 ms and acks it, for 20 s.
+    // Leases that waited in the server longer than the ack deadline are stale
+    // by the time they are read (FAILED_PRECONDITION); they are counted.
+    let (mut peak, mut received, mut stale) = (0, 0, 0);
+    for _ in 0..80 {
+        let msg = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("a message within PATIENCE")
+            .expect("stream ok")
+            .expect("stream open");
+        received += msg.deliveries.len();
+        let acked = consumer
+            .ack(v1::AckRequest {
+                topic: "big".into(),
+                subscription: "slow".into(),
+                ack_ids: msg.deliveries.iter().map(|d| d.ack_id.clone()).collect(),
+            })
+            .await;
+        match acked {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => stale += 1,
+            Err(e) => panic!("ack: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        peak = peak.max(rss("VmRSS:"));
+    }
+    let held = subscription_stats(&mut admin, "big", "slow")
+        .await
+        .in_flight;
+    println!(
+        "slow-subscriber: reading 4 messages/s: {received} received ({stale} acks stale), {held} in flight, server RSS max {peak} MiB (+{} MiB)",
+        peak.saturating_sub(base_rss)
+    );
+    worst = worst.max(peak);
+    let hwm = rss("VmHWM:");
+    println!(
+        "slow-subscriber: server peak RSS (VmHWM) {hwm} MiB; during the subscriber +{} MiB over the backlogged server",
+        worst.saturating_sub(base_rss)
+    );
+    // read-ahead (16 MiB) + in-flight bytes (32 MiB) + messages being encoded,
+    // with room for allocator slack; unbounded, it is the whole backlog.
+    assert!(
+        worst.saturating_sub(base_rss) < 256,
+        "server memory grew by {} MiB with a slow subscriber",
+        worst - base_rss
+    );
+    drop(stream);
+    server.terminate().await;
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use eventbus_tests::v1::{self, CreateSubscriptionRequest, GetSubscriptionRequest};
+use eventbus_tests::v1::{self, CreateSubscriptionRequest};
 use eventbus_tests::TestServer;
 use tonic::Code;
 
@@ -52,19 +52,7 @@ async fn nack(
 }
 
 async fn stats(server: &TestServer, topic: &str, sub: &str) -> v1::SubscriptionStats {
-    server
-        .admin()
-        .get_subscription(GetSubscriptionRequest {
-            topic: topic.into(),
-            subscription: sub.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap()
-        .stats
-        .unwrap()
+    subscription_stats(&mut server.admin(), topic, sub).await
 }
 
 #[tokio::test]

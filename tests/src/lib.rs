@@ -239,6 +239,11 @@ impl ChildServer {
             .expect("connect")
     }
 
+    /// The child's process id, e.g. to read its memory from `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub async fn kill9(mut self) {
         self.child.kill().await.expect("kill -9");
