@@ -19,6 +19,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::grpc::message_size::MAX_EVENT_BYTES_CAP;
+
 /// Environment variables with this prefix are config keys.
 pub const ENV_PREFIX: &str = "EVENTBUS_";
 /// Environment variables with the prefix that are not config keys.
@@ -54,7 +56,9 @@ pub struct Config {
     pub auto_create: bool,
     /// Partitions of a topic created without an explicit count. Default: 4.
     pub default_partitions: u32,
-    /// Largest encoded event accepted, in bytes. Default: 1048576 (1 MiB).
+    /// Largest encoded event accepted, in bytes. Default: 1048576 (1 MiB). At
+    /// most 4193280 (4 MiB minus 1 KiB of delivery envelope), so that every
+    /// delivery fits the 4 MiB a gRPC client receives at default settings.
     pub max_event_bytes: usize,
     /// Largest gRPC request accepted, in bytes. Default: 16777216 (16 MiB).
     pub max_request_bytes: usize,
@@ -65,6 +69,15 @@ pub struct Config {
     pub default_max_in_flight: u32,
     /// Upper bound on a stream's `max_in_flight`. Default: 10000.
     pub max_in_flight_limit: u32,
+    /// Most bytes of unsettled events (payload, key, type, content type and
+    /// attributes) one Subscribe stream holds, whatever its `max_in_flight`:
+    /// the stream gets nothing new until acks, nacks or expiries bring it back
+    /// under. An event bigger than this still goes, alone. Bounds the server's
+    /// memory per stream when events are big. Default: 33554432 (32 MiB).
+    pub max_in_flight_bytes: usize,
+    /// Most bytes of events a subscription reads from the log ahead of its
+    /// members. Default: 16777216 (16 MiB).
+    pub read_ahead_bytes: usize,
     /// How often ack state is persisted; a crash can lose this much of the latest
     /// acks, which are then redelivered. Default: `20ms`.
     #[serde(with = "humantime_serde")]
@@ -170,6 +183,8 @@ impl Default for Config {
             default_ack_deadline: log.default_ack_deadline,
             default_max_in_flight: log.default_max_in_flight,
             max_in_flight_limit: log.max_in_flight_limit,
+            max_in_flight_bytes: log.max_in_flight_bytes,
+            read_ahead_bytes: log.read_ahead_bytes,
             ack_flush_interval: log.ack_flush_interval,
             dedup_window: log.dedup_window,
             retention_interval: log.retention_interval,
@@ -251,8 +266,10 @@ impl Config {
             eventbus_log::options::MAX_PARTITIONS
         );
         anyhow::ensure!(
-            self.max_event_bytes >= 1024,
-            "max-event-bytes must be at least 1024"
+            (1024..=MAX_EVENT_BYTES_CAP).contains(&self.max_event_bytes),
+            "max-event-bytes must be 1024..={MAX_EVENT_BYTES_CAP}: a delivery of the \
+             largest event, with its envelope, must fit the 4 MiB that gRPC clients \
+             receive at default settings"
         );
         anyhow::ensure!(
             self.max_request_bytes >= self.max_event_bytes,
@@ -267,6 +284,14 @@ impl Config {
             self.default_max_in_flight >= 1
                 && self.default_max_in_flight <= self.max_in_flight_limit,
             "default-max-in-flight must be 1..=max-in-flight-limit"
+        );
+        anyhow::ensure!(
+            self.max_in_flight_bytes >= 64 * 1024,
+            "max-in-flight-bytes must be at least 65536"
+        );
+        anyhow::ensure!(
+            self.read_ahead_bytes >= 64 * 1024,
+            "read-ahead-bytes must be at least 65536"
         );
         anyhow::ensure!(
             !self.ack_flush_interval.is_zero(),
@@ -347,6 +372,8 @@ impl Config {
         o.default_ack_deadline = self.default_ack_deadline;
         o.default_max_in_flight = self.default_max_in_flight;
         o.max_in_flight_limit = self.max_in_flight_limit;
+        o.max_in_flight_bytes = self.max_in_flight_bytes;
+        o.read_ahead_bytes = self.read_ahead_bytes;
         o.ack_flush_interval = self.ack_flush_interval;
         o.dedup_window = self.dedup_window;
         o.retention_interval = self.retention_interval;
@@ -463,6 +490,34 @@ mod tests {
                 let key = bad.split(' ').next().unwrap();
                 assert!(format!("{err:#}").contains(key), "{err:#}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn max_event_bytes_is_capped_so_every_delivery_fits_a_default_client() {
+        let mut c = Config {
+            max_event_bytes: MAX_EVENT_BYTES_CAP,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        c.max_event_bytes += 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("max-event-bytes must be 1024..=4193280"),
+            "{err}"
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EVENTBUS_MAX_EVENT_BYTES", "8388608");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            jail.set_env("EVENTBUS_MAX_EVENT_BYTES", "4193280");
+            jail.set_env("EVENTBUS_READ_AHEAD_BYTES", "1048576");
+            jail.set_env("EVENTBUS_MAX_IN_FLIGHT_BYTES", "2097152");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let o = c.log_options();
+            assert_eq!(o.max_event_bytes, 4_193_280);
+            assert_eq!(o.read_ahead_bytes, 1 << 20);
+            assert_eq!(o.max_in_flight_bytes, 2 << 20);
             Ok(())
         });
     }

@@ -4,7 +4,7 @@
 
 use std::process::Stdio;
 
-use eventbus_tests::v1::{self, GetSubscriptionRequest};
+use eventbus_tests::v1;
 use eventbus_tests::TestServer;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
@@ -113,19 +113,7 @@ async fn eventbus(server: &TestServer, args: &[&str]) -> Run {
 }
 
 async fn stats(server: &TestServer, topic: &str, sub: &str) -> v1::SubscriptionStats {
-    server
-        .admin()
-        .get_subscription(GetSubscriptionRequest {
-            topic: topic.into(),
-            subscription: sub.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap()
-        .stats
-        .unwrap()
+    subscription_stats(&mut server.admin(), topic, sub).await
 }
 
 fn payloads(lines: &[Value]) -> Vec<&str> {

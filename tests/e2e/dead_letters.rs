@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use eventbus_tests::v1::{self, CreateSubscriptionRequest, GetSubscriptionRequest};
+use eventbus_tests::v1::{self, CreateSubscriptionRequest};
 use eventbus_tests::TestServer;
 use tonic::Code;
 
+use crate::support::dead_letters as list;
 use crate::support::*;
 
 async fn create_sub(
@@ -50,34 +51,8 @@ async fn nack(
         .unwrap();
 }
 
-async fn list(server: &TestServer, topic: &str, sub: &str) -> Vec<v1::DeadLetter> {
-    server
-        .admin()
-        .list_dead_letters(v1::ListDeadLettersRequest {
-            topic: topic.into(),
-            subscription: sub.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters
-}
-
 async fn stats(server: &TestServer, topic: &str, sub: &str) -> v1::SubscriptionStats {
-    server
-        .admin()
-        .get_subscription(GetSubscriptionRequest {
-            topic: topic.into(),
-            subscription: sub.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap()
-        .stats
-        .unwrap()
+    subscription_stats(&mut server.admin(), topic, sub).await
 }
 
 #[tokio::test]

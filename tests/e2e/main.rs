@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 with a temp data dir. One binary, so the build links once.
 
 mod backup;
+mod big_events;
 mod cli;
 mod crash;
 mod dead_letters;

@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use eventbus_tests::v1::admin_service_client::AdminServiceClient;
 use eventbus_tests::v1::event_service_client::EventServiceClient;
 use eventbus_tests::v1::{self, Delivery, PublishEvent, PublishRequest, SubscribeRequest};
+use eventbus_tests::TestServer;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
@@ -118,6 +120,41 @@ pub async fn ack(
             .await
             .expect("ack");
     }
+}
+
+/// A subscription's stats, through any admin client (also a child server's).
+pub async fn subscription_stats(
+    admin: &mut AdminServiceClient<Channel>,
+    topic: &str,
+    sub: &str,
+) -> v1::SubscriptionStats {
+    admin
+        .get_subscription(v1::GetSubscriptionRequest {
+            topic: topic.into(),
+            subscription: sub.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap()
+        .stats
+        .unwrap()
+}
+
+/// The first page of a subscription's dead-letter queue.
+pub async fn dead_letters(server: &TestServer, topic: &str, sub: &str) -> Vec<v1::DeadLetter> {
+    server
+        .admin()
+        .list_dead_letters(v1::ListDeadLettersRequest {
+            topic: topic.into(),
+            subscription: sub.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters
 }
 
 pub fn payload(d: &Delivery) -> String {

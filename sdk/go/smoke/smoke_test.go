@@ -7,6 +7,7 @@
 package smoke
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -175,6 +176,70 @@ func TestPublishSubscribeAckNackDeadLetter(t *testing.T) {
 	if dead[0].Reason != "go smoke: poison" || dead[0].DeliveryAttempts != 2 ||
 		string(dead[0].Event.Payload) != "second" {
 		t.Fatalf("dead letter: %v", dead[0])
+	}
+}
+
+// TestDefaultClientReceivesBigEvents: 16 events of 1 MB with max_in_flight
+// 256, on a connection with grpc-go's defaults (4 MiB receive limit). The
+// server must split deliveries into messages that fit; one partition makes a
+// single read-ahead hold all of them, the case that used to be one 5 MB
+// message.
+func TestDefaultClientReceivesBigEvents(t *testing.T) {
+	events, admin := dial(t)
+	topic, sub := uniqueTopic(t), "smoke"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := admin.CreateTopic(ctx, &eventbusv1.CreateTopicRequest{Topic: topic, Partitions: 1}); err != nil {
+		t.Fatalf("CreateTopic: %v", err)
+	}
+	const count, size = 16, 1_000_000
+	published := map[string]bool{}
+	for i := 0; i < count; i += 4 {
+		batch := []*eventbusv1.PublishEvent{}
+		for j := i; j < i+4; j++ {
+			batch = append(batch, &eventbusv1.PublishEvent{
+				Type: "smoke.big", Payload: bytes.Repeat([]byte{byte(j)}, size),
+			})
+		}
+		resp, err := events.Publish(ctx, &eventbusv1.PublishRequest{Topic: topic, Events: batch})
+		if err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		for _, r := range resp.Results {
+			published[r.EventId] = true
+		}
+	}
+	if len(published) != count {
+		t.Fatalf("published %d distinct events, want %d", len(published), count)
+	}
+
+	stream, err := events.Subscribe(ctx, &eventbusv1.SubscribeRequest{
+		Topic: topic, Subscription: sub, MaxInFlight: 256,
+	})
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	got := map[string]bool{}
+	for len(got) < count {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("Subscribe stream after %d of %d events: %v", len(got), count, err)
+		}
+		for _, d := range resp.Deliveries {
+			p := d.Event.GetPayload()
+			if len(p) != size || !bytes.Equal(p, bytes.Repeat(p[:1], size)) {
+				t.Fatalf("event %s: payload of %d bytes is not what was published", d.Event.GetEventId(), len(p))
+			}
+			if !published[d.Event.GetEventId()] {
+				t.Fatalf("delivered %s, which was not published", d.Event.GetEventId())
+			}
+			got[d.Event.GetEventId()] = true
+			if _, err := events.Ack(ctx, &eventbusv1.AckRequest{
+				Topic: topic, Subscription: sub, AckIds: []string{d.AckId},
+			}); err != nil {
+				t.Fatalf("Ack: %v", err)
+			}
+		}
 	}
 }
 

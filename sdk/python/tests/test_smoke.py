@@ -127,6 +127,51 @@ class SmokeTest(unittest.TestCase):
                 return list(resp.dead_letters)
             time.sleep(0.1)
 
+    def test_default_client_receives_big_events(self) -> None:
+        # 16 events of 1 MB with max_in_flight 256, on a channel with grpcio's
+        # defaults (4 MiB receive limit): the server must split deliveries
+        # into messages that fit, or the stream dies and comes back with the
+        # same batch forever.
+        # One partition: a single read-ahead then holds all of them, the
+        # case that used to become one 5 MB message.
+        count, size = 16, 1_000_000
+        self.client.admin.CreateTopic(admin.CreateTopicRequest(topic=self.topic, partitions=1),
+                                      timeout=TIMEOUT)
+        published = set()
+        for i in range(0, count, 4):
+            resp = self.client.events.Publish(
+                es.PublishRequest(
+                    topic=self.topic,
+                    events=[event_pb2.PublishEvent(type="smoke.big", payload=bytes([j]) * size)
+                            for j in range(i, i + 4)],
+                ),
+                timeout=TIMEOUT,
+            )
+            published.update(r.event_id for r in resp.results)
+        self.assertEqual(len(published), count)
+
+        stream = self.client.events.Subscribe(
+            es.SubscribeRequest(topic=self.topic, subscription=self.sub, max_in_flight=256),
+            timeout=60,
+        )
+        got = {}
+        try:
+            for resp in stream:
+                for d in resp.deliveries:
+                    self.assertEqual(len(d.event.payload), size)
+                    self.assertEqual(d.event.payload, bytes([d.event.payload[0]]) * size)
+                    got[d.event.event_id] = d.ack_id
+                    self.client.events.Ack(
+                        es.AckRequest(topic=self.topic, subscription=self.sub,
+                                      ack_ids=[d.ack_id]),
+                        timeout=TIMEOUT,
+                    )
+                if len(got) == count:
+                    break
+        finally:
+            stream.cancel()
+        self.assertEqual(set(got), published)
+
     def test_bad_request_is_invalid_argument(self) -> None:
         with self.assertRaises(grpc.RpcError) as caught:
             self.client.events.Publish(

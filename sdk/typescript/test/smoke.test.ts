@@ -97,6 +97,51 @@ test("publish, subscribe, ack, nack, dead-letter", async () => {
   assert.equal(untext.decode(deadLetters[0].event?.payload), "second");
 });
 
+test("a default client receives 1 MB events", async () => {
+  // 16 events of 1 MB with maxInFlight 256 on a default transport. Every
+  // SubscribeResponse must fit the 4 MiB that gRPC clients accept by default;
+  // one partition makes a single read-ahead hold all of them, the case that
+  // used to be one 5 MB message.
+  const topic = `ts-smoke-${randomUUID().slice(0, 12)}`;
+  const subscription = "smoke";
+  const count = 16;
+  const size = 1_000_000;
+  await client.admin.createTopic({ topic, partitions: 1 }, { timeoutMs });
+  const published = new Set<string>();
+  for (let i = 0; i < count; i += 4) {
+    const events = [i, i + 1, i + 2, i + 3].map((j) => ({
+      type: "smoke.big",
+      payload: new Uint8Array(size).fill(j),
+    }));
+    const resp = await client.events.publish({ topic, events }, { timeoutMs });
+    for (const r of resp.results) published.add(r.eventId);
+  }
+  assert.equal(published.size, count);
+
+  const abort = new AbortController();
+  const stream = client.events.subscribe(
+    { topic, subscription, maxInFlight: 256 },
+    { signal: AbortSignal.any([abort.signal, AbortSignal.timeout(60_000)]) },
+  );
+  const got = new Set<string>();
+  try {
+    for await (const resp of stream) {
+      for (const d of resp.deliveries) {
+        const payload = d.event?.payload ?? new Uint8Array();
+        assert.equal(payload.length, size);
+        assert.ok(payload.every((b) => b === payload[0]), "payload is what was published");
+        assert.ok(published.has(d.event!.eventId), "delivered an event that was published");
+        got.add(d.event!.eventId);
+        await client.events.ack({ topic, subscription, ackIds: [d.ackId] }, { timeoutMs });
+      }
+      if (got.size === count) break;
+    }
+  } finally {
+    abort.abort();
+  }
+  assert.equal(got.size, count);
+});
+
 test("a bad request fails with INVALID_ARGUMENT", async () => {
   await assert.rejects(
     client.events.publish({ topic: "", events: [{ payload: text.encode("x") }] }, { timeoutMs }),

@@ -968,9 +968,9 @@ impl Broker {
     /// lazily before is kept), and no final sync runs for them. Writes already
     /// queued to the writer still land, as they would in the page cache.
     #[doc(hidden)]
-    pub fn crash(self) {
+    pub async fn crash(self) {
         for h in self.subs.load().values() {
-            h.abort();
+            h.abort().await;
         }
     }
 

@@ -28,6 +28,17 @@ pub struct Options {
     /// How often the delivery engine persists ack state. A crash can lose this much
     /// of the latest acks (they are then redelivered). Default: 20 ms.
     pub ack_flush_interval: Duration,
+    /// Most unsettled event bytes ([`StoredEvent::size_bytes`]) one Subscribe
+    /// stream may hold: past it the stream gets nothing new until acks, nacks
+    /// or expiries bring it back under, whatever its `max_in_flight`. An event
+    /// bigger than this still goes, alone. Bounds the server's memory per
+    /// stream when events are big. Default: 32 MiB.
+    ///
+    /// [`StoredEvent::size_bytes`]: crate::StoredEvent::size_bytes
+    pub max_in_flight_bytes: usize,
+    /// Most event bytes a subscription reads ahead of its members (fetched from
+    /// the log, not yet handed out). Default: 16 MiB.
+    pub read_ahead_bytes: usize,
     /// How far a subscription may read ahead of its oldest unsettled event in one
     /// partition. Bounds the persisted settled-set and memory. Default: 100 000.
     pub max_unsettled_window: u64,
@@ -59,6 +70,8 @@ impl Options {
             default_ack_deadline: Duration::from_secs(30),
             default_max_in_flight: 256,
             max_in_flight_limit: 10_000,
+            max_in_flight_bytes: 32 << 20,
+            read_ahead_bytes: 16 << 20,
             ack_flush_interval: Duration::from_millis(20),
             max_unsettled_window: 100_000,
             dedup_window: Duration::from_secs(120),

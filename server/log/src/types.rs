@@ -83,6 +83,22 @@ impl StoredEvent {
     pub fn event_id(&self) -> String {
         format_event_id(self.topic_id, self.partition, self.offset)
     }
+
+    /// What the event weighs: its payload plus its strings. The delivery
+    /// engine's byte bounds (read-ahead, bytes in flight per stream) count
+    /// this; the fixed-size fields are small enough to leave out.
+    pub fn size_bytes(&self) -> usize {
+        self.payload.len()
+            + self.key.len()
+            + self.event_type.len()
+            + self.content_type.len()
+            + self.idempotency_key.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
 }
 
 /// Formats an event id; see [`StoredEvent::event_id`].

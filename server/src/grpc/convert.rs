@@ -9,6 +9,7 @@ use eventbus_log::{NewEvent, StoredEvent, SubscriptionInfo, TopicState, UnixMill
 use eventbus_proto::v1;
 use tonic::Status;
 
+use super::message_size;
 use super::status::invalid;
 
 pub fn millis_to_timestamp(ms: UnixMillis) -> prost_types::Timestamp {
@@ -89,7 +90,10 @@ pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
     }
 }
 
+/// A published event as a domain event. Refuses one that could not be
+/// delivered to a client at default settings ([`message_size::check_deliverable`]).
 pub fn new_event(ev: v1::PublishEvent) -> Result<NewEvent, Status> {
+    message_size::check_deliverable(&ev)?;
     let event_time = ev
         .event_time
         .as_ref()
@@ -123,6 +127,15 @@ pub fn event(topic: &str, ev: &StoredEvent) -> v1::Event {
             .collect(),
         publish_time: Some(millis_to_timestamp(ev.publish_time)),
         event_time: ev.event_time.map(millis_to_timestamp),
+    }
+}
+
+/// A leased event as sent on a Subscribe stream.
+pub fn delivery(topic: &str, d: &eventbus_log::delivery::Delivery) -> v1::Delivery {
+    v1::Delivery {
+        event: Some(event(topic, &d.event)),
+        ack_id: d.ack_id.encode(),
+        delivery_attempt: d.attempt,
     }
 }
 

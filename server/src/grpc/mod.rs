@@ -19,6 +19,7 @@ mod get_topic;
 mod list_dead_letters;
 mod list_subscriptions;
 mod list_topics;
+pub(crate) mod message_size;
 mod modify_ack_deadline;
 mod nack;
 mod paging;

@@ -3,7 +3,8 @@
 //! A spawned task reads each selected partition from its start to its end in
 //! bounded batches and feeds a bounded channel; the handler returns that
 //! channel as the stream, so a slow reader backpressures the task. It stops
-//! when the client goes away or shutdown starts.
+//! when the client goes away or shutdown starts. Each batch goes out in
+//! messages of at most 4 MiB ([`message_size`]), which default clients accept.
 
 use std::sync::Arc;
 
@@ -16,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::convert::{self, timestamp_to_millis};
+use super::message_size;
 use super::status::{invalid, to_status};
 
 pub type ReplayStream = ReceiverStream<Result<ReplayResponse, Status>>;
 
-/// Events read per partition per step, and per response message.
+/// Events read per partition per step (sent in messages of at most 4 MiB).
 const BATCH: usize = 256;
 
 /// Where one partition's replay stops.
@@ -173,16 +175,14 @@ async fn run(
                     events.push(convert::event(topic.name(), ev));
                 }
             }
-            if !events.is_empty()
-                && tx
-                    .send(Ok(ReplayResponse {
-                        events,
-                        caught_up: false,
-                    }))
-                    .await
-                    .is_err()
-            {
-                return Ok(());
+            for events in message_size::split(events) {
+                let msg = ReplayResponse {
+                    events,
+                    caught_up: false,
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return Ok(());
+                }
             }
         }
         let following = cursors.iter().any(|c| matches!(c.end, End::Never));

@@ -4,20 +4,25 @@
 //! that stops reading is backpressured by HTTP/2 flow control and, behind it, by
 //! its `max_in_flight` credit. When shutdown starts the stream ends with
 //! UNAVAILABLE, telling clients to reconnect.
+//!
+//! A batch from the delivery engine is sent as one or more messages of at most
+//! 4 MiB each ([`message_size`]), converted one delivery at a time as they are
+//! packed, so clients at default settings can always decode them.
 
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use eventbus_log::delivery::MemberStream;
+use eventbus_log::delivery::{Delivery, MemberStream};
 use eventbus_log::Broker;
-use eventbus_proto::v1::{Delivery, SubscribeRequest, SubscribeResponse};
+use eventbus_proto::v1::{self, SubscribeRequest, SubscribeResponse};
 use futures_core::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
 
 use super::convert;
+use super::message_size;
 use super::status::to_status;
 use crate::ops::OPEN_STREAMS;
 
@@ -39,6 +44,8 @@ pub async fn handle(
     Ok(SubscribeStream {
         topic: req.topic,
         member,
+        unsent: Vec::new().into_iter(),
+        carry: None,
         shutdown: Box::pin(shutdown.clone().cancelled_owned()),
         done: false,
         _open: OpenStream::new(),
@@ -64,9 +71,23 @@ impl Drop for OpenStream {
 pub struct SubscribeStream {
     topic: String,
     member: MemberStream,
+    /// The rest of the current batch, not yet converted.
+    unsent: std::vec::IntoIter<Delivery>,
+    /// A converted delivery that did not fit the previous message.
+    carry: Option<v1::Delivery>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     done: bool,
     _open: OpenStream,
+}
+
+impl SubscribeStream {
+    /// The next message of the current batch; empty when the batch is sent.
+    fn next_message(&mut self) -> Vec<v1::Delivery> {
+        let (topic, unsent) = (&self.topic, &mut self.unsent);
+        message_size::next_message(&mut self.carry, || {
+            unsent.next().map(|d| convert::delivery(topic, &d))
+        })
+    }
 }
 
 impl Stream for SubscribeStream {
@@ -80,27 +101,23 @@ impl Stream for SubscribeStream {
             self.done = true;
             return Poll::Ready(Some(Err(to_status(eventbus_log::Error::ShuttingDown))));
         }
-        match Pin::new(&mut self.member).poll_next(cx) {
-            Poll::Ready(Some(Ok(batch))) => {
-                let deliveries = batch
-                    .iter()
-                    .map(|d| Delivery {
-                        event: Some(convert::event(&self.topic, &d.event)),
-                        ack_id: d.ack_id.encode(),
-                        delivery_attempt: d.attempt,
-                    })
-                    .collect();
-                Poll::Ready(Some(Ok(SubscribeResponse { deliveries })))
+        loop {
+            let deliveries = self.next_message();
+            if !deliveries.is_empty() {
+                return Poll::Ready(Some(Ok(SubscribeResponse { deliveries })));
             }
-            Poll::Ready(Some(Err(e))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(to_status(e))))
+            match Pin::new(&mut self.member).poll_next(cx) {
+                Poll::Ready(Some(Ok(batch))) => self.unsent = batch.into_iter(),
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(to_status(e))));
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
         }
     }
 }

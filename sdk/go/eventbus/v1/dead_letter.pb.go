@@ -41,7 +41,9 @@ type DeadLetter struct {
 	// Delivery attempts made before the event was dead-lettered.
 	DeliveryAttempts uint32 `protobuf:"varint,3,opt,name=delivery_attempts,json=deliveryAttempts,proto3" json:"delivery_attempts,omitempty"`
 	// Why the event was dead-lettered: the reason given to Nack, or a
-	// server-written text when max_delivery_attempts was exhausted.
+	// server-written text when max_delivery_attempts was exhausted ("ack
+	// deadline exceeded", or "member left with the lease" when the last
+	// attempt's stream ended without settling it).
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// How many times this event was redriven from the dead-letter queue
 	// before landing here again. 0 on the first dead-lettering.

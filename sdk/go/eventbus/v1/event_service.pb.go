@@ -157,7 +157,11 @@ type SubscribeRequest struct {
 	// control): the server sends more only as earlier ones are acked, nacked
 	// or expire. 0 means the server default (256). Values above the server
 	// maximum (max-in-flight-limit, 10000 unless configured otherwise)
-	// return INVALID_ARGUMENT.
+	// return INVALID_ARGUMENT. The server also stops sending while the stream
+	// holds more than its byte bound of unsettled events (payloads, keys, types
+	// and attributes; max-in-flight-bytes, 32 MiB unless configured otherwise),
+	// whatever this says; an event bigger than that bound is still delivered,
+	// alone.
 	MaxInFlight uint32 `protobuf:"varint,3,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
 }
 
@@ -214,14 +218,15 @@ func (x *SubscribeRequest) GetMaxInFlight() uint32 {
 	return 0
 }
 
-// One message of the Subscribe stream: a batch of new leases.
+// One message of the Subscribe stream: a batch of new leases, at most 4 MiB
+// encoded (a larger batch is split across messages).
 type SubscribeResponse struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
 	// Deliveries leased to this stream, at least one. Each one's ack deadline
-	// starts when the server sends it.
+	// starts when the server leases it.
 	Deliveries []*Delivery `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 }
 
@@ -825,8 +830,9 @@ type ReplayResponse struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// Events in this batch, in offset order within each partition. May be
-	// empty in the message that only reports `caught_up`.
+	// Events in this batch, in offset order within each partition, at most
+	// 4 MiB encoded. May be empty in the message that only reports
+	// `caught_up`.
 	Events []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// True in the one message sent when the replay has reached the tail of
 	// every selected partition. Without `follow`, that is the last message.

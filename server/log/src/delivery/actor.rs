@@ -27,7 +27,10 @@ use crate::writer::{Cf, Op};
 const COMMAND_QUEUE: usize = 1024;
 /// Events read from the log per fetch.
 const READ_BATCH: usize = 512;
-/// Stop reading ahead once this many fetched events wait for a member.
+/// Record bytes read from the log per fetch (at least one event).
+const READ_BYTES: usize = 4 << 20;
+/// Stop reading ahead once this many fetched events wait for a member (the
+/// byte bound is `Options::read_ahead_bytes`).
 const BUFFER_TARGET: usize = 2048;
 /// Back off this long after a failed log read before trying again.
 const READ_RETRY: Duration = Duration::from_secs(1);
@@ -65,6 +68,9 @@ pub enum SettleOp {
 
 /// Reason recorded when a lease runs out.
 pub const DEADLINE_EXCEEDED: &str = "ack deadline exceeded";
+/// Reason recorded when the member's stream ended while it held the lease on
+/// the last allowed attempt (a consumer that crashes on the event, say).
+pub const MEMBER_LEFT: &str = "member left with the lease";
 
 /// Dead-letter counters shared by the actor and the admin path.
 #[derive(Debug, Default)]
@@ -279,9 +285,13 @@ impl SubscriptionHandle {
     }
 
     /// Cancels the actor without letting it write anything more (crash tests).
-    pub fn abort(&self) {
-        if let Some(task) = self.task.lock().expect("not poisoned").take() {
+    /// Waits until the task is gone: an abort only takes effect at the task's
+    /// next await, and until then it could still see its members leave.
+    pub async fn abort(&self) {
+        let task = self.task.lock().expect("not poisoned").take();
+        if let Some(task) = task {
             task.abort();
+            let _ = task.await;
         }
     }
 
@@ -424,18 +434,56 @@ struct Member {
     tx: mpsc::Sender<MemberItem>,
     max_in_flight: u32,
     in_flight: u32,
+    /// [`StoredEvent::size_bytes`] of the leases it holds, and its bound
+    /// (`Options::max_in_flight_bytes`).
+    in_flight_bytes: usize,
+    max_in_flight_bytes: usize,
 }
 
 impl Member {
-    /// Has credit, and room in its channel for one more batch. A member that
-    /// stopped reading gets nothing more (leases that expire under it do not
-    /// make it eligible again until it drains its channel), so the actor never
-    /// leases events it cannot hand over.
+    /// Has credit in events and in bytes (the event that crosses the byte bound
+    /// still goes, so an event bigger than the bound is delivered alone), and
+    /// room in its channel for one more batch. A member
+    /// that stopped reading gets nothing more (leases that expire under it do
+    /// not make it eligible again until it drains its channel), so the actor
+    /// never leases events it cannot hand over.
     ///
     /// One slot always stays free for the final status ([`Actor::stop`]), so a
     /// member learns why its stream ended even when it was not reading.
     fn can_take(&self) -> bool {
-        self.in_flight < self.max_in_flight && self.tx.capacity() > 1
+        self.in_flight < self.max_in_flight
+            && self.in_flight_bytes < self.max_in_flight_bytes
+            && self.tx.capacity() > 1
+    }
+
+    fn hold(&mut self, event: &StoredEvent) {
+        self.in_flight += 1;
+        self.in_flight_bytes += event.size_bytes();
+    }
+
+    fn release(&mut self, event: &StoredEvent) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(event.size_bytes());
+    }
+}
+
+/// Events read from the log and not yet handed out (partition buffers and the
+/// KEY-ordering queues), in events and in bytes.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    events: usize,
+    bytes: usize,
+}
+
+impl ReadAhead {
+    fn add(&mut self, event: &StoredEvent) {
+        self.events += 1;
+        self.bytes += event.size_bytes();
+    }
+
+    fn remove(&mut self, event: &StoredEvent) {
+        self.events -= 1;
+        self.bytes -= event.size_bytes();
     }
 }
 
@@ -527,7 +575,7 @@ struct Actor {
     retry_seq: u64,
     /// Events waiting in `retries`, keyed for lookup.
     waiting: HashMap<Key, Waiting>,
-    buffered: usize,
+    buffered: ReadAhead,
     fetch: Option<JoinHandle<FetchResult>>,
     /// Partition and cursor the running fetch started from; a result whose
     /// partition cursor moved meanwhile (a seek) is dropped.
@@ -601,7 +649,7 @@ impl Actor {
             retries: BinaryHeap::new(),
             retry_seq: 0,
             waiting: HashMap::new(),
-            buffered: 0,
+            buffered: ReadAhead::default(),
             fetch: None,
             fetch_from: None,
             fetch_retry_at: None,
@@ -715,6 +763,8 @@ impl Actor {
                         tx,
                         max_in_flight,
                         in_flight: 0,
+                        in_flight_bytes: 0,
+                        max_in_flight_bytes: self.log.options().max_in_flight_bytes,
                     },
                 );
                 self.member_order.push(id);
@@ -773,6 +823,8 @@ impl Actor {
                     | mpsc::error::TrySendError::Full(Ok(b)) => b,
                     _ => Vec::new(),
                 };
+                // The batch never reached the member, so this was not an
+                // attempt: undo the lease and its count.
                 for d in batch {
                     self.unlease((d.ack_id.partition, d.ack_id.offset), now);
                 }
@@ -838,7 +890,7 @@ impl Actor {
             }
         }
         if let Some(ev) = self.unblocked.pop_front() {
-            self.buffered -= 1;
+            self.buffered.remove(&ev);
             return Some(Next {
                 event: ev,
                 first_delivery_ms: None,
@@ -853,7 +905,7 @@ impl Actor {
                 i += 1;
                 continue;
             };
-            self.buffered -= 1;
+            self.buffered.remove(&ev);
             // The filter is applied at hand-out time, so a filter change takes
             // effect for every event not yet delivered.
             if !self.meta.config.filter.matches(&ev) {
@@ -867,7 +919,7 @@ impl Actor {
             }
             if self.key_ordered() && !ev.key.is_empty() && self.busy_keys.contains(&ev.key) {
                 // Wait behind the key's event in flight; other keys pass.
-                self.buffered += 1;
+                self.buffered.add(&ev);
                 self.blocked
                     .entry(ev.key.clone())
                     .or_default()
@@ -931,7 +983,7 @@ impl Actor {
             },
         );
         if let Some(m) = self.members.get_mut(&member) {
-            m.in_flight += 1;
+            m.hold(&event);
         }
         self.stats.delivered += 1;
         Delivery {
@@ -945,10 +997,7 @@ impl Actor {
     /// `released`: the member left, so the lease's ack id stays good for an ack
     /// until the event is handed out again.
     fn requeue(&mut self, key: Key, due: Instant, released: bool) {
-        if let Some(lease) = self.leases.remove(&key) {
-            if let Some(m) = self.members.get_mut(&lease.member) {
-                m.in_flight = m.in_flight.saturating_sub(1);
-            }
+        if let Some(lease) = self.take_lease(key) {
             self.retry_seq += 1;
             self.retries
                 .push(Reverse((due, self.retry_seq, key.0, key.1)));
@@ -1046,7 +1095,27 @@ impl Actor {
             .map(|(k, _)| *k)
             .collect();
         for key in held {
-            self.requeue(key, now, true);
+            self.give_back(key, now, true, MEMBER_LEFT);
+        }
+    }
+
+    /// A lease ends without a verdict from its member: the member left, or its
+    /// batch could not be handed over. The delivery still used an attempt
+    /// (counted when the lease was made), so once `max_delivery_attempts` are
+    /// used up the event moves to the dead-letter queue with `reason`, like an
+    /// expired or nacked one; otherwise it goes back for redelivery at once.
+    /// `released`: the member left, so until the event goes out again its old
+    /// ack id may still ack it.
+    fn give_back(&mut self, key: Key, now: Instant, released: bool, reason: &str) {
+        let Some(lease) = self.leases.get(&key) else {
+            return;
+        };
+        if self.out_of_attempts(self.attempts(key, lease.origin)) {
+            let lease = self.end_lease(key);
+            let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
+            self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
+        } else {
+            self.requeue(key, now, released);
         }
     }
 
@@ -1130,11 +1199,35 @@ impl Actor {
 
     /// Removes a live lease and gives its member the credit back.
     fn end_lease(&mut self, key: Key) -> Lease {
-        let lease = self.leases.remove(&key).expect("caller checked the lease");
+        self.take_lease(key).expect("caller checked the lease")
+    }
+
+    /// Removes the lease of `key`, if any, and gives its member the credit back.
+    fn take_lease(&mut self, key: Key) -> Option<Lease> {
+        let lease = self.leases.remove(&key)?;
         if let Some(m) = self.members.get_mut(&lease.member) {
-            m.in_flight = m.in_flight.saturating_sub(1);
+            m.release(&lease.event);
         }
-        lease
+        Some(lease)
+    }
+
+    /// Deliveries of a leased event so far, this one included.
+    fn attempts(&self, key: Key, origin: Origin) -> u32 {
+        match origin {
+            Origin::Log => self.parts[key.0 as usize]
+                .acks
+                .attempts
+                .get(&key.1)
+                .copied()
+                .unwrap_or(0),
+            Origin::Redrive { attempts, .. } => attempts,
+        }
+    }
+
+    /// Whether `attempts` deliveries use up `max_delivery_attempts` (0 = unlimited).
+    fn out_of_attempts(&self, attempts: u32) -> bool {
+        let max = self.meta.config.max_delivery_attempts;
+        max > 0 && attempts >= max
     }
 
     /// A delivery failed (nack or expired lease): redeliver after `delay` or the
@@ -1143,17 +1236,8 @@ impl Actor {
         let Some(lease) = self.leases.get(&key) else {
             return;
         };
-        let attempts = match lease.origin {
-            Origin::Log => self.parts[key.0 as usize]
-                .acks
-                .attempts
-                .get(&key.1)
-                .copied()
-                .unwrap_or(0),
-            Origin::Redrive { attempts, .. } => attempts,
-        };
-        let max = self.meta.config.max_delivery_attempts;
-        if max > 0 && attempts >= max {
+        let attempts = self.attempts(key, lease.origin);
+        if self.out_of_attempts(attempts) {
             let lease = self.end_lease(key);
             let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
             self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
@@ -1322,17 +1406,21 @@ impl Actor {
                     keys::redrive_key(self.meta.id, seq).to_vec(),
                 ));
             }
-            let before = self.unblocked.len();
-            self.unblocked.retain(|e| e.partition != p_id);
-            let mut dropped = before - self.unblocked.len();
-            self.blocked.retain(|_, q| {
-                let gone = q.front().is_some_and(|e| e.partition == p_id);
+            let buffered = &mut self.buffered;
+            self.unblocked.retain(|e| {
+                let gone = e.partition == p_id;
                 if gone {
-                    dropped += q.len();
+                    buffered.remove(e);
                 }
                 !gone
             });
-            self.buffered -= dropped;
+            self.blocked.retain(|_, q| {
+                let gone = q.front().is_some_and(|e| e.partition == p_id);
+                if gone {
+                    q.iter().for_each(|e| buffered.remove(e));
+                }
+                !gone
+            });
             // Keys of this partition are free again, except those a surviving
             // redriven event still holds.
             let topic = self.topic.clone();
@@ -1349,8 +1437,7 @@ impl Actor {
                 self.busy_keys.extend(still_busy);
             }
             let part = &mut self.parts[p];
-            self.buffered -= part.buffer.len();
-            part.buffer.clear();
+            part.buffer.drain(..).for_each(|e| self.buffered.remove(&e));
             part.acks = PartitionAcks::starting_at(target);
             part.cursor = target;
             part.dirty = false;
@@ -1440,15 +1527,20 @@ impl Actor {
 
     /// Reads ahead from the log when members could use more events.
     fn start_fetch(&mut self, now: Instant) {
+        let read_ahead_bytes = self.log.options().read_ahead_bytes;
         if self.fetch.is_some()
             || self.members.is_empty()
             || self.meta.paused
-            || self.buffered >= BUFFER_TARGET
+            || self.buffered.events >= BUFFER_TARGET
+            || self.buffered.bytes >= read_ahead_bytes
             || self.fetch_retry_at.is_some_and(|t| t > now)
         {
             return;
         }
         self.fetch_retry_at = None;
+        // At least one event is read whatever this says, so an event bigger
+        // than the whole read-ahead still gets through.
+        let max_bytes = READ_BYTES.min(read_ahead_bytes - self.buffered.bytes);
         let window = self.log.options().max_unsettled_window;
         let n = self.parts.len();
         for i in 0..n {
@@ -1463,7 +1555,8 @@ impl Actor {
                 let p = p as PartitionId;
                 self.fetch_from = Some((p, from));
                 self.fetch = Some(tokio::task::spawn_blocking(move || {
-                    log.read(&topic, p, from, max, 4 << 20).map(|evs| (p, evs))
+                    log.read(&topic, p, from, max, max_bytes)
+                        .map(|evs| (p, evs))
                 }));
                 return;
             }
@@ -1491,8 +1584,8 @@ impl Actor {
                     if part.acks.is_settled(ev.offset) {
                         continue;
                     }
+                    self.buffered.add(&ev);
                     part.buffer.push_back(Arc::new(ev));
-                    self.buffered += 1;
                 }
             }
             Err(e) => {

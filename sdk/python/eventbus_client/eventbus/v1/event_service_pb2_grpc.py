@@ -124,8 +124,14 @@ class EventServiceServicer:
         it: NOT_FOUND if the topic or subscription does not exist or is
         deleted, UNAVAILABLE when the server shuts down (reconnect with
         backoff). When a stream ends, its unsettled deliveries are released for
-        immediate redelivery to other members. A paused subscription keeps the
-        stream open but sends nothing until it is resumed.
+        immediate redelivery to other members. Each of them used a delivery
+        attempt: one released on its last attempt (see
+        Subscription.max_delivery_attempts) is dead-lettered instead, so an event
+        that keeps breaking its consumers cannot come back forever. A paused
+        subscription keeps the stream open but sends nothing until it is resumed.
+
+        Every message of the stream is at most 4 MiB encoded, the receive limit
+        gRPC clients keep by default, so no client setting needs raising.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,7 +52,9 @@ export type DeadLetter = Message<"eventbus.v1.DeadLetter"> & {
 
   /**
    * Why the event was dead-lettered: the reason given to Nack, or a
-   * server-written text when max_delivery_attempts was exhausted.
+   * server-written text when max_delivery_attempts was exhausted ("ack
+   * deadline exceeded", or "member left with the lease" when the last
+   * attempt's stream ended without settling it).
    *
    * @generated from field: string reason = 4;
    */

@@ -104,7 +104,11 @@ export type SubscribeRequest = Message<"eventbus.v1.SubscribeRequest"> & {
    * control): the server sends more only as earlier ones are acked, nacked
    * or expire. 0 means the server default (256). Values above the server
    * maximum (max-in-flight-limit, 10000 unless configured otherwise)
-   * return INVALID_ARGUMENT.
+   * return INVALID_ARGUMENT. The server also stops sending while the stream
+   * holds more than its byte bound of unsettled events (payloads, keys, types
+   * and attributes; max-in-flight-bytes, 32 MiB unless configured otherwise),
+   * whatever this says; an event bigger than that bound is still delivered,
+   * alone.
    *
    * @generated from field: uint32 max_in_flight = 3;
    */
@@ -119,14 +123,15 @@ export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*
   messageDesc(file_eventbus_v1_event_service, 2);
 
 /**
- * One message of the Subscribe stream: a batch of new leases.
+ * One message of the Subscribe stream: a batch of new leases, at most 4 MiB
+ * encoded (a larger batch is split across messages).
  *
  * @generated from message eventbus.v1.SubscribeResponse
  */
 export type SubscribeResponse = Message<"eventbus.v1.SubscribeResponse"> & {
   /**
    * Deliveries leased to this stream, at least one. Each one's ack deadline
-   * starts when the server sends it.
+   * starts when the server leases it.
    *
    * @generated from field: repeated eventbus.v1.Delivery deliveries = 1;
    */
@@ -446,8 +451,9 @@ export const ReplayRequestSchema: GenMessage<ReplayRequest> = /*@__PURE__*/
  */
 export type ReplayResponse = Message<"eventbus.v1.ReplayResponse"> & {
   /**
-   * Events in this batch, in offset order within each partition. May be
-   * empty in the message that only reports `caught_up`.
+   * Events in this batch, in offset order within each partition, at most
+   * 4 MiB encoded. May be empty in the message that only reports
+   * `caught_up`.
    *
    * @generated from field: repeated eventbus.v1.Event events = 1;
    */
@@ -522,8 +528,14 @@ export const EventService: GenService<{
    * it: NOT_FOUND if the topic or subscription does not exist or is
    * deleted, UNAVAILABLE when the server shuts down (reconnect with
    * backoff). When a stream ends, its unsettled deliveries are released for
-   * immediate redelivery to other members. A paused subscription keeps the
-   * stream open but sends nothing until it is resumed.
+   * immediate redelivery to other members. Each of them used a delivery
+   * attempt: one released on its last attempt (see
+   * Subscription.max_delivery_attempts) is dead-lettered instead, so an event
+   * that keeps breaking its consumers cannot come back forever. A paused
+   * subscription keeps the stream open but sends nothing until it is resumed.
+   *
+   * Every message of the stream is at most 4 MiB encoded, the receive limit
+   * gRPC clients keep by default, so no client setting needs raising.
    *
    * @generated from rpc eventbus.v1.EventService.Subscribe
    */
