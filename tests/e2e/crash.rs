@@ -187,3 +187,88 @@ async fn a_redrive_interrupted_by_kill_9_finishes_exactly_once() {
         .into_inner();
     assert!(dlq.dead_letters.is_empty());
 }
+
+/// The SDK through a kill -9 and a restart (behind a proxy, so the address
+/// stays): calls in flight when the server dies fail with whatever the
+/// transport makes of the lost connection (tonic reports a request that hyper
+/// cancelled as CANCELLED), and the SDK must retry them, not give up. Every
+/// publish ends OK, and the subscription keeps delivering after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_publisher_and_subscription_ride_out_a_kill_9() {
+    use eventbus::{Client, Event, SubscriptionSettings};
+    use eventbus_tests::CuttableProxy;
+    use tokio_stream::StreamExt;
+
+    let (_dir, data) = temp_dir();
+    let server = ChildServer::start(BIN, &data, &[]).await;
+    let proxy = CuttableProxy::start(server.addr).await;
+    let client = Client::builder(proxy.url()).connect_lazy().unwrap();
+    client.admin().create_topic("t", 4).await.unwrap();
+    client
+        .admin()
+        .create_subscription(
+            "t",
+            "s",
+            SubscriptionSettings {
+                from_earliest: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let publisher = client.publisher("t");
+    let mut subscription = client.subscribe("t", "s");
+    // Many publishes in flight at the kill, from several tasks.
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let publisher = publisher.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut handles = Vec::new();
+            for i in 0..400 {
+                handles.push(publisher.send(Event::new("e", format!("{p}:{i}"))).await);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            let mut failed = Vec::new();
+            for h in handles {
+                if let Err(e) = async { h?.await }.await {
+                    failed.push(e.to_string());
+                }
+            }
+            failed
+        }));
+    }
+    let first = tokio::time::timeout(PATIENCE, subscription.next())
+        .await
+        .expect("a delivery before the kill")
+        .expect("stream open")
+        .expect("delivery");
+    first.ack().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.kill9().await;
+    let server = ChildServer::start(BIN, &data, &[]).await;
+    proxy.set_target(server.addr);
+    let mut failed = Vec::new();
+    for t in tasks {
+        failed.extend(t.await.unwrap());
+    }
+    assert!(failed.is_empty(), "publishes the SDK gave up on: {failed:?}");
+    // The subscription reconnected: it delivers an event published after the restart.
+    publisher
+        .publish(Event::new("e", "after"))
+        .await
+        .expect("publish after the restart");
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(d) = subscription.next().await {
+            let d = d.expect("the subscription survives the kill");
+            let after = d.payload().as_ref() == b"after";
+            let _ = d.ack().await;
+            if after {
+                return;
+            }
+        }
+        panic!("the subscription ended");
+    })
+    .await
+    .expect("the event published after the restart arrives");
+    assert_eq!(server.terminate().await, Some(0), "SIGTERM exits 0");
+}

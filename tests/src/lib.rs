@@ -270,10 +270,13 @@ pub fn temp_dir() -> (TempDir, PathBuf) {
 
 /// A TCP forwarder on 127.0.0.1:0 in front of a server, whose connections a
 /// test can cut at will: what a client sees when a load balancer, a network
-/// blip or a server restart drops its connection mid-call.
+/// blip or a server restart drops its connection mid-call. Its target can be
+/// changed, so clients keep one address while the server behind it restarts
+/// on new ports.
 pub struct CuttableProxy {
     pub addr: SocketAddr,
     cut: tokio::sync::watch::Sender<u64>,
+    target: tokio::sync::watch::Sender<SocketAddr>,
     task: JoinHandle<()>,
 }
 
@@ -285,10 +288,12 @@ impl CuttableProxy {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let (target, targets) = tokio::sync::watch::channel(target);
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut cuts = cuts.clone();
                 cuts.borrow_and_update();
+                let target = *targets.borrow();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
@@ -300,7 +305,18 @@ impl CuttableProxy {
                 });
             }
         });
-        CuttableProxy { addr, cut, task }
+        CuttableProxy {
+            addr,
+            cut,
+            target,
+            task,
+        }
+    }
+
+    /// Forwards connections accepted from now on to `target`; open ones stay
+    /// with the old target until it closes them.
+    pub fn set_target(&self, target: SocketAddr) {
+        self.target.send_replace(target);
     }
 
     /// Closes every connection open right now; later ones are forwarded again.
