@@ -9,6 +9,7 @@ mod delivery;
 mod errors;
 mod filters;
 mod idempotency;
+mod kill_loop;
 mod metrics;
 mod ops;
 mod ordering;

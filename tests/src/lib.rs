@@ -3,6 +3,10 @@
 //!
 //! Dropping a `TestServer` shuts it down; [`TestServer::stop`] does so and waits,
 //! returning the data dir so a test can start a new server on the same data.
+//!
+//! [`kill_loop`] is the Jepsen-style kill loop (publishers and a consumer group
+//! against a child server killed with SIGKILL again and again, plus the
+//! verifier), shared by the e2e CI tier and the `kill-loop` binary.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,8 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub use eventbus_proto::v1;
+
+pub mod kill_loop;
 
 /// Where a test server keeps its data: a fresh temp dir, or one carried over
 /// from a previous server.
