@@ -97,8 +97,12 @@ impl From<tonic::Status> for Error {
     }
 }
 
-/// Codes worth retrying. UNKNOWN is included because a connection that breaks
-/// mid-call can surface as UNKNOWN ("transport error") rather than UNAVAILABLE.
+/// Codes worth retrying. UNKNOWN and CANCELLED are included because a
+/// connection that breaks mid-call (a server killed or restarted) surfaces as
+/// UNKNOWN ("transport error") or, for a request hyper cancelled when its
+/// connection closed, as CANCELLED ("operation was canceled"), rather than
+/// UNAVAILABLE. The server never answers CANCELLED itself, and the SDK never
+/// cancels its own calls with a status.
 pub(crate) fn is_retryable_code(code: Code) -> bool {
     matches!(
         code,
@@ -107,6 +111,7 @@ pub(crate) fn is_retryable_code(code: Code) -> bool {
             | Code::Aborted
             | Code::DeadlineExceeded
             | Code::Unknown
+            | Code::Cancelled
     )
 }
 
@@ -141,6 +146,8 @@ mod tests {
     fn retryable_codes() {
         assert!(Error::Status(tonic::Status::unavailable("x")).is_retryable());
         assert!(Error::Status(tonic::Status::resource_exhausted("x")).is_retryable());
+        // What tonic reports for a call whose connection died under it.
+        assert!(Error::Status(tonic::Status::cancelled("operation was canceled")).is_retryable());
         assert!(!Error::Status(tonic::Status::invalid_argument("x")).is_retryable());
         assert!(!Error::Status(tonic::Status::not_found("x")).is_retryable());
         assert!(!Error::LeaseLost { ack_id: "a".into() }.is_retryable());

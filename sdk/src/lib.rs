@@ -69,7 +69,7 @@ pub use error::{code_name, Error, Result};
 pub use event::{Event, Message, CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF};
 pub use handler::HandlerError;
 pub use publisher::{PublishHandle, Published, Publisher, PublisherConfig, PublisherStats};
-pub use subscription::{SubscriberConfig, Subscription};
+pub use subscription::{SubscriberConfig, Subscription, MAX_SETTLE_BATCH};
 
 /// The generated `eventbus.v1` messages and gRPC clients.
 pub use eventbus_proto::v1;

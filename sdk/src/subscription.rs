@@ -20,6 +20,10 @@ use crate::handler::HandlerError;
 use crate::settle::{SettleConfig, Settler};
 use crate::v1;
 
+/// Most ack ids in one settle call: the server names at most this many stale
+/// leases in one FAILED_PRECONDITION.
+pub const MAX_SETTLE_BATCH: usize = 64;
+
 /// How a [`Subscription`] receives and settles.
 #[derive(Clone, Debug)]
 pub struct SubscriberConfig {
@@ -30,7 +34,9 @@ pub struct SubscriberConfig {
     /// once; settles that arrive while a call is in flight share the next
     /// one, so batches grow with load without adding latency.
     pub settle_linger: Duration,
-    /// Most ack ids in one settle call. Default 1000.
+    /// Most ack ids in one settle call. Default and maximum 64: the server
+    /// names at most 64 stale leases in one answer, and a larger call could
+    /// not tell each id's fate.
     pub max_settle_batch: usize,
     /// Stop extending a lease after this long; the event is then redelivered
     /// when its deadline passes. Default 1 hour.
@@ -47,7 +53,7 @@ impl Default for SubscriberConfig {
         SubscriberConfig {
             max_in_flight: 256,
             settle_linger: Duration::ZERO,
-            max_settle_batch: 1000,
+            max_settle_batch: MAX_SETTLE_BATCH,
             max_lease_duration: Duration::from_secs(3600),
             reconnect: RetryPolicy {
                 min_backoff: Duration::from_millis(100),
@@ -275,7 +281,7 @@ impl Session {
             self.name.clone(),
             SettleConfig {
                 linger: self.config.settle_linger,
-                max_batch: self.config.max_settle_batch,
+                max_batch: self.config.max_settle_batch.clamp(1, MAX_SETTLE_BATCH),
                 max_lease: self.config.max_lease_duration,
                 retry: self.config.settle_retry.clone(),
             },

@@ -190,3 +190,141 @@ async fn a_redrive_interrupted_by_kill_9_finishes_exactly_once() {
         .into_inner();
     assert!(dlq.dead_letters.is_empty());
 }
+
+/// The SDK through a kill -9 and a restart (behind a proxy, so the address
+/// stays): calls in flight when the server dies fail with whatever the
+/// transport makes of the lost connection (tonic reports a request that hyper
+/// cancelled as CANCELLED), and the SDK must retry them, not give up. Every
+/// publish ends OK, and the subscription keeps delivering after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_publisher_and_subscription_ride_out_a_kill_9() {
+    use eventbus::{Client, Event, SubscriptionSettings};
+    use eventbus_tests::CuttableProxy;
+    use tokio_stream::StreamExt;
+
+    let (_dir, data) = temp_dir();
+    let server = ChildServer::start(BIN, &data, &[]).await;
+    let proxy = CuttableProxy::start(server.addr).await;
+    let client = Client::builder(proxy.url()).connect_lazy().unwrap();
+    client.admin().create_topic("t", 4).await.unwrap();
+    client
+        .admin()
+        .create_subscription(
+            "t",
+            "s",
+            SubscriptionSettings {
+                from_earliest: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let publisher = client.publisher("t");
+    let mut subscription = client.subscribe("t", "s");
+    // Many publishes in flight at the kill, from several tasks.
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let publisher = publisher.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut handles = Vec::new();
+            for i in 0..400 {
+                handles.push(publisher.send(Event::new("e", format!("{p}:{i}"))).await);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            let mut failed = Vec::new();
+            for h in handles {
+                if let Err(e) = async { h?.await }.await {
+                    failed.push(e.to_string());
+                }
+            }
+            failed
+        }));
+    }
+    let first = tokio::time::timeout(PATIENCE, subscription.next())
+        .await
+        .expect("a delivery before the kill")
+        .expect("stream open")
+        .expect("delivery");
+    first.ack().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.kill9().await;
+    let server = ChildServer::start(BIN, &data, &[]).await;
+    proxy.set_target(server.addr);
+    let mut failed = Vec::new();
+    for t in tasks {
+        failed.extend(t.await.unwrap());
+    }
+    assert!(
+        failed.is_empty(),
+        "publishes the SDK gave up on: {failed:?}"
+    );
+    // The subscription reconnected: it delivers an event published after the restart.
+    publisher
+        .publish(Event::new("e", "after"))
+        .await
+        .expect("publish after the restart");
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(d) = subscription.next().await {
+            let d = d.expect("the subscription survives the kill");
+            let after = d.payload().as_ref() == b"after";
+            tokio::spawn(d.ack());
+            if after {
+                return;
+            }
+        }
+        panic!("the subscription ended");
+    })
+    .await
+    .expect("the event published after the restart arrives");
+    assert_eq!(server.terminate().await, Some(0), "SIGTERM exits 0");
+}
+
+/// After a restart every ack id of the previous run is stale. An Ack call
+/// carrying many of them (what a consumer's queued acks look like after a
+/// crash) must still get an answer the client can decode: FAILED_PRECONDITION
+/// naming the stale ids, not a response whose headers break HTTP/2.
+///
+/// Found by the kill loop: the status details listed one PreconditionFailure
+/// violation per stale id in `grpc-status-details-bin`, so 500 stale ids
+/// made a ~80 KB trailer. The Rust client answers it with
+/// GOAWAY(ENHANCE_YOUR_CALM, "header_list_way_too_large"), which kills the
+/// whole connection, Subscribe streams included; a smaller excess resets the
+/// call (INTERNAL "h2 protocol error"). A consumer group then livelocks: its
+/// streams reconnect, their leases go to other members, those acks are stale
+/// too, and so on. Now at most 64 ids are listed and the message gives the
+/// total.
+#[tokio::test]
+async fn an_ack_of_many_stale_ids_gets_a_decodable_answer() {
+    use eventbus_tests::v1::AckRequest;
+    let (_dir, data) = temp_dir();
+    let server = ChildServer::start(BIN, &data, &[]).await;
+    let mut events = EventServiceClient::new(server.channel().await);
+    let batch = (0..500).map(|i| event("", "job", format!("{i}"))).collect();
+    publish(&mut events, "t", batch).await;
+    let mut stream = subscribe(&mut events, "t", "s", 500).await;
+    let ack_ids: Vec<String> = recv_n(&mut stream, 500)
+        .await
+        .into_iter()
+        .map(|d| d.ack_id)
+        .collect();
+    drop(stream);
+    server.kill9().await;
+    let server = ChildServer::start(BIN, &data, &[]).await;
+    let mut events = EventServiceClient::new(server.channel().await);
+    let err = events
+        .ack(AckRequest {
+            topic: "t".into(),
+            subscription: "s".into(),
+            ack_ids,
+        })
+        .await
+        .expect_err("every id is stale after the restart");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().starts_with("500 of 500 ack ids"), "{err:?}");
+    let listed = tonic_types::StatusExt::get_details_precondition_failure(&err)
+        .expect("precondition failure details")
+        .violations;
+    assert_eq!(listed.len(), 64, "the first 64 stale ids are named");
+    assert!(listed.iter().all(|v| v.r#type == "STALE_LEASE"));
+    assert_eq!(server.terminate().await, Some(0), "SIGTERM exits 0");
+}

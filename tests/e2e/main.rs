@@ -11,6 +11,7 @@ mod disk_full;
 mod errors;
 mod filters;
 mod idempotency;
+mod kill_loop;
 mod limits;
 mod metrics;
 mod ops;

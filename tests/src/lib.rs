@@ -3,6 +3,10 @@
 //!
 //! Dropping a `TestServer` shuts it down; [`TestServer::stop`] does so and waits,
 //! returning the data dir so a test can start a new server on the same data.
+//!
+//! [`kill_loop`] is the Jepsen-style kill loop (publishers and a consumer group
+//! against a child server killed with SIGKILL again and again, plus the
+//! verifier), shared by the e2e CI tier and the `kill-loop` binary.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,8 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub use eventbus_proto::v1;
+
+pub mod kill_loop;
 
 /// Where a test server keeps its data: a fresh temp dir, or one carried over
 /// from a previous server.
@@ -288,10 +294,13 @@ pub fn temp_dir() -> (TempDir, PathBuf) {
 
 /// A TCP forwarder on 127.0.0.1:0 in front of a server, whose connections a
 /// test can cut at will: what a client sees when a load balancer, a network
-/// blip or a server restart drops its connection mid-call.
+/// blip or a server restart drops its connection mid-call. Its target can be
+/// changed, so clients keep one address while the server behind it restarts
+/// on new ports.
 pub struct CuttableProxy {
     pub addr: SocketAddr,
     cut: tokio::sync::watch::Sender<u64>,
+    target: tokio::sync::watch::Sender<SocketAddr>,
     task: JoinHandle<()>,
 }
 
@@ -303,10 +312,12 @@ impl CuttableProxy {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let (target, targets) = tokio::sync::watch::channel(target);
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut cuts = cuts.clone();
                 cuts.borrow_and_update();
+                let target = *targets.borrow();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
@@ -318,7 +329,18 @@ impl CuttableProxy {
                 });
             }
         });
-        CuttableProxy { addr, cut, task }
+        CuttableProxy {
+            addr,
+            cut,
+            target,
+            task,
+        }
+    }
+
+    /// Forwards connections accepted from now on to `target`; open ones stay
+    /// with the old target until it closes them.
+    pub fn set_target(&self, target: SocketAddr) {
+        self.target.send_replace(target);
     }
 
     /// Closes every connection open right now; later ones are forwarded again.

@@ -12,6 +12,7 @@
 //! | `check`        | fails when `gen-clients` would change the checked-in generated code |
 //! | `bench-compare` | eventbus (release) and Redis Streams / NATS JetStream (../shared/peerbench) on the same workload in one run; medians and ratios |
 //! | `test-clients` | installs the client toolchains (scripts/bootstrap-clients.sh), then runs each language's smoke test and example against one real server |
+//! | `kill-loop [--release] ARGS` | builds and runs the kill loop's long tier (`tests/src/bin/kill-loop.rs`: `--cycles 200 --durability fsync|buffered`, `--seed`, `--rate`, ...); figures in RELIABILITY.md. The CI tier runs inside `test` |
 //! | `validate-deploy [--write]` | validates deploy/ (Dockerfile, kustomize + schemas, alerts with promtool, dashboard) and RUNBOOK.md offline; `--write` regenerates the PrometheusRule |
 
 use std::io::{BufRead, BufReader};
@@ -114,10 +115,11 @@ fn main() -> Result<()> {
             deploy::main(rest)
         }
         "bench-compare" => bench_compare::run(rest),
+        "kill-loop" => kill_loop(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour \
-                 | gen-clients | check | test-clients | bench-compare [ARGS] \
+                 | gen-clients | check | test-clients | bench-compare [ARGS] | kill-loop [ARGS] \
                  | validate-deploy [--write]>"
             );
             Ok(())
@@ -301,6 +303,29 @@ impl Drop for Server {
 /// of resolving features differently.
 fn build_workspace() -> Result<()> {
     run(cargo().args(["build", "--workspace", "--all-targets"]))
+}
+
+/// The kill loop's long tier: `kill-loop ARGS`, which runs the
+/// `eventbus-under-test` binary built next to it. Dev profile by default (the
+/// workspace build `cargo xtask test` already made); `--release` for release
+/// binaries.
+fn kill_loop(args: &[String]) -> Result<()> {
+    let release = args.iter().any(|a| a == "--release");
+    let profile = if release {
+        run(cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "eventbus-tests",
+            "--bins",
+        ]))?;
+        "release"
+    } else {
+        build_workspace()?;
+        "debug"
+    };
+    run(Command::new(target_dir().join(profile).join("kill-loop"))
+        .args(args.iter().filter(|a| *a != "--release")))
 }
 
 /// Runs the README tour (the ```sh block after `<!-- tour -->`) verbatim against

@@ -58,28 +58,38 @@ pub fn to_status(err: Error) -> Status {
 /// Clients that batch settles read these to tell which ids failed.
 pub const STALE_LEASE: &str = "STALE_LEASE";
 
+/// Most stale ack ids one FAILED_PRECONDITION names. The details travel in
+/// the `grpc-status-details-bin` trailer, and HTTP/2 clients cap the header
+/// list (gRPC C-core and Java at 8 KiB; tonic answers a much larger one with
+/// GOAWAY, killing every stream on the connection). 64 ids keep the trailer
+/// near 4 KiB. The Rust SDK settles at most this many ids per call, so it
+/// always learns the fate of each one.
+pub const MAX_LISTED_STALE: usize = 64;
+
 /// FAILED_PRECONDITION when some leases were no longer held; the other ids
-/// were processed. Every stale id is listed as a `PreconditionFailure`
-/// violation of type [`STALE_LEASE`] (subject: the ack id), so a client that
-/// batched many settles can fail exactly the ones concerned.
+/// were processed. The first [`MAX_LISTED_STALE`] stale ids are listed as
+/// `PreconditionFailure` violations of type [`STALE_LEASE`] (subject: the ack
+/// id), so a client that batched settles can fail exactly the ones concerned;
+/// the message gives the total.
 pub fn stale_to_status(verb: &str, total: usize, outcome: SettleOutcome) -> Result<(), Status> {
     if outcome.stale.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = outcome.stale.iter().map(|id| id.encode()).collect();
-    let message = format!(
-        "{} of {total} ack ids name leases that expired or were redelivered, so they were not {verb} \
-         (the event will be or was delivered again); the other ids were {verb}. First stale ids: {}",
-        ids.len(),
-        ids.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+    let stale = outcome.stale.len();
+    let listed = stale.min(MAX_LISTED_STALE);
+    let mut message = format!(
+        "{stale} of {total} ack ids name leases that expired or were redelivered, so they were not \
+         {verb} (the event will be or was delivered again); the other ids were {verb}."
     );
+    if listed < stale {
+        message.push_str(&format!(
+            " The details list the first {listed} stale ids only: settle at most \
+             {MAX_LISTED_STALE} ids per call to learn the fate of each."
+        ));
+    }
     let mut details = ErrorDetails::new();
-    for id in ids {
-        details.add_precondition_failure_violation(
-            STALE_LEASE,
-            id,
-            "the lease expired or the event was redelivered under a newer lease",
-        );
+    for id in &outcome.stale[..listed] {
+        details.add_precondition_failure_violation(STALE_LEASE, id.encode(), "");
     }
     Err(Status::with_error_details(
         Code::FailedPrecondition,

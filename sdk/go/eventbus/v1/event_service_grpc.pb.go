@@ -57,9 +57,12 @@ type EventServiceClient interface {
 	// lease has expired, or whose event was redelivered under a newer lease,
 	// fails the call with FAILED_PRECONDITION and does not settle the newer
 	// delivery; the valid ack_ids in the same call are still settled. The
-	// status carries a google.rpc.PreconditionFailure detail listing every
-	// such ack_id as a violation of type "STALE_LEASE" (subject: the ack_id),
-	// so a client that batches settles can tell which ones failed. A
+	// status carries a google.rpc.PreconditionFailure detail listing such
+	// ack_ids as violations of type "STALE_LEASE" (subject: the ack_id), so a
+	// client that batches settles can tell which ones failed. At most the
+	// first 64 are listed (the details travel in a trailer, which HTTP/2
+	// clients cap at a few KiB) and the message gives the total: settle at
+	// most 64 ack_ids per call to learn the fate of each. A
 	// malformed ack_id, or one issued for another topic or subscription,
 	// returns INVALID_ARGUMENT.
 	Ack(ctx context.Context, in *AckRequest, opts ...grpc.CallOption) (*AckResponse, error)
@@ -233,9 +236,12 @@ type EventServiceServer interface {
 	// lease has expired, or whose event was redelivered under a newer lease,
 	// fails the call with FAILED_PRECONDITION and does not settle the newer
 	// delivery; the valid ack_ids in the same call are still settled. The
-	// status carries a google.rpc.PreconditionFailure detail listing every
-	// such ack_id as a violation of type "STALE_LEASE" (subject: the ack_id),
-	// so a client that batches settles can tell which ones failed. A
+	// status carries a google.rpc.PreconditionFailure detail listing such
+	// ack_ids as violations of type "STALE_LEASE" (subject: the ack_id), so a
+	// client that batches settles can tell which ones failed. At most the
+	// first 64 are listed (the details travel in a trailer, which HTTP/2
+	// clients cap at a few KiB) and the message gives the total: settle at
+	// most 64 ack_ids per call to learn the fate of each. A
 	// malformed ack_id, or one issued for another topic or subscription,
 	// returns INVALID_ARGUMENT.
 	Ack(context.Context, *AckRequest) (*AckResponse, error)
