@@ -1,42 +1,24 @@
 //! `AdminService/ListDeadLetters`: pages through a subscription's DLQ, oldest
 //! first, optionally filtered by event type, reason and time.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use eventbus_log::dead_letters::DeadLetterQuery;
 use eventbus_log::Broker;
 use eventbus_proto::v1::{ListDeadLettersRequest, ListDeadLettersResponse};
 use tonic::Status;
 
 use super::convert;
-use super::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use super::status::{invalid, to_status};
+use super::paging;
+use super::status::to_status;
 
 pub async fn handle(
     broker: &Broker,
     req: ListDeadLettersRequest,
 ) -> Result<ListDeadLettersResponse, Status> {
-    let limit = match req.page_size as usize {
-        0 => DEFAULT_PAGE_SIZE,
-        n => n.min(MAX_PAGE_SIZE),
-    };
-    let after = if req.page_token.is_empty() {
-        None
-    } else {
-        let bad = || {
-            invalid(
-                "page_token",
-                "is not a token from a previous response; pass next_page_token unchanged",
-            )
-        };
-        let raw = URL_SAFE_NO_PAD.decode(&req.page_token).map_err(|_| bad())?;
-        Some(
-            String::from_utf8(raw)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(bad)?,
-        )
-    };
-    let query = convert::dead_letter_query(req.filter)?;
+    let DeadLetterPage {
+        after,
+        limit,
+        query,
+    } = parse(&req)?;
     let (page, next) = broker
         .list_dead_letters(&req.topic, &req.subscription, after, limit, query)
         .await
@@ -46,7 +28,24 @@ pub async fn handle(
             .iter()
             .map(|d| convert::dead_letter(&req.topic, d))
             .collect(),
-        next_page_token: next
-            .map_or_else(String::new, |seq| URL_SAFE_NO_PAD.encode(seq.to_string())),
+        next_page_token: next.map_or_else(String::new, paging::seq_token),
+    })
+}
+
+/// Which page of the queue a ListDeadLetters request asks for.
+#[derive(Debug)]
+pub struct DeadLetterPage {
+    /// Start after this sequence number (`None`: from the oldest entry).
+    pub after: Option<u64>,
+    pub limit: usize,
+    pub query: DeadLetterQuery,
+}
+
+/// The broker-free part of ListDeadLetters: page position, size and filter.
+pub fn parse(req: &ListDeadLettersRequest) -> Result<DeadLetterPage, Status> {
+    Ok(DeadLetterPage {
+        after: paging::decode_seq_token(&req.page_token)?,
+        limit: paging::page_limit(req.page_size),
+        query: convert::dead_letter_query(req.filter.clone())?,
     })
 }

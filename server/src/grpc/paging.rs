@@ -1,4 +1,8 @@
-//! Page tokens for the List RPCs: the opaque token is the last name returned.
+//! Page tokens for the List RPCs. A token is the base64url (no padding) of
+//! the last item returned: a name for topics and subscriptions, the decimal
+//! sequence number for dead letters. Tokens are client bytes, so decoding them
+//! never trusts them: anything that is not a token we issued is
+//! INVALID_ARGUMENT.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -17,36 +21,67 @@ pub fn page<T>(
     token: &str,
     name: impl Fn(&T) -> &str,
 ) -> Result<(Vec<T>, String), Status> {
-    let size = match page_size as usize {
-        0 => DEFAULT_PAGE_SIZE,
-        n => n.min(MAX_PAGE_SIZE),
-    };
-    let after = if token.is_empty() {
-        None
-    } else {
-        let raw = URL_SAFE_NO_PAD
-            .decode(token)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| {
-                invalid(
-                    "page_token",
-                    "is not a token from a previous response; pass next_page_token unchanged",
-                )
-            })?;
-        Some(raw)
-    };
+    let size = page_limit(page_size);
+    let after = decode_name_token(token)?;
     let mut rest: Vec<T> = items
         .into_iter()
         .filter(|i| after.as_deref().is_none_or(|a| name(i) > a))
         .collect();
     let next = if rest.len() > size {
         rest.truncate(size);
-        URL_SAFE_NO_PAD.encode(name(rest.last().expect("non-empty")))
+        name_token(name(rest.last().expect("non-empty")))
     } else {
         String::new()
     };
     Ok((rest, next))
+}
+
+/// The number of items per page for a requested `page_size`: 0 takes the
+/// default, and no page exceeds the maximum.
+pub fn page_limit(requested: u32) -> usize {
+    match requested as usize {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// The token of the page after the item named `name`.
+pub fn name_token(name: &str) -> String {
+    URL_SAFE_NO_PAD.encode(name)
+}
+
+/// The name a [`name_token`] resumes after; `None` for the empty token (the
+/// first page).
+pub fn decode_name_token(token: &str) -> Result<Option<String>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(Some)
+        .ok_or_else(bad_token)
+}
+
+/// The token of the dead-letter page after sequence number `seq`.
+pub fn seq_token(seq: u64) -> String {
+    URL_SAFE_NO_PAD.encode(seq.to_string())
+}
+
+/// The sequence number a [`seq_token`] resumes after; `None` for the empty
+/// token (the first page).
+pub fn decode_seq_token(token: &str) -> Result<Option<u64>, Status> {
+    decode_name_token(token)?
+        .map(|s| s.parse().map_err(|_| bad_token()))
+        .transpose()
+}
+
+fn bad_token() -> Status {
+    invalid(
+        "page_token",
+        "is not a token from a previous response; pass next_page_token unchanged",
+    )
 }
 
 #[cfg(test)]
@@ -67,6 +102,21 @@ mod tests {
             token = next;
         }
         assert_eq!(seen, items);
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        for name in ["", "a", "orders.v1", "ü-ß"] {
+            assert_eq!(
+                decode_name_token(&name_token(name)).unwrap().as_deref(),
+                (!name.is_empty()).then_some(name)
+            );
+        }
+        for seq in [0, 1, 99, u64::MAX] {
+            assert_eq!(decode_seq_token(&seq_token(seq)).unwrap(), Some(seq));
+        }
+        assert_eq!(decode_seq_token("").unwrap(), None);
+        assert!(decode_seq_token(&name_token("x")).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `EventService/Publish`: append a batch of events to one topic.
 
 use eventbus_log::Broker;
-use eventbus_proto::v1::{PublishRequest, PublishResponse, PublishResult};
+use eventbus_proto::v1::{PublishEvent, PublishRequest, PublishResponse, PublishResult};
 use std::time::Instant;
 
 use eventbus_log::{AppendResult, NewEvent};
@@ -23,11 +23,7 @@ pub async fn handle(
     req: PublishRequest,
 ) -> Result<PublishResponse, Status> {
     let started = Instant::now();
-    let mut events = req
-        .events
-        .into_iter()
-        .map(convert::new_event)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut events = parse_events(req.events)?;
     if let Some(tp) = traceparent {
         for e in &mut events {
             e.attributes
@@ -51,6 +47,12 @@ pub async fn handle(
             })
             .collect(),
     })
+}
+
+/// The broker-free part of Publish: converts and checks every event. Takes
+/// the events by value so payloads move into the domain type uncopied.
+pub fn parse_events(events: Vec<PublishEvent>) -> Result<Vec<NewEvent>, Status> {
+    events.into_iter().map(convert::new_event).collect()
 }
 
 /// Counts what was stored (duplicates excluded) and how long it took.
