@@ -5,7 +5,8 @@
 //! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
 //! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
 //! | `test`         | bootstrap, lint-proto, every Rust test, the README tour, then `check` and `test-clients` |
-//! | `lint`         | `cargo fmt --check` and `cargo clippy -D warnings`                  |
+//! | `lint`         | `cargo fmt --check` and `cargo clippy -D warnings` (also on `fuzz/`) |
+//! | `fuzz [--time SECS] [--write-seeds] [TARGET...]` | builds the cargo fuzz targets of `fuzz/` and runs each for SECS s (default 15); fails on a crash |
 //! | `lint-proto`   | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
 //! | `tour`         | runs the README's `buf curl` tour against a real server            |
 //! | `gen-clients`  | regenerates the Python, TypeScript and Go clients in sdk/{python,typescript,go} |
@@ -24,6 +25,7 @@ use anyhow::{bail, ensure, Context, Result};
 mod bench_compare;
 mod clients;
 mod deploy;
+mod fuzz;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -100,11 +102,15 @@ fn main() -> Result<()> {
             deploy::main(rest)
         }
         "bench-compare" => bench_compare::run(rest),
+        "fuzz" => {
+            bootstrap()?;
+            fuzz::main(rest)
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour \
                  | gen-clients | check | test-clients | bench-compare [ARGS] \
-                 | validate-deploy [--write]>"
+                 | validate-deploy [--write] | fuzz [--time SECS] [--write-seeds] [TARGET...]>"
             );
             Ok(())
         }
