@@ -193,4 +193,19 @@ mod tests {
         assert!(PartitionAcks::decode(&enc[..enc.len() - 1]).is_err());
         assert!(PartitionAcks::decode(&[9]).is_err());
     }
+
+    /// Found by the `ack_state` fuzz target (fuzz/): a settled delta of 0
+    /// put the floor itself into `settled`. `settle(floor)` then reports
+    /// "already settled", so the floor never advances again and `settled`
+    /// grows with every later ack. The encoder never writes a 0 delta.
+    #[test]
+    #[ignore = "fails until the decoder rejects zero deltas (next commit)"]
+    fn a_settled_offset_at_or_below_the_previous_one_is_rejected() {
+        // Floor 64 (as an overlong varint), one settled offset, delta 0.
+        let at_floor = [1, 0xc0, 0x00, 1, 0, 0];
+        assert!(PartitionAcks::decode(&at_floor).is_err());
+        // Floor 5, settled 7 twice.
+        let repeated = [1, 5, 2, 2, 0, 0];
+        assert!(PartitionAcks::decode(&repeated).is_err());
+    }
 }
