@@ -4,8 +4,8 @@
 //! |----------------|---------------------------------------------------------------------|
 //! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
 //! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
-//! | `test`         | bootstrap, lint-proto, every Rust test, the README tour, then `check` and `test-clients` |
-//! | `lint`         | `cargo fmt --check` and `cargo clippy -D warnings` (also on `fuzz/`) |
+//! | `test`         | bootstrap, lint-proto, every Rust test, the short fuzzing tier, the README tour, then `check` and `test-clients` |
+//! | `lint`         | `cargo fmt --check` (also on `fuzz/`) and `cargo clippy -D warnings` |
 //! | `fuzz [--time SECS] [--write-seeds] [TARGET...]` | builds the cargo fuzz targets of `fuzz/` and runs each for SECS s (default 15); fails on a crash |
 //! | `lint-proto`   | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
 //! | `tour`         | runs the README's `buf curl` tour against a real server            |
@@ -57,6 +57,8 @@ fn main() -> Result<()> {
             // The SDK's documentation examples must compile (`--all-targets`
             // does not build doctests).
             run(cargo().args(["test", "--doc", "--package", "eventbus-sdk"]))?;
+            // The short fuzzing tier: every target for fuzz::CI_SECONDS.
+            fuzz::main(&[])?;
             tour()?;
             clients::bootstrap_clients()?;
             clients::check()?;
@@ -64,6 +66,8 @@ fn main() -> Result<()> {
         }
         "lint" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            // fuzz/ is a workspace of its own.
+            run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
             run(cargo().args([
                 "clippy",
                 "--workspace",
