@@ -4,8 +4,9 @@
 //! |----------------|---------------------------------------------------------------------|
 //! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
 //! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
-//! | `test`         | bootstrap, lint-proto, every Rust test (plus the failpoint tests), the README tour, then `check` and `test-clients` |
-//! | `lint`         | `cargo fmt --check` and `cargo clippy -D warnings`                  |
+//! | `test`         | bootstrap, lint-proto, every Rust test (plus the failpoint tests), the short fuzzing tier, the README tour, then `check` and `test-clients` |
+//! | `lint`         | `cargo fmt --check` (also on `fuzz/`) and `cargo clippy -D warnings` |
+//! | `fuzz [--time SECS] [--write-seeds] [TARGET...]` | builds the cargo fuzz targets of `fuzz/` and runs each for SECS s (default 15); fails on a crash |
 //! | `lint-proto`   | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
 //! | `tour`         | runs the README's `buf curl` tour against a real server            |
 //! | `gen-clients`  | regenerates the Python, TypeScript and Go clients in sdk/{python,typescript,go} |
@@ -25,6 +26,7 @@ use anyhow::{bail, ensure, Context, Result};
 mod bench_compare;
 mod clients;
 mod deploy;
+mod fuzz;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,6 +69,8 @@ fn main() -> Result<()> {
             // The SDK's documentation examples must compile (`--all-targets`
             // does not build doctests).
             run(cargo().args(["test", "--doc", "--package", "eventbus-sdk"]))?;
+            // The short fuzzing tier: every target for fuzz::CI_SECONDS.
+            fuzz::main(&[])?;
             tour()?;
             clients::bootstrap_clients()?;
             clients::check()?;
@@ -74,6 +78,8 @@ fn main() -> Result<()> {
         }
         "lint" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            // fuzz/ is a workspace of its own.
+            run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
             // With the failpoint tests, which only build with their feature.
             run(cargo().args([
                 "clippy",
@@ -116,11 +122,15 @@ fn main() -> Result<()> {
         }
         "bench-compare" => bench_compare::run(rest),
         "kill-loop" => kill_loop(rest),
+        "fuzz" => {
+            bootstrap()?;
+            fuzz::main(rest)
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour \
                  | gen-clients | check | test-clients | bench-compare [ARGS] | kill-loop [ARGS] \
-                 | validate-deploy [--write]>"
+                 | validate-deploy [--write] | fuzz [--time SECS] [--write-seeds] [TARGET...]>"
             );
             Ok(())
         }

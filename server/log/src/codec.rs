@@ -27,7 +27,8 @@ pub const RECORD_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 13;
 const FLAG_EVENT_TIME: u8 = 0b1;
 
-/// Why a stored record could not be decoded. Always means corruption.
+/// Why a stored record (or other persisted state) could not be decoded.
+/// Always means corruption.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     #[error("unknown record format version {0}")]
@@ -38,6 +39,8 @@ pub enum CodecError {
     Truncated,
     #[error("record holds invalid UTF-8")]
     InvalidUtf8,
+    #[error("malformed encoding: {0}")]
+    Malformed(&'static str),
 }
 
 /// Encodes `event` into an unsealed record: header space is reserved and zeroed.

@@ -50,7 +50,9 @@ pub struct DeadLetter {
     pub event: StoredEvent,
 }
 
-pub(crate) fn decode(topic: TopicId, key: &[u8], value: &[u8]) -> Result<DeadLetter> {
+/// Decodes a stored queue entry (its `dlq` key and value) with its event, the
+/// event's checksum verified. Damage is `Corruption` / `CorruptMetadata`.
+pub fn decode(topic: TopicId, key: &[u8], value: &[u8]) -> Result<DeadLetter> {
     let corrupt = |source| Error::Corruption {
         location: format!("dead letter {key:02x?}"),
         source,

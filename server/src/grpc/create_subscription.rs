@@ -11,6 +11,18 @@ pub async fn handle(
     broker: &Broker,
     req: CreateSubscriptionRequest,
 ) -> Result<CreateSubscriptionResponse, Status> {
+    let new = parse(&req)?;
+    let info = broker
+        .create_subscription(&req.topic, &req.subscription, new)
+        .await
+        .map_err(to_status)?;
+    Ok(CreateSubscriptionResponse {
+        subscription: Some(convert::subscription(&info)),
+    })
+}
+
+/// The broker-free part of CreateSubscription: the requested settings.
+pub fn parse(req: &CreateSubscriptionRequest) -> Result<NewSubscription, Status> {
     let start_position = match v1::StartPosition::try_from(req.start_position) {
         Ok(v1::StartPosition::Unspecified | v1::StartPosition::Earliest) => StartPosition::Earliest,
         Ok(v1::StartPosition::Latest) => StartPosition::Latest,
@@ -25,9 +37,9 @@ pub async fn handle(
         }
     };
     let ordering = convert::ordering(req.ordering)?;
-    let filter = convert::filter_from_proto(req.filter)?;
+    let filter = convert::filter_from_proto(req.filter.clone())?;
     let retry_policy = convert::retry_policy(req.retry_policy)?;
-    let new = NewSubscription {
+    Ok(NewSubscription {
         start_position,
         ack_deadline: req
             .ack_deadline
@@ -38,12 +50,5 @@ pub async fn handle(
         max_delivery_attempts: req.max_delivery_attempts,
         filter,
         ordering,
-    };
-    let info = broker
-        .create_subscription(&req.topic, &req.subscription, new)
-        .await
-        .map_err(to_status)?;
-    Ok(CreateSubscriptionResponse {
-        subscription: Some(convert::subscription(&info)),
     })
 }

@@ -12,7 +12,19 @@ pub async fn handle(
     broker: &Broker,
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, Status> {
-    let retention = match req.retention {
+    let config = parse(&req)?;
+    let info = broker
+        .create_topic(&req.topic, config)
+        .await
+        .map_err(to_status)?;
+    Ok(CreateTopicResponse {
+        topic: Some(convert::topic(&info.state)),
+    })
+}
+
+/// The broker-free part of CreateTopic: the requested topic settings.
+pub fn parse(req: &CreateTopicRequest) -> Result<TopicConfig, Status> {
+    let retention = match &req.retention {
         None => Retention::default(),
         Some(r) => Retention {
             max_age_ms: r
@@ -26,17 +38,8 @@ pub async fn handle(
             max_bytes: Some(r.max_bytes).filter(|b| *b > 0),
         },
     };
-    let info = broker
-        .create_topic(
-            &req.topic,
-            TopicConfig {
-                partitions: req.partitions,
-                retention,
-            },
-        )
-        .await
-        .map_err(to_status)?;
-    Ok(CreateTopicResponse {
-        topic: Some(convert::topic(&info.state)),
+    Ok(TopicConfig {
+        partitions: req.partitions,
+        retention,
     })
 }

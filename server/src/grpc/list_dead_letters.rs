@@ -1,38 +1,25 @@
 //! `AdminService/ListDeadLetters`: pages through a subscription's DLQ, oldest
 //! first, optionally filtered by event type, reason and time.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use eventbus_log::dead_letters::DeadLetterQuery;
+use eventbus_log::limits::Limits;
 use eventbus_log::Broker;
 use eventbus_proto::v1::{ListDeadLettersRequest, ListDeadLettersResponse};
 use tonic::Status;
 
 use super::convert;
-use super::status::{invalid, to_status};
+use super::paging;
+use super::status::to_status;
 
 pub async fn handle(
     broker: &Broker,
     req: ListDeadLettersRequest,
 ) -> Result<ListDeadLettersResponse, Status> {
-    let limit = broker.options().limits.page_size(req.page_size);
-    let after = if req.page_token.is_empty() {
-        None
-    } else {
-        let bad = || {
-            invalid(
-                "page_token",
-                "is not a token from a previous response; pass next_page_token unchanged",
-            )
-        };
-        let raw = URL_SAFE_NO_PAD.decode(&req.page_token).map_err(|_| bad())?;
-        Some(
-            String::from_utf8(raw)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(bad)?,
-        )
-    };
-    let query = convert::dead_letter_query(req.filter)?;
+    let DeadLetterPage {
+        after,
+        limit,
+        query,
+    } = parse(&req, &broker.options().limits)?;
     let (page, next) = broker
         .list_dead_letters(&req.topic, &req.subscription, after, limit, query)
         .await
@@ -42,7 +29,24 @@ pub async fn handle(
             .iter()
             .map(|d| convert::dead_letter(&req.topic, d))
             .collect(),
-        next_page_token: next
-            .map_or_else(String::new, |seq| URL_SAFE_NO_PAD.encode(seq.to_string())),
+        next_page_token: next.map_or_else(String::new, paging::seq_token),
+    })
+}
+
+/// Which page of the queue a ListDeadLetters request asks for.
+#[derive(Debug)]
+pub struct DeadLetterPage {
+    /// Start after this sequence number (`None`: from the oldest entry).
+    pub after: Option<u64>,
+    pub limit: usize,
+    pub query: DeadLetterQuery,
+}
+
+/// The broker-free part of ListDeadLetters: page position, size and filter.
+pub fn parse(req: &ListDeadLettersRequest, limits: &Limits) -> Result<DeadLetterPage, Status> {
+    Ok(DeadLetterPage {
+        after: paging::decode_seq_token(&req.page_token)?,
+        limit: limits.page_size(req.page_size),
+        query: convert::dead_letter_query(req.filter.clone())?,
     })
 }

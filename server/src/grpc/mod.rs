@@ -3,6 +3,9 @@
 //! Handlers validate and convert at the edge, then call [`eventbus_log::Broker`].
 //! [`EventServer`] serves `EventService`, checking the counts of the requests
 //! that multiply in memory on the wire first ([`wire`]).
+//! The checking step of each handler is a broker-free `parse` function, so that
+//! the fuzz targets (`fuzz/`) can drive it with arbitrary requests; [`parse`]
+//! gathers them.
 
 mod ack;
 mod convert;
@@ -49,6 +52,31 @@ use crate::ops::Ops;
 use tonic::{Request, Response, Status};
 
 type RpcResult<T> = Result<Response<T>, Status>;
+
+/// The broker-free first step of the handlers that check their request
+/// (convert wire types and validate them), plus the wire conversions and page
+/// tokens they use. For the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod parse {
+    pub use super::convert::{
+        dead_letter_id, duration_from_proto, duration_to_proto, filter_from_proto, filter_to_proto,
+        millis_to_timestamp, timestamp_to_millis,
+    };
+    pub use super::create_subscription::parse as create_subscription;
+    pub use super::create_topic::parse as create_topic;
+    pub use super::list_dead_letters::parse as list_dead_letters;
+    pub use super::modify_ack_deadline::parse as modify_ack_deadline;
+    pub use super::nack::parse as nack;
+    pub use super::paging::{
+        decode_name_token, decode_seq_token, name_token, seq_token, PageRequest,
+    };
+    pub use super::publish::parse_events as publish;
+    pub use super::purge_dead_letters::selector as dead_letter_selector;
+    pub use super::replay::parse as replay;
+    pub use super::seek_subscription::parse as seek_subscription;
+    pub use super::update_subscription::parse as update_subscription;
+    pub use eventbus_log::limits::Limits;
+}
 
 /// Implements `eventbus.v1.EventService`.
 #[derive(Clone)]

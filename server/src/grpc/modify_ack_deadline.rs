@@ -1,5 +1,7 @@
 //! `EventService/ModifyAckDeadline`: extend or shorten leases.
 
+use std::time::Duration;
+
 use eventbus_log::delivery::SettleOp;
 use eventbus_log::options::MAX_ACK_DEADLINE;
 use eventbus_log::Broker;
@@ -13,16 +15,7 @@ pub async fn handle(
     broker: &Broker,
     req: ModifyAckDeadlineRequest,
 ) -> Result<ModifyAckDeadlineResponse, Status> {
-    let Some(deadline) = req.ack_deadline.as_ref() else {
-        return Err(invalid("ack_deadline", "is required; use 0s to nack now"));
-    };
-    let deadline = duration_from_proto("ack_deadline", deadline)?;
-    if deadline > MAX_ACK_DEADLINE {
-        return Err(invalid(
-            "ack_deadline",
-            format!("{deadline:?} is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
-        ));
-    }
+    let deadline = parse(&req)?;
     let outcome = broker
         .settle(
             &req.topic,
@@ -34,4 +27,19 @@ pub async fn handle(
         .map_err(to_status)?;
     stale_to_status("extended", req.ack_ids.len(), outcome)?;
     Ok(ModifyAckDeadlineResponse {})
+}
+
+/// The broker-free part of ModifyAckDeadline: the new deadline, checked.
+pub fn parse(req: &ModifyAckDeadlineRequest) -> Result<Duration, Status> {
+    let Some(deadline) = req.ack_deadline.as_ref() else {
+        return Err(invalid("ack_deadline", "is required; use 0s to nack now"));
+    };
+    let deadline = duration_from_proto("ack_deadline", deadline)?;
+    if deadline > MAX_ACK_DEADLINE {
+        return Err(invalid(
+            "ack_deadline",
+            format!("{deadline:?} is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
+        ));
+    }
+    Ok(deadline)
 }

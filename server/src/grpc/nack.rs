@@ -14,6 +14,17 @@ use super::status::{invalid, stale_to_status, to_status};
 const MAX_NACK_DELAY: Duration = eventbus_log::options::MAX_ACK_DEADLINE;
 
 pub async fn handle(broker: &Broker, req: NackRequest) -> Result<NackResponse, Status> {
+    let op = parse(&req)?;
+    let outcome = broker
+        .settle(&req.topic, &req.subscription, op, &req.ack_ids)
+        .await
+        .map_err(to_status)?;
+    stale_to_status("nacked", req.ack_ids.len(), outcome)?;
+    Ok(NackResponse {})
+}
+
+/// The broker-free part of Nack: what to do with the deliveries.
+pub fn parse(req: &NackRequest) -> Result<SettleOp, Status> {
     let delay = req
         .delay
         .as_ref()
@@ -26,22 +37,10 @@ pub async fn handle(broker: &Broker, req: NackRequest) -> Result<NackResponse, S
             format!("{delay:?} is longer than the maximum of {MAX_NACK_DELAY:?}"),
         ));
     }
-    let outcome = broker
-        .settle(
-            &req.topic,
-            &req.subscription,
-            if req.dead_letter {
-                SettleOp::DeadLetter { reason: req.reason }
-            } else {
-                SettleOp::Nack {
-                    delay,
-                    reason: req.reason,
-                }
-            },
-            &req.ack_ids,
-        )
-        .await
-        .map_err(to_status)?;
-    stale_to_status("nacked", req.ack_ids.len(), outcome)?;
-    Ok(NackResponse {})
+    let reason = req.reason.clone();
+    Ok(if req.dead_letter {
+        SettleOp::DeadLetter { reason }
+    } else {
+        SettleOp::Nack { delay, reason }
+    })
 }

@@ -17,23 +17,8 @@ impl PageRequest {
     /// Parses `page_size` (0: the default; capped to `max-page-size`) and
     /// `page_token` (empty: the first page).
     pub fn parse(limits: &Limits, page_size: u32, token: &str) -> Result<PageRequest, Status> {
-        let after = if token.is_empty() {
-            None
-        } else {
-            let raw = URL_SAFE_NO_PAD
-                .decode(token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    invalid(
-                        "page_token",
-                        "is not a token from a previous response; pass next_page_token unchanged",
-                    )
-                })?;
-            Some(raw)
-        };
         Ok(PageRequest {
-            after,
+            after: decode_name_token(token)?,
             size: limits.page_size(page_size),
         })
     }
@@ -41,7 +26,7 @@ impl PageRequest {
     /// The token of the next page: after `last`, when `more` follow.
     pub fn next_token(last: Option<&str>, more: bool) -> String {
         match last {
-            Some(name) if more => URL_SAFE_NO_PAD.encode(name),
+            Some(name) if more => name_token(name),
             _ => String::new(),
         }
     }
@@ -57,6 +42,45 @@ impl PageRequest {
         let next = Self::next_token(rest.last().map(&name), more);
         (rest, next)
     }
+}
+
+/// The token of the page after the item named `name`.
+pub fn name_token(name: &str) -> String {
+    URL_SAFE_NO_PAD.encode(name)
+}
+
+/// The name a [`name_token`] resumes after; `None` for the empty token (the
+/// first page).
+pub fn decode_name_token(token: &str) -> Result<Option<String>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(Some)
+        .ok_or_else(bad_token)
+}
+
+/// The token of the dead-letter page after sequence number `seq`.
+pub fn seq_token(seq: u64) -> String {
+    URL_SAFE_NO_PAD.encode(seq.to_string())
+}
+
+/// The sequence number a [`seq_token`] resumes after; `None` for the empty
+/// token (the first page).
+pub fn decode_seq_token(token: &str) -> Result<Option<u64>, Status> {
+    decode_name_token(token)?
+        .map(|s| s.parse().map_err(|_| bad_token()))
+        .transpose()
+}
+
+fn bad_token() -> Status {
+    invalid(
+        "page_token",
+        "is not a token from a previous response; pass next_page_token unchanged",
+    )
 }
 
 #[cfg(test)]
@@ -89,6 +113,21 @@ mod tests {
         };
         assert_eq!(PageRequest::parse(&limits, 1000, "").unwrap().size, 7);
         assert_eq!(PageRequest::parse(&limits, 0, "").unwrap().size, 7);
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        for name in ["", "a", "orders.v1", "ü-ß"] {
+            assert_eq!(
+                decode_name_token(&name_token(name)).unwrap().as_deref(),
+                (!name.is_empty()).then_some(name)
+            );
+        }
+        for seq in [0, 1, 99, u64::MAX] {
+            assert_eq!(decode_seq_token(&seq_token(seq)).unwrap(), Some(seq));
+        }
+        assert_eq!(decode_seq_token("").unwrap(), None);
+        assert!(decode_seq_token(&name_token("x")).is_err());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `EventService/Publish`: append a batch of events to one topic.
 
 use eventbus_log::Broker;
-use eventbus_proto::v1::{PublishRequest, PublishResponse, PublishResult};
+use eventbus_proto::v1::{PublishEvent, PublishRequest, PublishResponse, PublishResult};
 use std::time::Instant;
 
+use eventbus_log::limits::Limits;
 use eventbus_log::{AppendResult, NewEvent};
 use tonic::Status;
 
@@ -26,20 +27,7 @@ pub async fn handle(
     // The count was bounded on the wire already (see `wire`); the other
     // bounds apply to what the client sent, before the server adds its own
     // attributes (the trace context) and before a topic is auto-created.
-    let limits = &broker.options().limits;
-    limits
-        .check_publish_count(req.events.len())
-        .map_err(to_status)?;
-    let mut events = req
-        .events
-        .into_iter()
-        .enumerate()
-        .map(|(i, ev)| {
-            let ev = convert::new_event(ev)?;
-            limits.check_event(i, &ev).map_err(to_status)?;
-            Ok(ev)
-        })
-        .collect::<Result<Vec<_>, Status>>()?;
+    let mut events = parse_events(req.events, &broker.options().limits)?;
     if let Some(tp) = traceparent {
         for e in &mut events {
             e.attributes
@@ -63,6 +51,23 @@ pub async fn handle(
             })
             .collect(),
     })
+}
+
+/// The broker-free part of Publish: converts and checks every event. Takes
+/// the events by value so payloads move into the domain type uncopied.
+pub fn parse_events(events: Vec<PublishEvent>, limits: &Limits) -> Result<Vec<NewEvent>, Status> {
+    limits
+        .check_publish_count(events.len())
+        .map_err(to_status)?;
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            let ev = convert::new_event(ev)?;
+            limits.check_event(i, &ev).map_err(to_status)?;
+            Ok(ev)
+        })
+        .collect()
 }
 
 /// Counts what was stored (duplicates excluded) and how long it took.

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use eventbus_log::filter::any_type_matches;
+use eventbus_log::limits::Limits;
 use eventbus_log::{Broker, TopicState};
 use eventbus_proto::v1::{replay_request, Event, ReplayRequest, ReplayResponse};
 use tokio::sync::mpsc;
@@ -47,57 +48,19 @@ pub async fn handle(
     req: ReplayRequest,
 ) -> Result<ReplayStream, Status> {
     let topic = broker.log().existing_topic(&req.topic).map_err(to_status)?;
-    let limits = &broker.options().limits;
-    limits
-        .check_type_patterns("types", &req.types)
-        .and_then(|bytes| limits.check_filter_bytes("types", bytes))
-        .map_err(to_status)?;
-    if req.follow && req.end.is_some() {
-        return Err(invalid(
-            "follow",
-            "cannot be combined with end_offset or end_time",
-        ));
-    }
-    let count = topic.partition_count();
-    let partitions: Vec<u32> = if req.partitions.is_empty() {
-        (0..count).collect()
-    } else {
-        let mut seen = vec![false; count as usize];
-        for &p in &req.partitions {
-            let Some(seen) = seen.get_mut(p as usize) else {
-                return Err(invalid(
-                    "partitions",
-                    format!(
-                        "topic {:?} has partitions 0..{count}; {p} does not exist",
-                        req.topic
-                    ),
-                ));
-            };
-            if std::mem::replace(seen, true) {
-                return Err(invalid(
-                    "partitions",
-                    format!("partition {p} is named twice; name each partition once"),
-                ));
-            }
-        }
-        req.partitions.clone()
-    };
-    let end_time = match &req.end {
-        Some(replay_request::End::EndTime(t)) => Some(timestamp_to_millis("end_time", t)?),
-        _ => None,
-    };
-    let mut cursors = Vec::with_capacity(partitions.len());
-    for p in partitions {
+    let plan = parse(&req, topic.partition_count(), &broker.options().limits)?;
+    let mut cursors = Vec::with_capacity(plan.partitions.len());
+    for p in plan.partitions {
         let tail = &topic.partitions[p as usize];
-        let next = match &req.start {
-            None => tail.start(),
-            Some(replay_request::Start::StartOffset(o)) => (*o).max(tail.start()),
-            Some(replay_request::Start::StartTime(t)) => broker
-                .offset_for_time(topic.clone(), p, timestamp_to_millis("start_time", t)?)
+        let next = match (&req.start, plan.start_time) {
+            (_, Some(ms)) => broker
+                .offset_for_time(topic.clone(), p, ms)
                 .await
                 .map_err(to_status)?,
+            (Some(replay_request::Start::StartOffset(o)), _) => (*o).max(tail.start()),
+            _ => tail.start(),
         };
-        let end = match (&req.end, end_time) {
+        let end = match (&req.end, plan.end_time) {
             (_, Some(ms)) => End::Time(ms),
             (Some(replay_request::End::EndOffset(o)), _) => End::Offset(*o),
             _ if req.follow => End::Never,
@@ -125,6 +88,68 @@ pub async fn handle(
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// What a Replay request selects, checked.
+#[derive(Debug)]
+pub struct Plan {
+    /// The partitions to read, each below the topic's partition count.
+    pub partitions: Vec<u32>,
+    /// `start_time` in Unix milliseconds, when the replay starts at a time.
+    pub start_time: Option<u64>,
+    /// `end_time` in Unix milliseconds, when the replay ends at a time.
+    pub end_time: Option<u64>,
+}
+
+/// The broker-free part of Replay, for a topic of `partition_count`
+/// partitions: type patterns, start and end, and the partitions.
+pub fn parse(req: &ReplayRequest, partition_count: u32, limits: &Limits) -> Result<Plan, Status> {
+    limits
+        .check_type_patterns("types", &req.types)
+        .and_then(|bytes| limits.check_filter_bytes("types", bytes))
+        .map_err(to_status)?;
+    if req.follow && req.end.is_some() {
+        return Err(invalid(
+            "follow",
+            "cannot be combined with end_offset or end_time",
+        ));
+    }
+    let partitions: Vec<u32> = if req.partitions.is_empty() {
+        (0..partition_count).collect()
+    } else {
+        let mut seen = vec![false; partition_count as usize];
+        for &p in &req.partitions {
+            let Some(seen) = seen.get_mut(p as usize) else {
+                return Err(invalid(
+                    "partitions",
+                    format!(
+                        "topic {:?} has partitions 0..{partition_count}; {p} does not exist",
+                        req.topic
+                    ),
+                ));
+            };
+            if std::mem::replace(seen, true) {
+                return Err(invalid(
+                    "partitions",
+                    format!("partition {p} is named twice; name each partition once"),
+                ));
+            }
+        }
+        req.partitions.clone()
+    };
+    let end_time = match &req.end {
+        Some(replay_request::End::EndTime(t)) => Some(timestamp_to_millis("end_time", t)?),
+        _ => None,
+    };
+    let start_time = match &req.start {
+        Some(replay_request::Start::StartTime(t)) => Some(timestamp_to_millis("start_time", t)?),
+        _ => None,
+    };
+    Ok(Plan {
+        partitions,
+        start_time,
+        end_time,
+    })
 }
 
 async fn run(

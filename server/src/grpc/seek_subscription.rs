@@ -14,7 +14,19 @@ pub async fn handle(
     broker: &Broker,
     req: SeekSubscriptionRequest,
 ) -> Result<SeekSubscriptionResponse, Status> {
-    let target = match req.target {
+    let target = parse(req.target)?;
+    let info = broker
+        .seek(&req.topic, &req.subscription, target)
+        .await
+        .map_err(to_status)?;
+    Ok(SeekSubscriptionResponse {
+        subscription: Some(convert::subscription(&info)),
+    })
+}
+
+/// The broker-free part of SeekSubscription: where to move.
+pub fn parse(target: Option<Target>) -> Result<SeekTarget, Status> {
+    Ok(match target {
         None => {
             return Err(invalid(
                 "target",
@@ -35,12 +47,5 @@ pub async fn handle(
         Some(Target::Offsets(o)) => {
             SeekTarget::Offsets(o.offsets.iter().map(|p| (p.partition, p.offset)).collect())
         }
-    };
-    let info = broker
-        .seek(&req.topic, &req.subscription, target)
-        .await
-        .map_err(to_status)?;
-    Ok(SeekSubscriptionResponse {
-        subscription: Some(convert::subscription(&info)),
     })
 }

@@ -11,7 +11,23 @@ pub async fn handle(
     broker: &Broker,
     req: UpdateSubscriptionRequest,
 ) -> Result<UpdateSubscriptionResponse, Status> {
-    let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+    let update = parse(&req)?;
+    let info = broker
+        .update_settings(&req.topic, &req.subscription, update)
+        .await
+        .map_err(to_status)?;
+    Ok(UpdateSubscriptionResponse {
+        subscription: Some(convert::subscription(&info)),
+    })
+}
+
+/// The broker-free part of UpdateSubscription: the changes its mask names.
+pub fn parse(req: &UpdateSubscriptionRequest) -> Result<SubscriptionUpdate, Status> {
+    let paths = req
+        .update_mask
+        .as_ref()
+        .map(|m| m.paths.as_slice())
+        .unwrap_or_default();
     if paths.is_empty() {
         return Err(invalid(
             "update_mask",
@@ -19,7 +35,7 @@ pub async fn handle(
         ));
     }
     let mut update = SubscriptionUpdate::default();
-    for path in &paths {
+    for path in paths {
         match path.as_str() {
             "ack_deadline" => {
                 update.ack_deadline = Some(
@@ -43,11 +59,5 @@ pub async fn handle(
             }
         }
     }
-    let info = broker
-        .update_settings(&req.topic, &req.subscription, update)
-        .await
-        .map_err(to_status)?;
-    Ok(UpdateSubscriptionResponse {
-        subscription: Some(convert::subscription(&info)),
-    })
+    Ok(update)
 }

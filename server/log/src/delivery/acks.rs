@@ -16,7 +16,7 @@
 //!   their attempt number across restarts.
 //!
 //! Encoding (value of a `subs` key): version u8 = 1, floor varint, then the settled
-//! offsets as a count plus ascending deltas, then the attempts as a count plus
+//! offsets as a count plus ascending (non-zero) deltas, then the attempts as a count plus
 //! (offset delta from floor, attempts) pairs. All varints.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,7 +116,15 @@ impl PartitionAcks {
         let mut settled = BTreeSet::new();
         let mut prev = floor;
         for _ in 0..r.varint()? {
-            prev = prev.checked_add(r.varint()?).ok_or(CodecError::Truncated)?;
+            // Settled offsets lie strictly above the floor and ascend: the
+            // encoder never writes a zero delta.
+            let delta = r.varint()?;
+            if delta == 0 {
+                return Err(CodecError::Malformed(
+                    "settled offsets must ascend above the floor",
+                ));
+            }
+            prev = prev.checked_add(delta).ok_or(CodecError::Truncated)?;
             settled.insert(prev);
         }
         let mut attempts = BTreeMap::new();
@@ -192,5 +200,19 @@ mod tests {
         assert_eq!(PartitionAcks::decode(&enc).unwrap(), a);
         assert!(PartitionAcks::decode(&enc[..enc.len() - 1]).is_err());
         assert!(PartitionAcks::decode(&[9]).is_err());
+    }
+
+    /// Found by the `ack_state` fuzz target (fuzz/): a settled delta of 0
+    /// put the floor itself into `settled`. `settle(floor)` then reports
+    /// "already settled", so the floor never advances again and `settled`
+    /// grows with every later ack. The encoder never writes a 0 delta.
+    #[test]
+    fn a_settled_offset_at_or_below_the_previous_one_is_rejected() {
+        // Floor 64 (as an overlong varint), one settled offset, delta 0.
+        let at_floor = [1, 0xc0, 0x00, 1, 0, 0];
+        assert!(PartitionAcks::decode(&at_floor).is_err());
+        // Floor 5, settled 7 twice.
+        let repeated = [1, 5, 2, 2, 0, 0];
+        assert!(PartitionAcks::decode(&repeated).is_err());
     }
 }
