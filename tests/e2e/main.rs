@@ -4,6 +4,7 @@
 mod backup;
 mod big_events;
 mod cli;
+mod corruption;
 mod crash;
 mod dead_letters;
 mod delivery;

@@ -195,6 +195,19 @@ impl ChildServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> ChildServer {
+        Self::try_start(bin, data_dir, extra, env)
+            .await
+            .unwrap_or_else(|output| panic!("server exited before serving:\n{output}"))
+    }
+
+    /// [`ChildServer::start_with_env`], or, when the server exits before it
+    /// serves (it refused to start), everything it printed.
+    pub async fn try_start(
+        bin: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<ChildServer, String> {
         let mut child = tokio::process::Command::new(bin)
             .arg("serve")
             .arg("--listen")
@@ -211,16 +224,20 @@ impl ChildServer {
             .env("EVENTBUS_DISK_RESERVE_BYTES", "16777216")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn eventbus-under-test");
         let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stdout).lines();
-        let (addr, metrics_addr) = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut printed = String::new();
+        let serving = tokio::time::timeout(Duration::from_secs(30), async {
             let mut metrics_addr = None;
             while let Some(line) = lines.next_line().await.expect("read log") {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    printed.push_str(&line);
+                    printed.push('\n');
                     continue;
                 };
                 let addr = || {
@@ -234,20 +251,32 @@ impl ChildServer {
                     metrics_addr = Some(addr());
                 }
                 if v["fields"]["message"] == "eventbus serving" {
-                    return (addr(), metrics_addr.expect("metrics port logged first"));
+                    return Some((addr(), metrics_addr.expect("metrics port logged first")));
                 }
+                printed.push_str(&line);
+                printed.push('\n');
             }
-            panic!("server exited before serving");
+            None
         })
         .await
-        .expect("server starts within 30 s");
-        // Keep draining the log so the child never blocks on a full pipe.
+        .expect("server serves or exits within 30 s");
+        let Some((addr, metrics_addr)) = serving else {
+            use tokio::io::AsyncReadExt as _;
+            let mut err = String::new();
+            let _ = stderr.read_to_string(&mut err).await;
+            let status = child.wait().await.expect("wait for the exited server");
+            return Err(format!("{status}\nstdout:\n{printed}stderr:\n{err}"));
+        };
+        // Keep draining the output so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ChildServer {
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        });
+        Ok(ChildServer {
             addr,
             metrics_addr,
             child,
-        }
+        })
     }
 
     /// The process id, e.g. to read `/proc/<pid>/status`.

@@ -67,6 +67,16 @@ pub enum Error {
     #[error("stored data is damaged: {0}; the damaged range cannot be read (see RUNBOOK.md, corruption)")]
     StorageCorruption(String),
 
+    /// A subscription's read of a partition hit damaged data, so its members'
+    /// streams end with this until the subscription is sought past it.
+    #[error("topic {topic:?} partition {partition} cannot be read at or after offset {offset}: {cause}. The subscription stopped delivering there: seek it past the damaged range (SeekSubscription), or restore the data dir from a backup (see RUNBOOK.md, corruption)")]
+    DamagedRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        cause: String,
+    },
+
     /// RocksDB returned an error.
     #[error("storage error: {0}")]
     Storage(rocksdb::Error),
@@ -85,6 +95,20 @@ pub enum Error {
     /// The server is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+}
+
+impl Error {
+    /// Stored data is damaged (DATA_LOSS for the caller), as opposed to a
+    /// storage error that may pass.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Corruption { .. }
+                | Error::CorruptMetadata { .. }
+                | Error::StorageCorruption(_)
+                | Error::DamagedRange { .. }
+        )
+    }
 }
 
 impl From<rocksdb::Error> for Error {

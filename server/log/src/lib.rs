@@ -12,7 +12,8 @@
 //! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
 //! * [`keys`]: the RocksDB key layout; [`codec`]: the record envelope.
 //! * [`metric_names`]: what the engine records through the `metrics` facade.
-//! * [`health`]: the write path's state (ok, disk full, failed); [`space`]: the free-space reserve.
+//! * [`health`]: the write path's state (ok, disk full, failed); [`space`]: the free-space reserve;
+//!   [`synced_mark`]: the synced high-water mark that tells a torn WAL tail from lost synced writes.
 //! * [`limits`]: the bound on every client-controlled size, and its checks.
 //! * [`meta`], [`options`], [`types`], [`names`], [`partitioner`], [`error`].
 
@@ -33,6 +34,7 @@ pub mod options;
 pub mod partitioner;
 pub mod space;
 pub mod store;
+pub mod synced_mark;
 pub mod types;
 pub mod writer;
 

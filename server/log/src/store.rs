@@ -38,6 +38,7 @@ use crate::names::validate_name;
 use crate::options::{Options, MAX_PARTITIONS};
 use crate::partitioner::{partition_for_key, Spreader};
 use crate::space::SpaceGuard;
+use crate::synced_mark::{self, SyncedMark};
 use crate::types::{AppendResult, Durability, NewEvent, Offset, PartitionId, StoredEvent, TopicId};
 use crate::writer::{Cf, Command, Op, PendingRecord, Writer};
 
@@ -179,6 +180,8 @@ struct Inner {
     admin: Mutex<IdAllocator>,
     incarnation: u64,
     health: HealthCell,
+    synced_mark: Arc<SyncedMark>,
+    mark_keeper: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -191,8 +194,17 @@ impl Drop for Inner {
         if let Some(t) = self.writer_thread.get_mut().expect("not poisoned").take() {
             let _ = t.join();
         }
-        if let Err(e) = self.db.flush_wal(true) {
-            tracing::error!(error = %e, "final WAL sync failed");
+        // The keeper's last round syncs the WAL and writes the final mark.
+        self.synced_mark.stop();
+        match self.mark_keeper.get_mut().expect("not poisoned").take() {
+            Some(t) => {
+                let _ = t.join();
+            }
+            None => {
+                if let Err(e) = self.db.flush_wal(true) {
+                    tracing::error!(error = %e, "final WAL sync failed");
+                }
+            }
         }
     }
 }
@@ -221,7 +233,10 @@ impl Log {
             location: options.data_dir.display().to_string(),
             reason: format!("cannot create data dir: {e}"),
         })?;
+        let (synced_mark, stored_mark) = SyncedMark::open(&options.data_dir)?;
         let db = Arc::new(open_db(&options.data_dir, options.write_buffer_bytes)?);
+        // Before anything is written: did recovery keep every synced write?
+        synced_mark::check_recovered(db.latest_sequence_number(), stored_mark, synced_mark.path())?;
         let meta_cf = db.cf_handle(keys::CF_META).expect("meta cf");
 
         match db.get_cf(meta_cf, keys::meta_key(MetaKind::FormatVersion))? {
@@ -307,11 +322,15 @@ impl Log {
             crate::types::saturating_millis(options.dedup_window),
             health.clone(),
             SpaceGuard::new(options.data_dir.clone(), options.disk_reserve_bytes),
+            synced_mark.clone(),
         );
         let writer_thread = std::thread::Builder::new()
             .name("eventbus-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| corrupt_meta("writer thread", e.to_string()))?;
+        let mark_keeper = synced_mark
+            .spawn_keeper(db.clone(), health.clone())
+            .map_err(|e| corrupt_meta("synced-mark thread", e.to_string()))?;
 
         tracing::info!(
             data_dir = %options.data_dir.display(),
@@ -330,6 +349,8 @@ impl Log {
                 admin: Mutex::new(ids),
                 incarnation,
                 health,
+                synced_mark,
+                mark_keeper: std::sync::Mutex::new(Some(mark_keeper)),
             }),
         })
     }
@@ -1023,20 +1044,24 @@ fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<P
     ro.set_iterate_lower_bound(lower.to_vec());
     ro.set_iterate_upper_bound(upper.to_vec());
     let mut it = db.raw_iterator_cf_opt(cf, ro);
-    it.seek_to_last();
-    let last = match it.key() {
-        Some(k) => keys::parse_record_key(k).map(|(_, _, o)| o),
-        None => None,
+    // A key that does not parse must not make the partition look empty (its
+    // offsets would be handed out again): refuse to start instead.
+    let offset_of = |k: &[u8]| {
+        keys::parse_record_key(k).map(|(_, _, o)| o).ok_or_else(|| {
+            corrupt_meta(
+                &format!("topic {topic} partition {partition}"),
+                format!("malformed record key {k:02x?}"),
+            )
+        })
     };
+    it.seek_to_last();
+    let last = it.key().map(offset_of).transpose()?;
     let last_publish_ms = it
         .value()
         .and_then(|v| codec::record_publish_time(v).ok())
         .unwrap_or(0);
     it.seek_to_first();
-    let first = match it.key() {
-        Some(k) => keys::parse_record_key(k).map(|(_, _, o)| o),
-        None => None,
-    };
+    let first = it.key().map(offset_of).transpose()?;
     it.status()?;
     Ok(match (first, last) {
         (Some(f), Some(l)) => PartitionBounds {
@@ -1062,6 +1087,14 @@ fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
     // Keep the WAL bounded: column families with little traffic (meta, subs) must
     // not pin old WAL files forever.
     db_opts.set_max_total_wal_size(256 << 20);
+    // After kill -9 or a power cut the WAL may end in a torn record: recover
+    // the prefix before it (PointInTime), never skip past damage and replay
+    // what follows (SkipAnyCorruptedRecords would reorder history). Damage
+    // inside the synced part would make PointInTime drop acknowledged writes;
+    // the synced mark (synced_mark.rs) detects that and refuses to start, and
+    // RocksDB itself checks that no synced WAL file went missing or shrank.
+    db_opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+    db_opts.set_track_and_verify_wals_in_manifest(true);
 
     let mut table = BlockBasedOptions::default();
     table.set_block_size(16 * 1024);
@@ -1298,6 +1331,40 @@ mod tests {
         log.db().put_cf(log.cf(Cf::Records), key, v).unwrap();
         let err = log.read(&topic, 0, 0, 10, usize::MAX).unwrap_err();
         assert!(matches!(err, Error::Corruption { .. }), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_malformed_record_key_refuses_to_open_instead_of_an_empty_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path()).await;
+        let topic = log
+            .create_topic(
+                "t",
+                TopicConfig {
+                    partitions: 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        log.append(&topic, &[ev("", "a"), ev("", "b")])
+            .await
+            .unwrap();
+        // The last key of the partition grows a stray byte.
+        let good = keys::record_key(topic.id(), 0, 1);
+        let v = log.db().get_cf(log.cf(Cf::Records), good).unwrap().unwrap();
+        let mut bad = good.to_vec();
+        bad.push(0);
+        log.db().put_cf(log.cf(Cf::Records), &bad, v).unwrap();
+        log.close();
+        let o = options(dir.path());
+        let err = tokio::task::spawn_blocking(move || Log::open(o))
+            .await
+            .unwrap()
+            .err()
+            .expect("refuses to open");
+        assert!(matches!(err, Error::CorruptMetadata { .. }), "{err}");
+        assert!(err.to_string().contains("malformed record key"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

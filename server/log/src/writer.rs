@@ -54,6 +54,7 @@ use crate::meta::now_ms;
 use crate::metric_names;
 use crate::space::SpaceGuard;
 use crate::store::TopicState;
+use crate::synced_mark::SyncedMark;
 use crate::types::{AppendResult, PartitionId};
 
 /// Stop draining the queue into one group past this many bytes, so a single write
@@ -179,6 +180,8 @@ pub struct Writer {
     health: HealthCell,
     space: SpaceGuard,
     dedup: Dedup,
+    /// Advanced after every successful WAL sync.
+    mark: Arc<SyncedMark>,
 }
 
 /// A group in RocksDB whose effects wait for the syncer.
@@ -198,6 +201,7 @@ impl Writer {
         dedup_window_ms: u64,
         health: HealthCell,
         space: SpaceGuard,
+        mark: Arc<SyncedMark>,
     ) -> Self {
         Writer {
             db,
@@ -206,6 +210,7 @@ impl Writer {
             health,
             space,
             dedup: Dedup::new(dedup_window_ms),
+            mark,
         }
     }
 
@@ -235,9 +240,10 @@ impl Writer {
         let pending = Arc::new(AtomicUsize::new(0));
         let syncer = {
             let (db, pending, health) = (self.db.clone(), pending.clone(), self.health.clone());
+            let mark = self.mark.clone();
             std::thread::Builder::new()
                 .name("eventbus-syncer".into())
-                .spawn(move || run_syncer(db, syncer_rx, pending, health))
+                .spawn(move || run_syncer(db, syncer_rx, pending, health, &mark))
         };
         let syncer = match syncer {
             Ok(handle) => Some((handle, to_syncer)),
@@ -359,6 +365,13 @@ impl Writer {
                     reserve_bytes,
                 };
                 fail_replies_with(replies, full);
+            } else if msg.starts_with("Corruption") {
+                // RocksDB stops all writes once a flush or compaction finds
+                // damaged data; a restart meets the same damage.
+                self.health.fail(format!(
+                    "stored data is damaged and RocksDB stopped all writes: {msg}; restore the data dir from a backup (see RUNBOOK.md, corruption)"
+                ));
+                fail_replies(replies, &msg);
             } else {
                 self.health.fail(format!("RocksDB write failed: {msg}"));
                 fail_replies(replies, &msg);
@@ -377,7 +390,7 @@ impl Writer {
                 if let Err(unsent) = tx.send(written) {
                     // The syncer is gone (it only stops when we do): answer here.
                     pending.fetch_sub(1, Release);
-                    sync_and_complete(&self.db, vec![unsent.0], &self.health);
+                    sync_and_complete(&self.db, vec![unsent.0], &self.health, &self.mark);
                 }
             }
             // The syncer may have failed a sync since the check at the top;
@@ -561,13 +574,14 @@ fn run_syncer(
     rx: std::sync::mpsc::Receiver<Written>,
     pending: Arc<AtomicUsize>,
     health: HealthCell,
+    mark: &SyncedMark,
 ) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while let Ok(first) = rx.recv() {
             let mut groups = vec![first];
             groups.extend(rx.try_iter());
             let n = groups.len();
-            sync_and_complete(&db, groups, &health);
+            sync_and_complete(&db, groups, &health, mark);
             pending.fetch_sub(n, Release);
         }
     }));
@@ -583,14 +597,19 @@ fn run_syncer(
 /// ends and answers; after this or any earlier failure, errors instead.
 /// A failed sync stops the write path whatever its errno (out of space
 /// included): the pages that failed to reach the disk may be gone.
-fn sync_and_complete(db: &DB, groups: Vec<Written>, health: &HealthCell) {
+fn sync_and_complete(db: &DB, groups: Vec<Written>, health: &HealthCell, mark: &SyncedMark) {
     let _span = tracing::debug_span!("wal_sync", groups = groups.len()).entered();
     let synced = match health.failed() {
         Some(msg) => Err(msg),
-        None if groups.iter().any(|w| w.sync) => sync_wal(db).map_err(|msg| {
-            health.fail(format!("WAL sync failed: {msg}"));
-            msg
-        }),
+        None if groups.iter().any(|w| w.sync) => {
+            // Read before the sync: everything up to here is in the WAL the
+            // sync covers (the writer may add more meanwhile).
+            let covered = db.latest_sequence_number();
+            sync_wal(db).map(|()| mark.advance(covered)).map_err(|msg| {
+                health.fail(format!("WAL sync failed: {msg}"));
+                msg
+            })
+        }
         None => Ok(()),
     };
     match synced {

@@ -36,7 +36,10 @@ pub fn to_status(err: Error) -> Status {
             message.clone(),
             ErrorDetails::with_quota_failure_violation(limit, message),
         ),
-        Error::Corruption { .. } | Error::CorruptMetadata { .. } | Error::StorageCorruption(_) => {
+        Error::Corruption { .. }
+        | Error::CorruptMetadata { .. }
+        | Error::StorageCorruption(_)
+        | Error::DamagedRange { .. } => {
             // Counted here, where unary replies and stream endings (Subscribe,
             // Replay: their status travels in trailers) both pass.
             metrics::counter!(crate::ops::names::DATA_LOSS).increment(1);

@@ -467,6 +467,15 @@ impl Member {
     }
 }
 
+/// Where a read of the log found damaged data.
+#[derive(Debug)]
+struct Damaged {
+    partition: PartitionId,
+    /// The read started here; the damage is at or after it.
+    offset: Offset,
+    cause: String,
+}
+
 /// Events read from the log and not yet handed out (partition buffers and the
 /// KEY-ordering queues), in events and in bytes.
 #[derive(Debug, Default)]
@@ -581,6 +590,9 @@ struct Actor {
     /// partition cursor moved meanwhile (a seek) is dropped.
     fetch_from: Option<(PartitionId, Offset)>,
     fetch_retry_at: Option<Instant>,
+    /// Where a read hit damaged data: members' streams end with DATA_LOSS and
+    /// nothing is read or delivered until a seek repositions the subscription.
+    damaged: Option<Damaged>,
     flush_at: Option<Instant>,
     generation: u64,
     ack_deadline: Duration,
@@ -653,6 +665,7 @@ impl Actor {
             fetch: None,
             fetch_from: None,
             fetch_retry_at: None,
+            damaged: None,
             flush_at: None,
             generation,
             ack_deadline,
@@ -710,7 +723,13 @@ impl Actor {
                     // positions with older state.
                     let mut ops = self.dirty_ops();
                     ops.extend(self.seek(targets));
-                    let _ = reply.send(self.log.write(ops, true).await);
+                    let written = self.log.write(ops, true).await;
+                    if written.is_ok() {
+                        // Repositioned: the next read shows whether the
+                        // damage is behind it.
+                        self.damaged = None;
+                    }
+                    let _ = reply.send(written);
                 }
                 Wake::Command(Some(Command::Flush(reply))) => {
                     self.flush_committed().await;
@@ -757,6 +776,12 @@ impl Actor {
             } => {
                 let id = self.next_member;
                 self.next_member += 1;
+                if self.damaged.is_some() {
+                    // The stream ends at once with the reason.
+                    let _ = tx.try_send(Err(self.damage_error()));
+                    let _ = reply.send(id);
+                    return;
+                }
                 self.members.insert(
                     id,
                     Member {
@@ -1529,6 +1554,7 @@ impl Actor {
     fn start_fetch(&mut self, now: Instant) {
         let read_ahead_bytes = self.log.options().read_ahead_bytes;
         if self.fetch.is_some()
+            || self.damaged.is_some()
             || self.members.is_empty()
             || self.meta.paused
             || self.buffered.events >= BUFFER_TARGET
@@ -1564,7 +1590,8 @@ impl Actor {
     }
 
     fn on_fetched(&mut self, res: FetchResult) {
-        if let Some((p, from)) = self.fetch_from.take() {
+        let origin = self.fetch_from.take();
+        if let Some((p, from)) = origin {
             if self.parts[p as usize].cursor != from {
                 return; // the partition was repositioned while we read
             }
@@ -1588,10 +1615,40 @@ impl Actor {
                     part.buffer.push_back(Arc::new(ev));
                 }
             }
+            Err(e) if e.is_damage() => {
+                let (partition, offset) = origin.unwrap_or_default();
+                let damaged = Damaged {
+                    partition,
+                    offset,
+                    cause: e.to_string(),
+                };
+                tracing::error!(subscription = %self.meta.name, topic = %self.topic.name(),
+                    partition, offset, error = %e,
+                    "damaged data on the subscription's read path; ending its streams with DATA_LOSS until it is sought past the damage");
+                self.damaged = Some(damaged);
+                let now = Instant::now();
+                for member in std::mem::take(&mut self.member_order) {
+                    if let Some(m) = self.members.get(&member) {
+                        let _ = m.tx.try_send(Err(self.damage_error()));
+                    }
+                    self.remove_member(member, now);
+                }
+            }
             Err(e) => {
                 tracing::error!(subscription = %self.meta.name, error = %e, "reading the log failed; retrying");
                 self.fetch_retry_at = Some(Instant::now() + READ_RETRY);
             }
+        }
+    }
+
+    /// The DATA_LOSS error a member gets while the subscription is damaged.
+    fn damage_error(&self) -> Error {
+        let d = self.damaged.as_ref().expect("called only while damaged");
+        Error::DamagedRange {
+            topic: self.topic.name().to_string(),
+            partition: d.partition,
+            offset: d.offset,
+            cause: d.cause.clone(),
         }
     }
 

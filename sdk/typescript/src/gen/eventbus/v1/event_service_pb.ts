@@ -507,8 +507,10 @@ export const EventService: GenService<{
    * Auto-creation beyond the server's max-topics returns RESOURCE_EXHAUSTED.
    * Returns INVALID_ARGUMENT when `events` is empty, holds more than
    * max-events-per-publish events or an event is invalid or over a limit
-   * (see PublishEvent), checked before any topic is created, and
-   * UNAVAILABLE when the storage cannot write (nothing was stored).
+   * (see PublishEvent), checked before any topic is created,
+   * RESOURCE_EXHAUSTED while the data disk is full (nothing was stored;
+   * publishing resumes by itself once space is freed), and UNAVAILABLE when
+   * the storage cannot write (nothing was stored).
    *
    * @generated from rpc eventbus.v1.EventService.Publish
    */
@@ -527,7 +529,11 @@ export const EventService: GenService<{
    * The stream stays open until the client cancels it or the server ends
    * it: NOT_FOUND if the topic or subscription does not exist or is
    * deleted, UNAVAILABLE when the server shuts down (reconnect with
-   * backoff). When a stream ends, its unsettled deliveries are released for
+   * backoff), DATA_LOSS when the subscription's read of the log reached
+   * damaged data (the message names the partition and offset; every member
+   * gets it, new ones at once, until the subscription is sought past the
+   * damage with SeekSubscription). When a stream ends, its unsettled
+   * deliveries are released for
    * immediate redelivery to other members. Each of them used a delivery
    * attempt: one released on its last attempt (see
    * Subscription.max_delivery_attempts) is dead-lettered instead, so an event
