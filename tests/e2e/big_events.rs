@@ -140,6 +140,65 @@ async fn a_stream_holds_at_most_max_in_flight_bytes_unsettled() {
     assert_eq!(more.len(), 4, "acks free exactly their bytes");
 }
 
+/// A dead-letter page of 1 MB events fits the 4 MiB a default client
+/// receives, whatever page size was asked for; paging still returns them all.
+#[tokio::test]
+async fn dead_letter_pages_of_big_events_fit_a_default_client() {
+    let server = TestServer::start().await;
+    let ids = publish_big(&server, "big").await;
+    let mut events = server.events();
+    let mut stream = subscribe(&mut events, "big", "s", COUNT as u32).await;
+    let mut ack_ids = Vec::new();
+    while ack_ids.len() < COUNT {
+        let msg = stream.message().await.expect("stream ok").expect("open");
+        ack_ids.extend(msg.deliveries.into_iter().map(|d| d.ack_id));
+    }
+    events
+        .nack(v1::NackRequest {
+            topic: "big".into(),
+            subscription: "s".into(),
+            ack_ids,
+            dead_letter: true,
+            ..Default::default()
+        })
+        .await
+        .expect("dead-letter them all");
+    // The plain generated client: the default 4 MiB receive limit.
+    let mut admin =
+        eventbus_tests::v1::admin_service_client::AdminServiceClient::new(server.channel());
+    let (mut token, mut listed, mut pages) = (String::new(), HashSet::new(), 0);
+    loop {
+        let page = admin
+            .list_dead_letters(v1::ListDeadLettersRequest {
+                topic: "big".into(),
+                subscription: "s".into(),
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("a page a default client can decode")
+            .into_inner();
+        assert!(
+            (1..=3).contains(&page.dead_letters.len()),
+            "{} entries of 1 MB in one page",
+            page.dead_letters.len()
+        );
+        pages += 1;
+        for dl in page.dead_letters {
+            let event = dl.event.expect("event");
+            assert_intact(&event.payload);
+            listed.insert(event.event_id);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed, ids, "paging returns every dead letter once");
+    assert!(pages >= COUNT / 3, "{pages} pages");
+}
+
 /// Everything that arrives until the stream is quiet for 500 ms.
 async fn recv_until_silent(
     stream: &mut tonic::Streaming<v1::SubscribeResponse>,

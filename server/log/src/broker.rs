@@ -571,15 +571,24 @@ impl Broker {
         let (log, sub, topic_id) = (self.log.clone(), h.id(), h.topic.id());
         blocking(move || {
             let mut page = Vec::new();
+            let mut page_bytes = 0usize;
             let mut failure = None;
             let mut more = false;
             log.scan_dlq(sub, after.map_or(0, |a| a + 1), |k, v| {
                 match dead_letters::decode(topic_id, k, v) {
                     Ok(dl) if query.matches(&dl.entry, &dl.event) => {
-                        if page.len() == limit {
+                        // Bounded in bytes too: a page of big events must fit
+                        // the 4 MiB a default client receives (and the
+                        // server's memory); the first entry always goes.
+                        let bytes = dl.size_bytes();
+                        if page.len() == limit
+                            || (!page.is_empty()
+                                && page_bytes + bytes > dead_letters::MAX_PAGE_BYTES)
+                        {
                             more = true;
                             return false;
                         }
+                        page_bytes += bytes;
                         page.push(dl);
                     }
                     Ok(_) => {}

@@ -50,6 +50,20 @@ pub struct DeadLetter {
     pub event: StoredEvent,
 }
 
+/// Most bytes of entries (events plus their reasons) in one ListDeadLetters
+/// page, whatever its page size: with the protobuf framing the response stays
+/// under the 4 MiB that gRPC clients receive by default. A page always holds
+/// at least one entry.
+pub const MAX_PAGE_BYTES: usize = 3 << 20;
+
+impl DeadLetter {
+    /// Bytes the entry adds to a page: its event and its reason, plus a
+    /// margin for ids, times and framing.
+    pub fn size_bytes(&self) -> usize {
+        self.event.size_bytes() + self.entry.reason.len() + 128
+    }
+}
+
 /// Decodes a stored queue entry (its `dlq` key and value) with its event, the
 /// event's checksum verified. Damage is `Corruption` / `CorruptMetadata`.
 pub fn decode(topic: TopicId, key: &[u8], value: &[u8]) -> Result<DeadLetter> {

@@ -1593,7 +1593,9 @@ type ListDeadLettersRequest struct {
 	// Subscription whose dead-letter queue to list. Required.
 	Subscription string `protobuf:"bytes,2,opt,name=subscription,proto3" json:"subscription,omitempty"`
 	// Maximum entries per page. 0 means 100; values above max-page-size
-	// (1000 by default) are capped.
+	// (1000 by default) are capped. A page also ends early once its entries
+	// hold 3 MiB (so a page of big events fits the 4 MiB a default client
+	// receives); next_page_token continues after it.
 	PageSize uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Empty for the first page, else next_page_token from the previous
 	// response.

@@ -795,7 +795,9 @@ export type ListDeadLettersRequest = Message<"eventbus.v1.ListDeadLettersRequest
 
   /**
    * Maximum entries per page. 0 means 100; values above max-page-size
-   * (1000 by default) are capped.
+   * (1000 by default) are capped. A page also ends early once its entries
+   * hold 3 MiB (so a page of big events fits the 4 MiB a default client
+   * receives); next_page_token continues after it.
    *
    * @generated from field: uint32 page_size = 3;
    */
