@@ -195,6 +195,21 @@ impl ChildServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> ChildServer {
+        match Self::try_start(bin, data_dir, extra, env).await {
+            Ok(server) => server,
+            Err(why) => panic!("{why}"),
+        }
+    }
+
+    /// [`ChildServer::start_with_env`], but a server that exits before
+    /// serving (e.g. refusing a damaged data dir) is an `Err` with its exit
+    /// status and its last log lines instead of a panic.
+    pub async fn try_start(
+        bin: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<ChildServer, String> {
         let mut child = tokio::process::Command::new(bin)
             .arg("serve")
             .arg("--listen")
@@ -211,15 +226,33 @@ impl ChildServer {
             .env("EVENTBUS_DISK_RESERVE_BYTES", "16777216")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn eventbus-under-test");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        // Keep the last lines of stderr (a refusal to start is printed
+        // there) and drain it so the child never blocks on a full pipe.
+        let last_stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let stderr_task = {
+            let last = last_stderr.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut last = last.lock().expect("stderr lines");
+                    if last.len() == 10 {
+                        last.remove(0);
+                    }
+                    last.push(line);
+                }
+            })
+        };
         let mut lines = BufReader::new(stdout).lines();
-        let (addr, metrics_addr) = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut last_log = Vec::new();
+        let started = tokio::time::timeout(Duration::from_secs(30), async {
             let mut metrics_addr = None;
-            while let Some(line) = lines.next_line().await.expect("read log") {
+            while let Ok(Some(line)) = lines.next_line().await {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                     continue;
                 };
@@ -234,20 +267,33 @@ impl ChildServer {
                     metrics_addr = Some(addr());
                 }
                 if v["fields"]["message"] == "eventbus serving" {
-                    return (addr(), metrics_addr.expect("metrics port logged first"));
+                    return Some((addr(), metrics_addr.expect("metrics port logged first")));
                 }
+                if last_log.len() == 10 {
+                    last_log.remove(0);
+                }
+                last_log.push(line);
             }
-            panic!("server exited before serving");
+            None
         })
         .await
-        .expect("server starts within 30 s");
+        .expect("server starts (or exits) within 30 s");
+        let Some((addr, metrics_addr)) = started else {
+            let status = child.wait().await.expect("wait for the server");
+            let _ = stderr_task.await;
+            let stderr = last_stderr.lock().expect("stderr lines").join("\n");
+            return Err(format!(
+                "server exited before serving ({status}); last log lines:\n{}\nstderr:\n{stderr}",
+                last_log.join("\n")
+            ));
+        };
         // Keep draining the log so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ChildServer {
+        Ok(ChildServer {
             addr,
             metrics_addr,
             child,
-        }
+        })
     }
 
     /// The process id, e.g. to read `/proc/<pid>/status`.
