@@ -407,7 +407,7 @@ impl Model {
         if size < f.size {
             // Zero the tail of the page the new end falls in, so a later
             // extension reads zeros there.
-            if size % PAGE != 0 {
+            if !size.is_multiple_of(PAGE) {
                 let cut = (size % PAGE) as usize;
                 let page = f.page_mut(size / PAGE).map_err(io_errno)?;
                 page[cut..].fill(0);
@@ -499,7 +499,7 @@ impl Model {
                 report.files.push((name, bytes));
             }
         }
-        report.files.sort_by(|a, b| b.1.cmp(&a.1));
+        report.files.sort_by_key(|f| std::cmp::Reverse(f.1));
         report.files.truncate(5);
         for n in self.nodes.values_mut() {
             let f = &mut n.file;
