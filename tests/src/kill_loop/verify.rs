@@ -275,6 +275,17 @@ impl Verifier {
         allowed: bool,
     ) -> eventbus::Result<CutLoss> {
         let ends = partition_ends(client, topic).await?;
+        Ok(self.forget_past(&ends, history, killed_at, allowed))
+    }
+
+    /// [`Verifier::cut`] once the partitions' `ends` after the restart are known.
+    fn forget_past(
+        &mut self,
+        ends: &HashMap<u32, u64>,
+        history: &History,
+        killed_at: Instant,
+        allowed: bool,
+    ) -> CutLoss {
         let answered = history.lock().stored.len();
         self.take_publishes(history, answered);
         let mut pending = std::mem::take(&mut self.pending);
@@ -317,7 +328,7 @@ impl Verifier {
             pending.examples.extend(loss.examples.iter().cloned());
         }
         self.pending = pending;
-        Ok(loss)
+        loss
     }
 
     fn take_publishes(&mut self, history: &History, until: usize) {
@@ -618,6 +629,58 @@ mod tests {
         v.acked_publishes.push((0, 1, "b".into(), Instant::now()));
         let a = judge_log(&mut v, &log(&[(0, "a"), (1, "b")]), 2);
         assert_eq!(a, Anomalies::default());
+    }
+
+    #[test]
+    fn a_power_cut_may_take_only_a_suffix_which_new_publishes_then_reuse() {
+        let history = History::default();
+        let killed_at = Instant::now();
+        for (o, payload) in ["a", "b", "c", "d"].iter().enumerate() {
+            history.stored(super::super::history::Stored {
+                payload: payload.to_string(),
+                partition: 0,
+                offset: o as u64,
+                duplicate: false,
+                answered: killed_at - Duration::from_millis(40 - 10 * o as u64),
+            });
+        }
+        let mut v = verifier_with(&[(0, 0, "a"), (0, 1, "b"), (0, 2, "c")]);
+        // The partition ends at 2 after the cut: "c" and "d" are gone.
+        let loss = v.forget_past(&HashMap::from([(0, 2)]), &history, killed_at, true);
+        assert_eq!(loss.lost, 2);
+        assert_eq!(loss.oldest, Some(Duration::from_millis(20)));
+        assert_eq!(loss.newest, Some(Duration::from_millis(10)));
+        assert_eq!(loss.events, 1, "offset 2 had been read back");
+        assert_eq!(
+            v.pending.anomalies,
+            Anomalies::default(),
+            "allowed in buffered mode"
+        );
+        // New publishes reuse offsets 2 and 3: no anomaly; the prefix must hold.
+        let a = judge_log(&mut v, &log(&[(0, "a"), (1, "b"), (2, "e"), (3, "f")]), 4);
+        assert_eq!(a, Anomalies::default(), "{a}");
+        let a = judge_log(&mut v, &log(&[(0, "a"), (1, "x"), (2, "e"), (3, "f")]), 4);
+        assert!(
+            a.lost == 1 && a.reused == 1,
+            "a changed prefix is still caught: {a}"
+        );
+    }
+
+    #[test]
+    fn in_fsync_mode_a_power_cut_loss_is_an_anomaly() {
+        let history = History::default();
+        let killed_at = Instant::now();
+        history.stored(super::super::history::Stored {
+            payload: "a".into(),
+            partition: 0,
+            offset: 0,
+            duplicate: false,
+            answered: killed_at,
+        });
+        let mut v = Verifier::new(GRACE);
+        let loss = v.forget_past(&HashMap::from([(0, 0)]), &history, killed_at, false);
+        assert_eq!(loss.lost, 1);
+        assert_eq!(v.all_anomalies().lost, 1);
     }
 
     #[test]
