@@ -17,6 +17,7 @@ mod limits;
 mod metrics;
 mod ops;
 mod ordering;
+mod power_loss;
 mod replay;
 mod restart;
 mod retention;

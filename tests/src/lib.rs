@@ -195,13 +195,15 @@ impl ChildServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> ChildServer {
-        Self::try_start(bin, data_dir, extra, env)
-            .await
-            .unwrap_or_else(|output| panic!("server exited before serving:\n{output}"))
+        match Self::try_start(bin, data_dir, extra, env).await {
+            Ok(server) => server,
+            Err(why) => panic!("{why}"),
+        }
     }
 
-    /// [`ChildServer::start_with_env`], or, when the server exits before it
-    /// serves (it refused to start), everything it printed.
+    /// [`ChildServer::start_with_env`], but a server that exits before
+    /// serving (e.g. refusing a damaged data dir) is an `Err` with its exit
+    /// status and its last log lines instead of a panic.
     pub async fn try_start(
         bin: &str,
         data_dir: &Path,
@@ -229,15 +231,30 @@ impl ChildServer {
             .spawn()
             .expect("spawn eventbus-under-test");
         let stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = child.stderr.take().expect("stderr");
+        // Keep the last lines of stderr (a refusal to start is printed
+        // there) and drain it so the child never blocks on a full pipe.
+        let last_stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let stderr_task = {
+            let last = last_stderr.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut last = last.lock().expect("stderr lines");
+                    // Enough for an error and its backtrace.
+                    if last.len() == 200 {
+                        last.remove(0);
+                    }
+                    last.push(line);
+                }
+            })
+        };
         let mut lines = BufReader::new(stdout).lines();
-        let mut printed = String::new();
-        let serving = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut last_log = Vec::new();
+        let started = tokio::time::timeout(Duration::from_secs(30), async {
             let mut metrics_addr = None;
-            while let Some(line) = lines.next_line().await.expect("read log") {
+            while let Ok(Some(line)) = lines.next_line().await {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    printed.push_str(&line);
-                    printed.push('\n');
                     continue;
                 };
                 let addr = || {
@@ -253,25 +270,26 @@ impl ChildServer {
                 if v["fields"]["message"] == "eventbus serving" {
                     return Some((addr(), metrics_addr.expect("metrics port logged first")));
                 }
-                printed.push_str(&line);
-                printed.push('\n');
+                if last_log.len() == 10 {
+                    last_log.remove(0);
+                }
+                last_log.push(line);
             }
             None
         })
         .await
-        .expect("server serves or exits within 30 s");
-        let Some((addr, metrics_addr)) = serving else {
-            use tokio::io::AsyncReadExt as _;
-            let mut err = String::new();
-            let _ = stderr.read_to_string(&mut err).await;
-            let status = child.wait().await.expect("wait for the exited server");
-            return Err(format!("{status}\nstdout:\n{printed}stderr:\n{err}"));
+        .expect("server starts (or exits) within 30 s");
+        let Some((addr, metrics_addr)) = started else {
+            let status = child.wait().await.expect("wait for the server");
+            let _ = stderr_task.await;
+            let stderr = last_stderr.lock().expect("stderr lines").join("\n");
+            return Err(format!(
+                "server exited before serving ({status}); last log lines:\n{}\nstderr:\n{stderr}",
+                last_log.join("\n")
+            ));
         };
-        // Keep draining the output so the child never blocks on a full pipe.
+        // Keep draining the log so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-        });
         Ok(ChildServer {
             addr,
             metrics_addr,

@@ -14,6 +14,7 @@
 //! | `bench-compare` | eventbus (release) and Redis Streams / NATS JetStream (../shared/peerbench) on the same workload in one run; medians and ratios |
 //! | `test-clients` | installs the client toolchains (scripts/bootstrap-clients.sh), then runs each language's smoke test and example against one real server |
 //! | `kill-loop [--release] ARGS` | builds and runs the kill loop's long tier (`tests/src/bin/kill-loop.rs`: `--cycles 200 --durability fsync|buffered`, `--seed`, `--rate`, ...); figures in RELIABILITY.md. The CI tier runs inside `test` |
+//! | `power-loss [--release] ARGS` | the kill loop with a power cut at every kill (`kill-loop --power-cut ARGS`: the data dir on the lossyfs FUSE filesystem, which drops unsynced writes); needs /dev/fuse and root; figures in RELIABILITY.md |
 //! | `validate-deploy [--write]` | validates deploy/ (Dockerfile, kustomize + schemas, alerts with promtool, dashboard) and RUNBOOK.md offline; `--write` regenerates the PrometheusRule |
 
 use std::io::{BufRead, BufReader};
@@ -126,11 +127,17 @@ fn main() -> Result<()> {
             bootstrap()?;
             fuzz::main(rest)
         }
+        "power-loss" => {
+            let mut args = vec!["--power-cut".to_string()];
+            args.extend_from_slice(rest);
+            kill_loop(&args)
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour \
                  | gen-clients | check | test-clients | bench-compare [ARGS] | kill-loop [ARGS] \
-                 | validate-deploy [--write] | fuzz [--time SECS] [--write-seeds] [TARGET...]>"
+                 | power-loss [ARGS] | validate-deploy [--write] \
+                 | fuzz [--time SECS] [--write-seeds] [TARGET...]>"
             );
             Ok(())
         }

@@ -229,7 +229,7 @@ impl Log {
     /// Recovery cost is one metadata scan plus one seek per partition; it never
     /// reads the records themselves.
     pub fn open(options: Options) -> Result<Log> {
-        std::fs::create_dir_all(&options.data_dir).map_err(|e| Error::CorruptMetadata {
+        create_dir_durably(&options.data_dir).map_err(|e| Error::CorruptMetadata {
             location: options.data_dir.display().to_string(),
             reason: format!("cannot create data dir: {e}"),
         })?;
@@ -1076,6 +1076,24 @@ fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<P
         },
         _ => PartitionBounds::default(),
     })
+}
+
+/// Creates `dir` and its missing parents, and fsyncs the parent of each one
+/// created: a new directory entry is durable only once its parent directory
+/// is synced, and RocksDB syncs only the entries inside its own directory.
+/// Without this, a power cut could take a freshly created data dir, with
+/// every event acknowledged into it, and the server would start empty.
+fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {

@@ -1,7 +1,8 @@
 //! `kill-loop`: the Jepsen-style kill loop as a command, for the long tier.
 //! `cargo xtask kill-loop --cycles 200 --durability fsync` builds and runs it;
 //! see RELIABILITY.md for the figures and `eventbus_tests::kill_loop` for what
-//! is checked. Exits 1 when any check fails.
+//! is checked. Exits 1 when any check fails. `--power-cut` adds a power cut
+//! to every kill (`cargo xtask power-loss`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,6 +57,20 @@ struct Args {
     /// tail); the end always reads it all.
     #[arg(long, default_value_t = 10)]
     full_check_every: u32,
+    /// Cut the power with every kill: the data dir is on a FUSE filesystem
+    /// (lossyfs) that drops every unsynced write and directory change between
+    /// the kill and the restart. Needs /dev/fuse and root.
+    #[arg(long)]
+    power_cut: bool,
+    /// The server's write-buffer-bytes (memtable size, at least 1048576):
+    /// small values make RocksDB flush and switch WAL files during the run.
+    #[arg(long)]
+    write_buffer_bytes: Option<usize>,
+    /// With --power-cut: before each cut, write back a random half of the
+    /// unsynced pages, in no order (a kernel flushing dirty pages in the
+    /// background), instead of dropping them all.
+    #[arg(long)]
+    writeback: bool,
 }
 
 #[tokio::main]
@@ -76,6 +91,9 @@ async fn main() {
     config.partitions = args.partitions;
     config.members = args.members;
     config.full_check_every = args.full_check_every;
+    config.power_cut = args.power_cut;
+    config.write_buffer_bytes = args.write_buffer_bytes;
+    config.writeback = args.writeback;
     config.up = (
         Duration::from_millis(args.min_up_ms),
         Duration::from_millis(args.max_up_ms.max(args.min_up_ms)),

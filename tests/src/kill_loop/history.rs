@@ -15,6 +15,8 @@ pub struct Stored {
     pub offset: u64,
     /// Answered from the idempotency window (a retry of a stored event).
     pub duplicate: bool,
+    /// When the OK arrived (for the loss window of a power cut).
+    pub answered: Instant,
 }
 
 /// One event handed to a consumer.

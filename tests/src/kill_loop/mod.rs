@@ -16,6 +16,7 @@
 //! in the log to have reached a consumer at least once.
 
 pub mod history;
+pub mod power;
 pub mod verify;
 pub mod workload;
 
@@ -29,6 +30,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::{temp_dir, ChildServer, CuttableProxy};
 use history::History;
+use power::{CutFigures, PowerCut};
 use verify::{Anomalies, Check, Scope, Verifier};
 use workload::{Load, Workload};
 
@@ -76,6 +78,18 @@ pub struct Config {
     /// Every this many cycles the check reads the whole log back; the others
     /// read the tail (see [`Verifier::check`]). The end always reads it all.
     pub full_check_every: u32,
+    /// Cut the power with every kill: the data dir is on a [`lossyfs`]
+    /// filesystem whose unsynced writes are dropped between the kill and the
+    /// restart (see [`power`]).
+    pub power_cut: bool,
+    /// The server's `write-buffer-bytes` (memtable size) when set: a small
+    /// one makes RocksDB flush, switch WAL files and install SST files during
+    /// the run, so cuts also land in those steps.
+    pub write_buffer_bytes: Option<usize>,
+    /// With `power_cut`: before each cut, write back a random half of the
+    /// unsynced pages (in no order), as a kernel flushing dirty pages in the
+    /// background may have done; otherwise every unsynced page is dropped.
+    pub writeback: bool,
 }
 
 /// The floor check allows an event back if its Ack returned OK less than
@@ -104,12 +118,20 @@ impl Config {
             seed: None,
             drain_timeout: Duration::from_secs(120),
             full_check_every: 10,
+            power_cut: false,
+            write_buffer_bytes: None,
+            writeback: false,
         }
     }
 
     /// The floor check's grace: the server's default ack-flush-interval
-    /// (the loop runs the server with it) plus the margin.
+    /// (the loop runs the server with it) plus the margin. A power cut in
+    /// buffered mode may take any unsynced ack state, so there is no bound
+    /// then (the report gives the oldest ack that came back).
     pub fn grace(&self) -> Duration {
+        if self.power_cut && self.durability == Durability::Buffered {
+            return Duration::MAX;
+        }
         eventbus_server::Config::default().ack_flush_interval + self.grace_margin
     }
 }
@@ -151,6 +173,11 @@ pub struct Summary {
     /// reason other than a lease lost to a restart).
     pub notes: Vec<String>,
     pub final_exit_code: Option<i32>,
+    /// The figures of the power cuts, when the loop cut the power.
+    pub power: Option<CutFigures>,
+    /// The server refused to start after a cut: its exit and last log lines.
+    /// The loop ends there.
+    pub refused: Option<String>,
 }
 
 impl Summary {
@@ -159,6 +186,7 @@ impl Summary {
         self.anomalies.total() == 0
             && self.client_errors.is_empty()
             && self.final_exit_code == Some(0)
+            && self.refused.is_none()
     }
 }
 
@@ -206,6 +234,12 @@ impl std::fmt::Display for Summary {
             self.client_errors.len(),
             self.final_exit_code
         )?;
+        if let Some(p) = &self.power {
+            writeln!(f, "  {p}")?;
+        }
+        if let Some(r) = &self.refused {
+            writeln!(f, "  the server refused to start after a power cut: {r}")?;
+        }
         for e in &self.client_errors {
             writeln!(f, "  client error: {e}")?;
         }
@@ -244,17 +278,48 @@ pub async fn run(config: Config) -> Summary {
         config.rate,
         config.members,
         config.nack_ratio * 100.0,
-        config.grace().as_millis()
+        match config.grace() {
+            Duration::MAX => "unbounded (buffered mode, power cuts)".to_string(),
+            g => g.as_millis().to_string(),
+        }
     );
     let (_dir, data) = temp_dir();
-    let extra = ["--durability", config.durability.name()];
-    let bin = config
-        .server_bin
-        .to_str()
-        .expect("server binary path is UTF-8");
-    let start = || ChildServer::start(bin, &data, &extra);
+    let power = config.power_cut.then(PowerCut::mount);
+    if let Some(p) = &power {
+        println!(
+            "power cuts: the data dir is on lossyfs at {}; unsynced writes are dropped at every kill{}",
+            p.data_dir().display(),
+            if config.writeback {
+                ", after a random half of the unsynced pages was written back"
+            } else {
+                ""
+            }
+        );
+    }
+    let mut restarter = Restarter {
+        bin: config
+            .server_bin
+            .to_str()
+            .expect("server binary path is UTF-8"),
+        data: power.as_ref().map_or(data, |p| p.data_dir().to_path_buf()),
+        extra: ["--durability", config.durability.name()],
+        env: config
+            .write_buffer_bytes
+            .map(|b| ("EVENTBUS_WRITE_BUFFER_BYTES", b.to_string()))
+            .into_iter()
+            .collect(),
+        power,
+        writeback: config
+            .writeback
+            .then(|| StdRng::seed_from_u64(seed ^ 0x5eed_cafe)),
+        loss_allowed: config.durability == Durability::Buffered,
+        figures: CutFigures::default(),
+    };
 
-    let mut server = start().await;
+    let mut server = restarter
+        .start()
+        .await
+        .unwrap_or_else(|why| panic!("{why}"));
     let proxy = CuttableProxy::start(server.addr).await;
     let setup = direct(&server).await;
     setup
@@ -298,8 +363,14 @@ pub async fn run(config: Config) -> Summary {
         let killed_at = Instant::now();
         let up = killed_at - ready;
         let in_flight = history.kill(killed_at);
-        server.kill9().await;
-        server = start().await;
+        let label = format!("cycle {cycle}");
+        server = match restarter
+            .crash(server, killed_at, &mut verifier, &history, topic, &label)
+            .await
+        {
+            Ok(restarted) => restarted,
+            Err(why) => return refused(summary, &restarter, verifier, why),
+        };
         let recovery = killed_at.elapsed();
         ready = Instant::now();
         proxy.set_target(server.addr);
@@ -328,8 +399,13 @@ pub async fn run(config: Config) -> Summary {
     workload.finish_publishing().await;
     let killed_at = Instant::now();
     history.kill(killed_at);
-    server.kill9().await;
-    server = start().await;
+    server = match restarter
+        .crash(server, killed_at, &mut verifier, &history, topic, "end")
+        .await
+    {
+        Ok(restarted) => restarted,
+        Err(why) => return refused(summary, &restarter, verifier, why),
+    };
     let recovery = killed_at.elapsed();
     summary.max_recovery = summary.max_recovery.max(recovery);
     proxy.set_target(server.addr);
@@ -425,6 +501,82 @@ pub async fn run(config: Config) -> Summary {
     summary.delayed_nacks = History::count(&history.delayed_nacks);
     summary.client_errors = history.client_errors();
     summary.notes = history.notes();
+    summary.power = restarter.power.is_some().then(|| restarter.figures.clone());
+    println!("{summary}");
+    summary
+}
+
+/// Starts the server and brings it back after each crash.
+struct Restarter<'a> {
+    bin: &'a str,
+    data: PathBuf,
+    extra: [&'a str; 2],
+    env: Vec<(&'static str, String)>,
+    /// The lossy filesystem under the data dir, when the loop cuts the power.
+    power: Option<PowerCut>,
+    /// Draws the seed of each cut's write back, when pages are written back.
+    writeback: Option<StdRng>,
+    /// Whether the durability mode allows a power cut to take acknowledged
+    /// publishes (buffered).
+    loss_allowed: bool,
+    figures: CutFigures,
+}
+
+impl Restarter<'_> {
+    async fn start(&self) -> Result<ChildServer, String> {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ChildServer::try_start(self.bin, &self.data, &self.extra, &env).await
+    }
+
+    /// SIGKILL, a power cut when configured, restart. After a cut, and
+    /// before any client reaches the new server, the verifier accounts for
+    /// what the cut took, printed as `label: ...`. `Err` when the server
+    /// refuses to start.
+    async fn crash(
+        &mut self,
+        server: ChildServer,
+        killed_at: Instant,
+        verifier: &mut Verifier,
+        history: &History,
+        topic: &str,
+        label: &str,
+    ) -> Result<ChildServer, String> {
+        server.kill9().await;
+        let writeback = self.writeback.as_mut().map(|rng| rng.random());
+        let report = self.power.as_mut().map(|p| p.cut(writeback));
+        let server = self.start().await?;
+        if let Some(report) = report {
+            let loss = verifier
+                .cut(
+                    &direct(&server).await,
+                    topic,
+                    history,
+                    killed_at,
+                    self.loss_allowed,
+                )
+                .await
+                .expect("read the partition ends after a power cut");
+            self.figures.add(&report, &loss);
+            println!("{label}: {}", power::describe(&report, &loss));
+            for e in &loss.examples {
+                println!("    {e}");
+            }
+        }
+        Ok(server)
+    }
+}
+
+/// Ends a run whose server refused to start after a power cut: the figures
+/// so far and the server's own words.
+fn refused(
+    mut summary: Summary,
+    restarter: &Restarter<'_>,
+    verifier: Verifier,
+    why: String,
+) -> Summary {
+    summary.anomalies = verifier.all_anomalies();
+    summary.power = Some(restarter.figures.clone());
+    summary.refused = Some(why);
     println!("{summary}");
     summary
 }

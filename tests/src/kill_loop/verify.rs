@@ -100,6 +100,21 @@ pub struct Check {
     pub examples: Vec<String>,
 }
 
+/// What one power cut took (see [`Verifier::cut`]).
+#[derive(Clone, Debug, Default)]
+pub struct CutLoss {
+    /// Acknowledged publishes no longer in the log.
+    pub lost: u64,
+    /// How long before the kill the oldest and the newest of them had been
+    /// answered OK: the loss window.
+    pub oldest: Option<Duration>,
+    pub newest: Option<Duration>,
+    /// Offsets the partitions lost below the highest end read back before
+    /// (events stored since the last check are not counted).
+    pub events: u64,
+    pub examples: Vec<String>,
+}
+
 /// The verifier's memory across cycles.
 pub struct Verifier {
     grace: Duration,
@@ -109,14 +124,17 @@ pub struct Verifier {
     by_payload: HashMap<String, (u32, u64)>,
     /// The highest end read back per partition.
     ends: HashMap<u32, u64>,
-    /// Answered publishes taken from the history so far: (partition, offset, payload).
-    acked_publishes: Vec<(u32, u64, String)>,
+    /// Answered publishes taken from the history so far: (partition, offset,
+    /// payload, when the OK arrived).
+    acked_publishes: Vec<(u32, u64, String, Instant)>,
     /// OK acks per event, taken from the history so far.
     acks: HashMap<(u32, u64), Vec<Acked>>,
     delivered: HashSet<(u32, u64)>,
     stored_cursor: usize,
     acked_cursor: usize,
     delivered_cursor: usize,
+    /// What [`Verifier::cut`] found, reported with the next check.
+    pending: Check,
     pub totals: Anomalies,
 }
 
@@ -147,6 +165,7 @@ impl Verifier {
             stored_cursor: 0,
             acked_cursor: 0,
             delivered_cursor: 0,
+            pending: Check::default(),
             totals: Anomalies::default(),
         }
     }
@@ -187,7 +206,7 @@ impl Verifier {
         let log = replay(client, topic, &from).await?;
         let mut check = Check {
             read: started.elapsed(),
-            ..Check::default()
+            ..std::mem::take(&mut self.pending)
         };
         self.take_publishes(history, stored_until);
         self.check_log(&log, &from, &promised, &mut check);
@@ -216,6 +235,14 @@ impl Verifier {
         Ok(check)
     }
 
+    /// Every anomaly found so far, including those of a cut not yet
+    /// reported by a check.
+    pub fn all_anomalies(&self) -> Anomalies {
+        let mut all = self.totals;
+        all.add(&self.pending.anomalies);
+        all
+    }
+
     /// Counts the events of `check` that never reached a consumer as
     /// anomalies: the end-of-run verdict, once the consumers had their chance.
     pub fn record_never_delivered(&mut self, check: &mut Check) {
@@ -229,11 +256,86 @@ impl Verifier {
         check.examples.extend(examples);
     }
 
+    /// After a power cut and the restart, before any client reaches the new
+    /// server: takes every publish answered and every delivery made so far,
+    /// counts the acknowledged publishes at or past a partition's new end as
+    /// lost to the cut, and forgets those offsets (new publishes reuse them,
+    /// which is then no anomaly). The next [`Verifier::check`] judges the
+    /// rest as usual: an acknowledged publish below the new end must still be
+    /// there, so a cut may only take a suffix of each partition.
+    ///
+    /// `allowed`: whether the durability mode allows the loss (buffered);
+    /// otherwise every lost publish is counted as an anomaly.
+    pub async fn cut(
+        &mut self,
+        client: &Client,
+        topic: &str,
+        history: &History,
+        killed_at: Instant,
+        allowed: bool,
+    ) -> eventbus::Result<CutLoss> {
+        let ends = partition_ends(client, topic).await?;
+        Ok(self.forget_past(&ends, history, killed_at, allowed))
+    }
+
+    /// [`Verifier::cut`] once the partitions' `ends` after the restart are known.
+    fn forget_past(
+        &mut self,
+        ends: &HashMap<u32, u64>,
+        history: &History,
+        killed_at: Instant,
+        allowed: bool,
+    ) -> CutLoss {
+        let answered = history.lock().stored.len();
+        self.take_publishes(history, answered);
+        let mut pending = std::mem::take(&mut self.pending);
+        self.check_deliveries(history, &mut pending);
+        let gone = |p: &u32, o: &u64| ends.get(p).is_none_or(|end| o >= end);
+        let mut loss = CutLoss::default();
+        self.acked_publishes.retain(|(p, o, payload, at)| {
+            if !gone(p, o) {
+                return true;
+            }
+            loss.lost += 1;
+            let age = killed_at.saturating_duration_since(*at);
+            loss.oldest = loss.oldest.max(Some(age));
+            loss.newest = Some(loss.newest.map_or(age, |n: Duration| n.min(age)));
+            if loss.examples.len() < MAX_EXAMPLES {
+                loss.examples.push(format!(
+                    "lost to the power cut: {payload} answered at {p}:{o} {} ms before the kill",
+                    age.as_millis()
+                ));
+            }
+            false
+        });
+        let by_payload = &mut self.by_payload;
+        self.seen.retain(|(p, o), payload| {
+            let keep = !gone(p, o);
+            if !keep {
+                by_payload.remove(payload);
+            }
+            keep
+        });
+        self.delivered.retain(|(p, o)| !gone(p, o));
+        self.acks.retain(|(p, o), _| !gone(p, o));
+        for (p, high) in self.ends.iter_mut() {
+            let end = ends.get(p).copied().unwrap_or_default();
+            loss.events += high.saturating_sub(end);
+            *high = (*high).min(end);
+        }
+        if !allowed && loss.lost > 0 {
+            pending.anomalies.lost += loss.lost;
+            pending.examples.extend(loss.examples.iter().cloned());
+        }
+        self.pending = pending;
+        loss
+    }
+
     fn take_publishes(&mut self, history: &History, until: usize) {
         let record = history.lock();
         for s in &record.stored[self.stored_cursor..until] {
             self.acked_publishes
-                .push((s.partition, s.offset, s.payload.clone()));
+                .push((s.partition, s.offset, s.payload.clone(), s.answered));
         }
         self.stored_cursor = until;
     }
@@ -300,7 +402,7 @@ impl Verifier {
             }
             *high = (*high).max(next);
         }
-        for (p, o, payload) in &self.acked_publishes {
+        for (p, o, payload, _) in &self.acked_publishes {
             if *o < from[p] {
                 continue; // read back intact by an earlier check
             }
@@ -524,15 +626,67 @@ mod tests {
     #[test]
     fn a_clean_log_passes() {
         let mut v = verifier_with(&[(0, 0, "a")]);
-        v.acked_publishes.push((0, 1, "b".into()));
+        v.acked_publishes.push((0, 1, "b".into(), Instant::now()));
         let a = judge_log(&mut v, &log(&[(0, "a"), (1, "b")]), 2);
         assert_eq!(a, Anomalies::default());
     }
 
     #[test]
+    fn a_power_cut_may_take_only_a_suffix_which_new_publishes_then_reuse() {
+        let history = History::default();
+        let killed_at = Instant::now();
+        for (o, payload) in ["a", "b", "c", "d"].iter().enumerate() {
+            history.stored(super::super::history::Stored {
+                payload: payload.to_string(),
+                partition: 0,
+                offset: o as u64,
+                duplicate: false,
+                answered: killed_at - Duration::from_millis(40 - 10 * o as u64),
+            });
+        }
+        let mut v = verifier_with(&[(0, 0, "a"), (0, 1, "b"), (0, 2, "c")]);
+        // The partition ends at 2 after the cut: "c" and "d" are gone.
+        let loss = v.forget_past(&HashMap::from([(0, 2)]), &history, killed_at, true);
+        assert_eq!(loss.lost, 2);
+        assert_eq!(loss.oldest, Some(Duration::from_millis(20)));
+        assert_eq!(loss.newest, Some(Duration::from_millis(10)));
+        assert_eq!(loss.events, 1, "offset 2 had been read back");
+        assert_eq!(
+            v.pending.anomalies,
+            Anomalies::default(),
+            "allowed in buffered mode"
+        );
+        // New publishes reuse offsets 2 and 3: no anomaly; the prefix must hold.
+        let a = judge_log(&mut v, &log(&[(0, "a"), (1, "b"), (2, "e"), (3, "f")]), 4);
+        assert_eq!(a, Anomalies::default(), "{a}");
+        let a = judge_log(&mut v, &log(&[(0, "a"), (1, "x"), (2, "e"), (3, "f")]), 4);
+        assert!(
+            a.lost == 1 && a.reused == 1,
+            "a changed prefix is still caught: {a}"
+        );
+    }
+
+    #[test]
+    fn in_fsync_mode_a_power_cut_loss_is_an_anomaly() {
+        let history = History::default();
+        let killed_at = Instant::now();
+        history.stored(super::super::history::Stored {
+            payload: "a".into(),
+            partition: 0,
+            offset: 0,
+            duplicate: false,
+            answered: killed_at,
+        });
+        let mut v = Verifier::new(GRACE);
+        let loss = v.forget_past(&HashMap::from([(0, 0)]), &history, killed_at, false);
+        assert_eq!(loss.lost, 1);
+        assert_eq!(v.all_anomalies().lost, 1);
+    }
+
+    #[test]
     fn finds_holes_reuse_truncation_duplicates_and_losses() {
         let mut v = verifier_with(&[(0, 0, "a"), (0, 1, "b"), (0, 2, "c")]);
-        v.acked_publishes.push((0, 2, "c".into()));
+        v.acked_publishes.push((0, 2, "c".into(), Instant::now()));
         // Offset 1 now holds another payload, 2 is gone, "a" is stored twice.
         let a = judge_log(&mut v, &log(&[(0, "a"), (1, "x")]), 2);
         assert_eq!(a.reused, 1, "{a}");

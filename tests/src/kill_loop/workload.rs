@@ -206,6 +206,7 @@ async fn publish(
                         partition: p.partition,
                         offset: p.offset,
                         duplicate: p.duplicate,
+                        answered: Instant::now(),
                     }),
                     // The outcome stays unknown: the event may be stored or not.
                     Err(e) => {
