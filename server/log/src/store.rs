@@ -1176,6 +1176,19 @@ mod tests {
             .unwrap()
     }
 
+    /// Topic "t" with one partition.
+    async fn one_partition_topic(log: &Log) -> Arc<TopicState> {
+        log.create_topic(
+            "t",
+            TopicConfig {
+                partitions: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
     fn read_all(log: &Log, topic: &TopicState, p: PartitionId) -> Vec<StoredEvent> {
         log.read(topic, p, 0, usize::MAX, usize::MAX).unwrap()
     }
@@ -1228,16 +1241,7 @@ mod tests {
     async fn concurrent_appends_get_dense_unique_offsets() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path()).await;
-        let topic = log
-            .create_topic(
-                "t",
-                TopicConfig {
-                    partitions: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let topic = one_partition_topic(&log).await;
         let mut tasks = Vec::new();
         for w in 0..8 {
             let (log, topic) = (log.clone(), topic.clone());
@@ -1271,16 +1275,7 @@ mod tests {
     async fn readers_stop_at_the_committed_end_and_respect_limits() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path()).await;
-        let topic = log
-            .create_topic(
-                "t",
-                TopicConfig {
-                    partitions: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let topic = one_partition_topic(&log).await;
         let events: Vec<_> = (0..10).map(|i| ev("", &i.to_string())).collect();
         log.append(&topic, &events).await.unwrap();
         assert_eq!(log.read(&topic, 0, 3, 4, usize::MAX).unwrap().len(), 4);
@@ -1300,16 +1295,7 @@ mod tests {
     async fn time_lookups_find_the_first_event_at_or_after_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path()).await;
-        let topic = log
-            .create_topic(
-                "t",
-                TopicConfig {
-                    partitions: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let topic = one_partition_topic(&log).await;
         let mut times = Vec::new();
         for i in 0..6 {
             let r = log.append(&topic, &[ev("", &i.to_string())]).await.unwrap();
@@ -1331,16 +1317,7 @@ mod tests {
     async fn corruption_is_detected_on_read() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path()).await;
-        let topic = log
-            .create_topic(
-                "t",
-                TopicConfig {
-                    partitions: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let topic = one_partition_topic(&log).await;
         log.append(&topic, &[ev("", "precious")]).await.unwrap();
         // Flip a payload byte behind the log's back.
         let key = keys::record_key(topic.id(), 0, 0);
@@ -1355,16 +1332,7 @@ mod tests {
     async fn a_malformed_record_key_refuses_to_open_instead_of_an_empty_partition() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path()).await;
-        let topic = log
-            .create_topic(
-                "t",
-                TopicConfig {
-                    partitions: 1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let topic = one_partition_topic(&log).await;
         log.append(&topic, &[ev("", "a"), ev("", "b")])
             .await
             .unwrap();
