@@ -67,9 +67,9 @@ impl DeadLetter {
 /// Decodes a stored queue entry (its `dlq` key and value) with its event, the
 /// event's checksum verified. Damage is `Corruption` / `CorruptMetadata`.
 pub fn decode(topic: TopicId, key: &[u8], value: &[u8]) -> Result<DeadLetter> {
-    let corrupt = |source| Error::Corruption {
+    let corrupt = |source: crate::codec::CodecError| Error::Corruption {
         location: format!("dead letter {key:02x?}"),
-        source,
+        reason: source.to_string(),
     };
     let (_, seq) = parse_dlq_key(key).ok_or_else(|| Error::CorruptMetadata {
         location: format!("dead letter {key:02x?}"),

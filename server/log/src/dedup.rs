@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 
 use rocksdb::{ColumnFamily, DB};
 
-use crate::error::Result;
+use crate::error::{storage, Result};
 use crate::types::{Offset, PartitionId, TopicId, UnixMillis};
 
 /// Where a key was first committed.
@@ -92,7 +92,10 @@ impl Dedup {
         }
         let bucket = self.bucket(now);
         for b in [bucket, bucket.saturating_sub(1)] {
-            if let Some(v) = db.get_pinned_cf(cf, dedup_key(topic, b, key))? {
+            if let Some(v) = db
+                .get_pinned_cf(cf, dedup_key(topic, b, key))
+                .map_err(storage)?
+            {
                 if let Some(s) = Seen::decode(&v).filter(fresh) {
                     return Ok(Some(s));
                 }

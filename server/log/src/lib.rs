@@ -18,24 +18,22 @@
 //! * [`meta`], [`options`], [`types`], [`names`], [`partitioner`], [`error`].
 
 pub mod broker;
+// The contract's shared modules, under the paths the engine has always used.
+pub use eventbus_broker::{filter, limits, names, types};
 pub mod codec;
 pub mod dead_letters;
 pub mod dedup;
 pub mod delivery;
 pub mod error;
-pub mod filter;
 pub mod health;
 pub mod keys;
-pub mod limits;
 pub mod meta;
 pub mod metric_names;
-pub mod names;
 pub mod options;
 pub mod partitioner;
 pub mod space;
 pub mod store;
 pub mod synced_mark;
-pub mod types;
 pub mod writer;
 
 pub use broker::{

@@ -5,15 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{StartPosition, SubscriptionId, TopicId, UnixMillis};
+pub use eventbus_broker::subscription::{AttributeCondition, Filter, Ordering, SubscriptionConfig};
+pub use eventbus_broker::topic::Retention;
 
-/// A topic's retention limits. `None` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Retention {
-    pub max_age_ms: Option<u64>,
-    pub max_bytes: Option<u64>,
-}
+use crate::types::{StartPosition, SubscriptionId, TopicId, UnixMillis};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
@@ -23,63 +18,6 @@ pub struct TopicMeta {
     #[serde(default)]
     pub retention: Retention,
     pub created_ms: UnixMillis,
-}
-
-/// Delivery order guarantee of a subscription.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Ordering {
-    /// No ordering between deliveries; maximum parallelism.
-    #[default]
-    None,
-    /// At most one event per key in flight at a time.
-    Key,
-}
-
-/// One condition on an event attribute.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttributeCondition {
-    Eq { key: String, value: String },
-    Ne { key: String, value: String },
-    In { key: String, values: Vec<String> },
-    Exists { key: String, exists: bool },
-    Prefix { key: String, prefix: String },
-}
-
-/// A subscription's event filter. Empty matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Filter {
-    pub types: Vec<String>,
-    pub attributes: Vec<AttributeCondition>,
-}
-
-/// User-settable subscription settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SubscriptionConfig {
-    pub ack_deadline_ms: u64,
-    pub min_backoff_ms: u64,
-    pub max_backoff_ms: u64,
-    /// 0 means unlimited.
-    pub max_delivery_attempts: u32,
-    pub filter: Filter,
-    pub ordering: Ordering,
-}
-
-impl Default for SubscriptionConfig {
-    fn default() -> Self {
-        SubscriptionConfig {
-            ack_deadline_ms: 30_000,
-            // No retry policy: redeliver at once.
-            min_backoff_ms: 0,
-            max_backoff_ms: 0,
-            max_delivery_attempts: 5,
-            filter: Filter::default(),
-            ordering: Ordering::None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,28 +30,6 @@ pub struct SubscriptionMeta {
     pub paused: bool,
     pub start_position: StartPosition,
     pub created_ms: UnixMillis,
-}
-
-// Ids serialize as plain numbers.
-impl Serialize for TopicId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u32(self.0)
-    }
-}
-impl<'de> Deserialize<'de> for TopicId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        u32::deserialize(d).map(TopicId)
-    }
-}
-impl Serialize for SubscriptionId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u32(self.0)
-    }
-}
-impl<'de> Deserialize<'de> for SubscriptionId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        u32::deserialize(d).map(SubscriptionId)
-    }
 }
 
 pub fn now_ms() -> UnixMillis {

@@ -30,7 +30,7 @@ use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, IteratorMode, ReadOptio
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 use crate::codec::{self, encode_record};
-use crate::error::{Error, Result};
+use crate::error::{storage, Error, Result};
 use crate::health::{HealthCell, StorageHealth};
 use crate::keys::{self, MetaKind};
 use crate::meta::{now_ms, Retention, SubscriptionMeta, TopicMeta};
@@ -239,7 +239,10 @@ impl Log {
         synced_mark::check_recovered(db.latest_sequence_number(), stored_mark, synced_mark.path())?;
         let meta_cf = db.cf_handle(keys::CF_META).expect("meta cf");
 
-        match db.get_cf(meta_cf, keys::meta_key(MetaKind::FormatVersion))? {
+        match db
+            .get_cf(meta_cf, keys::meta_key(MetaKind::FormatVersion))
+            .map_err(storage)?
+        {
             Some(v) => {
                 let version = u32::from_be_bytes(
                     v.as_slice()
@@ -253,14 +256,19 @@ impl Log {
                     ));
                 }
             }
-            None => db.put_cf(
-                meta_cf,
-                keys::meta_key(MetaKind::FormatVersion),
-                FORMAT_VERSION.to_be_bytes(),
-            )?,
+            None => db
+                .put_cf(
+                    meta_cf,
+                    keys::meta_key(MetaKind::FormatVersion),
+                    FORMAT_VERSION.to_be_bytes(),
+                )
+                .map_err(storage)?,
         }
 
-        let ids = match db.get_cf(meta_cf, keys::meta_key(MetaKind::IdAllocator))? {
+        let ids = match db
+            .get_cf(meta_cf, keys::meta_key(MetaKind::IdAllocator))
+            .map_err(storage)?
+        {
             Some(v) if v.len() == 8 => IdAllocator {
                 next_topic: u32::from_be_bytes(v[0..4].try_into().expect("4")),
                 next_subscription: u32::from_be_bytes(v[4..8].try_into().expect("4")),
@@ -272,7 +280,10 @@ impl Log {
             },
         };
 
-        let incarnation = match db.get_cf(meta_cf, keys::meta_key(MetaKind::Incarnation))? {
+        let incarnation = match db
+            .get_cf(meta_cf, keys::meta_key(MetaKind::Incarnation))
+            .map_err(storage)?
+        {
             Some(v) => {
                 u64::from_be_bytes(
                     v.as_slice()
@@ -289,7 +300,8 @@ impl Log {
             keys::meta_key(MetaKind::Incarnation),
             incarnation.to_be_bytes(),
             &wo,
-        )?;
+        )
+        .map_err(storage)?;
 
         let mut topics = HashMap::new();
         let prefix = [MetaKind::Topic as u8];
@@ -297,7 +309,7 @@ impl Log {
             meta_cf,
             IteratorMode::From(&prefix, rocksdb::Direction::Forward),
         ) {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(storage)?;
             if k.first() != Some(&(MetaKind::Topic as u8)) {
                 break;
             }
@@ -551,7 +563,7 @@ impl Log {
             .db
             .iterator_cf(cf, IteratorMode::From(&prefix, rocksdb::Direction::Forward))
         {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(storage)?;
             if !k.starts_with(&prefix) {
                 break;
             }
@@ -588,7 +600,7 @@ impl Log {
             }
             it.next();
         }
-        it.status()?;
+        it.status().map_err(storage)?;
         Ok(())
     }
 
@@ -616,13 +628,17 @@ impl Log {
             }
             it.next();
         }
-        it.status()?;
+        it.status().map_err(storage)?;
         Ok(())
     }
 
     /// Reads a raw value from the `subs` column family. Blocking.
     pub fn get_sub_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.inner.db.get_cf(self.cf(Cf::Subs), key)?)
+        Ok(self
+            .inner
+            .db
+            .get_cf(self.cf(Cf::Subs), key)
+            .map_err(storage)?)
     }
 
     /// Encodes events for `topic` and appends them in one group commit. Returns one
@@ -742,12 +758,12 @@ impl Log {
                         "topic {:?} partition {partition} offset {offset}",
                         topic.name()
                     ),
-                    source,
+                    reason: source.to_string(),
                 })?;
             out.push(ev);
             it.next();
         }
-        it.status()?;
+        it.status().map_err(storage)?;
         Ok(out)
     }
 
@@ -787,7 +803,7 @@ impl Log {
             .key()
             .and_then(keys::parse_time_index_key)
             .map_or(start, |(_, _, _, o)| o.max(start));
-        it.status()?;
+        it.status().map_err(storage)?;
         drop(it);
 
         let mut ro = ReadOptions::default();
@@ -805,14 +821,14 @@ impl Log {
                     "topic {:?} partition {partition} offset {offset}",
                     topic.name()
                 ),
-                source,
+                reason: source.to_string(),
             })?;
             if t >= ms {
                 return Ok(offset);
             }
             it.next();
         }
-        it.status()?;
+        it.status().map_err(storage)?;
         Ok(end)
     }
 
@@ -867,7 +883,7 @@ impl Log {
                     next = offset + 1;
                     it.next();
                 }
-                it.status()?;
+                it.status().map_err(storage)?;
                 Ok((next, removed, cut_ms))
             })
             .await
@@ -940,7 +956,10 @@ impl Log {
     /// store of everything written before it. Safe while the writer runs.
     /// Blocking: call off the async workers. Returns the backup's size.
     pub fn checkpoint(&self, dir: &Path) -> Result<u64> {
-        rocksdb::checkpoint::Checkpoint::new(&*self.inner.db)?.create_checkpoint(dir)?;
+        rocksdb::checkpoint::Checkpoint::new(&*self.inner.db)
+            .map_err(storage)?
+            .create_checkpoint(dir)
+            .map_err(storage)?;
         let mut size = 0;
         let entries = std::fs::read_dir(dir).map_err(|e| {
             Error::FailedPrecondition(format!(
@@ -1062,7 +1081,7 @@ fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<P
         .unwrap_or(0);
     it.seek_to_first();
     let first = it.key().map(offset_of).transpose()?;
-    it.status()?;
+    it.status().map_err(storage)?;
     Ok(match (first, last) {
         (Some(f), Some(l)) => PartitionBounds {
             start: f,
@@ -1145,7 +1164,7 @@ fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
         rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
         default_cf,
     )));
-    Ok(DB::open_cf_descriptors(&db_opts, path, cfs)?)
+    Ok(DB::open_cf_descriptors(&db_opts, path, cfs).map_err(storage)?)
 }
 
 #[cfg(test)]

@@ -373,7 +373,7 @@ fn load_partitions(log: &Log, topic: &TopicState, sub: SubscriptionId) -> Result
             Err(source) => {
                 failure = Some(Error::Corruption {
                     location: format!("{sub} redrive entry {seq}"),
-                    source,
+                    reason: source.to_string(),
                 });
                 return false;
             }
@@ -419,7 +419,7 @@ fn load_partitions(log: &Log, topic: &TopicState, sub: SubscriptionId) -> Result
             let mut acks = match log.get_sub_state(&keys::sub_state_key(sub, p))? {
                 Some(v) => PartitionAcks::decode(&v).map_err(|source| Error::Corruption {
                     location: format!("{sub} partition {p} ack state"),
-                    source,
+                    reason: source.to_string(),
                 })?,
                 None => PartitionAcks::starting_at(start),
             };

@@ -82,7 +82,7 @@ mod tests {
     }
 }
 
-use crate::meta::{AttributeCondition, Filter};
+use crate::subscription::{AttributeCondition, Filter};
 use crate::types::StoredEvent;
 
 impl Filter {

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::filter::validate_type_pattern;
-use crate::meta::{AttributeCondition, Filter};
+use crate::subscription::{AttributeCondition, Filter};
 use crate::types::NewEvent;
 
 /// Bounds on every size a client controls, each checked as early as possible:

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 /// Internal, never-reused numeric id of a topic. Names can be deleted and created
 /// again; ids are allocated from a persistent counter so old keys never alias.
@@ -160,6 +161,28 @@ pub enum StartPosition {
     Earliest,
     /// Only events published after the subscription was created.
     Latest,
+}
+
+// Ids serialize as plain numbers.
+impl Serialize for TopicId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+impl<'de> Deserialize<'de> for TopicId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u32::deserialize(d).map(TopicId)
+    }
+}
+impl Serialize for SubscriptionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+impl<'de> Deserialize<'de> for SubscriptionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u32::deserialize(d).map(SubscriptionId)
+    }
 }
 
 #[cfg(test)]
