@@ -1,4 +1,4 @@
-//! The delivery engine's dispatch + ack path through `Broker`, without gRPC:
+//! The delivery engine's dispatch + ack path through `LogBroker`, without gRPC:
 //! events per second from the log to a member and back as acks.
 //!
 //! A 4-partition topic is pre-filled with 20 000 events of 256 B (500 in test
@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use eventbus_benches::{events, runtime, size};
 use eventbus_log::delivery::SettleOp;
-use eventbus_log::{Broker, Durability, NewSubscription, Options, TopicConfig};
+use eventbus_log::{Durability, LogBroker, NewSubscription, Options, TopicConfig};
 
 const TOPIC: &str = "bench";
 const MAX_IN_FLIGHT: u32 = 10_000;
 const PUBLISH_BATCH: usize = 500;
 
 struct Fixture {
-    broker: Broker,
+    broker: LogBroker,
     dir: tempfile::TempDir,
     events: u64,
     next_sub: u64,
@@ -39,7 +39,7 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
     options.durability = Durability::Buffered;
     options.retention_interval = Duration::from_secs(3600);
     let broker = rt.block_on(async {
-        let broker = Broker::open(options).await.expect("open broker");
+        let broker = LogBroker::open(options).await.expect("open broker");
         broker
             .create_topic(
                 TOPIC,

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
+use eventbus_log::LogBroker;
 use eventbus_proto::v1::admin_service_server::AdminServiceServer;
 use eventbus_proto::v1::event_service_server::EventServiceServer;
 use tokio::net::TcpListener;
@@ -82,11 +83,15 @@ pub async fn run_with_listeners(
     // However this function ends, the HTTP port closes with it.
     let _http_stop_on_exit = http_stop.clone().drop_guard();
 
-    let broker = Arc::new(
-        Broker::open(config.log_options())
+    // The one place that knows the backend: everything below holds the
+    // contract (`Arc<dyn Broker>`), and only shutdown needs the RocksDB
+    // broker back, to close the store.
+    let log_broker = Arc::new(
+        LogBroker::open(config.log_options())
             .await
             .with_context(|| format!("opening the data dir {}", config.data_dir.display()))?,
     );
+    let broker: Arc<dyn Broker> = log_broker.clone();
     ops.storage_opened(&broker);
     let rate_sampler = tokio::spawn(ops::run_rate_sampler(ops.clone()));
 
@@ -111,10 +116,7 @@ pub async fn run_with_listeners(
 
     // Storage is open: report SERVING, for the whole server ("") and per service.
     set_health(&health, ServingStatus::Serving).await;
-    let storage_watch = tokio::spawn(follow_storage_health(
-        broker.log().watch_health(),
-        health.clone(),
-    ));
+    let storage_watch = tokio::spawn(follow_storage_health(broker.watch_health(), health.clone()));
     tracing::info!(addr = %listener.local_addr()?, "eventbus serving");
 
     let drain = {
@@ -161,7 +163,8 @@ pub async fn run_with_listeners(
     storage_watch.abort();
     rate_sampler.abort();
     let _ = rate_sampler.await;
-    close_broker(broker, config.shutdown_grace).await;
+    drop(broker);
+    close_broker(log_broker, config.shutdown_grace).await;
     http_stop.cancel();
     if let Ok(Err(e)) = http_task.await {
         tracing::warn!(error = %e, "the metrics port failed");
@@ -193,12 +196,12 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
 /// takes the pod out of rotation and its liveness probe restarts it. A full
 /// disk does not: it clears by itself, and consumers should keep draining.
 async fn follow_storage_health(
-    mut rx: tokio::sync::watch::Receiver<eventbus_log::StorageHealth>,
+    mut rx: tokio::sync::watch::Receiver<eventbus_broker::StorageHealth>,
     health: tonic_health::server::HealthReporter,
 ) {
     loop {
         let state = rx.borrow_and_update().clone();
-        if let eventbus_log::StorageHealth::Failed { reason } = state {
+        if let eventbus_broker::StorageHealth::Failed { reason } = state {
             tracing::error!(
                 %reason,
                 "storage failed: gRPC health is NOT_SERVING for every service; restart the process"
@@ -214,7 +217,7 @@ async fn follow_storage_health(
 
 /// Waits briefly for connection tasks to drop their handles, then shuts the
 /// broker down (flush ack state, sync, close RocksDB).
-async fn close_broker(mut broker: Arc<Broker>, grace: Duration) {
+async fn close_broker(mut broker: Arc<LogBroker>, grace: Duration) {
     let deadline = tokio::time::Instant::now() + grace;
     loop {
         match Arc::try_unwrap(broker) {

@@ -93,7 +93,7 @@ pub trait Broker: Send + Sync + 'static {
 
     async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo>;
     async fn get_topic(&self, name: &str) -> Result<TopicInfo>;
-    /// Every topic, in no particular order.
+    /// Every topic, sorted by name.
     async fn list_topics(&self) -> Result<Vec<TopicInfo>>;
     /// Deletes a topic with its subscriptions and their dead letters.
     async fn delete_topic(&self, name: &str) -> Result<()>;

@@ -5,6 +5,8 @@
 //! message names the limit's config key, so an operator knows what to raise
 //! and a client knows what to split.
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
 use crate::filter::validate_type_pattern;
 use crate::subscription::{AttributeCondition, Filter};
@@ -312,6 +314,13 @@ impl Limits {
         Ok(())
     }
 }
+
+/// Largest partition count a topic may have (both backends: JetStream
+/// makes a stream per partition).
+pub const MAX_PARTITIONS: u32 = 1024;
+/// Shortest and longest accepted ack deadline.
+pub const MIN_ACK_DEADLINE: Duration = Duration::from_secs(1);
+pub const MAX_ACK_DEADLINE: Duration = Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {

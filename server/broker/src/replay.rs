@@ -1,5 +1,6 @@
 //! Replay: reading a topic's history without touching any subscription.
 
+use crate::error::{Error, Result};
 use crate::types::{Offset, StoredEvent, UnixMillis};
 
 /// What a replay reads. Built by the caller from a checked request.
@@ -46,4 +47,28 @@ pub enum ReplayItem {
     /// Every bounded partition is read to its end, or (following) the
     /// history is read and new events follow as they commit. Sent once.
     CaughtUp,
+}
+
+/// The partitions a replay of `topic` (with `partition_count` partitions)
+/// reads: every one when `requested` is empty, else those named, each once.
+pub fn select_partitions(topic: &str, partition_count: u32, requested: &[u32]) -> Result<Vec<u32>> {
+    if requested.is_empty() {
+        return Ok((0..partition_count).collect());
+    }
+    let mut seen = vec![false; partition_count as usize];
+    for &p in requested {
+        let Some(seen) = seen.get_mut(p as usize) else {
+            return Err(Error::invalid(
+                "partitions",
+                format!("topic {topic:?} has partitions 0..{partition_count}; {p} does not exist"),
+            ));
+        };
+        if std::mem::replace(seen, true) {
+            return Err(Error::invalid(
+                "partitions",
+                format!("partition {p} is named twice; name each partition once"),
+            ));
+        }
+    }
+    Ok(requested.to_vec())
 }

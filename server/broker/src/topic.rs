@@ -46,6 +46,11 @@ impl TopicInfo {
         self.partitions.len() as u32
     }
 
+    /// Events ever committed: the sum of the partitions' end offsets.
+    pub fn committed_events(&self) -> u64 {
+        self.partitions.iter().map(|p| p.end).sum()
+    }
+
     /// Events retained, all partitions together.
     pub fn retained_events(&self) -> u64 {
         self.partitions.iter().map(|p| p.end - p.start).sum()

@@ -27,6 +27,14 @@ pub type Offset = u64;
 /// Milliseconds since the Unix epoch. Used for every persisted time.
 pub type UnixMillis = u64;
 
+/// The wall clock now, in Unix milliseconds (0 before 1970).
+pub fn now_ms() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(saturating_millis)
+        .unwrap_or(0)
+}
+
 /// Milliseconds of `d`, saturating at `u64::MAX`. Never `as_millis() as u64`:
 /// that truncates, so 2^64 + 384 ms becomes 384 ms and slips past every
 /// "at most" check. Bound `d` first wherever a huge value is an error.

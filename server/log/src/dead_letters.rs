@@ -1,4 +1,4 @@
-//! Dead-letter queue administration: list, get, purge (and redrive, later).
+//! Stored dead letters: decoding a queue entry with its event, and reading one.
 //!
 //! The actor appends entries; this side reads and deletes them. Deletions are
 //! serialised with other admin changes by the broker's admin lock, so the
@@ -6,67 +6,39 @@
 
 use crate::delivery::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
 use crate::error::{Error, Result};
-use crate::filter::any_type_matches;
-use crate::types::{StoredEvent, TopicId, UnixMillis};
+use crate::types::{StoredEvent, TopicId};
 
-/// Which dead letters an operation applies to.
-#[derive(Debug, Clone, Default)]
-pub struct DeadLetterQuery {
-    /// Event type patterns (NATS wildcards); empty: any type.
-    pub types: Vec<String>,
-    /// Case-sensitive substring of the reason; empty: any reason.
-    pub reason_contains: String,
-    /// Dead-letter time range, start inclusive, end exclusive.
-    pub start_ms: Option<UnixMillis>,
-    pub end_ms: Option<UnixMillis>,
-}
+pub use eventbus_broker::dead_letter::{
+    DeadLetter, DeadLetterQuery, DeadLetterSelector, MAX_PAGE_BYTES,
+};
 
-impl DeadLetterQuery {
-    pub fn validate(&self, limits: &crate::limits::Limits) -> Result<()> {
-        let bytes = limits.check_type_patterns("filter.types", &self.types)?;
-        limits.check_filter_bytes("filter", bytes + self.reason_contains.len())
-    }
-
-    pub fn matches(&self, entry: &DeadLetterEntry, event: &StoredEvent) -> bool {
-        any_type_matches(&self.types, &event.event_type)
-            && entry.reason.contains(&self.reason_contains)
-            && self.start_ms.is_none_or(|s| entry.dead_letter_ms >= s)
-            && self.end_ms.is_none_or(|e| entry.dead_letter_ms < e)
-    }
-}
-
-/// The set of dead letters a purge or redrive selects.
+/// A decoded queue entry with its event: what redrive moves back.
 #[derive(Debug, Clone)]
-pub enum DeadLetterSelector {
-    Ids(Vec<u64>),
-    Filter(DeadLetterQuery),
-    All,
-}
-
-/// A decoded entry with its event.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
+pub struct StoredDeadLetter {
     pub entry: DeadLetterEntry,
     pub event: StoredEvent,
 }
 
-/// Most bytes of entries (events plus their reasons) in one ListDeadLetters
-/// page, whatever its page size: with the protobuf framing the response stays
-/// under the 4 MiB that gRPC clients receive by default. A page always holds
-/// at least one entry.
-pub const MAX_PAGE_BYTES: usize = 3 << 20;
-
-impl DeadLetter {
-    /// Bytes the entry adds to a page: its event and its reason, plus a
-    /// margin for ids, times and framing.
-    pub fn size_bytes(&self) -> usize {
-        self.event.size_bytes() + self.entry.reason.len() + 128
+impl StoredDeadLetter {
+    /// The entry as the contract reports it (without the stored record).
+    pub fn public(self) -> DeadLetter {
+        let e = self.entry;
+        DeadLetter {
+            id: e.seq,
+            event: self.event,
+            attempts: e.attempts,
+            redrive_count: e.redrive_count,
+            first_delivery_ms: e.first_delivery_ms,
+            last_delivery_ms: e.last_delivery_ms,
+            dead_letter_ms: e.dead_letter_ms,
+            reason: e.reason,
+        }
     }
 }
 
 /// Decodes a stored queue entry (its `dlq` key and value) with its event, the
 /// event's checksum verified. Damage is `Corruption` / `CorruptMetadata`.
-pub fn decode(topic: TopicId, key: &[u8], value: &[u8]) -> Result<DeadLetter> {
+pub fn decode(topic: TopicId, key: &[u8], value: &[u8]) -> Result<StoredDeadLetter> {
     let corrupt = |source: crate::codec::CodecError| Error::Corruption {
         location: format!("dead letter {key:02x?}"),
         reason: source.to_string(),
@@ -77,7 +49,7 @@ pub fn decode(topic: TopicId, key: &[u8], value: &[u8]) -> Result<DeadLetter> {
     })?;
     let entry = DeadLetterEntry::decode(seq, value).map_err(corrupt)?;
     let event = entry.event(topic).map_err(corrupt)?;
-    Ok(DeadLetter { entry, event })
+    Ok(StoredDeadLetter { entry, event })
 }
 
 /// One dead letter by seq, if it exists. Blocking.
@@ -86,7 +58,7 @@ pub(crate) fn read(
     sub: crate::types::SubscriptionId,
     topic: TopicId,
     seq: u64,
-) -> Result<Option<DeadLetter>> {
+) -> Result<Option<StoredDeadLetter>> {
     let mut found = None;
     log.scan_dlq(sub, seq, |k, v| {
         if parse_dlq_key(k).map(|(_, s)| s) == Some(seq) {

@@ -36,11 +36,9 @@ pub mod store;
 pub mod synced_mark;
 pub mod writer;
 
-pub use broker::{
-    Broker, NewSubscription, RetryPolicy, SeekTarget, SubscriptionInfo, SubscriptionUpdate,
-    TopicInfo,
-};
+pub use broker::{LogBroker, NewSubscription, RetryPolicy, SeekTarget, SubscriptionUpdate};
 pub use error::{Error, Result};
+pub use eventbus_broker::{SubscriptionInfo, TopicInfo};
 pub use health::StorageHealth;
 pub use options::Options;
 pub use store::{Log, StorageStats, TopicConfig, TopicState};

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 pub use eventbus_broker::subscription::{AttributeCondition, Filter, Ordering, SubscriptionConfig};
 pub use eventbus_broker::topic::Retention;
+pub use eventbus_broker::types::now_ms;
 
 use crate::types::{StartPosition, SubscriptionId, TopicId, UnixMillis};
 
@@ -30,13 +31,6 @@ pub struct SubscriptionMeta {
     pub paused: bool,
     pub start_position: StartPosition,
     pub created_ms: UnixMillis,
-}
-
-pub fn now_ms() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(crate::types::saturating_millis)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -83,8 +83,4 @@ impl Options {
     }
 }
 
-/// Largest partition count a topic may have.
-pub const MAX_PARTITIONS: u32 = 1024;
-/// Shortest and longest accepted ack deadline.
-pub const MIN_ACK_DEADLINE: Duration = Duration::from_secs(1);
-pub const MAX_ACK_DEADLINE: Duration = Duration::from_secs(600);
+pub use eventbus_broker::limits::{MAX_ACK_DEADLINE, MAX_PARTITIONS, MIN_ACK_DEADLINE};

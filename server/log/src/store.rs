@@ -33,7 +33,7 @@ use crate::codec::{self, encode_record};
 use crate::error::{storage, Error, Result};
 use crate::health::{HealthCell, StorageHealth};
 use crate::keys::{self, MetaKind};
-use crate::meta::{now_ms, Retention, SubscriptionMeta, TopicMeta};
+use crate::meta::{now_ms, SubscriptionMeta, TopicMeta};
 use crate::names::validate_name;
 use crate::options::{Options, MAX_PARTITIONS};
 use crate::partitioner::{partition_for_key, Spreader};
@@ -41,6 +41,7 @@ use crate::space::SpaceGuard;
 use crate::synced_mark::{self, SyncedMark};
 use crate::types::{AppendResult, Durability, NewEvent, Offset, PartitionId, StoredEvent, TopicId};
 use crate::writer::{Cf, Command, Op, PendingRecord, Writer};
+pub use eventbus_broker::{StorageStats, TopicConfig};
 
 /// On-disk format of this data dir. Bumped on incompatible layout changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -151,14 +152,6 @@ impl TopicState {
             partition_for_key(key, self.meta.partitions)
         }
     }
-}
-
-/// Settings for a new topic.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TopicConfig {
-    /// 0 means the server default.
-    pub partitions: u32,
-    pub retention: Retention,
 }
 
 /// The partitioned log. Cheap to clone.
@@ -1005,17 +998,6 @@ impl Log {
             .cf_handle(cf.name())
             .expect("every column family is created at open")
     }
-}
-
-/// What the storage occupies, summed over the column families.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StorageStats {
-    /// Bytes in SST files (the data on disk, compressed).
-    pub sst_bytes: u64,
-    /// Bytes in memtables (written, not yet flushed to SST files).
-    pub memtable_bytes: u64,
-    /// Bytes RocksDB estimates compaction still has to rewrite.
-    pub pending_compaction_bytes: u64,
 }
 
 /// Ops that remove a subscription's metadata and all of its state.

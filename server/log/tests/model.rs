@@ -11,7 +11,7 @@
 //!
 //! # Crashes
 //! A clean restart flushes the ack state and closes the store; the model stays
-//! exact. A real crash ([`Broker::crash`]) stops the subscription actors
+//! exact. A real crash ([`LogBroker::crash`]) stops the subscription actors
 //! without writing their ack state, as `kill -9` would: what the engine
 //! persisted lazily (every `ack-flush-interval`) since the last point where
 //! the model *knows* the state reached disk may or may not be there. The
@@ -43,7 +43,7 @@ use bytes::Bytes;
 use eventbus_log::dead_letters::{DeadLetterQuery, DeadLetterSelector};
 use eventbus_log::delivery::{Delivery, MemberStream, SettleOp};
 use eventbus_log::meta::Ordering;
-use eventbus_log::{Broker, NewEvent, NewSubscription, Options, SeekTarget, TopicConfig};
+use eventbus_log::{LogBroker, NewEvent, NewSubscription, Options, SeekTarget, TopicConfig};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 
@@ -308,18 +308,18 @@ struct Member {
 }
 
 struct Real {
-    broker: Option<Broker>,
+    broker: Option<LogBroker>,
     members: Vec<Member>,
     dir: tempfile::TempDir,
 }
 
-async fn open(dir: &std::path::Path) -> Broker {
+async fn open(dir: &std::path::Path) -> LogBroker {
     // After a simulated crash the old actors drop their handles on their next
     // poll; until then RocksDB's LOCK is still held in this process.
     for _ in 0..500 {
         let mut o = Options::new(dir);
         o.durability = eventbus_log::Durability::Buffered;
-        match Broker::open(o).await {
+        match LogBroker::open(o).await {
             Ok(b) => return b,
             Err(_) => {
                 tokio::task::yield_now().await;
@@ -331,7 +331,7 @@ async fn open(dir: &std::path::Path) -> Broker {
 }
 
 impl Real {
-    fn b(&self) -> &Broker {
+    fn b(&self) -> &LogBroker {
         self.broker.as_ref().unwrap()
     }
 
@@ -422,12 +422,13 @@ impl Real {
 
     /// The DLQ's offsets.
     async fn dlq(&self) -> BTreeSet<usize> {
-        let (dlq, _) = self
+        let dlq = self
             .b()
             .list_dead_letters("t", "s", None, 1000, DeadLetterQuery::default())
             .await
-            .unwrap();
-        let offsets: BTreeSet<usize> = dlq.iter().map(|d| d.entry.offset as usize).collect();
+            .unwrap()
+            .dead_letters;
+        let offsets: BTreeSet<usize> = dlq.iter().map(|d| d.event.offset as usize).collect();
         assert_eq!(offsets.len(), dlq.len(), "an event dead-lettered twice");
         offsets
     }

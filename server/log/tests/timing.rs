@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use eventbus_log::delivery::{MemberStream, SettleOp};
-use eventbus_log::{Broker, NewEvent, NewSubscription, Options, RetryPolicy};
+use eventbus_log::{LogBroker, NewEvent, NewSubscription, Options, RetryPolicy};
 use tokio::time::Instant;
 
 const SLACK: Duration = Duration::from_millis(250);
 
-async fn broker(dir: &std::path::Path) -> Broker {
+async fn broker(dir: &std::path::Path) -> LogBroker {
     let mut o = Options::new(dir);
     o.durability = eventbus_log::Durability::Buffered;
-    Broker::open(o).await.unwrap()
+    LogBroker::open(o).await.unwrap()
 }
 
 fn ev(p: &str) -> NewEvent {

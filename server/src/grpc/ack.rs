@@ -1,13 +1,13 @@
 //! `EventService/Ack`: settle deliveries.
 
-use eventbus_log::delivery::SettleOp;
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
+use eventbus_broker::SettleOp;
 use eventbus_proto::v1::{AckRequest, AckResponse};
 use tonic::Status;
 
 use super::status::{stale_to_status, to_status};
 
-pub async fn handle(broker: &Broker, req: AckRequest) -> Result<AckResponse, Status> {
+pub async fn handle(broker: &dyn Broker, req: AckRequest) -> Result<AckResponse, Status> {
     let outcome = broker
         .settle(&req.topic, &req.subscription, SettleOp::Ack, &req.ack_ids)
         .await

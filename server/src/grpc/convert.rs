@@ -1,11 +1,10 @@
-//! Conversions between wire types (`eventbus_proto::v1`) and domain types
-//! (`eventbus_log`). Validation of wire-only shapes (timestamps, durations) lives
-//! here; domain rules live in `eventbus-log`.
+//! Conversions between wire types (`eventbus_proto::v1`) and the broker
+//! contract's domain types (`eventbus_broker`). Validation of wire-only shapes
+//! (timestamps, durations) lives here; domain rules live in the contract.
 
 use std::time::Duration;
 
-use eventbus_log::meta::SubscriptionMeta;
-use eventbus_log::{NewEvent, StoredEvent, SubscriptionInfo, TopicState, UnixMillis};
+use eventbus_broker::{Delivery, NewEvent, StoredEvent, SubscriptionInfo, TopicInfo, UnixMillis};
 use eventbus_proto::v1;
 use tonic::Status;
 
@@ -131,50 +130,49 @@ pub fn event(topic: &str, ev: &StoredEvent) -> v1::Event {
 }
 
 /// A leased event as sent on a Subscribe stream.
-pub fn delivery(topic: &str, d: &eventbus_log::delivery::Delivery) -> v1::Delivery {
+pub fn delivery(topic: &str, d: Delivery) -> v1::Delivery {
     v1::Delivery {
         event: Some(event(topic, &d.event)),
-        ack_id: d.ack_id.encode(),
+        ack_id: d.ack_id,
         delivery_attempt: d.attempt,
     }
 }
 
-pub fn topic(t: &TopicState) -> v1::Topic {
+pub fn topic(t: &TopicInfo) -> v1::Topic {
     v1::Topic {
-        name: t.name().to_string(),
+        name: t.name.clone(),
         partitions: t.partition_count(),
         retention: Some(v1::Retention {
             max_age: t
-                .meta
                 .retention
                 .max_age_ms
                 .map(|ms| duration_to_proto(Duration::from_millis(ms))),
-            max_bytes: t.meta.retention.max_bytes.unwrap_or(0),
+            max_bytes: t.retention.max_bytes.unwrap_or(0),
         }),
-        create_time: Some(millis_to_timestamp(t.meta.created_ms)),
+        create_time: Some(millis_to_timestamp(t.created_ms)),
         partition_info: t
             .partitions
             .iter()
             .enumerate()
-            .map(|(p, tail)| v1::PartitionInfo {
+            .map(|(p, bounds)| v1::PartitionInfo {
                 partition: p as u32,
-                start_offset: tail.start(),
-                end_offset: tail.end(),
+                start_offset: bounds.start,
+                end_offset: bounds.end,
             })
             .collect(),
     }
 }
 
 pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
-    let SubscriptionMeta {
+    let SubscriptionInfo {
         name,
         config,
         paused,
         created_ms,
         ..
-    } = &info.meta;
+    } = info;
     let s = &info.stats;
-    let now = eventbus_log::meta::now_ms();
+    let now = eventbus_broker::now_ms();
     v1::Subscription {
         topic: info.topic.clone(),
         name: name.clone(),
@@ -192,8 +190,8 @@ pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
         max_delivery_attempts: config.max_delivery_attempts,
         filter: filter_to_proto(&config.filter),
         ordering: match config.ordering {
-            eventbus_log::meta::Ordering::None => v1::Ordering::None,
-            eventbus_log::meta::Ordering::Key => v1::Ordering::Key,
+            eventbus_broker::Ordering::None => v1::Ordering::None,
+            eventbus_broker::Ordering::Key => v1::Ordering::Key,
         } as i32,
         paused: *paused,
         create_time: Some(millis_to_timestamp(*created_ms)),
@@ -220,17 +218,16 @@ pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
 }
 
 /// A dead letter on the wire; its id is the decimal queue sequence number.
-pub fn dead_letter(topic: &str, dl: &eventbus_log::dead_letters::DeadLetter) -> v1::DeadLetter {
-    let e = &dl.entry;
+pub fn dead_letter(topic: &str, dl: &eventbus_broker::DeadLetter) -> v1::DeadLetter {
     v1::DeadLetter {
-        id: e.seq.to_string(),
+        id: dl.id.to_string(),
         event: Some(event(topic, &dl.event)),
-        delivery_attempts: e.attempts,
-        reason: e.reason.clone(),
-        redrive_count: e.redrive_count,
-        first_delivery_time: Some(millis_to_timestamp(e.first_delivery_ms)),
-        last_delivery_time: Some(millis_to_timestamp(e.last_delivery_ms)),
-        dead_letter_time: Some(millis_to_timestamp(e.dead_letter_ms)),
+        delivery_attempts: dl.attempts,
+        reason: dl.reason.clone(),
+        redrive_count: dl.redrive_count,
+        first_delivery_time: Some(millis_to_timestamp(dl.first_delivery_ms)),
+        last_delivery_time: Some(millis_to_timestamp(dl.last_delivery_ms)),
+        dead_letter_time: Some(millis_to_timestamp(dl.dead_letter_ms)),
     }
 }
 
@@ -247,9 +244,9 @@ pub fn dead_letter_id(field: &'static str, id: &str) -> Result<u64, Status> {
 /// The wire filter as a query.
 pub fn dead_letter_query(
     f: Option<v1::DeadLetterFilter>,
-) -> Result<eventbus_log::dead_letters::DeadLetterQuery, Status> {
+) -> Result<eventbus_broker::DeadLetterQuery, Status> {
     let f = f.unwrap_or_default();
-    Ok(eventbus_log::dead_letters::DeadLetterQuery {
+    Ok(eventbus_broker::DeadLetterQuery {
         types: f.types,
         reason_contains: f.reason_contains,
         start_ms: f
@@ -266,8 +263,8 @@ pub fn dead_letter_query(
 }
 
 /// The wire filter as a domain filter (validated later by the broker).
-pub fn filter_from_proto(f: Option<v1::Filter>) -> Result<eventbus_log::meta::Filter, Status> {
-    use eventbus_log::meta::AttributeCondition as C;
+pub fn filter_from_proto(f: Option<v1::Filter>) -> Result<eventbus_broker::Filter, Status> {
+    use eventbus_broker::AttributeCondition as C;
     use v1::attribute_condition::Condition;
     let f = f.unwrap_or_default();
     let attributes = f
@@ -293,14 +290,14 @@ pub fn filter_from_proto(f: Option<v1::Filter>) -> Result<eventbus_log::meta::Fi
             })
         })
         .collect::<Result<_, Status>>()?;
-    Ok(eventbus_log::meta::Filter {
+    Ok(eventbus_broker::Filter {
         types: f.types,
         attributes,
     })
 }
 
-pub fn filter_to_proto(f: &eventbus_log::meta::Filter) -> Option<v1::Filter> {
-    use eventbus_log::meta::AttributeCondition as C;
+pub fn filter_to_proto(f: &eventbus_broker::Filter) -> Option<v1::Filter> {
+    use eventbus_broker::AttributeCondition as C;
     use v1::attribute_condition::Condition;
     if f.is_empty() {
         return None;
@@ -333,9 +330,9 @@ pub fn filter_to_proto(f: &eventbus_log::meta::Filter) -> Option<v1::Filter> {
 /// Parses a retry policy; `None` means "redeliver at once".
 pub fn retry_policy(
     p: Option<v1::RetryPolicy>,
-) -> Result<Option<eventbus_log::RetryPolicy>, Status> {
+) -> Result<Option<eventbus_broker::RetryPolicy>, Status> {
     p.map(|p| {
-        Ok(eventbus_log::RetryPolicy {
+        Ok(eventbus_broker::RetryPolicy {
             min_backoff: p
                 .min_backoff
                 .as_ref()
@@ -352,12 +349,10 @@ pub fn retry_policy(
 }
 
 /// Parses the ordering enum.
-pub fn ordering(value: i32) -> Result<eventbus_log::meta::Ordering, Status> {
+pub fn ordering(value: i32) -> Result<eventbus_broker::Ordering, Status> {
     match v1::Ordering::try_from(value) {
-        Ok(v1::Ordering::Unspecified | v1::Ordering::None) => {
-            Ok(eventbus_log::meta::Ordering::None)
-        }
-        Ok(v1::Ordering::Key) => Ok(eventbus_log::meta::Ordering::Key),
+        Ok(v1::Ordering::Unspecified | v1::Ordering::None) => Ok(eventbus_broker::Ordering::None),
+        Ok(v1::Ordering::Key) => Ok(eventbus_broker::Ordering::Key),
         Err(_) => Err(invalid(
             "ordering",
             format!("{value} is not an Ordering; use ORDERING_NONE or ORDERING_KEY"),

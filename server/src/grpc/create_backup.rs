@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{CreateBackupRequest, CreateBackupResponse};
 use tonic::Status;
 
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: CreateBackupRequest,
 ) -> Result<CreateBackupResponse, Status> {
     let started = std::time::Instant::now();

@@ -1,6 +1,6 @@
 //! `AdminService/CreateSubscription`.
 
-use eventbus_log::{Broker, NewSubscription, StartPosition};
+use eventbus_broker::{Broker, NewSubscription, StartPosition};
 use eventbus_proto::v1::{self, CreateSubscriptionRequest, CreateSubscriptionResponse};
 use tonic::Status;
 
@@ -8,7 +8,7 @@ use super::convert::{self, duration_from_proto};
 use super::status::{invalid, to_status};
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: CreateSubscriptionRequest,
 ) -> Result<CreateSubscriptionResponse, Status> {
     let new = parse(&req)?;

@@ -1,7 +1,7 @@
 //! `AdminService/CreateTopic`.
 
-use eventbus_log::meta::Retention;
-use eventbus_log::{Broker, TopicConfig};
+use eventbus_broker::Retention;
+use eventbus_broker::{Broker, TopicConfig};
 use eventbus_proto::v1::{CreateTopicRequest, CreateTopicResponse};
 use tonic::Status;
 
@@ -9,7 +9,7 @@ use super::convert::{self, duration_from_proto, duration_to_millis};
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, Status> {
     let config = parse(&req)?;
@@ -18,7 +18,7 @@ pub async fn handle(
         .await
         .map_err(to_status)?;
     Ok(CreateTopicResponse {
-        topic: Some(convert::topic(&info.state)),
+        topic: Some(convert::topic(&info)),
     })
 }
 

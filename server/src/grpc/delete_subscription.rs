@@ -1,13 +1,13 @@
 //! `AdminService/DeleteSubscription`: removes the subscription and its state.
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{DeleteSubscriptionRequest, DeleteSubscriptionResponse};
 use tonic::Status;
 
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: DeleteSubscriptionRequest,
 ) -> Result<DeleteSubscriptionResponse, Status> {
     broker

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use eventbus_log::limits::Limits;
+use eventbus_broker::Limits;
 use eventbus_proto::prost::Message;
 use eventbus_proto::v1::event_service_server::{EventService, EventServiceServer};
 use tonic::body::Body;

@@ -1,6 +1,6 @@
 //! `AdminService/GetDeadLetter`: one entry of a subscription's DLQ.
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{GetDeadLetterRequest, GetDeadLetterResponse};
 use tonic::Status;
 
@@ -8,7 +8,7 @@ use super::convert;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: GetDeadLetterRequest,
 ) -> Result<GetDeadLetterResponse, Status> {
     let seq = convert::dead_letter_id("id", &req.id)?;

@@ -1,6 +1,6 @@
 //! `AdminService/GetStatus`: the one-screen summary behind `eventbus status`.
 
-use eventbus_log::{Broker, StorageHealth};
+use eventbus_broker::{Broker, StorageHealth, StorageReport};
 use eventbus_proto::v1::{
     GetStatusRequest, GetStatusResponse, StorageState, StorageStatus, TopicStatus,
 };
@@ -11,22 +11,21 @@ use super::status::to_status;
 use crate::ops::{sample, Ops};
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     ops: &Ops,
     _req: GetStatusRequest,
 ) -> Result<GetStatusResponse, Status> {
     let mut topics = Vec::new();
-    for info in broker.list_topics() {
-        let t = &info.state;
-        let name = t.name();
-        let subscriptions = match broker.list_subscriptions(name).await {
-            Ok(subs) => subs.iter().map(convert::subscription).collect(),
+    for t in broker.list_topics().await.map_err(to_status)? {
+        let name = t.name.as_str();
+        let subscriptions = match broker.list_subscriptions(name, None, usize::MAX).await {
+            Ok((subs, _)) => subs.iter().map(convert::subscription).collect(),
             // Deleted between the listing and now: leave it out.
-            Err(eventbus_log::Error::TopicNotFound(_)) => continue,
+            Err(eventbus_broker::Error::TopicNotFound(_)) => continue,
             Err(e) => return Err(to_status(e)),
         };
         topics.push(TopicStatus {
-            topic: Some(convert::topic(t)),
+            topic: Some(convert::topic(&t)),
             events: t.retained_events(),
             publish_rate: ops.rates.rate(name),
             subscriptions,
@@ -38,12 +37,12 @@ pub async fn handle(
             .map(|t| &t.name)
             .cmp(&b.topic.as_ref().map(|t| &t.name))
     });
-    let log = broker.log().clone();
-    let st = tokio::task::spawn_blocking(move || log.storage_stats())
-        .await
-        .map_err(|_| Status::unavailable("the server is shutting down"))?;
+    let StorageReport {
+        health,
+        stats: st,
+        disk_reserve_bytes,
+    } = broker.storage().await.map_err(to_status)?;
     let disk = sample::disk_usage(ops.data_dir()).ok();
-    let health = broker.log().health();
     let state = match &health {
         StorageHealth::Ok => StorageState::Ok,
         StorageHealth::DiskFull { .. } => StorageState::DiskFull,
@@ -62,7 +61,7 @@ pub async fn handle(
                 StorageHealth::Ok => String::new(),
                 h => h.describe(),
             },
-            disk_reserve_bytes: broker.options().disk_reserve_bytes,
+            disk_reserve_bytes,
         }),
     })
 }

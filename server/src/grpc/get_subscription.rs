@@ -1,6 +1,6 @@
 //! `AdminService/GetSubscription`: settings plus live statistics.
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{GetSubscriptionRequest, GetSubscriptionResponse};
 use tonic::Status;
 
@@ -8,7 +8,7 @@ use super::convert;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: GetSubscriptionRequest,
 ) -> Result<GetSubscriptionResponse, Status> {
     let info = broker

@@ -1,15 +1,15 @@
 //! `AdminService/GetTopic`.
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{GetTopicRequest, GetTopicResponse};
 use tonic::Status;
 
 use super::convert;
 use super::status::to_status;
 
-pub fn handle(broker: &Broker, req: GetTopicRequest) -> Result<GetTopicResponse, Status> {
-    let info = broker.get_topic(&req.topic).map_err(to_status)?;
+pub async fn handle(broker: &dyn Broker, req: GetTopicRequest) -> Result<GetTopicResponse, Status> {
+    let info = broker.get_topic(&req.topic).await.map_err(to_status)?;
     Ok(GetTopicResponse {
-        topic: Some(convert::topic(&info.state)),
+        topic: Some(convert::topic(&info)),
     })
 }

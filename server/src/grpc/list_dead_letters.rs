@@ -1,9 +1,9 @@
 //! `AdminService/ListDeadLetters`: pages through a subscription's DLQ, oldest
 //! first, optionally filtered by event type, reason and time.
 
-use eventbus_log::dead_letters::DeadLetterQuery;
-use eventbus_log::limits::Limits;
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
+use eventbus_broker::DeadLetterQuery;
+use eventbus_broker::Limits;
 use eventbus_proto::v1::{ListDeadLettersRequest, ListDeadLettersResponse};
 use tonic::Status;
 
@@ -12,24 +12,25 @@ use super::paging;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: ListDeadLettersRequest,
 ) -> Result<ListDeadLettersResponse, Status> {
     let DeadLetterPage {
         after,
         limit,
         query,
-    } = parse(&req, &broker.options().limits)?;
-    let (page, next) = broker
+    } = parse(&req, broker.limits())?;
+    let page = broker
         .list_dead_letters(&req.topic, &req.subscription, after, limit, query)
         .await
         .map_err(to_status)?;
     Ok(ListDeadLettersResponse {
         dead_letters: page
+            .dead_letters
             .iter()
             .map(|d| convert::dead_letter(&req.topic, d))
             .collect(),
-        next_page_token: next.map_or_else(String::new, paging::seq_token),
+        next_page_token: page.next_after.map_or_else(String::new, paging::seq_token),
     })
 }
 

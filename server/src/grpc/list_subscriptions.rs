@@ -1,7 +1,7 @@
 //! `AdminService/ListSubscriptions`: one page, with statistics for that page
 //! only.
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{ListSubscriptionsRequest, ListSubscriptionsResponse};
 use tonic::Status;
 
@@ -10,16 +10,16 @@ use super::paging::PageRequest;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: ListSubscriptionsRequest,
 ) -> Result<ListSubscriptionsResponse, Status> {
-    let page = PageRequest::parse(&broker.options().limits, req.page_size, &req.page_token)?;
+    let page = PageRequest::parse(broker.limits(), req.page_size, &req.page_token)?;
     let (subs, more) = broker
-        .subscriptions_page(&req.topic, page.after.as_deref(), page.size)
+        .list_subscriptions(&req.topic, page.after.as_deref(), page.size)
         .await
         .map_err(to_status)?;
     Ok(ListSubscriptionsResponse {
-        next_page_token: PageRequest::next_token(subs.last().map(|s| s.meta.name.as_str()), more),
+        next_page_token: PageRequest::next_token(subs.last().map(|s| s.name.as_str()), more),
         subscriptions: subs.iter().map(convert::subscription).collect(),
     })
 }

@@ -1,17 +1,22 @@
 //! `AdminService/ListTopics`.
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{ListTopicsRequest, ListTopicsResponse};
 use tonic::Status;
 
 use super::convert;
 use super::paging::PageRequest;
+use super::status::to_status;
 
-pub fn handle(broker: &Broker, req: ListTopicsRequest) -> Result<ListTopicsResponse, Status> {
-    let page = PageRequest::parse(&broker.options().limits, req.page_size, &req.page_token)?;
-    let (topics, next_page_token) = page.page(broker.list_topics(), |t| t.state.name());
+pub async fn handle(
+    broker: &dyn Broker,
+    req: ListTopicsRequest,
+) -> Result<ListTopicsResponse, Status> {
+    let page = PageRequest::parse(broker.limits(), req.page_size, &req.page_token)?;
+    let all = broker.list_topics().await.map_err(to_status)?;
+    let (topics, next_page_token) = page.page(all, |t| t.name.as_str());
     Ok(ListTopicsResponse {
-        topics: topics.iter().map(|t| convert::topic(&t.state)).collect(),
+        topics: topics.iter().map(convert::topic).collect(),
         next_page_token,
     })
 }

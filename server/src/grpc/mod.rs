@@ -42,7 +42,7 @@ pub use event_server::EventServer;
 
 use std::sync::Arc;
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::admin_service_server::AdminService;
 use eventbus_proto::v1::event_service_server::EventService;
 use eventbus_proto::v1::*;
@@ -75,20 +75,20 @@ pub mod parse {
     pub use super::replay::parse as replay;
     pub use super::seek_subscription::parse as seek_subscription;
     pub use super::update_subscription::parse as update_subscription;
-    pub use eventbus_log::limits::Limits;
+    pub use eventbus_broker::Limits;
 }
 
 /// Implements `eventbus.v1.EventService`.
 #[derive(Clone)]
 pub struct EventSvc {
-    broker: Arc<Broker>,
+    broker: Arc<dyn Broker>,
     /// Cancelled when shutdown starts, so open streams end promptly.
     shutdown: CancellationToken,
     ops: Arc<Ops>,
 }
 
 impl EventSvc {
-    pub fn new(broker: Arc<Broker>, shutdown: CancellationToken, ops: Arc<Ops>) -> Self {
+    pub fn new(broker: Arc<dyn Broker>, shutdown: CancellationToken, ops: Arc<Ops>) -> Self {
         EventSvc {
             broker,
             shutdown,
@@ -100,12 +100,12 @@ impl EventSvc {
 /// Implements `eventbus.v1.AdminService`.
 #[derive(Clone)]
 pub struct AdminSvc {
-    broker: Arc<Broker>,
+    broker: Arc<dyn Broker>,
     ops: Arc<Ops>,
 }
 
 impl AdminSvc {
-    pub fn new(broker: Arc<Broker>, ops: Arc<Ops>) -> Self {
+    pub fn new(broker: Arc<dyn Broker>, ops: Arc<Ops>) -> Self {
         AdminSvc { broker, ops }
     }
 }
@@ -119,27 +119,32 @@ impl EventService for EventSvc {
             .and_then(|v| v.to_str().ok())
             .and_then(crate::ops::trace::valid_traceparent)
             .map(str::to_string);
-        publish::handle(&self.broker, &self.ops, traceparent, req.into_inner())
-            .await
-            .map(Response::new)
+        publish::handle(
+            self.broker.as_ref(),
+            &self.ops,
+            traceparent,
+            req.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 
     type SubscribeStream = subscribe::SubscribeStream;
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> RpcResult<Self::SubscribeStream> {
-        subscribe::handle(&self.broker, &self.shutdown, req.into_inner())
+        subscribe::handle(self.broker.as_ref(), &self.shutdown, req.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> RpcResult<AckResponse> {
-        ack::handle(&self.broker, req.into_inner())
+        ack::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn nack(&self, req: Request<NackRequest>) -> RpcResult<NackResponse> {
-        nack::handle(&self.broker, req.into_inner())
+        nack::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -148,7 +153,7 @@ impl EventService for EventSvc {
         &self,
         req: Request<ModifyAckDeadlineRequest>,
     ) -> RpcResult<ModifyAckDeadlineResponse> {
-        modify_ack_deadline::handle(&self.broker, req.into_inner())
+        modify_ack_deadline::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -168,24 +173,28 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<CreateTopicRequest>,
     ) -> RpcResult<CreateTopicResponse> {
-        create_topic::handle(&self.broker, req.into_inner())
+        create_topic::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn get_topic(&self, req: Request<GetTopicRequest>) -> RpcResult<GetTopicResponse> {
-        get_topic::handle(&self.broker, req.into_inner()).map(Response::new)
+        get_topic::handle(self.broker.as_ref(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_topics(&self, req: Request<ListTopicsRequest>) -> RpcResult<ListTopicsResponse> {
-        list_topics::handle(&self.broker, req.into_inner()).map(Response::new)
+        list_topics::handle(self.broker.as_ref(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn delete_topic(
         &self,
         req: Request<DeleteTopicRequest>,
     ) -> RpcResult<DeleteTopicResponse> {
-        delete_topic::handle(&self.broker, req.into_inner())
+        delete_topic::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -194,7 +203,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<CreateSubscriptionRequest>,
     ) -> RpcResult<CreateSubscriptionResponse> {
-        create_subscription::handle(&self.broker, req.into_inner())
+        create_subscription::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -203,7 +212,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<GetSubscriptionRequest>,
     ) -> RpcResult<GetSubscriptionResponse> {
-        get_subscription::handle(&self.broker, req.into_inner())
+        get_subscription::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -212,7 +221,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ListSubscriptionsRequest>,
     ) -> RpcResult<ListSubscriptionsResponse> {
-        list_subscriptions::handle(&self.broker, req.into_inner())
+        list_subscriptions::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -221,7 +230,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<UpdateSubscriptionRequest>,
     ) -> RpcResult<UpdateSubscriptionResponse> {
-        update_subscription::handle(&self.broker, req.into_inner())
+        update_subscription::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -230,7 +239,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<DeleteSubscriptionRequest>,
     ) -> RpcResult<DeleteSubscriptionResponse> {
-        delete_subscription::handle(&self.broker, req.into_inner())
+        delete_subscription::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -239,7 +248,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<PauseSubscriptionRequest>,
     ) -> RpcResult<PauseSubscriptionResponse> {
-        pause_subscription::handle(&self.broker, req.into_inner())
+        pause_subscription::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -248,7 +257,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ResumeSubscriptionRequest>,
     ) -> RpcResult<ResumeSubscriptionResponse> {
-        resume_subscription::handle(&self.broker, req.into_inner())
+        resume_subscription::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -257,7 +266,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<SeekSubscriptionRequest>,
     ) -> RpcResult<SeekSubscriptionResponse> {
-        seek_subscription::handle(&self.broker, req.into_inner())
+        seek_subscription::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -266,7 +275,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ListDeadLettersRequest>,
     ) -> RpcResult<ListDeadLettersResponse> {
-        list_dead_letters::handle(&self.broker, req.into_inner())
+        list_dead_letters::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -275,7 +284,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<GetDeadLetterRequest>,
     ) -> RpcResult<GetDeadLetterResponse> {
-        get_dead_letter::handle(&self.broker, req.into_inner())
+        get_dead_letter::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -284,7 +293,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<RedriveDeadLettersRequest>,
     ) -> RpcResult<RedriveDeadLettersResponse> {
-        redrive_dead_letters::handle(&self.broker, req.into_inner())
+        redrive_dead_letters::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
@@ -293,13 +302,13 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<PurgeDeadLettersRequest>,
     ) -> RpcResult<PurgeDeadLettersResponse> {
-        purge_dead_letters::handle(&self.broker, req.into_inner())
+        purge_dead_letters::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn get_status(&self, req: Request<GetStatusRequest>) -> RpcResult<GetStatusResponse> {
-        get_status::handle(&self.broker, &self.ops, req.into_inner())
+        get_status::handle(self.broker.as_ref(), &self.ops, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -308,7 +317,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<CreateBackupRequest>,
     ) -> RpcResult<CreateBackupResponse> {
-        create_backup::handle(&self.broker, req.into_inner())
+        create_backup::handle(self.broker.as_ref(), req.into_inner())
             .await
             .map(Response::new)
     }

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use eventbus_log::delivery::SettleOp;
-use eventbus_log::options::MAX_ACK_DEADLINE;
-use eventbus_log::Broker;
+use eventbus_broker::limits::MAX_ACK_DEADLINE;
+use eventbus_broker::Broker;
+use eventbus_broker::SettleOp;
 use eventbus_proto::v1::{ModifyAckDeadlineRequest, ModifyAckDeadlineResponse};
 use tonic::Status;
 
@@ -12,7 +12,7 @@ use super::convert::duration_from_proto;
 use super::status::{invalid, stale_to_status, to_status};
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: ModifyAckDeadlineRequest,
 ) -> Result<ModifyAckDeadlineResponse, Status> {
     let deadline = parse(&req)?;

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use eventbus_log::delivery::SettleOp;
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
+use eventbus_broker::SettleOp;
 use eventbus_proto::v1::{NackRequest, NackResponse};
 use tonic::Status;
 
@@ -11,9 +11,9 @@ use super::convert::duration_from_proto;
 use super::status::{invalid, stale_to_status, to_status};
 
 /// Longest accepted nack delay: the longest ack deadline.
-const MAX_NACK_DELAY: Duration = eventbus_log::options::MAX_ACK_DEADLINE;
+const MAX_NACK_DELAY: Duration = eventbus_broker::limits::MAX_ACK_DEADLINE;
 
-pub async fn handle(broker: &Broker, req: NackRequest) -> Result<NackResponse, Status> {
+pub async fn handle(broker: &dyn Broker, req: NackRequest) -> Result<NackResponse, Status> {
     let op = parse(&req)?;
     let outcome = broker
         .settle(&req.topic, &req.subscription, op, &req.ack_ids)

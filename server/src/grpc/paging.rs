@@ -2,7 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use eventbus_log::limits::Limits;
+use eventbus_broker::Limits;
 use tonic::Status;
 
 use super::status::invalid;

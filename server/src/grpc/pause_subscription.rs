@@ -1,6 +1,6 @@
 //! `AdminService/PauseSubscription`: stop new deliveries, keep held leases.
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{PauseSubscriptionRequest, PauseSubscriptionResponse};
 use tonic::Status;
 
@@ -8,7 +8,7 @@ use super::convert;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: PauseSubscriptionRequest,
 ) -> Result<PauseSubscriptionResponse, Status> {
     let info = broker

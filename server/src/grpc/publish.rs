@@ -1,11 +1,11 @@
 //! `EventService/Publish`: append a batch of events to one topic.
 
-use eventbus_log::Broker;
+use eventbus_broker::{Broker, Published};
 use eventbus_proto::v1::{PublishEvent, PublishRequest, PublishResponse, PublishResult};
 use std::time::Instant;
 
-use eventbus_log::limits::Limits;
-use eventbus_log::{AppendResult, NewEvent};
+use eventbus_broker::Limits;
+use eventbus_broker::{AppendResult, NewEvent};
 use tonic::Status;
 
 use crate::ops::trace::TRACEPARENT;
@@ -18,7 +18,7 @@ use super::status::to_status;
 /// with every event that does not carry its own, so consumers continue the
 /// producer's trace.
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     ops: &Ops,
     traceparent: Option<String>,
     req: PublishRequest,
@@ -27,7 +27,7 @@ pub async fn handle(
     // The count was bounded on the wire already (see `wire`); the other
     // bounds apply to what the client sent, before the server adds its own
     // attributes (the trace context) and before a topic is auto-created.
-    let mut events = parse_events(req.events, &broker.options().limits)?;
+    let mut events = parse_events(req.events, broker.limits())?;
     if let Some(tp) = traceparent {
         for e in &mut events {
             e.attributes
@@ -35,7 +35,10 @@ pub async fn handle(
                 .or_insert_with(|| tp.clone());
         }
     }
-    let (topic_id, appended) = broker
+    let Published {
+        topic_id,
+        results: appended,
+    } = broker
         .publish(&req.topic, &events)
         .await
         .map_err(to_status)?;
@@ -46,7 +49,7 @@ pub async fn handle(
             .map(|r| PublishResult {
                 partition: r.partition,
                 offset: r.offset,
-                event_id: eventbus_log::format_event_id(topic_id, r.partition, r.offset),
+                event_id: eventbus_broker::format_event_id(topic_id, r.partition, r.offset),
                 duplicate: r.duplicate,
             })
             .collect(),

@@ -1,7 +1,7 @@
 //! `AdminService/PurgeDeadLetters`: delete DLQ entries by ids, filter or all.
 
-use eventbus_log::dead_letters::DeadLetterSelector;
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
+use eventbus_broker::DeadLetterSelector;
 use eventbus_proto::v1::{DeadLetterFilter, PurgeDeadLettersRequest, PurgeDeadLettersResponse};
 use tonic::Status;
 
@@ -9,7 +9,7 @@ use super::convert;
 use super::status::{invalid, to_status};
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: PurgeDeadLettersRequest,
 ) -> Result<PurgeDeadLettersResponse, Status> {
     let selector = selector(req.ids, req.filter, req.all)?;

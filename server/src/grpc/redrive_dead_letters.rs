@@ -1,7 +1,7 @@
 //! `AdminService/RedriveDeadLetters`: send dead letters back to their
 //! subscription, exactly once, optionally rate-limited.
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{RedriveDeadLettersRequest, RedriveDeadLettersResponse};
 use tonic::Status;
 
@@ -9,7 +9,7 @@ use super::purge_dead_letters::selector;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: RedriveDeadLettersRequest,
 ) -> Result<RedriveDeadLettersResponse, Status> {
     let selector = selector(req.ids, req.filter, req.all)?;

@@ -1,6 +1,6 @@
 //! `AdminService/ResumeSubscription`: deliver again after a pause.
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 use eventbus_proto::v1::{ResumeSubscriptionRequest, ResumeSubscriptionResponse};
 use tonic::Status;
 
@@ -8,7 +8,7 @@ use super::convert;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: ResumeSubscriptionRequest,
 ) -> Result<ResumeSubscriptionResponse, Status> {
     let info = broker

@@ -1,7 +1,7 @@
 //! `AdminService/SeekSubscription`: move one subscription to earliest, latest,
 //! a time, or per-partition offsets ("handler fixed, reprocess since 09:00").
 
-use eventbus_log::{Broker, SeekTarget};
+use eventbus_broker::{Broker, SeekTarget};
 use eventbus_proto::v1::{
     self, seek_subscription_request::Target, SeekSubscriptionRequest, SeekSubscriptionResponse,
 };
@@ -11,7 +11,7 @@ use super::convert::{self, timestamp_to_millis};
 use super::status::{invalid, to_status};
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: SeekSubscriptionRequest,
 ) -> Result<SeekSubscriptionResponse, Status> {
     let target = parse(req.target)?;

@@ -1,11 +1,10 @@
-//! The one place that turns [`eventbus_log::Error`] into a gRPC status.
+//! The one place that turns [`eventbus_broker::Error`] into a gRPC status.
 //!
 //! The match is exhaustive on purpose: a new error variant does not compile until
 //! someone decides its status code. Field errors carry a `BadRequest` detail
 //! (google.rpc.error_details) so clients can point at the field.
 
-use eventbus_log::delivery::SettleOutcome;
-use eventbus_log::Error;
+use eventbus_broker::{Error, SettleOutcome};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -92,7 +91,7 @@ pub fn stale_to_status(verb: &str, total: usize, outcome: SettleOutcome) -> Resu
     }
     let mut details = ErrorDetails::new();
     for id in &outcome.stale[..listed] {
-        details.add_precondition_failure_violation(STALE_LEASE, id.encode(), "");
+        details.add_precondition_failure_violation(STALE_LEASE, id.clone(), "");
     }
     Err(Status::with_error_details(
         Code::FailedPrecondition,

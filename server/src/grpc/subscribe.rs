@@ -14,8 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use eventbus_log::delivery::{Delivery, MemberStream};
-use eventbus_log::Broker;
+use eventbus_broker::{BoxStream, Broker, Delivery};
 use eventbus_proto::v1::{self, SubscribeRequest, SubscribeResponse};
 use futures_core::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -27,7 +26,7 @@ use super::status::to_status;
 use crate::ops::OPEN_STREAMS;
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     shutdown: &CancellationToken,
     req: SubscribeRequest,
 ) -> Result<SubscribeStream, Status> {
@@ -38,12 +37,12 @@ pub async fn handle(
     tracing::debug!(
         topic = req.topic,
         subscription = req.subscription,
-        member = member.member_id(),
+        member = member.member_id,
         "member joined"
     );
     Ok(SubscribeStream {
         topic: req.topic,
-        member,
+        deliveries: member.deliveries,
         unsent: Vec::new().into_iter(),
         carry: None,
         shutdown: Box::pin(shutdown.clone().cancelled_owned()),
@@ -70,7 +69,7 @@ impl Drop for OpenStream {
 
 pub struct SubscribeStream {
     topic: String,
-    member: MemberStream,
+    deliveries: BoxStream<eventbus_broker::Result<Vec<Delivery>>>,
     /// The rest of the current batch, not yet converted.
     unsent: std::vec::IntoIter<Delivery>,
     /// A converted delivery that did not fit the previous message.
@@ -85,7 +84,7 @@ impl SubscribeStream {
     fn next_message(&mut self) -> Vec<v1::Delivery> {
         let (topic, unsent) = (&self.topic, &mut self.unsent);
         message_size::next_message(&mut self.carry, || {
-            unsent.next().map(|d| convert::delivery(topic, &d))
+            unsent.next().map(|d| convert::delivery(topic, d))
         })
     }
 }
@@ -99,14 +98,14 @@ impl Stream for SubscribeStream {
         }
         if self.shutdown.as_mut().poll(cx).is_ready() {
             self.done = true;
-            return Poll::Ready(Some(Err(to_status(eventbus_log::Error::ShuttingDown))));
+            return Poll::Ready(Some(Err(to_status(eventbus_broker::Error::ShuttingDown))));
         }
         loop {
             let deliveries = self.next_message();
             if !deliveries.is_empty() {
                 return Poll::Ready(Some(Ok(SubscribeResponse { deliveries })));
             }
-            match Pin::new(&mut self.member).poll_next(cx) {
+            match self.deliveries.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(batch))) => self.unsent = batch.into_iter(),
                 Poll::Ready(Some(Err(e))) => {
                     self.done = true;

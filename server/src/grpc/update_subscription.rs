@@ -1,6 +1,6 @@
 //! `AdminService/UpdateSubscription`: change the settings named in update_mask.
 
-use eventbus_log::{Broker, SubscriptionUpdate};
+use eventbus_broker::{Broker, SubscriptionUpdate};
 use eventbus_proto::v1::{UpdateSubscriptionRequest, UpdateSubscriptionResponse};
 use tonic::Status;
 
@@ -8,12 +8,12 @@ use super::convert::{self, duration_from_proto};
 use super::status::{invalid, to_status};
 
 pub async fn handle(
-    broker: &Broker,
+    broker: &dyn Broker,
     req: UpdateSubscriptionRequest,
 ) -> Result<UpdateSubscriptionResponse, Status> {
     let update = parse(&req)?;
     let info = broker
-        .update_settings(&req.topic, &req.subscription, update)
+        .update_subscription(&req.topic, &req.subscription, update)
         .await
         .map_err(to_status)?;
     Ok(UpdateSubscriptionResponse {

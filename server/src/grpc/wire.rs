@@ -16,7 +16,7 @@
 
 use std::marker::PhantomData;
 
-use eventbus_log::limits::Limits;
+use eventbus_broker::Limits;
 use eventbus_proto::bytes::Buf as _;
 use eventbus_proto::prost::Message;
 use eventbus_proto::v1::{AckRequest, ModifyAckDeadlineRequest, NackRequest, PublishRequest};

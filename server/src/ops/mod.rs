@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::sync::{Arc, OnceLock, Weak};
 
-use eventbus_log::{Broker, StorageHealth};
+use eventbus_broker::{Broker, StorageHealth};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use labels::LabelCap;
@@ -36,10 +36,10 @@ pub struct Ops {
     pub labels: LabelCap,
     pub rates: rates::PublishRates,
     /// Per subscription id: the actor's counters at the last scrape.
-    counted: Mutex<HashMap<eventbus_log::SubscriptionId, [u64; 6]>>,
+    counted: Mutex<HashMap<eventbus_broker::SubscriptionId, [u64; 6]>>,
     data_dir: PathBuf,
     /// Weak: shutdown needs the last strong reference to close RocksDB.
-    broker: OnceLock<Weak<Broker>>,
+    broker: OnceLock<Weak<dyn Broker>>,
     shutting_down: AtomicBool,
 }
 
@@ -61,7 +61,7 @@ impl Ops {
     }
 
     /// Storage is open: readiness may pass and scrapes sample it.
-    pub fn storage_opened(&self, broker: &Arc<Broker>) {
+    pub fn storage_opened(&self, broker: &Arc<dyn Broker>) {
         let _ = self.broker.set(Arc::downgrade(broker));
     }
 
@@ -70,7 +70,7 @@ impl Ops {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    pub fn broker(&self) -> Option<Arc<Broker>> {
+    pub fn broker(&self) -> Option<Arc<dyn Broker>> {
         self.broker.get().and_then(Weak::upgrade)
     }
 
@@ -88,7 +88,7 @@ impl Ops {
         let Some(broker) = self.broker() else {
             return Some("storage is not open yet".into());
         };
-        match broker.log().health() {
+        match broker.health() {
             h @ StorageHealth::Failed { .. } => Some(h.describe()),
             StorageHealth::Ok | StorageHealth::DiskFull { .. } => None,
         }
@@ -97,7 +97,7 @@ impl Ops {
     /// What is wrong although the server still takes traffic: a full data
     /// disk refuses publishes, but consumers keep draining.
     pub fn degraded(&self) -> Option<String> {
-        match self.broker()?.log().health() {
+        match self.broker()?.health() {
             h @ StorageHealth::DiskFull { .. } => Some(h.describe()),
             _ => None,
         }
@@ -110,6 +110,8 @@ pub async fn run_rate_sampler(ops: Arc<Ops>) {
     loop {
         tick.tick().await;
         let Some(broker) = ops.broker() else { return };
-        ops.rates.sample(&broker, std::time::Instant::now());
+        ops.rates
+            .sample(broker.as_ref(), std::time::Instant::now())
+            .await;
     }
 }

@@ -28,7 +28,7 @@ pub const DISK_TOTAL: &str = "eventbus_disk_total_bytes";
 pub const DISK_AVAILABLE: &str = "eventbus_disk_available_bytes";
 pub const READY: &str = "eventbus_ready";
 /// Gauge per `state` (`ok`, `disk_full`, `failed`): 1 for the write path's
-/// current state, 0 for the others (eventbus_log::StorageHealth).
+/// current state, 0 for the others (eventbus_broker::StorageHealth).
 pub const STORAGE_STATE: &str = "eventbus_storage_state";
 /// Gauge: the free-space reserve under which publishes are refused.
 pub const DISK_RESERVE: &str = "eventbus_disk_reserve_bytes";

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
 
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 const WINDOW: Duration = Duration::from_secs(10);
@@ -17,11 +17,16 @@ pub struct PublishRates {
 }
 
 impl PublishRates {
-    pub fn sample(&self, broker: &Broker, now: Instant) {
-        let ends = broker
-            .list_topics()
-            .iter()
-            .map(|t| (t.state.meta.name.clone(), t.state.committed_events()))
+    pub async fn sample(&self, broker: &dyn Broker, now: Instant) {
+        let Ok(topics) = broker.list_topics().await else {
+            return;
+        };
+        let ends = topics
+            .into_iter()
+            .map(|t| {
+                let events = t.committed_events();
+                (t.name, events)
+            })
             .collect();
         let mut s = self.samples.lock().expect("not poisoned");
         s.push_back((now, ends));

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use eventbus_log::delivery::SubscriptionStats;
-use eventbus_log::Broker;
+use eventbus_broker::Broker;
+use eventbus_broker::SubscriptionStats;
 
 use super::names::*;
 use super::Ops;
@@ -82,22 +82,22 @@ pub async fn sample(ops: &Ops) {
         metrics::gauge!(DISK_AVAILABLE).set(d.available_bytes as f64);
     }
     let Some(broker) = ops.broker() else { return };
-    let state = broker.log().health();
-    for label in eventbus_log::StorageHealth::LABELS {
+    let state = broker.health();
+    for label in eventbus_broker::StorageHealth::LABELS {
         let on = if label == state.label() { 1.0 } else { 0.0 };
         metrics::gauge!(STORAGE_STATE, "state" => label).set(on);
     }
-    metrics::gauge!(DISK_RESERVE).set(broker.options().disk_reserve_bytes as f64);
-    sample_subscriptions(ops, &broker).await;
-    let log = broker.log().clone();
-    if let Ok(st) = tokio::task::spawn_blocking(move || log.storage_stats()).await {
+    sample_subscriptions(ops, broker.as_ref()).await;
+    if let Ok(report) = broker.storage().await {
+        let st = report.stats;
+        metrics::gauge!(DISK_RESERVE).set(report.disk_reserve_bytes as f64);
         metrics::gauge!(STORAGE_SIZE).set((st.sst_bytes + st.memtable_bytes) as f64);
         metrics::gauge!(PENDING_COMPACTION).set(st.pending_compaction_bytes as f64);
     }
 }
 
-async fn sample_subscriptions(ops: &Ops, broker: &Broker) {
-    let now_ms = eventbus_log::meta::now_ms();
+async fn sample_subscriptions(ops: &Ops, broker: &dyn Broker) {
+    let now_ms = eventbus_broker::now_ms();
     let age = |ms: Option<u64>| ms.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1e3);
     let mut totals: HashMap<(String, String), SubTotals> = HashMap::new();
     // The actors count since they started; the exported counters must only
@@ -105,10 +105,12 @@ async fn sample_subscriptions(ops: &Ops, broker: &Broker) {
     // name or shares the `_other` label: export the increase since the last
     // scrape, per subscription id.
     let mut all = Vec::new();
-    for topic in broker.list_topics() {
-        let name = topic.state.meta.name.clone();
-        if let Ok(subs) = broker.list_subscriptions(&name).await {
-            all.push((name, subs));
+    for topic in broker.list_topics().await.unwrap_or_default() {
+        if let Ok((subs, _)) = broker
+            .list_subscriptions(&topic.name, None, usize::MAX)
+            .await
+        {
+            all.push((topic.name, subs));
         }
     }
     // Locked only after the awaits: concurrent scrapes each export only
@@ -119,11 +121,11 @@ async fn sample_subscriptions(ops: &Ops, broker: &Broker) {
         for sub in subs {
             let s = &sub.stats;
             let t = totals
-                .entry(ops.labels.subscription(name, &sub.meta.name))
+                .entry(ops.labels.subscription(name, &sub.name))
                 .or_default();
             let now = counts(s);
-            still_there.insert(sub.meta.id);
-            let before = seen.insert(sub.meta.id, now).unwrap_or_default();
+            still_there.insert(sub.id);
+            let before = seen.insert(sub.id, now).unwrap_or_default();
             for ((total, n), b) in t.counts.iter_mut().zip(now).zip(before) {
                 // A count below the last one means the actor restarted: all new.
                 *total += if n >= b { n - b } else { n };
@@ -131,7 +133,7 @@ async fn sample_subscriptions(ops: &Ops, broker: &Broker) {
             t.backlog += s.backlog;
             t.in_flight += s.in_flight;
             t.oldest_unacked_age = t.oldest_unacked_age.max(age(s.oldest_unacked_ms));
-            t.paused += u64::from(sub.meta.paused);
+            t.paused += u64::from(sub.paused);
             t.dlq_size += s.dead_letter_count;
             t.dlq_oldest_age = t.dlq_oldest_age.max(age(s.oldest_dead_letter_ms));
         }

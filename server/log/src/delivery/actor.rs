@@ -47,24 +47,7 @@ pub struct Delivery {
 /// What a member stream yields: a batch of deliveries, or the reason it ends.
 pub type MemberItem = Result<Vec<Delivery>, Error>;
 
-/// How to settle a set of leases.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SettleOp {
-    Ack,
-    /// Give back for redelivery after `delay`, or after the subscription's
-    /// backoff when `None`. Counts as a failed attempt: when attempts are used up
-    /// the event moves to the dead-letter queue with `reason`.
-    Nack {
-        delay: Option<Duration>,
-        reason: String,
-    },
-    /// Move straight to the dead-letter queue (a permanent failure).
-    DeadLetter {
-        reason: String,
-    },
-    /// Move the deadline to now + the duration; zero means nack now.
-    ModifyDeadline(Duration),
-}
+pub use eventbus_broker::SettleOp;
 
 /// Reason recorded when a lease runs out.
 pub const DEADLINE_EXCEEDED: &str = "ack deadline exceeded";

@@ -1,0 +1,102 @@
+//! Members joining a subscription, settling their leases, and the reads
+//! the delivery path shares with seek and replay.
+
+use std::sync::Arc;
+
+use super::{blocking, LogBroker};
+use crate::delivery::ack_id::AckId;
+use crate::delivery::{MemberStream, SettleOp, SettleOutcome};
+use crate::error::{Error, Result};
+use crate::store::TopicState;
+use crate::types::StoredEvent;
+
+impl LogBroker {
+    /// Joins a subscription as a member (auto-creating it when enabled).
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        name: &str,
+        max_in_flight: u32,
+    ) -> Result<MemberStream> {
+        let limit = self.options().max_in_flight_limit;
+        if max_in_flight > limit {
+            return Err(Error::invalid(
+                "max_in_flight",
+                format!(
+                    "{max_in_flight} exceeds the server limit of {limit}; use 0 for the default"
+                ),
+            ));
+        }
+        let max_in_flight = match max_in_flight {
+            0 => self.options().default_max_in_flight,
+            n => n,
+        };
+        let h = self.subscription_or_create(topic, name).await?;
+        h.join(max_in_flight).await
+    }
+
+    /// Acks, nacks or extends leases named by encoded ack ids.
+    pub async fn settle(
+        &self,
+        topic: &str,
+        name: &str,
+        op: SettleOp,
+        ack_ids: &[String],
+    ) -> Result<SettleOutcome> {
+        if ack_ids.is_empty() {
+            return Err(Error::invalid(
+                "ack_ids",
+                "must contain at least one ack id",
+            ));
+        }
+        let limits = &self.options().limits;
+        limits.check_ack_ids(ack_ids.len())?;
+        if let SettleOp::Nack { reason, .. } | SettleOp::DeadLetter { reason } = &op {
+            limits.check_reason(reason)?;
+        }
+        let h = self.subscription(topic, name)?;
+        let ids = ack_ids
+            .iter()
+            .map(|s| {
+                let id = AckId::decode(s)?;
+                if id.subscription != h.id() {
+                    return Err(Error::invalid(
+                        "ack_ids",
+                        format!("{s:?} belongs to another subscription; ack on the subscription that delivered it"),
+                    ));
+                }
+                if id.partition >= h.topic.partition_count() {
+                    return Err(Error::invalid("ack_ids", format!("{s:?} names a partition this topic does not have")));
+                }
+                Ok(id)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        h.settle(op, ids).await
+    }
+
+    /// The first offset at or after `ms` in one partition; see
+    /// [`Log::offset_for_time`].
+    pub async fn offset_for_time(
+        &self,
+        topic: Arc<TopicState>,
+        partition: u32,
+        ms: u64,
+    ) -> Result<u64> {
+        let log = self.log.clone();
+        blocking(move || log.offset_for_time(&topic, partition, ms)).await
+    }
+
+    /// Reads committed events of one partition. Never blocks the caller's thread.
+    pub async fn read(
+        &self,
+        topic: Arc<TopicState>,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.read(&topic, partition, from, max, 4 << 20))
+            .await
+            .map_err(|_| Error::ShuttingDown)?
+    }
+}

@@ -1,0 +1,518 @@
+//! Subscriptions of the RocksDB backend: created with their actor, changed,
+//! sought and reported (settings plus the actor's live statistics).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventbus_broker::SubscriptionInfo;
+
+use super::{
+    blocking, ensure_live, LogBroker, NewSubscription, RetryPolicy, SeekTarget, SubscriptionUpdate,
+};
+use crate::delivery::acks::PartitionAcks;
+use crate::delivery::dead_letter::DeadLetterEntry;
+use crate::delivery::SubscriptionHandle;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
+use crate::names::validate_name;
+use crate::options::{MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
+use crate::store::{subscription_delete_ops, TopicState};
+use crate::types::{saturating_millis, StartPosition, SubscriptionId};
+use crate::writer::{Cf, Op};
+
+impl LogBroker {
+    // ---- subscriptions ---------------------------------------------------------
+
+    /// Creates a subscription. The topic is auto-created when that is enabled.
+    pub async fn create_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        new: NewSubscription,
+    ) -> Result<SubscriptionInfo> {
+        validate_name("topic", topic)?;
+        validate_name("subscription", name)?;
+        let config = self.subscription_config(&new)?;
+        let topic = self.log.topic_or_create(topic).await?;
+        let _admin = self.admin.lock().await;
+        ensure_live(&topic)?;
+        if self.handle(&topic, name).is_some() {
+            return Err(Error::SubscriptionExists {
+                topic: topic.name().to_string(),
+                subscription: name.to_string(),
+            });
+        }
+        let handle = self
+            .start_subscription(&topic, name, config, new.start_position)
+            .await?;
+        self.info(&handle).await
+    }
+
+    fn subscription_config(&self, new: &NewSubscription) -> Result<SubscriptionConfig> {
+        let (min_backoff_ms, max_backoff_ms) = backoff_ms(new.retry_policy)?;
+        new.filter.validate(&self.options().limits)?;
+        Ok(SubscriptionConfig {
+            ack_deadline_ms: self.ack_deadline_ms(new.ack_deadline)?,
+            min_backoff_ms,
+            max_backoff_ms,
+            max_delivery_attempts: new
+                .max_delivery_attempts
+                .unwrap_or(SubscriptionConfig::default().max_delivery_attempts),
+            filter: new.filter.clone(),
+            ordering: new.ordering,
+        })
+    }
+
+    /// A requested ack deadline (`None`: the server default), checked.
+    fn ack_deadline_ms(&self, requested: Option<Duration>) -> Result<u64> {
+        let d = requested.unwrap_or(self.options().default_ack_deadline);
+        if !(MIN_ACK_DEADLINE..=MAX_ACK_DEADLINE).contains(&d) {
+            return Err(Error::invalid(
+                "ack_deadline",
+                format!("{d:?} is out of range; use {MIN_ACK_DEADLINE:?} to {MAX_ACK_DEADLINE:?}"),
+            ));
+        }
+        Ok(saturating_millis(d))
+    }
+
+    /// Applies the fields of `update` that are set to a subscription's settings.
+    pub async fn update_settings(
+        &self,
+        topic: &str,
+        name: &str,
+        update: SubscriptionUpdate,
+    ) -> Result<SubscriptionInfo> {
+        let ack_deadline = update
+            .ack_deadline
+            .map(|d| self.ack_deadline_ms(d))
+            .transpose()?;
+        let backoff = update.retry_policy.map(backoff_ms).transpose()?;
+        if let Some(f) = &update.filter {
+            f.validate(&self.options().limits)?;
+        }
+        self.update_subscription(topic, name, |m| {
+            let c = &mut m.config;
+            if let Some(ms) = ack_deadline {
+                c.ack_deadline_ms = ms;
+            }
+            if let Some((min, max)) = backoff {
+                (c.min_backoff_ms, c.max_backoff_ms) = (min, max);
+            }
+            if let Some(max) = update.max_delivery_attempts {
+                c.max_delivery_attempts =
+                    max.unwrap_or(SubscriptionConfig::default().max_delivery_attempts);
+            }
+            if let Some(f) = update.filter {
+                c.filter = f;
+            }
+            if let Some(o) = update.ordering {
+                c.ordering = o;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Persists a new subscription and starts its actor. Caller holds `admin`.
+    async fn start_subscription(
+        &self,
+        topic: &Arc<TopicState>,
+        name: &str,
+        config: SubscriptionConfig,
+        start: StartPosition,
+    ) -> Result<Arc<SubscriptionHandle>> {
+        self.options()
+            .limits
+            .check_subscription_count(self.subs.load().len())?;
+        let meta = SubscriptionMeta {
+            id: SubscriptionId(0),
+            topic_id: topic.id(),
+            name: name.to_string(),
+            config,
+            paused: false,
+            start_position: start,
+            created_ms: now_ms(),
+        };
+        // A LATEST subscription starts at the current ends; the floors are written
+        // in the same batch as the metadata, so it can never start anywhere else.
+        let ends: Vec<u64> = topic.partitions.iter().map(|p| p.end()).collect();
+        let meta = self
+            .log
+            .create_subscription_meta(meta, |m| match start {
+                StartPosition::Earliest => Vec::new(),
+                StartPosition::Latest => ends
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &end)| {
+                        Op::Put(
+                            Cf::Subs,
+                            keys::sub_state_key(m.id, p as u32).to_vec(),
+                            PartitionAcks::starting_at(end).encode(),
+                        )
+                    })
+                    .collect(),
+            })
+            .await?;
+        let handle = SubscriptionHandle::start(self.log.clone(), topic.clone(), meta).await?;
+        self.subs.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert((topic.id(), name.to_string()), handle.clone());
+            m
+        });
+        tracing::info!(
+            topic = topic.name(),
+            subscription = name,
+            ?start,
+            "subscription created"
+        );
+        Ok(handle)
+    }
+
+    fn handle(&self, topic: &TopicState, name: &str) -> Option<Arc<SubscriptionHandle>> {
+        self.subs
+            .load()
+            .get(&(topic.id(), name.to_string()))
+            .cloned()
+    }
+
+    /// The running subscription, without creating anything.
+    pub fn subscription(&self, topic: &str, name: &str) -> Result<Arc<SubscriptionHandle>> {
+        validate_name("subscription", name)?;
+        let topic_state = self.log.existing_topic(topic)?;
+        self.handle(&topic_state, name)
+            .ok_or_else(|| Error::SubscriptionNotFound {
+                topic: topic.to_string(),
+                subscription: name.to_string(),
+            })
+    }
+
+    /// The running subscription, creating topic and subscription (at EARLIEST)
+    /// when auto-create is on.
+    pub async fn subscription_or_create(
+        &self,
+        topic: &str,
+        name: &str,
+    ) -> Result<Arc<SubscriptionHandle>> {
+        validate_name("topic", topic)?;
+        validate_name("subscription", name)?;
+        let topic_state = self.log.topic_or_create(topic).await?;
+        if let Some(h) = self.handle(&topic_state, name) {
+            return Ok(h);
+        }
+        if !self.options().auto_create {
+            return Err(Error::SubscriptionNotFound {
+                topic: topic.to_string(),
+                subscription: name.to_string(),
+            });
+        }
+        let _admin = self.admin.lock().await;
+        ensure_live(&topic_state)?;
+        if let Some(h) = self.handle(&topic_state, name) {
+            return Ok(h);
+        }
+        let config = self.subscription_config(&NewSubscription::default())?;
+        self.start_subscription(&topic_state, name, config, StartPosition::Earliest)
+            .await
+    }
+
+    pub async fn get_subscription(&self, topic: &str, name: &str) -> Result<SubscriptionInfo> {
+        let h = self.subscription(topic, name)?;
+        self.info(&h).await
+    }
+
+    /// Subscriptions of a topic, sorted by name.
+    pub async fn list_subscriptions(&self, topic: &str) -> Result<Vec<SubscriptionInfo>> {
+        Ok(self.subscriptions_page(topic, None, usize::MAX).await?.0)
+    }
+
+    /// One page of a topic's subscriptions in name order: at most `limit`
+    /// named after `after`, and whether more follow. The page is cut first:
+    /// only its own subscriptions are asked for their statistics (a round trip
+    /// to each actor, and storage reads), never every subscription of the topic.
+    pub async fn subscriptions_page(
+        &self,
+        topic: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<SubscriptionInfo>, bool)> {
+        let topic = self.log.existing_topic(topic)?;
+        let mut handles: Vec<_> = self
+            .subs
+            .load()
+            .iter()
+            .filter(|((t, name), _)| *t == topic.id() && after.is_none_or(|a| name.as_str() > a))
+            .map(|((_, name), h)| (name.clone(), h.clone()))
+            .collect();
+        handles.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let more = handles.len() > limit;
+        handles.truncate(limit);
+        let mut out = Vec::with_capacity(handles.len());
+        for (_, h) in handles {
+            out.push(self.info(&h).await?);
+        }
+        Ok((out, more))
+    }
+
+    pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let h = self.subscription(topic, name)?;
+        h.stop(crate::delivery::StopReason::Deleted).await;
+        self.log
+            .write(subscription_delete_ops(&h.meta()), true)
+            .await?;
+        let key = (h.topic.id(), name.to_string());
+        self.subs.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(&key);
+            m
+        });
+        tracing::info!(topic, subscription = name, "subscription deleted");
+        Ok(())
+    }
+
+    /// Changes a subscription's settings with `change`, persists them (synced)
+    /// and applies them to the running subscription.
+    pub async fn update_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        change: impl FnOnce(&mut SubscriptionMeta) -> Result<()>,
+    ) -> Result<SubscriptionInfo> {
+        let _admin = self.admin.lock().await;
+        let h = self.subscription(topic, name)?;
+        let mut meta = (*h.meta()).clone();
+        change(&mut meta)?;
+        self.log
+            .write(
+                vec![Op::Put(
+                    Cf::Meta,
+                    keys::subscription_meta_key(meta.topic_id, &meta.name),
+                    crate::store::to_json(&meta),
+                )],
+                true,
+            )
+            .await?;
+        h.set_meta(meta).await?;
+        self.info(&h).await
+    }
+
+    /// Stops (or resumes) new deliveries; leases already held stay valid. The
+    /// flag is persisted, so a paused subscription stays paused across restarts.
+    pub async fn set_paused(
+        &self,
+        topic: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<SubscriptionInfo> {
+        let info = self
+            .update_subscription(topic, name, |m| {
+                m.paused = paused;
+                Ok(())
+            })
+            .await?;
+        tracing::info!(
+            topic,
+            subscription = name,
+            paused,
+            "subscription pause state changed"
+        );
+        Ok(info)
+    }
+
+    /// Moves a subscription to `target` ("reprocess since 09:00"). Offsets are
+    /// clamped to what is retained; the new positions are persisted synced.
+    pub async fn seek(
+        &self,
+        topic: &str,
+        name: &str,
+        target: SeekTarget,
+    ) -> Result<SubscriptionInfo> {
+        let _admin = self.admin.lock().await;
+        let h = self.subscription(topic, name)?;
+        let t = h.topic.clone();
+        let n = t.partition_count();
+        let clamp = |p: u32, o: u64| {
+            let tail = &t.partitions[p as usize];
+            o.clamp(tail.start(), tail.end())
+        };
+        let mut targets: Vec<Option<u64>> = vec![None; n as usize];
+        match target {
+            SeekTarget::Earliest => {
+                for p in 0..n {
+                    targets[p as usize] = Some(t.partitions[p as usize].start());
+                }
+            }
+            SeekTarget::Latest => {
+                for p in 0..n {
+                    targets[p as usize] = Some(t.partitions[p as usize].end());
+                }
+            }
+            SeekTarget::Time(ms) => {
+                for p in 0..n {
+                    targets[p as usize] = Some(self.offset_for_time(t.clone(), p, ms).await?);
+                }
+            }
+            SeekTarget::Offsets(pairs) => {
+                if pairs.is_empty() {
+                    return Err(Error::invalid("offsets", "name at least one partition"));
+                }
+                for (p, o) in pairs {
+                    if p >= n {
+                        return Err(Error::invalid(
+                            "offsets",
+                            format!("topic {topic:?} has partitions 0..{n}; {p} does not exist"),
+                        ));
+                    }
+                    if targets[p as usize].is_some() {
+                        return Err(Error::invalid(
+                            "offsets",
+                            format!("partition {p} is named twice; name each partition once"),
+                        ));
+                    }
+                    targets[p as usize] = Some(clamp(p, o));
+                }
+            }
+        }
+        h.seek(targets).await?;
+        tracing::info!(topic, subscription = name, "subscription seeked");
+        self.info(&h).await
+    }
+
+    pub(super) async fn info(&self, h: &SubscriptionHandle) -> Result<SubscriptionInfo> {
+        let mut stats = h.stats().await?;
+        if !stats.unread_floors.is_empty() {
+            // The oldest unsettled event of some partition is not in memory yet:
+            // look its publish time up (a point read per such partition).
+            let (log, topic, floors) = (
+                self.log.clone(),
+                h.topic.clone(),
+                stats.unread_floors.clone(),
+            );
+            let oldest = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
+                let mut oldest: Option<u64> = None;
+                for (p, offset) in floors {
+                    if let Some(ev) = log.read(&topic, p, offset, 1, 0)?.first() {
+                        oldest = Some(oldest.map_or(ev.publish_time, |o| o.min(ev.publish_time)));
+                    }
+                }
+                Ok(oldest)
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)??;
+            stats.oldest_unacked_ms = match (stats.oldest_unacked_ms, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        stats.dead_letter_count = h.dlq.count.load(std::sync::atomic::Ordering::Relaxed);
+        if stats.dead_letter_count > 0 {
+            let (log, sub) = (self.log.clone(), h.id());
+            stats.oldest_dead_letter_ms = blocking(move || {
+                let mut oldest = None;
+                log.scan_dlq(sub, 0, |_, v| {
+                    oldest = DeadLetterEntry::decode(0, v).ok().map(|e| e.dead_letter_ms);
+                    false
+                })?;
+                Ok(oldest)
+            })
+            .await?;
+        }
+        let meta = h.meta();
+        Ok(SubscriptionInfo {
+            topic: h.topic.name().to_string(),
+            name: meta.name.clone(),
+            id: meta.id,
+            config: meta.config.clone(),
+            paused: meta.paused,
+            start_position: meta.start_position,
+            created_ms: meta.created_ms,
+            stats: public_stats(stats),
+        })
+    }
+}
+
+/// The actor's statistics as the contract reports them (without the
+/// engine's bookkeeping of unread floors, already resolved by `info`).
+fn public_stats(s: crate::delivery::SubscriptionStats) -> eventbus_broker::SubscriptionStats {
+    eventbus_broker::SubscriptionStats {
+        backlog: s.backlog,
+        in_flight: s.in_flight,
+        oldest_unacked_ms: s.oldest_unacked_ms,
+        delivered: s.delivered,
+        acked: s.acked,
+        nacked: s.nacked,
+        redelivered: s.redelivered,
+        expired: s.expired,
+        dead_lettered: s.dead_lettered,
+        filtered: s.filtered,
+        lost_to_retention: s.lost_to_retention,
+        dead_letter_count: s.dead_letter_count,
+        oldest_dead_letter_ms: s.oldest_dead_letter_ms,
+        members: s.members,
+    }
+}
+
+/// Backoff bounds in ms for a requested policy; no policy is (0, 0): at once.
+/// The bounds are compared as durations, before any conversion to ms, so a
+/// huge value cannot wrap into a small one.
+fn backoff_ms(policy: Option<RetryPolicy>) -> Result<(u64, u64)> {
+    let Some(p) = policy else {
+        return Ok((0, 0));
+    };
+    let min = p.min_backoff.unwrap_or(Duration::from_secs(1));
+    let max = p
+        .max_backoff
+        .unwrap_or_else(|| Duration::from_secs(60).max(min));
+    if min > max {
+        return Err(Error::invalid(
+            "retry_policy",
+            format!("min_backoff ({min:?}) exceeds max_backoff ({max:?})"),
+        ));
+    }
+    if max > MAX_ACK_DEADLINE {
+        return Err(Error::invalid(
+            "retry_policy.max_backoff",
+            format!("{max:?} is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
+        ));
+    }
+    Ok((saturating_millis(min), saturating_millis(max)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_max_backoff_too_long_for_u64_millis_is_rejected_not_wrapped() {
+        // 2^64 + 384 ms: truncated to u64 it would be 384 ms, under the cap.
+        let wrapping = Duration::from_secs(18_446_744_073_709_552);
+        let err = backoff_ms(Some(RetryPolicy {
+            min_backoff: Some(Duration::from_millis(100)),
+            max_backoff: Some(wrapping),
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidArgument {
+                    field: "retry_policy.max_backoff",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = backoff_ms(Some(RetryPolicy {
+            min_backoff: Some(wrapping),
+            max_backoff: None,
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("longer than the maximum"), "{err}");
+        assert_eq!(
+            backoff_ms(Some(RetryPolicy::default())).unwrap(),
+            (1_000, 60_000)
+        );
+        assert_eq!(backoff_ms(None).unwrap(), (0, 0));
+    }
+}
