@@ -15,10 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    echo "bootstrap-deploy: need root (or sudo) to run: $*" >&2; exit 1; fi
-}
+BOOTSTRAP_NAME=bootstrap-deploy
+. scripts/lib.sh
 
 # --- Debian packages --------------------------------------------------------
 # `prometheus` is the only Debian package with promtool (2.42 on bookworm).
@@ -26,35 +24,11 @@ as_root() {
 # service is not started in containers (policy-rc.d) and is harmless elsewhere.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-if ! command -v python3 >/dev/null 2>&1; then
-  missing+=(python3 python3-venv)
-elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  missing+=(python3-venv)
-fi
-if [ ${#missing[@]} -gt 0 ]; then
-  if ! command -v apt-get >/dev/null; then
-    echo "bootstrap-deploy: please install: ${missing[*]}" >&2; exit 1
-  fi
-  echo "bootstrap-deploy: installing ${missing[*]} with apt-get" >&2
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
-fi
+need_python_venv
+apt_install_missing
 
 # --- Python -----------------------------------------------------------------
-PY_REQ=scripts/deploy-tools/requirements.txt
-py_stamp=.tools/deploy-py/.requirements.sha256
-want=$(sha256sum "$PY_REQ" | cut -d' ' -f1)
-if [ ! -x .tools/deploy-py/bin/python ] || ! .tools/deploy-py/bin/python -c '' 2>/dev/null \
-  || [ "$(cat "$py_stamp" 2>/dev/null)" != "$want" ]; then
-  echo "bootstrap-deploy: creating the Python venv .tools/deploy-py from $PY_REQ" >&2
-  rm -rf .tools/deploy-py
-  mkdir -p .tools
-  python3 -m venv .tools/deploy-py
-  .tools/deploy-py/bin/python -m pip install --quiet --disable-pip-version-check \
-    --no-input -r "$PY_REQ"
-  echo "$want" >"$py_stamp"
-fi
+pinned_venv .tools/deploy-py scripts/deploy-tools/requirements.txt
 
 # --- Node -------------------------------------------------------------------
 NODE_DIR=.tools/deploy-node
@@ -65,7 +39,6 @@ if [ ! -d "$NODE_DIR/node_modules" ] || [ "$(cat "$node_stamp" 2>/dev/null)" != 
   rm -rf "$NODE_DIR"
   mkdir -p "$NODE_DIR"
   cp scripts/deploy-tools/package.json scripts/deploy-tools/package-lock.json "$NODE_DIR/"
-  npm ci --silent --no-audit --no-fund --prefix "$NODE_DIR" >/dev/null 2>&1 \
-    || npm ci --no-audit --no-fund --prefix "$NODE_DIR"
+  npm_ci "$NODE_DIR"
   echo "$want" >"$node_stamp"
 fi

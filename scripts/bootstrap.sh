@@ -9,24 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    echo "bootstrap: need root (or sudo) to run: $*" >&2; exit 1; fi
-}
+BOOTSTRAP_NAME=bootstrap
+. scripts/lib.sh
 
 missing=()
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v ccache >/dev/null 2>&1 || missing+=(ccache)
-if [ ${#missing[@]} -gt 0 ]; then
-  if ! command -v apt-get >/dev/null; then
-    echo "bootstrap: please install: ${missing[*]}" >&2; exit 1
-  fi
-  echo "bootstrap: installing ${missing[*]} with apt-get" >&2
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+apt_install_missing
 
 BUF_VERSION=1.75.0
 if [ ! -x .tools/node_modules/.bin/buf ] || ! .tools/node_modules/.bin/buf --version 2>/dev/null | grep -q "^$BUF_VERSION"; then
