@@ -627,11 +627,10 @@ impl Log {
 
     /// Reads a raw value from the `subs` column family. Blocking.
     pub fn get_sub_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .inner
+        self.inner
             .db
             .get_cf(self.cf(Cf::Subs), key)
-            .map_err(storage)?)
+            .map_err(storage)
     }
 
     /// Encodes events for `topic` and appends them in one group commit. Returns one
@@ -1146,7 +1145,7 @@ fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
         rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
         default_cf,
     )));
-    Ok(DB::open_cf_descriptors(&db_opts, path, cfs).map_err(storage)?)
+    DB::open_cf_descriptors(&db_opts, path, cfs).map_err(storage)
 }
 
 #[cfg(test)]

@@ -2,18 +2,19 @@
 
 use std::path::Path;
 
-use eventbus_broker::Broker;
 use eventbus_proto::v1::{CreateBackupRequest, CreateBackupResponse};
 use tonic::Status;
 
+use super::context::Call;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     req: CreateBackupRequest,
 ) -> Result<CreateBackupResponse, Status> {
     let started = std::time::Instant::now();
-    let size_bytes = broker
+    let size_bytes = call
+        .broker
         .backup(Path::new(&req.dir))
         .await
         .map_err(to_status)?;

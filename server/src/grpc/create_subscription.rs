@@ -1,18 +1,20 @@
 //! `AdminService/CreateSubscription`.
 
-use eventbus_broker::{Broker, NewSubscription, StartPosition};
+use eventbus_broker::{NewSubscription, StartPosition};
 use eventbus_proto::v1::{self, CreateSubscriptionRequest, CreateSubscriptionResponse};
 use tonic::Status;
 
+use super::context::Call;
 use super::convert::{self, duration_from_proto};
 use super::status::{invalid, to_status};
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     req: CreateSubscriptionRequest,
 ) -> Result<CreateSubscriptionResponse, Status> {
     let new = parse(&req)?;
-    let info = broker
+    let info = call
+        .broker
         .create_subscription(&req.topic, &req.subscription, new)
         .await
         .map_err(to_status)?;

@@ -1,19 +1,21 @@
 //! `AdminService/CreateTopic`.
 
 use eventbus_broker::Retention;
-use eventbus_broker::{Broker, TopicConfig};
+use eventbus_broker::TopicConfig;
 use eventbus_proto::v1::{CreateTopicRequest, CreateTopicResponse};
 use tonic::Status;
 
+use super::context::Call;
 use super::convert::{self, duration_from_proto, duration_to_millis};
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, Status> {
     let config = parse(&req)?;
-    let info = broker
+    let info = call
+        .broker
         .create_topic(&req.topic, config)
         .await
         .map_err(to_status)?;

@@ -1,26 +1,27 @@
 //! `AdminService/ListDeadLetters`: pages through a subscription's DLQ, oldest
 //! first, optionally filtered by event type, reason and time.
 
-use eventbus_broker::Broker;
 use eventbus_broker::DeadLetterQuery;
 use eventbus_broker::Limits;
 use eventbus_proto::v1::{ListDeadLettersRequest, ListDeadLettersResponse};
 use tonic::Status;
 
+use super::context::Call;
 use super::convert;
 use super::paging;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     req: ListDeadLettersRequest,
 ) -> Result<ListDeadLettersResponse, Status> {
     let DeadLetterPage {
         after,
         limit,
         query,
-    } = parse(&req, broker.limits())?;
-    let page = broker
+    } = parse(&req, call.broker.limits())?;
+    let page = call
+        .broker
         .list_dead_letters(&req.topic, &req.subscription, after, limit, query)
         .await
         .map_err(to_status)?;

@@ -1,20 +1,21 @@
 //! `AdminService/ListSubscriptions`: one page, with statistics for that page
 //! only.
 
-use eventbus_broker::Broker;
 use eventbus_proto::v1::{ListSubscriptionsRequest, ListSubscriptionsResponse};
 use tonic::Status;
 
+use super::context::Call;
 use super::convert;
 use super::paging::PageRequest;
 use super::status::to_status;
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     req: ListSubscriptionsRequest,
 ) -> Result<ListSubscriptionsResponse, Status> {
-    let page = PageRequest::parse(broker.limits(), req.page_size, &req.page_token)?;
-    let (subs, more) = broker
+    let page = PageRequest::parse(call.broker.limits(), req.page_size, &req.page_token)?;
+    let (subs, more) = call
+        .broker
         .list_subscriptions(&req.topic, page.after.as_deref(), page.size)
         .await
         .map_err(to_status)?;

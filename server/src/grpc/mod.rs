@@ -1,6 +1,8 @@
 //! The gRPC surface: one file per RPC, all errors mapped in [`status`].
 //!
-//! Handlers validate and convert at the edge, then call [`eventbus_log::Broker`].
+//! Handlers validate and convert at the edge, then call the broker contract
+//! ([`eventbus_broker::Broker`]); each gets its request's context with it
+//! ([`context::Call`]).
 //! [`EventServer`] serves `EventService`, checking the counts of the requests
 //! that multiply in memory on the wire first ([`wire`]).
 //! The checking step of each handler is a broker-free `parse` function, so that
@@ -8,6 +10,7 @@
 //! gathers them.
 
 mod ack;
+pub mod context;
 mod convert;
 mod create_backup;
 mod create_subscription;
@@ -49,6 +52,7 @@ use eventbus_proto::v1::*;
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::Ops;
+use context::Call;
 use tonic::{Request, Response, Status};
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -88,6 +92,10 @@ pub struct EventSvc {
 }
 
 impl EventSvc {
+    fn call<T>(&self, req: Request<T>) -> (Call<'_>, T) {
+        Call::split(self.broker.as_ref(), &self.ops, req)
+    }
+
     pub fn new(broker: Arc<dyn Broker>, shutdown: CancellationToken, ops: Arc<Ops>) -> Self {
         EventSvc {
             broker,
@@ -105,6 +113,10 @@ pub struct AdminSvc {
 }
 
 impl AdminSvc {
+    fn call<T>(&self, req: Request<T>) -> (Call<'_>, T) {
+        Call::split(self.broker.as_ref(), &self.ops, req)
+    }
+
     pub fn new(broker: Arc<dyn Broker>, ops: Arc<Ops>) -> Self {
         AdminSvc { broker, ops }
     }
@@ -113,47 +125,35 @@ impl AdminSvc {
 #[tonic::async_trait]
 impl EventService for EventSvc {
     async fn publish(&self, req: Request<PublishRequest>) -> RpcResult<PublishResponse> {
-        let traceparent = req
-            .metadata()
-            .get(crate::ops::trace::TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::ops::trace::valid_traceparent)
-            .map(str::to_string);
-        publish::handle(
-            self.broker.as_ref(),
-            &self.ops,
-            traceparent,
-            req.into_inner(),
-        )
-        .await
-        .map(Response::new)
+        let (call, req) = self.call(req);
+        publish::handle(&call, req).await.map(Response::new)
     }
 
     type SubscribeStream = subscribe::SubscribeStream;
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> RpcResult<Self::SubscribeStream> {
-        subscribe::handle(self.broker.as_ref(), &self.shutdown, req.into_inner())
+        let (call, req) = self.call(req);
+        subscribe::handle(&call, &self.shutdown, req)
             .await
             .map(Response::new)
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> RpcResult<AckResponse> {
-        ack::handle(self.broker.as_ref(), req.into_inner())
-            .await
-            .map(Response::new)
+        let (call, req) = self.call(req);
+        ack::handle(&call, req).await.map(Response::new)
     }
 
     async fn nack(&self, req: Request<NackRequest>) -> RpcResult<NackResponse> {
-        nack::handle(self.broker.as_ref(), req.into_inner())
-            .await
-            .map(Response::new)
+        let (call, req) = self.call(req);
+        nack::handle(&call, req).await.map(Response::new)
     }
 
     async fn modify_ack_deadline(
         &self,
         req: Request<ModifyAckDeadlineRequest>,
     ) -> RpcResult<ModifyAckDeadlineResponse> {
-        modify_ack_deadline::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        modify_ack_deadline::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -161,7 +161,8 @@ impl EventService for EventSvc {
     type ReplayStream = replay::ReplayStream;
 
     async fn replay(&self, req: Request<ReplayRequest>) -> RpcResult<Self::ReplayStream> {
-        replay::handle(self.broker.clone(), self.shutdown.clone(), req.into_inner())
+        let (call, req) = self.call(req);
+        replay::handle(&call, self.shutdown.clone(), req)
             .await
             .map(Response::new)
     }
@@ -173,37 +174,34 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<CreateTopicRequest>,
     ) -> RpcResult<CreateTopicResponse> {
-        create_topic::handle(self.broker.as_ref(), req.into_inner())
-            .await
-            .map(Response::new)
+        let (call, req) = self.call(req);
+        create_topic::handle(&call, req).await.map(Response::new)
     }
 
     async fn get_topic(&self, req: Request<GetTopicRequest>) -> RpcResult<GetTopicResponse> {
-        get_topic::handle(self.broker.as_ref(), req.into_inner())
-            .await
-            .map(Response::new)
+        let (call, req) = self.call(req);
+        get_topic::handle(&call, req).await.map(Response::new)
     }
 
     async fn list_topics(&self, req: Request<ListTopicsRequest>) -> RpcResult<ListTopicsResponse> {
-        list_topics::handle(self.broker.as_ref(), req.into_inner())
-            .await
-            .map(Response::new)
+        let (call, req) = self.call(req);
+        list_topics::handle(&call, req).await.map(Response::new)
     }
 
     async fn delete_topic(
         &self,
         req: Request<DeleteTopicRequest>,
     ) -> RpcResult<DeleteTopicResponse> {
-        delete_topic::handle(self.broker.as_ref(), req.into_inner())
-            .await
-            .map(Response::new)
+        let (call, req) = self.call(req);
+        delete_topic::handle(&call, req).await.map(Response::new)
     }
 
     async fn create_subscription(
         &self,
         req: Request<CreateSubscriptionRequest>,
     ) -> RpcResult<CreateSubscriptionResponse> {
-        create_subscription::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        create_subscription::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -212,7 +210,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<GetSubscriptionRequest>,
     ) -> RpcResult<GetSubscriptionResponse> {
-        get_subscription::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        get_subscription::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -221,7 +220,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ListSubscriptionsRequest>,
     ) -> RpcResult<ListSubscriptionsResponse> {
-        list_subscriptions::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        list_subscriptions::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -230,7 +230,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<UpdateSubscriptionRequest>,
     ) -> RpcResult<UpdateSubscriptionResponse> {
-        update_subscription::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        update_subscription::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -239,7 +240,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<DeleteSubscriptionRequest>,
     ) -> RpcResult<DeleteSubscriptionResponse> {
-        delete_subscription::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        delete_subscription::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -248,7 +250,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<PauseSubscriptionRequest>,
     ) -> RpcResult<PauseSubscriptionResponse> {
-        pause_subscription::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        pause_subscription::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -257,7 +260,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ResumeSubscriptionRequest>,
     ) -> RpcResult<ResumeSubscriptionResponse> {
-        resume_subscription::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        resume_subscription::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -266,7 +270,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<SeekSubscriptionRequest>,
     ) -> RpcResult<SeekSubscriptionResponse> {
-        seek_subscription::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        seek_subscription::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -275,7 +280,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ListDeadLettersRequest>,
     ) -> RpcResult<ListDeadLettersResponse> {
-        list_dead_letters::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        list_dead_letters::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -284,16 +290,16 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<GetDeadLetterRequest>,
     ) -> RpcResult<GetDeadLetterResponse> {
-        get_dead_letter::handle(self.broker.as_ref(), req.into_inner())
-            .await
-            .map(Response::new)
+        let (call, req) = self.call(req);
+        get_dead_letter::handle(&call, req).await.map(Response::new)
     }
 
     async fn redrive_dead_letters(
         &self,
         req: Request<RedriveDeadLettersRequest>,
     ) -> RpcResult<RedriveDeadLettersResponse> {
-        redrive_dead_letters::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        redrive_dead_letters::handle(&call, req)
             .await
             .map(Response::new)
     }
@@ -302,23 +308,22 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<PurgeDeadLettersRequest>,
     ) -> RpcResult<PurgeDeadLettersResponse> {
-        purge_dead_letters::handle(self.broker.as_ref(), req.into_inner())
+        let (call, req) = self.call(req);
+        purge_dead_letters::handle(&call, req)
             .await
             .map(Response::new)
     }
 
     async fn get_status(&self, req: Request<GetStatusRequest>) -> RpcResult<GetStatusResponse> {
-        get_status::handle(self.broker.as_ref(), &self.ops, req.into_inner())
-            .await
-            .map(Response::new)
+        let (call, req) = self.call(req);
+        get_status::handle(&call, req).await.map(Response::new)
     }
 
     async fn create_backup(
         &self,
         req: Request<CreateBackupRequest>,
     ) -> RpcResult<CreateBackupResponse> {
-        create_backup::handle(self.broker.as_ref(), req.into_inner())
-            .await
-            .map(Response::new)
+        let (call, req) = self.call(req);
+        create_backup::handle(&call, req).await.map(Response::new)
     }
 }

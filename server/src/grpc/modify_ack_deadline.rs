@@ -3,20 +3,21 @@
 use std::time::Duration;
 
 use eventbus_broker::limits::MAX_ACK_DEADLINE;
-use eventbus_broker::Broker;
 use eventbus_broker::SettleOp;
 use eventbus_proto::v1::{ModifyAckDeadlineRequest, ModifyAckDeadlineResponse};
 use tonic::Status;
 
+use super::context::Call;
 use super::convert::duration_from_proto;
 use super::status::{invalid, stale_to_status, to_status};
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     req: ModifyAckDeadlineRequest,
 ) -> Result<ModifyAckDeadlineResponse, Status> {
     let deadline = parse(&req)?;
-    let outcome = broker
+    let outcome = call
+        .broker
         .settle(
             &req.topic,
             &req.subscription,

@@ -2,20 +2,21 @@
 
 use std::time::Duration;
 
-use eventbus_broker::Broker;
 use eventbus_broker::SettleOp;
 use eventbus_proto::v1::{NackRequest, NackResponse};
 use tonic::Status;
 
+use super::context::Call;
 use super::convert::duration_from_proto;
 use super::status::{invalid, stale_to_status, to_status};
 
 /// Longest accepted nack delay: the longest ack deadline.
 const MAX_NACK_DELAY: Duration = eventbus_broker::limits::MAX_ACK_DEADLINE;
 
-pub async fn handle(broker: &dyn Broker, req: NackRequest) -> Result<NackResponse, Status> {
+pub async fn handle(call: &Call<'_>, req: NackRequest) -> Result<NackResponse, Status> {
     let op = parse(&req)?;
-    let outcome = broker
+    let outcome = call
+        .broker
         .settle(&req.topic, &req.subscription, op, &req.ack_ids)
         .await
         .map_err(to_status)?;

@@ -1,6 +1,6 @@
 //! `EventService/Publish`: append a batch of events to one topic.
 
-use eventbus_broker::{Broker, Published};
+use eventbus_broker::Published;
 use eventbus_proto::v1::{PublishEvent, PublishRequest, PublishResponse, PublishResult};
 use std::time::Instant;
 
@@ -11,24 +11,20 @@ use tonic::Status;
 use crate::ops::trace::TRACEPARENT;
 use crate::ops::{names, Ops};
 
+use super::context::Call;
 use super::convert;
 use super::status::to_status;
 
 /// `traceparent`: the W3C trace context of the call (gRPC metadata), stored
 /// with every event that does not carry its own, so consumers continue the
 /// producer's trace.
-pub async fn handle(
-    broker: &dyn Broker,
-    ops: &Ops,
-    traceparent: Option<String>,
-    req: PublishRequest,
-) -> Result<PublishResponse, Status> {
+pub async fn handle(call: &Call<'_>, req: PublishRequest) -> Result<PublishResponse, Status> {
     let started = Instant::now();
     // The count was bounded on the wire already (see `wire`); the other
     // bounds apply to what the client sent, before the server adds its own
     // attributes (the trace context) and before a topic is auto-created.
-    let mut events = parse_events(req.events, broker.limits())?;
-    if let Some(tp) = traceparent {
+    let mut events = parse_events(req.events, call.broker.limits())?;
+    if let Some(tp) = &call.ctx.traceparent {
         for e in &mut events {
             e.attributes
                 .entry(TRACEPARENT.to_string())
@@ -38,11 +34,12 @@ pub async fn handle(
     let Published {
         topic_id,
         results: appended,
-    } = broker
+    } = call
+        .broker
         .publish(&req.topic, &events)
         .await
         .map_err(to_status)?;
-    record(ops, &req.topic, &events, &appended, started);
+    record(call.ops, &req.topic, &events, &appended, started);
     Ok(PublishResponse {
         results: appended
             .into_iter()

@@ -1,19 +1,20 @@
 //! `AdminService/PurgeDeadLetters`: delete DLQ entries by ids, filter or all.
 
-use eventbus_broker::Broker;
 use eventbus_broker::DeadLetterSelector;
 use eventbus_proto::v1::{DeadLetterFilter, PurgeDeadLettersRequest, PurgeDeadLettersResponse};
 use tonic::Status;
 
+use super::context::Call;
 use super::convert;
 use super::status::{invalid, to_status};
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     req: PurgeDeadLettersRequest,
 ) -> Result<PurgeDeadLettersResponse, Status> {
     let selector = selector(req.ids, req.filter, req.all)?;
-    let count = broker
+    let count = call
+        .broker
         .purge_dead_letters(&req.topic, &req.subscription, selector, req.dry_run)
         .await
         .map_err(to_status)?;

@@ -8,16 +8,16 @@
 
 use eventbus_broker::replay::select_partitions;
 use eventbus_broker::{
-    BoxStream, Broker, Limits, ReplayEnd, ReplayItem, ReplayRequest as Replay, ReplayStart,
+    BoxStream, Limits, ReplayEnd, ReplayItem, ReplayRequest as Replay, ReplayStart,
 };
 use eventbus_proto::v1::{replay_request, Event, ReplayRequest, ReplayResponse};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use super::context::Call;
 use super::convert::{self, timestamp_to_millis};
 use super::message_size;
 use super::status::{invalid, to_status};
@@ -27,10 +27,11 @@ pub type ReplayStream = ReceiverStream<Result<ReplayResponse, Status>>;
 type Items = BoxStream<eventbus_broker::Result<ReplayItem>>;
 
 pub async fn handle(
-    broker: Arc<dyn Broker>,
+    call: &Call<'_>,
     shutdown: CancellationToken,
     req: ReplayRequest,
 ) -> Result<ReplayStream, Status> {
+    let broker = call.broker;
     let topic = broker.get_topic(&req.topic).await.map_err(to_status)?;
     let plan = parse(&req, topic.partition_count(), broker.limits())?;
     let start = match (&req.start, plan.start_time) {

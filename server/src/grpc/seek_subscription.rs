@@ -1,21 +1,23 @@
 //! `AdminService/SeekSubscription`: move one subscription to earliest, latest,
 //! a time, or per-partition offsets ("handler fixed, reprocess since 09:00").
 
-use eventbus_broker::{Broker, SeekTarget};
+use eventbus_broker::SeekTarget;
 use eventbus_proto::v1::{
     self, seek_subscription_request::Target, SeekSubscriptionRequest, SeekSubscriptionResponse,
 };
 use tonic::Status;
 
+use super::context::Call;
 use super::convert::{self, timestamp_to_millis};
 use super::status::{invalid, to_status};
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     req: SeekSubscriptionRequest,
 ) -> Result<SeekSubscriptionResponse, Status> {
     let target = parse(req.target)?;
-    let info = broker
+    let info = call
+        .broker
         .seek(&req.topic, &req.subscription, target)
         .await
         .map_err(to_status)?;

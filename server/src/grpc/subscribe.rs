@@ -14,23 +14,25 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use eventbus_broker::{BoxStream, Broker, Delivery};
+use eventbus_broker::{BoxStream, Delivery};
 use eventbus_proto::v1::{self, SubscribeRequest, SubscribeResponse};
 use futures_core::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
 
+use super::context::Call;
 use super::convert;
 use super::message_size;
 use super::status::to_status;
 use crate::ops::OPEN_STREAMS;
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     shutdown: &CancellationToken,
     req: SubscribeRequest,
 ) -> Result<SubscribeStream, Status> {
-    let member = broker
+    let member = call
+        .broker
         .subscribe(&req.topic, &req.subscription, req.max_in_flight)
         .await
         .map_err(to_status)?;

@@ -1,18 +1,20 @@
 //! `AdminService/UpdateSubscription`: change the settings named in update_mask.
 
-use eventbus_broker::{Broker, SubscriptionUpdate};
+use eventbus_broker::SubscriptionUpdate;
 use eventbus_proto::v1::{UpdateSubscriptionRequest, UpdateSubscriptionResponse};
 use tonic::Status;
 
+use super::context::Call;
 use super::convert::{self, duration_from_proto};
 use super::status::{invalid, to_status};
 
 pub async fn handle(
-    broker: &dyn Broker,
+    call: &Call<'_>,
     req: UpdateSubscriptionRequest,
 ) -> Result<UpdateSubscriptionResponse, Status> {
     let update = parse(&req)?;
-    let info = broker
+    let info = call
+        .broker
         .update_subscription(&req.topic, &req.subscription, update)
         .await
         .map_err(to_status)?;

@@ -1,5 +1,7 @@
-//! A tower layer around every gRPC call: a `rpc` tracing span carrying the
-//! method, a request id (the client's `x-request-id`, or a new one, echoed in
+//! A tower layer around every gRPC call: the request's context (request id,
+//! traceparent, caller: [`RequestContext`], put into the request's
+//! extensions for the handler); a `rpc` tracing span carrying the
+//! method, the request id (the client's `x-request-id`, or a new one, echoed in
 //! the response) and the W3C trace id; request and error counters per method
 //! and code; and one log line per failed call, at debug for client errors
 //! and at error for server faults.
@@ -9,9 +11,14 @@
 //! first message (a "trailers-only" response). A stream that fails later
 //! carries its status in the trailers and counts as a request only.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
+
+use prost::Message as _;
+use prost_types::FileDescriptorSet;
 
 use tonic::Code;
 use tower::{Layer, Service};
@@ -20,7 +27,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::names::{RPC_ERRORS, RPC_REQUESTS};
 use super::telemetry::HeaderExtractor;
-use super::trace::{trace_id, TRACEPARENT};
+use super::trace::{trace_id, valid_traceparent, TRACEPARENT};
+use crate::grpc::context::{Caller, RequestContext};
 
 /// The request-id header: taken from the client when present, echoed back.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -61,14 +69,22 @@ where
         let request_id = header(REQUEST_ID)
             .filter(|id| !id.is_empty() && id.len() <= 128)
             .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_string);
-        let trace_id = header(TRACEPARENT).and_then(trace_id).unwrap_or_default();
+        let traceparent = header(TRACEPARENT).and_then(valid_traceparent);
+        let trace_id = traceparent.and_then(trace_id).unwrap_or_default();
         let span = tracing::info_span!("rpc", method, request_id = %request_id, trace_id);
+        let context = RequestContext {
+            request_id: request_id.clone(),
+            traceparent: traceparent.map(str::to_string),
+            caller: Caller::Anonymous,
+        };
         // With OTLP export on, the span joins the caller's trace (a no-op
         // propagator otherwise).
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
             p.extract(&HeaderExtractor(req.headers()))
         });
         let _ = span.set_parent(parent);
+        let mut req = req;
+        req.extensions_mut().insert(context);
         let fut = {
             let _entered = span.enter();
             self.inner.call(req)
@@ -127,52 +143,59 @@ fn record(method: &'static str, headers: &http::HeaderMap) {
 /// (reflection, health, anything unknown) get a fixed label, so a client
 /// cannot create label values at will.
 fn method_label(path: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "Publish",
-        "Subscribe",
-        "Ack",
-        "Nack",
-        "ModifyAckDeadline",
-        "Replay",
-        "CreateTopic",
-        "GetTopic",
-        "ListTopics",
-        "DeleteTopic",
-        "CreateSubscription",
-        "GetSubscription",
-        "ListSubscriptions",
-        "UpdateSubscription",
-        "DeleteSubscription",
-        "PauseSubscription",
-        "ResumeSubscription",
-        "SeekSubscription",
-        "ListDeadLetters",
-        "GetDeadLetter",
-        "RedriveDeadLetters",
-        "PurgeDeadLetters",
-        "GetStatus",
-        "CreateBackup",
-    ];
     if path.starts_with("/grpc.health.") {
         return "health";
     }
     if path.starts_with("/grpc.reflection.") {
         return "reflection";
     }
-    let Some(rest) = path.strip_prefix("/eventbus.v1.") else {
-        return "unknown";
-    };
-    let name = rest.rsplit('/').next().unwrap_or_default();
-    KNOWN
-        .iter()
-        .find(|k| **k == name)
-        .copied()
-        .unwrap_or("unknown")
+    known_methods().get(path).copied().unwrap_or("unknown")
+}
+
+/// Every method the eventbus protos declare, by request path, with its name
+/// as the label: read from the descriptor set compiled into the binary, so a
+/// new RPC gets its own label without anyone keeping a list.
+fn known_methods() -> &'static HashMap<String, &'static str> {
+    static KNOWN: OnceLock<HashMap<String, &'static str>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let set =
+            FileDescriptorSet::decode(eventbus_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
+        let mut known = HashMap::new();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    // Leaked once per declared method: labels must be 'static.
+                    let label: &'static str = Box::leak(method.name().into());
+                    known.insert(path, label);
+                }
+            }
+        }
+        known
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::method_label;
+
+    #[test]
+    fn every_rpc_of_the_protos_has_its_own_label() {
+        let names: Vec<&str> = super::known_methods().values().copied().collect();
+        // The two services' RPCs, as eventbus.proto declares them today.
+        for rpc in [
+            "Publish",
+            "Subscribe",
+            "Ack",
+            "Replay",
+            "CreateTopic",
+            "GetStatus",
+            "CreateBackup",
+        ] {
+            assert!(names.contains(&rpc), "{rpc} missing from {names:?}");
+        }
+        assert_eq!(names.len(), 24, "{names:?}");
+    }
 
     #[test]
     fn only_known_methods_get_their_name() {
