@@ -8,7 +8,6 @@ use crate::delivery::ack_id::AckId;
 use crate::delivery::{MemberStream, SettleOp, SettleOutcome};
 use crate::error::{Error, Result};
 use crate::store::TopicState;
-use crate::types::StoredEvent;
 
 impl LogBroker {
     /// Joins a subscription as a member (auto-creating it when enabled).
@@ -76,7 +75,7 @@ impl LogBroker {
 
     /// The first offset at or after `ms` in one partition; see
     /// [`Log::offset_for_time`].
-    pub async fn offset_for_time(
+    pub(crate) async fn offset_for_time(
         &self,
         topic: Arc<TopicState>,
         partition: u32,
@@ -84,19 +83,5 @@ impl LogBroker {
     ) -> Result<u64> {
         let log = self.log.clone();
         blocking(move || log.offset_for_time(&topic, partition, ms)).await
-    }
-
-    /// Reads committed events of one partition. Never blocks the caller's thread.
-    pub async fn read(
-        &self,
-        topic: Arc<TopicState>,
-        partition: u32,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<StoredEvent>> {
-        let log = self.log.clone();
-        tokio::task::spawn_blocking(move || log.read(&topic, partition, from, max, 4 << 20))
-            .await
-            .map_err(|_| Error::ShuttingDown)?
     }
 }

@@ -78,10 +78,6 @@ impl LogBroker {
         })
     }
 
-    pub fn log(&self) -> &Log {
-        &self.log
-    }
-
     pub fn options(&self) -> &Options {
         self.log.options()
     }

@@ -178,7 +178,7 @@ impl LogBroker {
     }
 
     /// The running subscription, without creating anything.
-    pub fn subscription(&self, topic: &str, name: &str) -> Result<Arc<SubscriptionHandle>> {
+    pub(crate) fn subscription(&self, topic: &str, name: &str) -> Result<Arc<SubscriptionHandle>> {
         validate_name("subscription", name)?;
         let topic_state = self.log.existing_topic(topic)?;
         self.handle(&topic_state, name)
@@ -190,7 +190,7 @@ impl LogBroker {
 
     /// The running subscription, creating topic and subscription (at EARLIEST)
     /// when auto-create is on.
-    pub async fn subscription_or_create(
+    pub(crate) async fn subscription_or_create(
         &self,
         topic: &str,
         name: &str,
@@ -274,7 +274,7 @@ impl LogBroker {
 
     /// Changes a subscription's settings with `change`, persists them (synced)
     /// and applies them to the running subscription.
-    pub async fn update_subscription(
+    pub(crate) async fn update_subscription(
         &self,
         topic: &str,
         name: &str,
