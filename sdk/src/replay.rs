@@ -81,6 +81,8 @@ impl Replay {
 
     /// The next events: the rest of the current batch, else the next
     /// non-empty batch from the server. `None` at the end of the replay.
+    /// Errors: the status that ended the stream (for example UNAVAILABLE
+    /// when the connection broke); the replay is over after it.
     pub async fn next_batch(&mut self) -> Option<Result<Vec<v1::Event>>> {
         if self.batch.len() > 0 {
             return Some(Ok(self.batch.by_ref().collect()));
