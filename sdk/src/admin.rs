@@ -1,14 +1,22 @@
-//! [`Admin`]: topics, subscriptions and the dead-letter queue.
+//! [`Admin`]: topics, subscriptions, server status and backups. The
+//! dead-letter calls are in `dead_letters.rs`.
 //!
-//! The common operations take plain names; the generated client from
-//! [`Admin::raw`] covers every field of every admin RPC.
+//! The common operations take plain names and the settings types of
+//! `settings.rs`; the generated client from [`Admin::raw`] covers every field
+//! of every admin RPC.
 
-use std::time::{Duration, SystemTime};
+use std::future::Future;
+use std::time::SystemTime;
 
-use crate::backoff::proto_duration as duration;
 use crate::client::Channel;
 use crate::error::Result;
+use crate::paging::{Page, PageStream};
+use crate::settings::{SubscriptionSettings, SubscriptionUpdate, TopicSettings};
 use crate::v1::{self, admin_service_client::AdminServiceClient};
+
+/// Topics and subscriptions per page of [`Admin::topics`] and
+/// [`Admin::subscriptions`]: the server's cap, so a list takes few calls.
+const LIST_PAGE_SIZE: u32 = 1000;
 
 /// Admin calls. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -25,40 +33,26 @@ pub enum SeekTo {
     Latest,
     /// The first event published at or after this time.
     Time(SystemTime),
-    /// Per-partition offsets: `(partition, offset)`.
+    /// Per-partition offsets: `(partition, offset)`. Partitions not listed
+    /// keep their position.
     Offsets(Vec<(u32, u64)>),
 }
 
-/// Which dead letters [`Admin::redrive_dead_letters`] and
-/// [`Admin::purge_dead_letters`] act on.
-#[derive(Clone, Debug, PartialEq)]
-pub enum DeadLetters {
-    /// Every entry.
-    All,
-    /// These entry ids.
-    Ids(Vec<String>),
-    /// Entries matching a filter (event type pattern, reason substring, time
-    /// range).
-    Matching(v1::DeadLetterFilter),
-}
-
-/// Settings for [`Admin::create_subscription`]. Unset fields take the
-/// server's defaults (ack deadline 30 s, 5 attempts, start at the tail).
-#[derive(Clone, Debug, Default)]
-pub struct SubscriptionSettings {
-    /// Lease length; 1 s to 10 min.
-    pub ack_deadline: Option<Duration>,
-    /// Redelivery backoff: `(min, max)`.
-    pub retry_backoff: Option<(Duration, Duration)>,
-    /// Deliveries before an event is dead-lettered; 0 means unlimited.
-    pub max_delivery_attempts: Option<u32>,
-    /// Only deliver events whose type matches one of these NATS-style
-    /// patterns (`order.*`, `order.>`).
-    pub event_types: Vec<String>,
-    /// At most one event per key in flight.
-    pub ordered_by_key: bool,
-    /// Start at the earliest retained event instead of the tail.
-    pub from_earliest: bool,
+impl SeekTo {
+    fn into_proto(self) -> v1::seek_subscription_request::Target {
+        use v1::seek_subscription_request::Target;
+        match self {
+            SeekTo::Earliest => Target::StartPosition(v1::StartPosition::Earliest as i32),
+            SeekTo::Latest => Target::StartPosition(v1::StartPosition::Latest as i32),
+            SeekTo::Time(t) => Target::Time(t.into()),
+            SeekTo::Offsets(offsets) => Target::Offsets(v1::PartitionOffsets {
+                offsets: offsets
+                    .into_iter()
+                    .map(|(partition, offset)| v1::PartitionOffset { partition, offset })
+                    .collect(),
+            }),
+        }
+    }
 }
 
 impl Admin {
@@ -74,308 +68,244 @@ impl Admin {
         self.client.clone()
     }
 
-    /// Creates a topic with `partitions` partitions (0: the server default).
+    /// Makes one unary call on a clone of the client and returns the
+    /// response message; a non-OK status becomes [`Error::Status`](crate::Error::Status).
+    /// Every admin call goes through here, so errors are mapped in one place.
+    pub(crate) async fn call<Resp, Fut>(
+        &self,
+        rpc: impl FnOnce(AdminServiceClient<Channel>) -> Fut,
+    ) -> Result<Resp>
+    where
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        Ok(rpc(self.client.clone()).await?.into_inner())
+    }
+
+    /// A lazy stream over a list RPC: `list(client, page_size, page_token)`
+    /// returns one page's items and the next token.
+    pub(crate) fn pages<T, F, Fut>(&self, page_size: u32, list: F) -> PageStream<T>
+    where
+        F: Fn(AdminServiceClient<Channel>, u32, String) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Page<T>, tonic::Status>> + Send + 'static,
+    {
+        let client = self.client.clone();
+        PageStream::new(page_size, move |size, token| {
+            let page = list(client.clone(), size, token);
+            async move { Ok(page.await?) }
+        })
+    }
+
+    /// Creates a topic with `partitions` partitions (0: the server default)
+    /// and no retention limit. Errors: ALREADY_EXISTS, INVALID_ARGUMENT (name
+    /// or partition count).
     pub async fn create_topic(&self, topic: &str, partitions: u32) -> Result<v1::Topic> {
-        let resp = self
-            .client
-            .clone()
-            .create_topic(v1::CreateTopicRequest {
-                topic: topic.into(),
-                partitions,
-                retention: None,
-            })
-            .await?;
-        Ok(resp.into_inner().topic.unwrap_or_default())
+        let settings = TopicSettings {
+            partitions,
+            ..Default::default()
+        };
+        self.create_topic_with(topic, settings).await
     }
 
-    /// One topic.
+    /// Creates a topic with partitions and retention from `settings`.
+    /// Errors: ALREADY_EXISTS, INVALID_ARGUMENT (name, partition count or
+    /// retention out of range).
+    pub async fn create_topic_with(
+        &self,
+        topic: &str,
+        settings: TopicSettings,
+    ) -> Result<v1::Topic> {
+        let req = settings.into_request(topic);
+        let resp = self
+            .call(|mut c| async move { c.create_topic(req).await })
+            .await?;
+        Ok(resp.topic.unwrap_or_default())
+    }
+
+    /// One topic, with its partitions' current offsets. Errors: NOT_FOUND.
     pub async fn get_topic(&self, topic: &str) -> Result<v1::Topic> {
+        let req = v1::GetTopicRequest {
+            topic: topic.into(),
+        };
         let resp = self
-            .client
-            .clone()
-            .get_topic(v1::GetTopicRequest {
-                topic: topic.into(),
-            })
+            .call(|mut c| async move { c.get_topic(req).await })
             .await?;
-        Ok(resp.into_inner().topic.unwrap_or_default())
+        Ok(resp.topic.unwrap_or_default())
     }
 
-    /// Every topic (all pages).
+    /// Every topic, in name order, fetched page by page as the stream is
+    /// polled (1000 per page unless [`PageStream::page_size`] says
+    /// otherwise).
+    pub fn topics(&self) -> PageStream<v1::Topic> {
+        self.pages(LIST_PAGE_SIZE, |mut c, page_size, page_token| async move {
+            let req = v1::ListTopicsRequest {
+                page_size,
+                page_token,
+            };
+            let page = c.list_topics(req).await?.into_inner();
+            Ok((page.topics, page.next_page_token))
+        })
+    }
+
+    /// Every topic (all pages), collected. See [`Admin::topics`] for a
+    /// stream.
     pub async fn list_topics(&self) -> Result<Vec<v1::Topic>> {
-        let mut out = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let resp = self
-                .client
-                .clone()
-                .list_topics(v1::ListTopicsRequest {
-                    page_size: 1000,
-                    page_token,
-                })
-                .await?
-                .into_inner();
-            out.extend(resp.topics);
-            if resp.next_page_token.is_empty() {
-                return Ok(out);
-            }
-            page_token = resp.next_page_token;
-        }
+        collect(self.topics()).await
     }
 
-    /// Deletes a topic, its events and its subscriptions.
+    /// Deletes a topic, its events and its subscriptions. Errors: NOT_FOUND.
     pub async fn delete_topic(&self, topic: &str) -> Result<()> {
-        self.client
-            .clone()
-            .delete_topic(v1::DeleteTopicRequest {
-                topic: topic.into(),
-            })
+        let req = v1::DeleteTopicRequest {
+            topic: topic.into(),
+        };
+        self.call(|mut c| async move { c.delete_topic(req).await })
             .await?;
         Ok(())
     }
 
-    /// Creates a subscription (consumer group) on `topic`.
+    /// Creates a subscription (consumer group) on `topic`. Errors:
+    /// NOT_FOUND (topic), ALREADY_EXISTS, INVALID_ARGUMENT (name, settings
+    /// or filter out of bounds).
     pub async fn create_subscription(
         &self,
         topic: &str,
         name: &str,
         settings: SubscriptionSettings,
     ) -> Result<v1::Subscription> {
-        let request = v1::CreateSubscriptionRequest {
-            topic: topic.into(),
-            subscription: name.into(),
-            start_position: if settings.from_earliest {
-                v1::StartPosition::Earliest as i32
-            } else {
-                v1::StartPosition::Unspecified as i32
-            },
-            ack_deadline: settings.ack_deadline.map(duration),
-            retry_policy: settings.retry_backoff.map(|(min, max)| v1::RetryPolicy {
-                min_backoff: Some(duration(min)),
-                max_backoff: Some(duration(max)),
-            }),
-            max_delivery_attempts: settings.max_delivery_attempts,
-            filter: (!settings.event_types.is_empty()).then(|| v1::Filter {
-                types: settings.event_types,
-                attributes: Vec::new(),
-            }),
-            ordering: if settings.ordered_by_key {
-                v1::Ordering::Key as i32
-            } else {
-                v1::Ordering::Unspecified as i32
-            },
-        };
-        let resp = self.client.clone().create_subscription(request).await?;
-        Ok(resp.into_inner().subscription.unwrap_or_default())
+        let req = settings.into_request(topic, name);
+        let resp = self
+            .call(|mut c| async move { c.create_subscription(req).await })
+            .await?;
+        Ok(resp.subscription.unwrap_or_default())
     }
 
     /// One subscription, with its stats (backlog, in flight, DLQ size, ...).
+    /// Errors: NOT_FOUND.
     pub async fn get_subscription(&self, topic: &str, name: &str) -> Result<v1::Subscription> {
+        let req = v1::GetSubscriptionRequest {
+            topic: topic.into(),
+            subscription: name.into(),
+        };
         let resp = self
-            .client
-            .clone()
-            .get_subscription(v1::GetSubscriptionRequest {
-                topic: topic.into(),
-                subscription: name.into(),
-            })
+            .call(|mut c| async move { c.get_subscription(req).await })
             .await?;
-        Ok(resp.into_inner().subscription.unwrap_or_default())
+        Ok(resp.subscription.unwrap_or_default())
     }
 
-    /// Every subscription of `topic` (all pages).
-    pub async fn list_subscriptions(&self, topic: &str) -> Result<Vec<v1::Subscription>> {
-        let mut out = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let resp = self
-                .client
-                .clone()
-                .list_subscriptions(v1::ListSubscriptionsRequest {
-                    topic: topic.into(),
-                    page_size: 1000,
-                    page_token,
-                })
-                .await?
-                .into_inner();
-            out.extend(resp.subscriptions);
-            if resp.next_page_token.is_empty() {
-                return Ok(out);
+    /// Every subscription of `topic`, in name order with stats, fetched page
+    /// by page as the stream is polled (1000 per page unless
+    /// [`PageStream::page_size`] says otherwise). Errors (as the stream's
+    /// item): NOT_FOUND (topic).
+    pub fn subscriptions(&self, topic: &str) -> PageStream<v1::Subscription> {
+        let topic = topic.to_owned();
+        self.pages(LIST_PAGE_SIZE, move |mut c, page_size, page_token| {
+            let req = v1::ListSubscriptionsRequest {
+                topic: topic.clone(),
+                page_size,
+                page_token,
+            };
+            async move {
+                let page = c.list_subscriptions(req).await?.into_inner();
+                Ok((page.subscriptions, page.next_page_token))
             }
-            page_token = resp.next_page_token;
-        }
+        })
     }
 
-    /// Deletes a subscription and its dead letters.
+    /// Every subscription of `topic` (all pages), collected. See
+    /// [`Admin::subscriptions`] for a stream.
+    pub async fn list_subscriptions(&self, topic: &str) -> Result<Vec<v1::Subscription>> {
+        collect(self.subscriptions(topic)).await
+    }
+
+    /// Changes the settings named in `update`; returns the subscription as
+    /// it is afterwards. Errors: NOT_FOUND, INVALID_ARGUMENT (no change
+    /// named, or a value out of range).
+    pub async fn update_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        update: SubscriptionUpdate,
+    ) -> Result<v1::Subscription> {
+        let req = update.into_request(topic, name);
+        let resp = self
+            .call(|mut c| async move { c.update_subscription(req).await })
+            .await?;
+        Ok(resp.subscription.unwrap_or_default())
+    }
+
+    /// Deletes a subscription and its dead letters. Errors: NOT_FOUND.
     pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
-        self.client
-            .clone()
-            .delete_subscription(v1::DeleteSubscriptionRequest {
-                topic: topic.into(),
-                subscription: name.into(),
-            })
+        let req = v1::DeleteSubscriptionRequest {
+            topic: topic.into(),
+            subscription: name.into(),
+        };
+        self.call(|mut c| async move { c.delete_subscription(req).await })
             .await?;
         Ok(())
     }
 
     /// Stops new deliveries; held leases stay valid. Survives restarts.
+    /// Errors: NOT_FOUND.
     pub async fn pause(&self, topic: &str, name: &str) -> Result<v1::Subscription> {
+        let req = v1::PauseSubscriptionRequest {
+            topic: topic.into(),
+            subscription: name.into(),
+        };
         let resp = self
-            .client
-            .clone()
-            .pause_subscription(v1::PauseSubscriptionRequest {
-                topic: topic.into(),
-                subscription: name.into(),
-            })
+            .call(|mut c| async move { c.pause_subscription(req).await })
             .await?;
-        Ok(resp.into_inner().subscription.unwrap_or_default())
+        Ok(resp.subscription.unwrap_or_default())
     }
 
-    /// Resumes a paused subscription.
+    /// Resumes a paused subscription. Errors: NOT_FOUND.
     pub async fn resume(&self, topic: &str, name: &str) -> Result<v1::Subscription> {
+        let req = v1::ResumeSubscriptionRequest {
+            topic: topic.into(),
+            subscription: name.into(),
+        };
         let resp = self
-            .client
-            .clone()
-            .resume_subscription(v1::ResumeSubscriptionRequest {
-                topic: topic.into(),
-                subscription: name.into(),
-            })
+            .call(|mut c| async move { c.resume_subscription(req).await })
             .await?;
-        Ok(resp.into_inner().subscription.unwrap_or_default())
+        Ok(resp.subscription.unwrap_or_default())
     }
 
     /// Moves the subscription ("reprocess since 09:00", "skip the backlog").
+    /// Outstanding leases end; the dead-letter queue is untouched. Errors:
+    /// NOT_FOUND, INVALID_ARGUMENT (a time out of range, a partition the
+    /// topic does not have or listed twice).
     pub async fn seek(&self, topic: &str, name: &str, to: SeekTo) -> Result<v1::Subscription> {
-        use v1::seek_subscription_request::Target;
-        let target = match to {
-            SeekTo::Earliest => Target::StartPosition(v1::StartPosition::Earliest as i32),
-            SeekTo::Latest => Target::StartPosition(v1::StartPosition::Latest as i32),
-            SeekTo::Time(t) => Target::Time(t.into()),
-            SeekTo::Offsets(offsets) => Target::Offsets(v1::PartitionOffsets {
-                offsets: offsets
-                    .into_iter()
-                    .map(|(partition, offset)| v1::PartitionOffset { partition, offset })
-                    .collect(),
-            }),
+        let req = v1::SeekSubscriptionRequest {
+            topic: topic.into(),
+            subscription: name.into(),
+            target: Some(to.into_proto()),
         };
         let resp = self
-            .client
-            .clone()
-            .seek_subscription(v1::SeekSubscriptionRequest {
-                topic: topic.into(),
-                subscription: name.into(),
-                target: Some(target),
-            })
+            .call(|mut c| async move { c.seek_subscription(req).await })
             .await?;
-        Ok(resp.into_inner().subscription.unwrap_or_default())
+        Ok(resp.subscription.unwrap_or_default())
     }
 
-    /// Dead letters matching `filter` (all of them with the default filter),
-    /// oldest first, paging until `limit` entries (or the end).
-    pub async fn list_dead_letters(
-        &self,
-        topic: &str,
-        name: &str,
-        filter: v1::DeadLetterFilter,
-        limit: usize,
-    ) -> Result<Vec<v1::DeadLetter>> {
-        let mut out = Vec::new();
-        let mut page_token = String::new();
-        while out.len() < limit {
-            let resp = self
-                .client
-                .clone()
-                .list_dead_letters(v1::ListDeadLettersRequest {
-                    topic: topic.into(),
-                    subscription: name.into(),
-                    page_size: (limit - out.len()).min(1000) as u32,
-                    page_token,
-                    filter: Some(filter.clone()),
-                })
-                .await?
-                .into_inner();
-            out.extend(resp.dead_letters);
-            if resp.next_page_token.is_empty() {
-                break;
-            }
-            page_token = resp.next_page_token;
-        }
-        out.truncate(limit);
-        Ok(out)
+    /// One snapshot of the server: every topic with its publish rate and its
+    /// subscriptions' stats, and the storage and disk state.
+    pub async fn status(&self) -> Result<v1::GetStatusResponse> {
+        self.call(|mut c| async move { c.get_status(v1::GetStatusRequest {}).await })
+            .await
     }
 
-    /// One dead letter by id.
-    pub async fn get_dead_letter(
-        &self,
-        topic: &str,
-        name: &str,
-        id: &str,
-    ) -> Result<v1::DeadLetter> {
-        let resp = self
-            .client
-            .clone()
-            .get_dead_letter(v1::GetDeadLetterRequest {
-                topic: topic.into(),
-                subscription: name.into(),
-                id: id.into(),
-            })
-            .await?;
-        Ok(resp.into_inner().dead_letter.unwrap_or_default())
-    }
-
-    /// Sends dead letters back to the subscription (attempts reset, each
-    /// exactly once). With `dry_run`, only counts them. Returns the count.
-    pub async fn redrive_dead_letters(
-        &self,
-        topic: &str,
-        name: &str,
-        which: DeadLetters,
-        dry_run: bool,
-    ) -> Result<u64> {
-        let (ids, filter, all) = selector(which);
-        let resp = self
-            .client
-            .clone()
-            .redrive_dead_letters(v1::RedriveDeadLettersRequest {
-                topic: topic.into(),
-                subscription: name.into(),
-                ids,
-                filter,
-                all,
-                dry_run,
-                max_per_second: 0,
-            })
-            .await?;
-        Ok(resp.into_inner().count)
-    }
-
-    /// Deletes dead letters. With `dry_run`, only counts them. Returns the count.
-    pub async fn purge_dead_letters(
-        &self,
-        topic: &str,
-        name: &str,
-        which: DeadLetters,
-        dry_run: bool,
-    ) -> Result<u64> {
-        let (ids, filter, all) = selector(which);
-        let resp = self
-            .client
-            .clone()
-            .purge_dead_letters(v1::PurgeDeadLettersRequest {
-                topic: topic.into(),
-                subscription: name.into(),
-                ids,
-                filter,
-                all,
-                dry_run,
-            })
-            .await?;
-        Ok(resp.into_inner().count)
+    /// Writes an online, consistent backup into `dir`, a new directory on
+    /// the server's filesystem (it must not exist; its parent must), while
+    /// the server keeps serving. Returns the directory and the backup's
+    /// size. Errors: INVALID_ARGUMENT (not absolute, inside the data dir),
+    /// ALREADY_EXISTS, FAILED_PRECONDITION (parent missing),
+    /// RESOURCE_EXHAUSTED (disk full).
+    pub async fn create_backup(&self, dir: &str) -> Result<v1::CreateBackupResponse> {
+        let req = v1::CreateBackupRequest { dir: dir.into() };
+        self.call(|mut c| async move { c.create_backup(req).await })
+            .await
     }
 }
 
-fn selector(which: DeadLetters) -> (Vec<String>, Option<v1::DeadLetterFilter>, bool) {
-    match which {
-        DeadLetters::All => (Vec::new(), None, true),
-        DeadLetters::Ids(ids) => (ids, None, false),
-        DeadLetters::Matching(f) => (Vec::new(), Some(f), false),
-    }
+/// Every item of a page stream, or its first error.
+pub(crate) async fn collect<T>(pages: PageStream<T>) -> Result<Vec<T>> {
+    use tokio_stream::StreamExt as _;
+    pages.collect().await
 }

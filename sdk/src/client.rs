@@ -206,7 +206,7 @@ impl Client {
     }
 
     /// The generated EventService client, for calls the SDK does not wrap
-    /// (for example Replay).
+    /// (for example a raw Subscribe stream without lease extension).
     pub fn events(&self) -> EventServiceClient<Channel> {
         EventServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
     }

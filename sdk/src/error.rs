@@ -14,8 +14,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The server (or the transport under a call) answered with a non-OK
     /// status. The message says what to fix.
+    /// The status is also the error's `source()`, so error reporters that
+    /// walk the chain reach the transport error behind an UNAVAILABLE.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(tonic::Status),
+    Status(#[source] tonic::Status),
 
     /// The lease behind this ack id is no longer held: it expired, or the event
     /// was redelivered under a newer lease. This call did not settle the event;

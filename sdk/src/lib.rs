@@ -15,8 +15,11 @@
 //!   [permanent](HandlerError::permanent) error dead-letters.
 //! * Typed payloads: [`Event::json`] / [`Message::json`] (serde) and
 //!   [`Event::proto`] / [`Message::proto`] (prost), with `content_type` set.
-//! * [`Admin`]: topics, subscriptions, pause/resume/seek and the dead-letter
-//!   queue.
+//! * [`Admin`]: topics, subscriptions (create with filters and a start
+//!   position, update, pause/resume/seek), the dead-letter queue (with a
+//!   paced redrive), server status and online backups. Lists are
+//!   [`PageStream`]s that fetch one page at a time.
+//! * [`Client::replay`]: a topic's history as a [`Replay`] stream of events.
 //! * One [`Error`] type with [`Error::is_retryable`].
 //!
 //! Everything runs on Tokio; create publishers and subscriptions inside a
@@ -53,22 +56,33 @@
 mod admin;
 mod backoff;
 mod client;
+mod dead_letters;
 mod delivery;
 mod error;
 mod event;
 mod handler;
+mod paging;
 mod publisher;
+mod replay;
+mod settings;
 mod settle;
 mod subscription;
 
-pub use admin::{Admin, DeadLetters, SeekTo, SubscriptionSettings};
+pub use admin::{Admin, SeekTo};
 pub use backoff::RetryPolicy;
 pub use client::{Channel, Client, ClientBuilder, Credentials, TlsConfig};
+pub use dead_letters::{DeadLetters, RedriveProgress};
 pub use delivery::{Delivery, Lease};
 pub use error::{code_name, Error, Result};
 pub use event::{Event, Message, CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF};
 pub use handler::HandlerError;
+pub use paging::PageStream;
 pub use publisher::{PublishHandle, Published, Publisher, PublisherConfig, PublisherStats};
+pub use replay::{Position, Replay, ReplayOptions};
+pub use settings::{
+    AttributeCondition, AttributeTest, RedeliveryBackoff, StartPosition, SubscriptionSettings,
+    SubscriptionUpdate, TopicSettings,
+};
 pub use subscription::{SubscriberConfig, Subscription, MAX_SETTLE_BATCH};
 
 /// The generated `eventbus.v1` messages and gRPC clients.

@@ -22,6 +22,7 @@ mod replay;
 mod restart;
 mod retention;
 mod sdk;
+mod sdk_admin;
 mod seek;
 mod support;
 mod tracing;

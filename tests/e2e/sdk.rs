@@ -16,7 +16,8 @@ use tonic::Code;
 
 use crate::support::PATIENCE;
 
-async fn client(server: &TestServer) -> Client {
+/// An SDK client connected to `server`.
+pub(crate) async fn client(server: &TestServer) -> Client {
     Client::connect(format!("http://{}", server.addr))
         .await
         .expect("connect")
@@ -271,7 +272,7 @@ async fn run_acks_retries_and_dead_letters() {
             "jobs",
             "workers",
             SubscriptionSettings {
-                retry_backoff: Some((Duration::from_millis(50), Duration::from_millis(200))),
+                retry_backoff: Some((Duration::from_millis(50), Duration::from_millis(200)).into()),
                 max_delivery_attempts: Some(5),
                 ..Default::default()
             },

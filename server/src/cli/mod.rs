@@ -60,7 +60,7 @@ pub struct GlobalArgs {
         global = true,
         env = "EVENTBUS_SERVER",
         default_value = "http://127.0.0.1:50051",
-        value_parser = remote::connect::parse_server
+        value_parser = remote::parse_server
     )]
     pub server: String,
     /// Machine-readable output of the operator commands: one JSON document,

@@ -2,7 +2,6 @@
 //! into DIR on the server's filesystem.
 
 use clap::Args;
-use eventbus_proto::v1::CreateBackupRequest;
 use serde_json::json;
 
 use super::Ctx;
@@ -16,13 +15,8 @@ pub struct BackupArgs {
     to: String,
 }
 
-pub async fn run(mut ctx: Ctx, args: BackupArgs) -> anyhow::Result<()> {
-    let resp = ctx
-        .clients
-        .admin
-        .create_backup(CreateBackupRequest { dir: args.to })
-        .await?
-        .into_inner();
+pub async fn run(ctx: Ctx, args: BackupArgs) -> anyhow::Result<()> {
+    let resp = ctx.admin.create_backup(&args.to).await?;
     if ctx.out.json {
         ctx.out
             .doc(&json!({"dir": resp.dir, "size_bytes": resp.size_bytes}))

@@ -4,21 +4,17 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand, ValueEnum};
-use eventbus_proto::v1::{
-    DeadLetter, DeadLetterFilter, Event, GetDeadLetterRequest, ListDeadLettersRequest,
-    PurgeDeadLettersRequest, RedriveDeadLettersRequest,
-};
+use eventbus::v1::{DeadLetter, DeadLetterFilter, Event};
+use eventbus::DeadLetters;
+use indicatif::ProgressBar;
 use serde_json::{json, Value};
+use tokio_stream::StreamExt as _;
 
 use super::output::{
     event_json, key_values, payload, truncate, ts_json, ts_text, ProgressUnit, Table,
 };
 use super::time::parse_time;
 use super::Ctx;
-
-/// Entries per ListDeadLetters page. Each carries its whole event, so pages
-/// stay well below the server's 1000 cap.
-const PAGE_SIZE: u32 = 200;
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -64,13 +60,17 @@ impl FilterArgs {
             && self.until.is_none()
     }
 
-    fn to_proto(&self) -> Option<DeadLetterFilter> {
-        (!self.is_empty()).then(|| DeadLetterFilter {
+    /// The filter to send; the default (empty) filter matches every entry.
+    fn to_proto(&self) -> DeadLetterFilter {
+        if self.is_empty() {
+            return DeadLetterFilter::default();
+        }
+        DeadLetterFilter {
             types: self.types.clone(),
             reason_contains: self.reason.clone().unwrap_or_default(),
             start_time: self.since,
             end_time: self.until,
-        })
+        }
     }
 }
 
@@ -115,12 +115,14 @@ pub struct Selector {
 }
 
 impl Selector {
-    /// The filter to send: only when neither ids nor --all select.
-    fn filter(&self) -> Option<DeadLetterFilter> {
-        if self.ids.is_empty() && !self.all {
-            self.filter.to_proto()
+    /// The entries chosen: by id, all, or by filter (clap allows only one).
+    fn which(&self) -> DeadLetters {
+        if !self.ids.is_empty() {
+            DeadLetters::Ids(self.ids.clone())
+        } else if self.all {
+            DeadLetters::All
         } else {
-            None
+            DeadLetters::Matching(self.filter.to_proto())
         }
     }
 }
@@ -169,55 +171,23 @@ pub async fn run(ctx: Ctx, cmd: DlqCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Pages through the queue, calling `each` per entry until it returns false.
-async fn for_each_entry(
-    ctx: &mut Ctx,
-    topic: &str,
-    subscription: &str,
-    filter: Option<DeadLetterFilter>,
-    mut each: impl FnMut(DeadLetter) -> bool,
-) -> anyhow::Result<()> {
-    let mut page_token = String::new();
-    loop {
-        let page = ctx
-            .clients
-            .admin
-            .list_dead_letters(ListDeadLettersRequest {
-                topic: topic.to_string(),
-                subscription: subscription.to_string(),
-                page_size: PAGE_SIZE,
-                page_token,
-                filter: filter.clone(),
-            })
-            .await?
-            .into_inner();
-        for entry in page.dead_letters {
-            if !each(entry) {
-                return Ok(());
-            }
-        }
-        if page.next_page_token.is_empty() {
-            return Ok(());
-        }
-        page_token = page.next_page_token;
-    }
-}
-
-async fn list(mut ctx: Ctx, args: ListArgs) -> anyhow::Result<()> {
+async fn list(ctx: Ctx, args: ListArgs) -> anyhow::Result<()> {
     let filter = args.filter.to_proto();
+    let mut entries = ctx
+        .admin
+        .dead_letters(&args.topic, &args.subscription, filter);
     if let Some(group_by) = args.group_by {
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut total = 0u64;
-        for_each_entry(&mut ctx, &args.topic, &args.subscription, filter, |e| {
+        while let Some(e) = entries.next().await {
+            let e = e?;
             let key = match group_by {
                 GroupBy::Type => e.event.map(|ev| ev.r#type).unwrap_or_default(),
                 GroupBy::Reason => e.reason,
             };
             *counts.entry(key).or_default() += 1;
             total += 1;
-            true
-        })
-        .await?;
+        }
         // Largest group first: that is where to look.
         let mut groups: Vec<(String, u64)> = counts.into_iter().collect();
         groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -249,26 +219,24 @@ async fn list(mut ctx: Ctx, args: ListArgs) -> anyhow::Result<()> {
     } else {
         args.limit
     };
-    let mut entries = Vec::new();
+    let mut listed = Vec::new();
     let mut more = false;
-    for_each_entry(&mut ctx, &args.topic, &args.subscription, filter, |e| {
-        if entries.len() == limit {
+    while let Some(e) = entries.next().await {
+        if listed.len() == limit {
             more = true;
-            return false;
+            break;
         }
-        entries.push(e);
-        true
-    })
-    .await?;
+        listed.push(e?);
+    }
     if more {
         eprintln!(
             "showing the first {limit} entries; use --limit 0 for all, or --group-by to count them"
         );
     }
     if ctx.out.json {
-        return ctx.out.doc(&Value::Array(
-            entries.iter().map(dead_letter_json).collect(),
-        ));
+        return ctx
+            .out
+            .doc(&Value::Array(listed.iter().map(dead_letter_json).collect()));
     }
     let mut table = Table::new(&[
         "ID",
@@ -280,7 +248,7 @@ async fn list(mut ctx: Ctx, args: ListArgs) -> anyhow::Result<()> {
         "REASON",
     ]);
     let no_event = Event::default();
-    for e in &entries {
+    for e in &listed {
         let ev = e.event.as_ref().unwrap_or(&no_event);
         table.row(vec![
             e.id.clone(),
@@ -299,19 +267,11 @@ async fn list(mut ctx: Ctx, args: ListArgs) -> anyhow::Result<()> {
     ctx.out.text(&table.render())
 }
 
-async fn show(mut ctx: Ctx, topic: String, subscription: String, id: String) -> anyhow::Result<()> {
+async fn show(ctx: Ctx, topic: String, subscription: String, id: String) -> anyhow::Result<()> {
     let entry = ctx
-        .clients
         .admin
-        .get_dead_letter(GetDeadLetterRequest {
-            topic,
-            subscription,
-            id,
-        })
-        .await?
-        .into_inner()
-        .dead_letter
-        .unwrap_or_default();
+        .get_dead_letter(&topic, &subscription, &id)
+        .await?;
     if ctx.out.json {
         return ctx.out.doc(&dead_letter_json(&entry));
     }
@@ -346,82 +306,51 @@ async fn show(mut ctx: Ctx, topic: String, subscription: String, id: String) -> 
     ctx.out.text(&format!("{summary}\n\n{body}"))
 }
 
-async fn redrive(mut ctx: Ctx, args: RedriveArgs) -> anyhow::Result<()> {
+async fn redrive(ctx: Ctx, args: RedriveArgs) -> anyhow::Result<()> {
     let what = format!("{}/{}", args.topic, args.subscription);
-    let request = |ids: Vec<String>, dry_run: bool| RedriveDeadLettersRequest {
-        topic: args.topic.clone(),
-        subscription: args.subscription.clone(),
-        ids,
-        filter: None,
-        all: false,
-        dry_run,
-        max_per_second: args.max_per_second.unwrap_or(0),
-    };
+    let which = args.selector.which();
     if args.dry_run {
-        let mut req = request(args.selector.ids.clone(), true);
-        req.all = args.selector.all;
-        req.filter = args.selector.filter();
         let count = ctx
-            .clients
             .admin
-            .redrive_dead_letters(req)
-            .await?
-            .into_inner()
-            .count;
+            .redrive_dead_letters(&args.topic, &args.subscription, which, true)
+            .await?;
         return report(&ctx, "redrive", &what, count, true);
     }
-
-    // Snapshot the selected ids first, then redrive them in chunks by id: the
-    // bar shows real progress with a known total, and entries that fail again
-    // and return to the queue during the run are not redriven twice.
-    let ids = if !args.selector.ids.is_empty() {
-        args.selector.ids.clone()
-    } else {
-        let mut ids = Vec::new();
-        let filter = args.selector.filter.to_proto();
-        for_each_entry(&mut ctx, &args.topic, &args.subscription, filter, |e| {
-            ids.push(e.id);
-            true
-        })
+    // The SDK fixes the selection first, so the bar has a known total.
+    let mut bar: Option<ProgressBar> = None;
+    let count = ctx
+        .admin
+        .redrive_paced(
+            &args.topic,
+            &args.subscription,
+            which,
+            args.max_per_second.unwrap_or(0),
+            |progress| {
+                let bar = bar.get_or_insert_with(|| {
+                    let bar = ctx.out.progress(progress.selected, ProgressUnit::Items);
+                    bar.set_message("redriving");
+                    bar
+                });
+                bar.set_position(progress.sent);
+            },
+        )
         .await?;
-        ids
-    };
-    let chunk = match args.max_per_second {
-        Some(n) if n > 0 => n as usize,
-        _ => 500,
-    };
-    let bar = ctx.out.progress(ids.len() as u64, ProgressUnit::Items);
-    bar.set_message("redriving");
-    let mut count = 0;
-    for ids in ids.chunks(chunk) {
-        count += ctx
-            .clients
-            .admin
-            .redrive_dead_letters(request(ids.to_vec(), false))
-            .await?
-            .into_inner()
-            .count;
-        bar.inc(ids.len() as u64);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
-    bar.finish_and_clear();
     report(&ctx, "redrive", &what, count, false)
 }
 
-async fn purge(mut ctx: Ctx, args: PurgeArgs) -> anyhow::Result<()> {
+async fn purge(ctx: Ctx, args: PurgeArgs) -> anyhow::Result<()> {
     let count = ctx
-        .clients
         .admin
-        .purge_dead_letters(PurgeDeadLettersRequest {
-            topic: args.topic.clone(),
-            subscription: args.subscription.clone(),
-            ids: args.selector.ids.clone(),
-            filter: args.selector.filter(),
-            all: args.selector.all,
-            dry_run: args.dry_run,
-        })
-        .await?
-        .into_inner()
-        .count;
+        .purge_dead_letters(
+            &args.topic,
+            &args.subscription,
+            args.selector.which(),
+            args.dry_run,
+        )
+        .await?;
     let what = format!("{}/{}", args.topic, args.subscription);
     report(&ctx, "purge", &what, count, args.dry_run)
 }

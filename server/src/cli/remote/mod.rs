@@ -1,12 +1,12 @@
-//! Operator commands: each one connects to a running server with the
-//! generated `eventbus.v1` clients and prints a table or JSON.
+//! Operator commands: each one talks to a running server through the Rust
+//! SDK (`eventbus`: connection, requests, paging, seek and replay positions,
+//! paced redrive) and prints a table or JSON.
 //!
-//! One module per area; [`output`] owns every format decision (tables, JSON
-//! shapes, payload encoding, error lines, progress bars) so the commands stay
-//! about the RPCs.
+//! One module per area; each parses its arguments into SDK values, and
+//! [`output`] owns every format decision (tables, JSON shapes, payload
+//! encoding, error lines, progress bars).
 
 mod backup;
-pub mod connect;
 mod dlq;
 mod output;
 mod publish;
@@ -18,9 +18,10 @@ mod time;
 mod topic;
 
 use clap::Subcommand;
+use eventbus::{Admin, Client};
+use tonic::transport::Endpoint;
 
 use super::GlobalArgs;
-use connect::Clients;
 use output::Output;
 
 #[derive(Subcommand)]
@@ -48,9 +49,26 @@ pub enum RemoteCommand {
     Backup(backup::BackupArgs),
 }
 
-/// What every command gets: the two service clients and the output mode.
+/// Clap value parser for `--server` / `EVENTBUS_SERVER`: accepts `host:port`
+/// (meaning `http://host:port`) or a full `http://` / `https://` URI, so a bad
+/// address is a usage error (exit 2) rather than a failed call.
+pub fn parse_server(s: &str) -> Result<String, String> {
+    let uri = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    Endpoint::from_shared(uri.clone()).map_err(|e| {
+        format!("not a server address ({e}); expected host:port or http://host:port")
+    })?;
+    Ok(uri)
+}
+
+/// What every command gets: the SDK client, its admin calls and the output
+/// mode.
 pub struct Ctx {
-    pub clients: Clients,
+    pub client: Client,
+    pub admin: Admin,
     pub out: Output,
 }
 
@@ -61,8 +79,12 @@ pub fn main(global: &GlobalArgs, command: RemoteCommand) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
+        // Connects on first use, so an unreachable server surfaces as the
+        // UNAVAILABLE status of the first call, reported like any other error.
+        let client = Client::builder(&global.server).connect_lazy()?;
         let ctx = Ctx {
-            clients: Clients::lazy(&global.server)?,
+            admin: client.admin(),
+            client,
             out: Output::new(global.json),
         };
         run(ctx, command).await

@@ -10,7 +10,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use eventbus_proto::v1::Event;
+use eventbus::v1::Event;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use tonic::Code;

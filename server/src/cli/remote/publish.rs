@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use eventbus_proto::v1::{PublishEvent, PublishRequest, PublishResult};
+use eventbus::v1::{PublishEvent, PublishRequest, PublishResult};
 use indicatif::ProgressBar;
 use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
@@ -107,11 +107,11 @@ pub async fn run(ctx: Ctx, args: PublishArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn publish_one(mut ctx: Ctx, args: &PublishArgs, payload: Vec<u8>) -> anyhow::Result<()> {
+async fn publish_one(ctx: Ctx, args: &PublishArgs, payload: Vec<u8>) -> anyhow::Result<()> {
     let event = args.event(payload, args.idempotency_key.clone().unwrap_or_default());
     let result = ctx
-        .clients
-        .events
+        .client
+        .events()
         .publish(PublishRequest {
             topic: args.topic.clone(),
             events: vec![event],
@@ -159,7 +159,7 @@ struct Summary {
 }
 
 async fn publish_lines(
-    mut ctx: Ctx,
+    ctx: Ctx,
     args: &PublishArgs,
     mut input: impl AsyncBufRead + Unpin,
     bar: &ProgressBar,
@@ -177,7 +177,7 @@ async fn publish_lines(
             match tokio::time::timeout(IDLE_FLUSH, input.read_until(b'\n', &mut buf)).await {
                 Ok(read) => read,
                 Err(_idle) => {
-                    send(&mut ctx, args, &mut batch, &mut summary, bar).await?;
+                    send(&ctx, args, &mut batch, &mut summary, bar).await?;
                     continue;
                 }
             }
@@ -211,13 +211,13 @@ async fn publish_lines(
             batch.lines.push(line_no);
         }
         if batch.events.len() >= BATCH_EVENTS || batch.bytes >= BATCH_BYTES {
-            send(&mut ctx, args, &mut batch, &mut summary, bar).await?;
+            send(&ctx, args, &mut batch, &mut summary, bar).await?;
         }
         if eof {
             break;
         }
     }
-    send(&mut ctx, args, &mut batch, &mut summary, bar).await?;
+    send(&ctx, args, &mut batch, &mut summary, bar).await?;
     bar.finish_and_clear();
     if !ctx.out.json {
         ctx.out.text(&format!(
@@ -234,7 +234,7 @@ async fn publish_lines(
 }
 
 async fn send(
-    ctx: &mut Ctx,
+    ctx: &Ctx,
     args: &PublishArgs,
     batch: &mut Batch,
     summary: &mut Summary,
@@ -247,8 +247,8 @@ async fn send(
     }
     let (first, last) = (batch.lines[0], batch.lines[batch.lines.len() - 1]);
     let results = ctx
-        .clients
-        .events
+        .client
+        .events()
         .publish(PublishRequest {
             topic: args.topic.clone(),
             events: batch.events,

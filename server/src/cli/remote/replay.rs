@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use clap::Args;
-use eventbus_proto::v1::{replay_request, GetTopicRequest, ReplayRequest, Topic};
+use eventbus::v1::Topic;
+use eventbus::{Position, ReplayOptions};
 use indicatif::ProgressBar;
 
 use super::output::{event_json, event_text, ProgressUnit};
-use super::time::{parse_position, Position};
+use super::time::parse_position;
 use super::Ctx;
 
 #[derive(Args)]
@@ -40,43 +41,27 @@ pub struct ReplayArgs {
     follow: bool,
 }
 
-pub async fn run(mut ctx: Ctx, args: ReplayArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: Ctx, args: ReplayArgs) -> anyhow::Result<()> {
     // The bar needs the partitions' current ends; skip that call when no bar
     // would be drawn anyway.
     let mut progress = if args.follow || !ctx.out.shows_progress() {
         Progress::hidden()
     } else {
-        let topic = ctx
-            .clients
-            .admin
-            .get_topic(GetTopicRequest {
-                topic: args.topic.clone(),
-            })
-            .await?
-            .into_inner()
-            .topic
-            .unwrap_or_default();
+        let topic = ctx.admin.get_topic(&args.topic).await?;
         Progress::new(&ctx, &topic, &args)
     };
 
-    let request = ReplayRequest {
-        topic: args.topic.clone(),
+    let options = ReplayOptions {
         partitions: args.partitions.clone(),
-        start: args.from.clone().map(|p| match p {
-            Position::Offset(o) => replay_request::Start::StartOffset(o),
-            Position::Time(t) => replay_request::Start::StartTime(t),
-        }),
-        end: args.to.clone().map(|p| match p {
-            Position::Offset(o) => replay_request::End::EndOffset(o),
-            Position::Time(t) => replay_request::End::EndTime(t),
-        }),
-        types: args.types.clone(),
+        from: args.from,
+        to: args.to,
+        event_types: args.types.clone(),
         follow: args.follow,
     };
-    let mut stream = ctx.clients.events.replay(request).await?.into_inner();
-    while let Some(batch) = stream.message().await? {
+    let mut replay = ctx.client.replay(&args.topic, options).await?;
+    while let Some(batch) = replay.next_batch().await {
         let mut lines = String::new();
-        for event in &batch.events {
+        for event in &batch? {
             if ctx.out.json {
                 lines.push_str(&serde_json::to_string(&event_json(event))?);
             } else {

@@ -1,20 +1,15 @@
 //! `eventbus status`: one screen for an operator — topics with publish
 //! rates, subscriptions with backlog, lag and dead letters, and disk usage.
 
-use eventbus_proto::v1::{GetStatusRequest, GetStatusResponse, StorageState};
+use eventbus::v1::{GetStatusResponse, StorageState};
 use serde_json::{json, Value};
 
 use super::output::{dur_text, secs_json, Table};
 use super::sub::{state_cells, subscription_json};
 use super::Ctx;
 
-pub async fn run(mut ctx: Ctx) -> anyhow::Result<()> {
-    let status = ctx
-        .clients
-        .admin
-        .get_status(GetStatusRequest {})
-        .await?
-        .into_inner();
+pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
+    let status = ctx.admin.status().await?;
     if ctx.out.json {
         ctx.out.doc(&status_json(&status))
     } else {

@@ -1,17 +1,15 @@
 //! `eventbus sub create | list | describe | pause | resume | seek | delete`.
 
+use std::time::Duration;
+
 use clap::{Args, Subcommand, ValueEnum};
-use eventbus_proto::v1::{
-    attribute_condition, seek_subscription_request, AttributeCondition, CreateSubscriptionRequest,
-    DeleteSubscriptionRequest, Filter, GetSubscriptionRequest, ListSubscriptionsRequest, Ordering,
-    PartitionOffset, PartitionOffsets, PauseSubscriptionRequest, ResumeSubscriptionRequest,
-    RetryPolicy, SeekSubscriptionRequest, StartPosition, Subscription,
-};
+use eventbus::v1::{attribute_condition, AttributeCondition, Filter, Ordering, Subscription};
+use eventbus::{RedeliveryBackoff, SeekTo, StartPosition, SubscriptionSettings};
 use serde_json::{json, Value};
 
 use super::output::{dur_text, key_values, secs_json, ts_json, ts_text, Table};
 use super::publish::parse_attr;
-use super::time::{parse_duration, parse_seek_target, SeekTarget};
+use super::time::{parse_duration, parse_seek_target};
 use super::Ctx;
 
 #[derive(Subcommand)]
@@ -43,7 +41,7 @@ pub struct CreateArgs {
     start: Start,
     /// Time to settle a delivery before it is redelivered (1s-10m). Default 30s.
     #[arg(long, value_parser = parse_duration)]
-    ack_deadline: Option<prost_types::Duration>,
+    ack_deadline: Option<Duration>,
     /// Delivery attempts before an event is dead-lettered; 0 = never.
     /// Default 5.
     #[arg(long)]
@@ -61,10 +59,10 @@ pub struct CreateArgs {
     ordering: OrderingArg,
     /// First redelivery backoff (enables exponential backoff). Default: redeliver at once.
     #[arg(long, value_parser = parse_duration)]
-    min_backoff: Option<prost_types::Duration>,
+    min_backoff: Option<Duration>,
     /// Largest redelivery backoff (enables exponential backoff).
     #[arg(long, value_parser = parse_duration)]
-    max_backoff: Option<prost_types::Duration>,
+    max_backoff: Option<Duration>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,39 +87,22 @@ pub struct SeekArgs {
     /// `partition:offset[,partition:offset...]` (unlisted partitions keep
     /// their position).
     #[arg(long, value_parser = parse_seek_target)]
-    to: SeekTarget,
+    to: SeekTo,
 }
 
-pub async fn run(mut ctx: Ctx, cmd: SubCommand) -> anyhow::Result<()> {
-    let admin = &mut ctx.clients.admin;
+pub async fn run(ctx: Ctx, cmd: SubCommand) -> anyhow::Result<()> {
+    let admin = &ctx.admin;
     let out = ctx.out;
     let (sub, done) = match cmd {
         SubCommand::Create(args) => {
+            let (topic, name) = (args.topic.clone(), args.subscription.clone());
             let sub = admin
-                .create_subscription(create_request(args))
-                .await?
-                .into_inner()
-                .subscription;
+                .create_subscription(&topic, &name, settings(args))
+                .await?;
             (sub, "created subscription")
         }
         SubCommand::List { topic } => {
-            let mut subs = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = admin
-                    .list_subscriptions(ListSubscriptionsRequest {
-                        topic: topic.clone(),
-                        page_size: 1000,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                subs.extend(page.subscriptions);
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
+            let subs = admin.list_subscriptions(&topic).await?;
             if out.json {
                 return out.doc(&Value::Array(subs.iter().map(subscription_json).collect()));
             }
@@ -146,15 +127,7 @@ pub async fn run(mut ctx: Ctx, cmd: SubCommand) -> anyhow::Result<()> {
             topic,
             subscription,
         } => {
-            let sub = admin
-                .get_subscription(GetSubscriptionRequest {
-                    topic,
-                    subscription,
-                })
-                .await?
-                .into_inner()
-                .subscription;
-            let sub = sub.unwrap_or_default();
+            let sub = admin.get_subscription(&topic, &subscription).await?;
             return if out.json {
                 out.doc(&subscription_json(&sub))
             } else {
@@ -164,70 +137,26 @@ pub async fn run(mut ctx: Ctx, cmd: SubCommand) -> anyhow::Result<()> {
         SubCommand::Pause {
             topic,
             subscription,
-        } => {
-            let sub = admin
-                .pause_subscription(PauseSubscriptionRequest {
-                    topic,
-                    subscription,
-                })
-                .await?
-                .into_inner()
-                .subscription;
-            (sub, "paused subscription")
-        }
+        } => (
+            admin.pause(&topic, &subscription).await?,
+            "paused subscription",
+        ),
         SubCommand::Resume {
             topic,
             subscription,
-        } => {
-            let sub = admin
-                .resume_subscription(ResumeSubscriptionRequest {
-                    topic,
-                    subscription,
-                })
-                .await?
-                .into_inner()
-                .subscription;
-            (sub, "resumed subscription")
-        }
-        SubCommand::Seek(args) => {
-            let target = match args.to {
-                SeekTarget::Earliest => {
-                    seek_subscription_request::Target::StartPosition(StartPosition::Earliest as i32)
-                }
-                SeekTarget::Latest => {
-                    seek_subscription_request::Target::StartPosition(StartPosition::Latest as i32)
-                }
-                SeekTarget::Time(t) => seek_subscription_request::Target::Time(t),
-                SeekTarget::Offsets(pairs) => {
-                    seek_subscription_request::Target::Offsets(PartitionOffsets {
-                        offsets: pairs
-                            .into_iter()
-                            .map(|(partition, offset)| PartitionOffset { partition, offset })
-                            .collect(),
-                    })
-                }
-            };
-            let sub = admin
-                .seek_subscription(SeekSubscriptionRequest {
-                    topic: args.topic,
-                    subscription: args.subscription,
-                    target: Some(target),
-                })
-                .await?
-                .into_inner()
-                .subscription;
-            (sub, "moved the cursor of subscription")
-        }
+        } => (
+            admin.resume(&topic, &subscription).await?,
+            "resumed subscription",
+        ),
+        SubCommand::Seek(args) => (
+            admin.seek(&args.topic, &args.subscription, args.to).await?,
+            "moved the cursor of subscription",
+        ),
         SubCommand::Delete {
             topic,
             subscription,
         } => {
-            admin
-                .delete_subscription(DeleteSubscriptionRequest {
-                    topic: topic.clone(),
-                    subscription: subscription.clone(),
-                })
-                .await?;
+            admin.delete_subscription(&topic, &subscription).await?;
             return if out.json {
                 out.doc(&json!({ "topic": topic, "subscription": subscription, "deleted": true }))
             } else {
@@ -236,7 +165,6 @@ pub async fn run(mut ctx: Ctx, cmd: SubCommand) -> anyhow::Result<()> {
         }
     };
     // Commands that change a subscription print it as it is afterwards.
-    let sub = sub.unwrap_or_default();
     if out.json {
         out.doc(&subscription_json(&sub))
     } else {
@@ -244,39 +172,28 @@ pub async fn run(mut ctx: Ctx, cmd: SubCommand) -> anyhow::Result<()> {
     }
 }
 
-fn create_request(args: CreateArgs) -> CreateSubscriptionRequest {
-    let attributes: Vec<_> = args
-        .attrs
-        .into_iter()
-        .map(|(key, value)| AttributeCondition {
-            key,
-            condition: Some(attribute_condition::Condition::Eq(value)),
-        })
-        .collect();
-    let filter = (!args.types.is_empty() || !attributes.is_empty()).then_some(Filter {
-        types: args.types,
-        attributes,
-    });
-    let retry_policy =
-        (args.min_backoff.is_some() || args.max_backoff.is_some()).then_some(RetryPolicy {
-            min_backoff: args.min_backoff,
-            max_backoff: args.max_backoff,
+fn settings(args: CreateArgs) -> SubscriptionSettings {
+    let retry_backoff =
+        (args.min_backoff.is_some() || args.max_backoff.is_some()).then_some(RedeliveryBackoff {
+            min: args.min_backoff,
+            max: args.max_backoff,
         });
-    CreateSubscriptionRequest {
-        topic: args.topic,
-        subscription: args.subscription,
-        start_position: match args.start {
+    SubscriptionSettings {
+        ack_deadline: args.ack_deadline,
+        retry_backoff,
+        max_delivery_attempts: args.max_delivery_attempts,
+        event_types: args.types,
+        attributes: args
+            .attrs
+            .into_iter()
+            .map(|(key, value)| eventbus::AttributeCondition::equals(key, value))
+            .collect(),
+        ordered_by_key: matches!(args.ordering, OrderingArg::Key),
+        start: Some(match args.start {
             Start::Earliest => StartPosition::Earliest,
             Start::Latest => StartPosition::Latest,
-        } as i32,
-        ack_deadline: args.ack_deadline,
-        retry_policy,
-        max_delivery_attempts: args.max_delivery_attempts,
-        filter,
-        ordering: match args.ordering {
-            OrderingArg::None => Ordering::None,
-            OrderingArg::Key => Ordering::Key,
-        } as i32,
+        }),
+        from_earliest: false,
     }
 }
 

@@ -2,7 +2,7 @@
 //! member and print deliveries as they arrive.
 
 use clap::Args;
-use eventbus_proto::v1::{AckRequest, Delivery, SubscribeRequest};
+use eventbus::v1::{AckRequest, Delivery, SubscribeRequest};
 use serde_json::json;
 
 use super::output::{event_json, event_text};
@@ -37,7 +37,7 @@ pub struct SubscribeArgs {
     max_in_flight: Option<u32>,
 }
 
-pub async fn run(mut ctx: Ctx, args: SubscribeArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: Ctx, args: SubscribeArgs) -> anyhow::Result<()> {
     // With --max N, lease no more than N, so nothing beyond them is held
     // (and delayed for other members) while this command exits.
     let max_in_flight = args.max_in_flight.unwrap_or_else(|| match args.max {
@@ -47,9 +47,10 @@ pub async fn run(mut ctx: Ctx, args: SubscribeArgs) -> anyhow::Result<()> {
     if args.max == Some(0) {
         return Ok(());
     }
-    let mut stream = ctx
-        .clients
-        .events
+    // The raw stream, not the SDK's Subscription: this command looks without
+    // extending leases, and acks only what it printed.
+    let mut events = ctx.client.events();
+    let mut stream = events
         .subscribe(SubscribeRequest {
             topic: args.topic.clone(),
             subscription: args.subscription.clone(),
@@ -68,8 +69,7 @@ pub async fn run(mut ctx: Ctx, args: SubscribeArgs) -> anyhow::Result<()> {
         // A stream may deliver more per message than one Ack may carry
         // (max-ack-ids-per-call, 1000 by default).
         for chunk in deliveries.chunks(ACK_IDS_PER_CALL).filter(|_| args.ack) {
-            ctx.clients
-                .events
+            events
                 .ack(AckRequest {
                     topic: args.topic.clone(),
                     subscription: args.subscription.clone(),

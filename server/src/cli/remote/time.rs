@@ -1,9 +1,10 @@
 //! Parsing of the time and position arguments (`--from`, `--to`, `--since`,
-//! `sub seek --to`). They are clap value parsers, so a malformed value is a
-//! usage error (exit 2).
+//! `sub seek --to`) into the SDK's values. They are clap value parsers, so a
+//! malformed value is a usage error (exit 2).
 
 use std::time::{Duration, SystemTime};
 
+use eventbus::{Position, SeekTo};
 use prost_types::Timestamp;
 
 const TIME_FORMS: &str =
@@ -25,21 +26,23 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
     Ok(Timestamp::from(t))
 }
 
+/// [`parse_time`] as the SDK's time type.
+fn parse_system_time(s: &str) -> Result<SystemTime, String> {
+    let ts = parse_time(s)?;
+    SystemTime::try_from(ts).map_err(|e| format!("`{s}`: {e}"))
+}
+
 /// A duration argument such as `30s` or `7d`.
-pub fn parse_duration(s: &str) -> Result<prost_types::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: Duration = humantime::parse_duration(s)
         .map_err(|e| format!("`{s}`: {e}; expected e.g. 500ms, 30s, 5m, 7d"))?;
-    prost_types::Duration::try_from(d).map_err(|e| e.to_string())
+    // The wire carries seconds as i64.
+    prost_types::Duration::try_from(d).map_err(|e| e.to_string())?;
+    Ok(d)
 }
 
-/// A replay bound: an offset (applied to every selected partition) or a time.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Position {
-    Offset(u64),
-    Time(Timestamp),
-}
-
-/// A bare number is an offset; anything else is a time (see [`parse_time`]).
+/// A replay bound: a bare number is an offset (applied to every selected
+/// partition); anything else is a time (see [`parse_time`]).
 pub fn parse_position(s: &str) -> Result<Position, String> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s
@@ -47,26 +50,17 @@ pub fn parse_position(s: &str) -> Result<Position, String> {
             .map(Position::Offset)
             .map_err(|e| format!("`{s}`: {e}"));
     }
-    parse_time(s)
+    parse_system_time(s)
         .map(Position::Time)
         .map_err(|e| format!("{e}, or an offset number"))
 }
 
-/// Where `sub seek --to` moves a subscription's cursor.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SeekTarget {
-    Earliest,
-    Latest,
-    Time(Timestamp),
-    /// `(partition, offset)` pairs; partitions not listed keep their position.
-    Offsets(Vec<(u32, u64)>),
-}
-
-/// `earliest`, `latest`, `<partition>:<offset>[,...]`, or a time.
-pub fn parse_seek_target(s: &str) -> Result<SeekTarget, String> {
+/// Where `sub seek --to` moves a subscription's cursor: `earliest`,
+/// `latest`, `<partition>:<offset>[,...]`, or a time.
+pub fn parse_seek_target(s: &str) -> Result<SeekTo, String> {
     match s {
-        "earliest" => return Ok(SeekTarget::Earliest),
-        "latest" => return Ok(SeekTarget::Latest),
+        "earliest" => return Ok(SeekTo::Earliest),
+        "latest" => return Ok(SeekTo::Latest),
         _ => {}
     }
     let is_offsets = s.split(',').all(|pair| {
@@ -85,10 +79,10 @@ pub fn parse_seek_target(s: &str) -> Result<SeekTarget, String> {
             let o = o.parse().map_err(|e| format!("offset `{o}`: {e}"))?;
             offsets.push((p, o));
         }
-        return Ok(SeekTarget::Offsets(offsets));
+        return Ok(SeekTo::Offsets(offsets));
     }
-    parse_time(s)
-        .map(SeekTarget::Time)
+    parse_system_time(s)
+        .map(SeekTo::Time)
         .map_err(|e| format!("{e}, or earliest, latest, or partition:offset[,partition:offset...]"))
 }
 
@@ -124,15 +118,15 @@ mod tests {
 
     #[test]
     fn seek_targets() {
-        assert_eq!(parse_seek_target("earliest").unwrap(), SeekTarget::Earliest);
-        assert_eq!(parse_seek_target("latest").unwrap(), SeekTarget::Latest);
+        assert_eq!(parse_seek_target("earliest").unwrap(), SeekTo::Earliest);
+        assert_eq!(parse_seek_target("latest").unwrap(), SeekTo::Latest);
         assert_eq!(
             parse_seek_target("0:10,3:7").unwrap(),
-            SeekTarget::Offsets(vec![(0, 10), (3, 7)])
+            SeekTo::Offsets(vec![(0, 10), (3, 7)])
         );
         assert!(matches!(
             parse_seek_target("2026-11-22T09:00:00Z").unwrap(),
-            SeekTarget::Time(_)
+            SeekTo::Time(_)
         ));
         assert!(parse_seek_target("0:").is_err());
         assert!(parse_seek_target("first").is_err());

@@ -1,9 +1,10 @@
 //! `eventbus topic create | list | describe | delete`.
 
+use std::time::Duration;
+
 use clap::{Args, Subcommand};
-use eventbus_proto::v1::{
-    CreateTopicRequest, DeleteTopicRequest, GetTopicRequest, ListTopicsRequest, Retention, Topic,
-};
+use eventbus::v1::{Retention, Topic};
+use eventbus::TopicSettings;
 use serde_json::{json, Value};
 
 use super::output::{dur_text, key_values, secs_json, ts_json, ts_text, Table};
@@ -32,35 +33,24 @@ pub struct CreateArgs {
     partitions: Option<u32>,
     /// Remove events older than this (e.g. 7d, 12h). Default: keep forever.
     #[arg(long, value_parser = parse_duration)]
-    retention_age: Option<prost_types::Duration>,
+    retention_age: Option<Duration>,
     /// Remove a partition's oldest events once it stores more than this many
     /// bytes. Default: no size limit.
     #[arg(long)]
     retention_bytes: Option<u64>,
 }
 
-pub async fn run(mut ctx: Ctx, cmd: TopicCommand) -> anyhow::Result<()> {
-    let admin = &mut ctx.clients.admin;
+pub async fn run(ctx: Ctx, cmd: TopicCommand) -> anyhow::Result<()> {
+    let admin = &ctx.admin;
     let out = ctx.out;
     match cmd {
         TopicCommand::Create(args) => {
-            let retention =
-                (args.retention_age.is_some() || args.retention_bytes.is_some()).then(|| {
-                    Retention {
-                        max_age: args.retention_age,
-                        max_bytes: args.retention_bytes.unwrap_or(0),
-                    }
-                });
-            let topic = admin
-                .create_topic(CreateTopicRequest {
-                    topic: args.topic,
-                    partitions: args.partitions.unwrap_or(0),
-                    retention,
-                })
-                .await?
-                .into_inner()
-                .topic
-                .unwrap_or_default();
+            let settings = TopicSettings {
+                partitions: args.partitions.unwrap_or(0),
+                retention_max_age: args.retention_age,
+                retention_max_bytes: args.retention_bytes,
+            };
+            let topic = admin.create_topic_with(&args.topic, settings).await?;
             if out.json {
                 out.doc(&topic_json(&topic))
             } else {
@@ -71,22 +61,7 @@ pub async fn run(mut ctx: Ctx, cmd: TopicCommand) -> anyhow::Result<()> {
             }
         }
         TopicCommand::List => {
-            let mut topics = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = admin
-                    .list_topics(ListTopicsRequest {
-                        page_size: 1000,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                topics.extend(page.topics);
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
+            let topics = admin.list_topics().await?;
             if out.json {
                 return out.doc(&Value::Array(topics.iter().map(topic_json).collect()));
             }
@@ -103,12 +78,7 @@ pub async fn run(mut ctx: Ctx, cmd: TopicCommand) -> anyhow::Result<()> {
             out.text(&table.render())
         }
         TopicCommand::Describe { topic } => {
-            let topic = admin
-                .get_topic(GetTopicRequest { topic })
-                .await?
-                .into_inner()
-                .topic
-                .unwrap_or_default();
+            let topic = admin.get_topic(&topic).await?;
             if out.json {
                 return out.doc(&topic_json(&topic));
             }
@@ -131,11 +101,7 @@ pub async fn run(mut ctx: Ctx, cmd: TopicCommand) -> anyhow::Result<()> {
             out.text(&format!("{summary}\n\n{}", table.render()))
         }
         TopicCommand::Delete { topic } => {
-            admin
-                .delete_topic(DeleteTopicRequest {
-                    topic: topic.clone(),
-                })
-                .await?;
+            admin.delete_topic(&topic).await?;
             if out.json {
                 out.doc(&json!({ "topic": topic, "deleted": true }))
             } else {
