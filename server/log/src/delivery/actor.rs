@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use super::ack_id::AckId;
 use super::acks::PartitionAcks;
 use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
+use super::leases::{Lease, Leases};
+use super::{Key, Origin};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
@@ -496,16 +498,6 @@ impl ReadAhead {
     }
 }
 
-struct Lease {
-    member: u64,
-    generation: u64,
-    deadline: Instant,
-    event: Arc<StoredEvent>,
-    first_delivery_ms: u64,
-    delivered_ms: u64,
-    origin: Origin,
-}
-
 struct Partition {
     acks: PartitionAcks,
     /// Next offset to read from the log.
@@ -513,22 +505,6 @@ struct Partition {
     /// Read, not yet delivered, in offset order.
     buffer: VecDeque<Arc<StoredEvent>>,
     dirty: bool,
-}
-
-type Key = (PartitionId, Offset);
-
-/// Where a delivered event comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// The subscription's position in the log; attempts live in the ack state.
-    Log,
-    /// A redriven dead letter: its redrive-queue seq, how often it was
-    /// redriven, and its delivery attempts since the redrive.
-    Redrive {
-        seq: u64,
-        redrive_count: u32,
-        attempts: u32,
-    },
 }
 
 /// The next event to hand out.
@@ -576,9 +552,7 @@ struct Actor {
     rr_member: usize,
     rr_partition: usize,
     rr_fetch: usize,
-    leases: HashMap<Key, Lease>,
-    /// (deadline, partition, offset, generation); stale entries are skipped.
-    deadlines: BinaryHeap<Reverse<(Instant, PartitionId, Offset, u64)>>,
+    leases: Leases,
     /// (due, seq, partition, offset) of events waiting for redelivery.
     retries: BinaryHeap<Reverse<(Instant, u64, PartitionId, Offset)>>,
     retry_seq: u64,
@@ -594,8 +568,6 @@ struct Actor {
     /// nothing is read or delivered until a seek repositions the subscription.
     damaged: Option<Damaged>,
     flush_at: Option<Instant>,
-    generation: u64,
-    ack_deadline: Duration,
     stats: SubscriptionStats,
     dlq: Arc<DlqCounters>,
     next_dlq_seq: u64,
@@ -656,8 +628,7 @@ impl Actor {
             rr_member: 0,
             rr_partition: 0,
             rr_fetch: 0,
-            leases: HashMap::new(),
-            deadlines: BinaryHeap::new(),
+            leases: Leases::new(generation, ack_deadline),
             retries: BinaryHeap::new(),
             retry_seq: 0,
             waiting: HashMap::new(),
@@ -667,8 +638,6 @@ impl Actor {
             fetch_retry_at: None,
             damaged: None,
             flush_at: None,
-            generation,
-            ack_deadline,
             stats: SubscriptionStats::default(),
             dlq: Arc::default(),
             next_dlq_seq: 0,
@@ -752,7 +721,7 @@ impl Actor {
 
     fn next_timer(&self) -> Option<Instant> {
         [
-            self.deadlines.peek().map(|Reverse(d)| d.0),
+            self.leases.next_deadline(),
             // A due retry only matters when someone could take it.
             self.retries
                 .peek()
@@ -802,7 +771,8 @@ impl Actor {
             }
             Command::Redriven(entries) => self.redrive.extend(entries),
             Command::UpdateMeta(meta) => {
-                self.ack_deadline = Duration::from_millis(meta.config.ack_deadline_ms);
+                self.leases
+                    .set_ack_deadline(Duration::from_millis(meta.config.ack_deadline_ms));
                 self.meta = *meta;
                 if !self.key_ordered() {
                     self.busy_keys.clear();
@@ -894,7 +864,7 @@ impl Actor {
         // in KEY mode never two events of one key in flight.
         let eligible = self.redrive.iter().position(|r| {
             let key = (r.event.partition, r.event.offset);
-            let taken = self.leases.contains_key(&key) || self.waiting.contains_key(&key);
+            let taken = self.leases.contains(&key) || self.waiting.contains_key(&key);
             let key_busy = self.key_ordered() && self.busy_keys.contains(&r.event.key);
             !taken && !key_busy
         });
@@ -981,32 +951,20 @@ impl Actor {
         }
         self.flush_at
             .get_or_insert(now + self.log.options().ack_flush_interval);
-        self.generation += 1;
+        let generation = self.leases.grant(
+            member,
+            event.clone(),
+            first_delivery_ms.unwrap_or(delivered_ms),
+            delivered_ms,
+            origin,
+            now,
+        );
         let ack_id = AckId {
             subscription: self.meta.id,
             partition: event.partition,
             offset: event.offset,
-            generation: self.generation,
+            generation,
         };
-        let deadline = now + self.ack_deadline;
-        self.push_deadline(Reverse((
-            deadline,
-            event.partition,
-            event.offset,
-            self.generation,
-        )));
-        self.leases.insert(
-            (event.partition, event.offset),
-            Lease {
-                member,
-                generation: self.generation,
-                deadline,
-                event: event.clone(),
-                first_delivery_ms: first_delivery_ms.unwrap_or(delivered_ms),
-                delivered_ms,
-                origin,
-            },
-        );
         if let Some(m) = self.members.get_mut(&member) {
             m.hold(&event);
         }
@@ -1046,9 +1004,7 @@ impl Actor {
             return;
         };
         self.adjust_attempts(key, &mut origin, false);
-        if let Some(lease) = self.leases.get_mut(&key) {
-            lease.origin = origin;
-        }
+        self.leases.set_origin(&key, origin);
         self.stats.delivered = self.stats.delivered.saturating_sub(1);
         self.requeue(key, now, false);
     }
@@ -1092,19 +1048,9 @@ impl Actor {
     }
 
     fn expire_leases(&mut self, now: Instant) {
-        while let Some(Reverse((deadline, p, o, generation))) = self.deadlines.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop();
-            let current = self
-                .leases
-                .get(&(p, o))
-                .is_some_and(|l| l.generation == generation && l.deadline == deadline);
-            if current {
-                self.stats.expired += 1;
-                self.fail((p, o), now, None, DEADLINE_EXCEEDED);
-            }
+        while let Some(key) = self.leases.next_expired(now) {
+            self.stats.expired += 1;
+            self.fail(key, now, None, DEADLINE_EXCEEDED);
         }
     }
 
@@ -1113,13 +1059,7 @@ impl Actor {
             return;
         }
         self.member_order.retain(|m| *m != id);
-        let held: Vec<Key> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.member == id)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in held {
+        for key in self.leases.held_by(id) {
             self.give_back(key, now, true, MEMBER_LEFT);
         }
     }
@@ -1148,10 +1088,7 @@ impl Actor {
         let mut outcome = SettleOutcome::default();
         for id in ids {
             let key = (id.partition, id.offset);
-            let live = self
-                .leases
-                .get(&key)
-                .is_some_and(|l| l.generation == id.generation);
+            let live = self.leases.is_live(&key, id.generation);
             let released = !live
                 && self
                     .waiting
@@ -1212,10 +1149,7 @@ impl Actor {
                     self.fail(key, now, None, "nacked");
                 }
                 SettleOp::ModifyDeadline(d) => {
-                    let lease = self.leases.get_mut(&key).expect("checked live");
-                    lease.deadline = saturating_add(now, *d);
-                    let entry = Reverse((lease.deadline, key.0, key.1, lease.generation));
-                    self.push_deadline(entry);
+                    self.leases.extend(&key, saturating_add(now, *d));
                 }
             }
         }
@@ -1229,7 +1163,7 @@ impl Actor {
 
     /// Removes the lease of `key`, if any, and gives its member the credit back.
     fn take_lease(&mut self, key: Key) -> Option<Lease> {
-        let lease = self.leases.remove(&key)?;
+        let lease = self.leases.take(&key)?;
         if let Some(m) = self.members.get_mut(&lease.member) {
             m.release(&lease.event);
         }
@@ -1367,20 +1301,6 @@ impl Actor {
         );
     }
 
-    /// Adds a deadline entry. Entries of settled or extended leases are skipped
-    /// lazily when they come due; when they outnumber the live leases the heap is
-    /// rebuilt, so its size follows the leases in flight, not the throughput.
-    fn push_deadline(&mut self, entry: Reverse<(Instant, PartitionId, Offset, u64)>) {
-        self.deadlines.push(entry);
-        if self.deadlines.len() > 2 * self.leases.len() + 1024 {
-            self.deadlines = self
-                .leases
-                .iter()
-                .map(|(&(p, o), l)| Reverse((l.deadline, p, o, l.generation)))
-                .collect();
-        }
-    }
-
     /// Moves partitions to new positions: their leases, pending redeliveries and
     /// read-ahead are dropped, and everything from the target on is unsettled
     /// (attempt counts start over). Old ack ids of those partitions go stale.
@@ -1399,12 +1319,7 @@ impl Actor {
                 key.0 != p_id || (matches!(origin, Origin::Redrive { .. }) && key.1 < target)
             };
             let mut gone_redrives = Vec::new();
-            let held: Vec<Key> = self
-                .leases
-                .iter()
-                .filter(|(k, l)| !survives(k, &l.origin))
-                .map(|(k, _)| *k)
-                .collect();
+            let held = self.leases.keys_where(|k, l| !survives(k, &l.origin));
             for key in held {
                 if let Origin::Redrive { seq, .. } = self.end_lease(key).origin {
                     gone_redrives.push(seq);
@@ -1488,7 +1403,8 @@ impl Actor {
             let p_id = p as PartitionId;
             let in_memory = self
                 .leases
-                .keys()
+                .iter()
+                .map(|(k, _)| k)
                 .chain(self.waiting.keys())
                 .filter(|k| k.0 == p_id && k.1 < start)
                 .count() as u64
@@ -1665,15 +1581,15 @@ impl Actor {
             + self.redrive.len() as u64
             + self
                 .leases
-                .values()
-                .map(|l| l.origin)
+                .iter()
+                .map(|(_, l)| l.origin)
                 .chain(self.waiting.values().map(|w| w.origin))
                 .filter(|o| matches!(o, Origin::Redrive { .. }))
                 .count() as u64;
         let in_memory = self
             .leases
-            .values()
-            .map(|l| &l.event)
+            .iter()
+            .map(|(_, l)| &l.event)
             .chain(self.waiting.values().map(|w| &w.event))
             .chain(self.parts.iter().filter_map(|p| p.buffer.front()))
             .chain(self.unblocked.iter())

@@ -12,8 +12,51 @@ pub mod ack_id;
 pub mod acks;
 mod actor;
 pub mod dead_letter;
+mod leases;
 
 pub use actor::{
     Delivery, DlqCounters, MemberItem, MemberStream, Redriven, SettleOp, SettleOutcome, StopReason,
     SubscriptionHandle, SubscriptionStats, DEADLINE_EXCEEDED,
 };
+
+use crate::types::{Offset, PartitionId};
+
+/// An event's place in the log: what leases, redeliveries and ack ids name.
+type Key = (PartitionId, Offset);
+
+/// Where a delivered event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The subscription's position in the log; attempts live in the ack state.
+    Log,
+    /// A redriven dead letter: its redrive-queue seq, how often it was
+    /// redriven, and its delivery attempts since the redrive.
+    Redrive {
+        seq: u64,
+        redrive_count: u32,
+        attempts: u32,
+    },
+}
+
+/// Events for the unit tests of the delivery parts.
+#[cfg(test)]
+fn test_event(
+    partition: PartitionId,
+    offset: Offset,
+    key: &str,
+    payload: usize,
+) -> crate::types::StoredEvent {
+    crate::types::StoredEvent {
+        topic_id: crate::types::TopicId(1),
+        partition,
+        offset,
+        publish_time: 1_000 + offset,
+        key: key.to_string(),
+        event_type: String::new(),
+        payload: bytes::Bytes::from(vec![0u8; payload]),
+        content_type: String::new(),
+        attributes: Default::default(),
+        idempotency_key: String::new(),
+        event_time: None,
+    }
+}
