@@ -1,7 +1,6 @@
 //! The subscription actor. See the module docs of [`crate::delivery`].
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use super::ack_id::AckId;
 use super::acks::PartitionAcks;
 use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
 use super::leases::{Lease, Leases};
+use super::retries::{backoff, out_of_attempts, Retries, Waiting};
 use super::{Key, Origin};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -525,17 +525,6 @@ pub struct Redriven {
     pub entry: DeadLetterEntry,
 }
 
-/// An event queued for redelivery.
-struct Waiting {
-    event: Arc<StoredEvent>,
-    first_delivery_ms: u64,
-    origin: Origin,
-    /// Generation of the lease it came from, when that lease was given back
-    /// because its member left (not expired, not nacked). Until the event goes
-    /// to someone else, that ack id may still ack it: nobody else holds it, and
-    /// it lets a consumer whose stream just dropped settle what it processed.
-    released: Option<u64>,
-}
 /// What a read-ahead task returns: the partition and the events it read.
 type FetchResult = Result<(PartitionId, Vec<StoredEvent>)>;
 
@@ -553,11 +542,7 @@ struct Actor {
     rr_partition: usize,
     rr_fetch: usize,
     leases: Leases,
-    /// (due, seq, partition, offset) of events waiting for redelivery.
-    retries: BinaryHeap<Reverse<(Instant, u64, PartitionId, Offset)>>,
-    retry_seq: u64,
-    /// Events waiting in `retries`, keyed for lookup.
-    waiting: HashMap<Key, Waiting>,
+    retries: Retries,
     buffered: ReadAhead,
     fetch: Option<JoinHandle<FetchResult>>,
     /// Partition and cursor the running fetch started from; a result whose
@@ -629,9 +614,7 @@ impl Actor {
             rr_partition: 0,
             rr_fetch: 0,
             leases: Leases::new(generation, ack_deadline),
-            retries: BinaryHeap::new(),
-            retry_seq: 0,
-            waiting: HashMap::new(),
+            retries: Retries::default(),
             buffered: ReadAhead::default(),
             fetch: None,
             fetch_from: None,
@@ -724,9 +707,8 @@ impl Actor {
             self.leases.next_deadline(),
             // A due retry only matters when someone could take it.
             self.retries
-                .peek()
-                .filter(|_| !self.meta.paused && self.has_credit())
-                .map(|Reverse(r)| r.0),
+                .next_due()
+                .filter(|_| !self.meta.paused && self.has_credit()),
             self.flush_at,
             self.fetch_retry_at,
         ]
@@ -846,25 +828,20 @@ impl Actor {
     /// The next event to hand out: due redeliveries first, then redriven dead
     /// letters, then fresh events round-robin across partitions.
     fn next_event(&mut self, now: Instant) -> Option<Next> {
-        if let Some(Reverse((due, _, p, o))) = self.retries.peek().copied() {
-            if due <= now {
-                self.retries.pop();
-                if let Some(w) = self.waiting.remove(&(p, o)) {
-                    self.stats.redelivered += 1;
-                    return Some(Next {
-                        event: w.event,
-                        first_delivery_ms: Some(w.first_delivery_ms),
-                        origin: w.origin,
-                    });
-                }
-            }
+        if let Some(w) = self.retries.pop_due(now) {
+            self.stats.redelivered += 1;
+            return Some(Next {
+                event: w.event,
+                first_delivery_ms: Some(w.first_delivery_ms),
+                origin: w.origin,
+            });
         }
         // The first redriven event that may go now: never two leases on one
         // (partition, offset) (a seek can make it live in the log flow too), and
         // in KEY mode never two events of one key in flight.
         let eligible = self.redrive.iter().position(|r| {
             let key = (r.event.partition, r.event.offset);
-            let taken = self.leases.contains(&key) || self.waiting.contains_key(&key);
+            let taken = self.leases.contains(&key) || self.retries.contains(&key);
             let key_busy = self.key_ordered() && self.busy_keys.contains(&r.event.key);
             !taken && !key_busy
         });
@@ -981,11 +958,9 @@ impl Actor {
     /// until the event is handed out again.
     fn requeue(&mut self, key: Key, due: Instant, released: bool) {
         if let Some(lease) = self.take_lease(key) {
-            self.retry_seq += 1;
-            self.retries
-                .push(Reverse((due, self.retry_seq, key.0, key.1)));
-            self.waiting.insert(
+            self.retries.schedule(
                 key,
+                due,
                 Waiting {
                     event: lease.event,
                     first_delivery_ms: lease.first_delivery_ms,
@@ -1075,7 +1050,7 @@ impl Actor {
         let Some(lease) = self.leases.get(&key) else {
             return;
         };
-        if self.out_of_attempts(self.attempts(key, lease.origin)) {
+        if out_of_attempts(&self.meta.config, self.attempts(key, lease.origin)) {
             let lease = self.end_lease(key);
             let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
             self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
@@ -1089,19 +1064,15 @@ impl Actor {
         for id in ids {
             let key = (id.partition, id.offset);
             let live = self.leases.is_live(&key, id.generation);
-            let released = !live
-                && self
-                    .waiting
-                    .get(&key)
-                    .is_some_and(|w| w.released == Some(id.generation));
+            let released = !live && self.retries.released_from(&key, id.generation);
             if released {
                 match &op {
                     SettleOp::Ack => {
-                        let w = self.waiting.remove(&key).expect("checked released");
+                        let w = self.retries.take(&key).expect("checked released");
                         self.mark_acked(&w.event, w.origin, now);
                     }
                     SettleOp::DeadLetter { reason } => {
-                        let w = self.waiting.remove(&key).expect("checked released");
+                        let w = self.retries.take(&key).expect("checked released");
                         let first = w.first_delivery_ms;
                         self.dead_letter(&w.event, w.origin, first, now_ms(), reason, now);
                     }
@@ -1183,12 +1154,6 @@ impl Actor {
         }
     }
 
-    /// Whether `attempts` deliveries use up `max_delivery_attempts` (0 = unlimited).
-    fn out_of_attempts(&self, attempts: u32) -> bool {
-        let max = self.meta.config.max_delivery_attempts;
-        max > 0 && attempts >= max
-    }
-
     /// A delivery failed (nack or expired lease): redeliver after `delay` or the
     /// backoff, or dead-letter it once its attempts are used up.
     fn fail(&mut self, key: Key, now: Instant, delay: Option<Duration>, reason: &str) {
@@ -1196,36 +1161,14 @@ impl Actor {
             return;
         };
         let attempts = self.attempts(key, lease.origin);
-        if self.out_of_attempts(attempts) {
+        if out_of_attempts(&self.meta.config, attempts) {
             let lease = self.end_lease(key);
             let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
             self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
             return;
         }
-        let delay = delay.unwrap_or_else(|| self.backoff(attempts));
+        let delay = delay.unwrap_or_else(|| backoff(&self.meta.config, attempts));
         self.requeue(key, saturating_add(now, delay), false);
-    }
-
-    /// Exponential backoff for the redelivery after `attempts` deliveries:
-    /// `min_backoff * 2^(attempts-1)`, capped at `max_backoff`, minus up to 20 %
-    /// jitter (never below `min_backoff`) so that a burst of failures does not
-    /// come back as a burst. No retry policy means at once.
-    fn backoff(&self, attempts: u32) -> Duration {
-        let c = &self.meta.config;
-        if c.max_backoff_ms == 0 {
-            return Duration::ZERO;
-        }
-        let exp = attempts.saturating_sub(1).min(40);
-        let base = c
-            .min_backoff_ms
-            .saturating_mul(1u64 << exp)
-            .min(c.max_backoff_ms);
-        let jitter = if base > 0 {
-            rand::random_range(0..=base / 5)
-        } else {
-            0
-        };
-        Duration::from_millis((base - jitter).max(c.min_backoff_ms))
     }
 
     /// Moves an event to the dead-letter queue: the entry and the ack state that
@@ -1325,7 +1268,7 @@ impl Actor {
                     gone_redrives.push(seq);
                 }
             }
-            self.waiting.retain(|k, w| {
+            self.retries.retain(|k, w| {
                 let keep = survives(k, &w.origin);
                 if let (false, Origin::Redrive { seq, .. }) = (keep, w.origin) {
                     gone_redrives.push(seq);
@@ -1370,7 +1313,7 @@ impl Actor {
                     .leases
                     .iter()
                     .map(|(k, l)| (k, &l.event))
-                    .chain(self.waiting.iter().map(|(k, w)| (k, &w.event)))
+                    .chain(self.retries.iter().map(|(k, w)| (k, &w.event)))
                     .filter(|(k, e)| k.0 == p_id && !e.key.is_empty())
                     .map(|(_, e)| e.key.clone())
                     .collect::<Vec<_>>();
@@ -1405,7 +1348,7 @@ impl Actor {
                 .leases
                 .iter()
                 .map(|(k, _)| k)
-                .chain(self.waiting.keys())
+                .chain(self.retries.iter().map(|(k, _)| k))
                 .filter(|k| k.0 == p_id && k.1 < start)
                 .count() as u64
                 + part.buffer.iter().filter(|e| e.offset < start).count() as u64;
@@ -1583,14 +1526,14 @@ impl Actor {
                 .leases
                 .iter()
                 .map(|(_, l)| l.origin)
-                .chain(self.waiting.values().map(|w| w.origin))
+                .chain(self.retries.iter().map(|(_, w)| w.origin))
                 .filter(|o| matches!(o, Origin::Redrive { .. }))
                 .count() as u64;
         let in_memory = self
             .leases
             .iter()
             .map(|(_, l)| &l.event)
-            .chain(self.waiting.values().map(|w| &w.event))
+            .chain(self.retries.iter().map(|(_, w)| &w.event))
             .chain(self.parts.iter().filter_map(|p| p.buffer.front()))
             .chain(self.unblocked.iter())
             .chain(self.blocked.values().filter_map(VecDeque::front));

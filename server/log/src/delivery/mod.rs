@@ -13,6 +13,7 @@ pub mod acks;
 mod actor;
 pub mod dead_letter;
 mod leases;
+mod retries;
 
 pub use actor::{
     Delivery, DlqCounters, MemberItem, MemberStream, Redriven, SettleOp, SettleOutcome, StopReason,
