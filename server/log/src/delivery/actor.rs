@@ -16,6 +16,7 @@ use super::ack_id::AckId;
 use super::acks::PartitionAcks;
 use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
 use super::leases::{Lease, Leases};
+use super::members::{Handed, Members};
 use super::retries::{backoff, out_of_attempts, Retries, Waiting};
 use super::{Key, Origin};
 use crate::error::{Error, Result};
@@ -432,43 +433,6 @@ fn load_partitions(log: &Log, topic: &TopicState, sub: SubscriptionId) -> Result
     Ok((parts, next_seq, count, redrive))
 }
 
-struct Member {
-    tx: mpsc::Sender<MemberItem>,
-    max_in_flight: u32,
-    in_flight: u32,
-    /// [`StoredEvent::size_bytes`] of the leases it holds, and its bound
-    /// (`Options::max_in_flight_bytes`).
-    in_flight_bytes: usize,
-    max_in_flight_bytes: usize,
-}
-
-impl Member {
-    /// Has credit in events and in bytes (the event that crosses the byte bound
-    /// still goes, so an event bigger than the bound is delivered alone), and
-    /// room in its channel for one more batch. A member
-    /// that stopped reading gets nothing more (leases that expire under it do
-    /// not make it eligible again until it drains its channel), so the actor
-    /// never leases events it cannot hand over.
-    ///
-    /// One slot always stays free for the final status ([`Actor::stop`]), so a
-    /// member learns why its stream ended even when it was not reading.
-    fn can_take(&self) -> bool {
-        self.in_flight < self.max_in_flight
-            && self.in_flight_bytes < self.max_in_flight_bytes
-            && self.tx.capacity() > 1
-    }
-
-    fn hold(&mut self, event: &StoredEvent) {
-        self.in_flight += 1;
-        self.in_flight_bytes += event.size_bytes();
-    }
-
-    fn release(&mut self, event: &StoredEvent) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(event.size_bytes());
-    }
-}
-
 /// Where a read of the log found damaged data.
 #[derive(Debug)]
 struct Damaged {
@@ -534,11 +498,7 @@ struct Actor {
     meta: SubscriptionMeta,
     rx: mpsc::Receiver<Command>,
     parts: Vec<Partition>,
-    members: HashMap<u64, Member>,
-    /// Member ids in join order, for round-robin dispatch.
-    member_order: Vec<u64>,
-    next_member: u64,
-    rr_member: usize,
+    members: Members,
     rr_partition: usize,
     rr_fetch: usize,
     leases: Leases,
@@ -601,16 +561,14 @@ impl Actor {
         // earlier run of the server can never match a lease of this run.
         let generation = log.incarnation() << 40;
         let ack_deadline = Duration::from_millis(meta.config.ack_deadline_ms);
+        let max_in_flight_bytes = log.options().max_in_flight_bytes;
         Actor {
             log,
             topic,
             meta,
             rx,
             parts,
-            members: HashMap::new(),
-            member_order: Vec::new(),
-            next_member: 1,
-            rr_member: 0,
+            members: Members::new(max_in_flight_bytes),
             rr_partition: 0,
             rr_fetch: 0,
             leases: Leases::new(generation, ack_deadline),
@@ -725,25 +683,14 @@ impl Actor {
                 tx,
                 reply,
             } => {
-                let id = self.next_member;
-                self.next_member += 1;
+                let id = self.members.new_id();
                 if self.damaged.is_some() {
                     // The stream ends at once with the reason.
                     let _ = tx.try_send(Err(self.damage_error()));
                     let _ = reply.send(id);
                     return;
                 }
-                self.members.insert(
-                    id,
-                    Member {
-                        tx,
-                        max_in_flight,
-                        in_flight: 0,
-                        in_flight_bytes: 0,
-                        max_in_flight_bytes: self.log.options().max_in_flight_bytes,
-                    },
-                );
-                self.member_order.push(id);
+                self.members.add(id, tx, max_in_flight);
                 let _ = reply.send(id);
             }
             Command::Leave(id) => self.remove_member(id, now),
@@ -770,17 +717,17 @@ impl Actor {
     }
 
     fn has_credit(&self) -> bool {
-        self.members.values().any(Member::can_take)
+        self.members.has_credit()
     }
 
     /// Hands out eligible events to members with credit: redeliveries first (by due
     /// time), then fresh events round-robin across partitions.
     fn dispatch(&mut self, now: Instant) {
-        if self.member_order.is_empty() || self.meta.paused {
+        if self.members.is_empty() || self.meta.paused {
             return;
         }
         let mut batches: HashMap<u64, Vec<Delivery>> = HashMap::new();
-        while let Some(member) = self.next_member_with_credit() {
+        while let Some(member) = self.members.next_with_credit() {
             let Some(next) = self.next_event(now) else {
                 break;
             };
@@ -788,18 +735,10 @@ impl Actor {
             batches.entry(member).or_default().push(delivery);
         }
         for (member, batch) in batches {
-            let Some(m) = self.members.get(&member) else {
-                continue;
-            };
-            if let Err(e) = m.tx.try_send(Ok(batch)) {
-                // Closed: the member is gone. Full: it stopped reading beyond its
-                // credit. Either way its leases are better off elsewhere.
-                let gone = matches!(e, mpsc::error::TrySendError::Closed(_));
-                let batch = match e {
-                    mpsc::error::TrySendError::Closed(Ok(b))
-                    | mpsc::error::TrySendError::Full(Ok(b)) => b,
-                    _ => Vec::new(),
-                };
+            // Gone: the member's stream was dropped. Otherwise it stopped
+            // reading beyond its credit. Either way its leases are better off
+            // elsewhere.
+            if let Handed::Refused { batch, gone } = self.members.hand(member, batch) {
                 // The batch never reached the member, so this was not an
                 // attempt: undo the lease and its count.
                 for d in batch {
@@ -810,19 +749,6 @@ impl Actor {
                 }
             }
         }
-    }
-
-    fn next_member_with_credit(&mut self) -> Option<u64> {
-        let n = self.member_order.len();
-        for i in 0..n {
-            let idx = (self.rr_member + i) % n;
-            let id = self.member_order[idx];
-            if self.members[&id].can_take() {
-                self.rr_member = (idx + 1) % n;
-                return Some(id);
-            }
-        }
-        None
     }
 
     /// The next event to hand out: due redeliveries first, then redriven dead
@@ -942,9 +868,7 @@ impl Actor {
             offset: event.offset,
             generation,
         };
-        if let Some(m) = self.members.get_mut(&member) {
-            m.hold(&event);
-        }
+        self.members.hold(member, &event);
         self.stats.delivered += 1;
         Delivery {
             event,
@@ -1030,10 +954,9 @@ impl Actor {
     }
 
     fn remove_member(&mut self, id: u64, now: Instant) {
-        if self.members.remove(&id).is_none() {
+        if !self.members.remove(id) {
             return;
         }
-        self.member_order.retain(|m| *m != id);
         for key in self.leases.held_by(id) {
             self.give_back(key, now, true, MEMBER_LEFT);
         }
@@ -1135,9 +1058,7 @@ impl Actor {
     /// Removes the lease of `key`, if any, and gives its member the credit back.
     fn take_lease(&mut self, key: Key) -> Option<Lease> {
         let lease = self.leases.take(&key)?;
-        if let Some(m) = self.members.get_mut(&lease.member) {
-            m.release(&lease.event);
-        }
+        self.members.release(lease.member, &lease.event);
         Some(lease)
     }
 
@@ -1486,10 +1407,8 @@ impl Actor {
                     "damaged data on the subscription's read path; ending its streams with DATA_LOSS until it is sought past the damage");
                 self.damaged = Some(damaged);
                 let now = Instant::now();
-                for member in std::mem::take(&mut self.member_order) {
-                    if let Some(m) = self.members.get(&member) {
-                        let _ = m.tx.try_send(Err(self.damage_error()));
-                    }
+                for member in self.members.take_order() {
+                    self.members.notify(member, self.damage_error());
                     self.remove_member(member, now);
                 }
             }
@@ -1605,17 +1524,14 @@ impl Actor {
                 }
             }
         }
-        for (_, m) in self.members.drain() {
-            let err = match reason {
-                StopReason::Shutdown => Error::ShuttingDown,
-                StopReason::Deleted => Error::SubscriptionNotFound {
-                    topic: self.topic.name().to_string(),
-                    subscription: self.meta.name.clone(),
-                },
-            };
-            let _ = m.tx.try_send(Err(err));
-        }
-        self.member_order.clear();
+        let (topic, subscription) = (self.topic.name(), &self.meta.name);
+        self.members.close_all(|| match reason {
+            StopReason::Shutdown => Error::ShuttingDown,
+            StopReason::Deleted => Error::SubscriptionNotFound {
+                topic: topic.to_string(),
+                subscription: subscription.clone(),
+            },
+        });
         if let Some(f) = self.fetch.take() {
             f.abort();
         }

@@ -13,6 +13,7 @@ pub mod acks;
 mod actor;
 pub mod dead_letter;
 mod leases;
+mod members;
 mod retries;
 
 pub use actor::{
