@@ -1,6 +1,6 @@
 //! The subscription actor. See the module docs of [`crate::delivery`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -15,10 +15,11 @@ use tokio::time::Instant;
 use super::ack_id::AckId;
 use super::acks::PartitionAcks;
 use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
+use super::key_order::KeyOrder;
 use super::leases::{Lease, Leases};
 use super::members::{Handed, Members};
 use super::retries::{backoff, out_of_attempts, Retries, Waiting};
-use super::{Key, Origin};
+use super::{Footprint, Key, Origin};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
@@ -442,26 +443,6 @@ struct Damaged {
     cause: String,
 }
 
-/// Events read from the log and not yet handed out (partition buffers and the
-/// KEY-ordering queues), in events and in bytes.
-#[derive(Debug, Default)]
-struct ReadAhead {
-    events: usize,
-    bytes: usize,
-}
-
-impl ReadAhead {
-    fn add(&mut self, event: &StoredEvent) {
-        self.events += 1;
-        self.bytes += event.size_bytes();
-    }
-
-    fn remove(&mut self, event: &StoredEvent) {
-        self.events -= 1;
-        self.bytes -= event.size_bytes();
-    }
-}
-
 struct Partition {
     acks: PartitionAcks,
     /// Next offset to read from the log.
@@ -503,7 +484,8 @@ struct Actor {
     rr_fetch: usize,
     leases: Leases,
     retries: Retries,
-    buffered: ReadAhead,
+    /// What the partition buffers hold.
+    buffered: Footprint,
     fetch: Option<JoinHandle<FetchResult>>,
     /// Partition and cursor the running fetch started from; a result whose
     /// partition cursor moved meanwhile (a seek) is dropped.
@@ -523,14 +505,7 @@ struct Actor {
     redrive: VecDeque<Redriven>,
     /// Stored entries of redriven events handed out and not yet settled.
     redrive_entries: HashMap<u64, DeadLetterEntry>,
-    /// KEY ordering: keys with an event leased, waiting for redelivery, or next
-    /// in `unblocked`. Another event of such a key waits in `blocked`.
-    busy_keys: HashSet<String>,
-    /// KEY ordering: events held back behind their busy key, in offset order.
-    blocked: HashMap<String, VecDeque<Arc<StoredEvent>>>,
-    /// KEY ordering: the next event of a key whose previous one was settled; its
-    /// key stays busy, so nothing overtakes it.
-    unblocked: VecDeque<Arc<StoredEvent>>,
+    keys: KeyOrder,
 }
 
 enum Wake {
@@ -562,6 +537,7 @@ impl Actor {
         let generation = log.incarnation() << 40;
         let ack_deadline = Duration::from_millis(meta.config.ack_deadline_ms);
         let max_in_flight_bytes = log.options().max_in_flight_bytes;
+        let key_ordered = meta.config.ordering == Ordering::Key;
         Actor {
             log,
             topic,
@@ -573,7 +549,7 @@ impl Actor {
             rr_fetch: 0,
             leases: Leases::new(generation, ack_deadline),
             retries: Retries::default(),
-            buffered: ReadAhead::default(),
+            buffered: Footprint::default(),
             fetch: None,
             fetch_from: None,
             fetch_retry_at: None,
@@ -585,9 +561,7 @@ impl Actor {
             pending_ops: Vec::new(),
             redrive: VecDeque::new(),
             redrive_entries: HashMap::new(),
-            busy_keys: HashSet::new(),
-            blocked: HashMap::new(),
-            unblocked: VecDeque::new(),
+            keys: KeyOrder::new(key_ordered),
         }
     }
 
@@ -703,12 +677,8 @@ impl Actor {
                 self.leases
                     .set_ack_deadline(Duration::from_millis(meta.config.ack_deadline_ms));
                 self.meta = *meta;
-                if !self.key_ordered() {
-                    self.busy_keys.clear();
-                    for (_, q) in self.blocked.drain() {
-                        self.unblocked.extend(q);
-                    }
-                }
+                self.keys
+                    .set_enabled(self.meta.config.ordering == Ordering::Key);
             }
             Command::Stop { .. } | Command::Seek { .. } | Command::Flush(_) => {
                 unreachable!("handled in run")
@@ -768,7 +738,7 @@ impl Actor {
         let eligible = self.redrive.iter().position(|r| {
             let key = (r.event.partition, r.event.offset);
             let taken = self.leases.contains(&key) || self.retries.contains(&key);
-            let key_busy = self.key_ordered() && self.busy_keys.contains(&r.event.key);
+            let key_busy = self.keys.must_wait(&r.event);
             !taken && !key_busy
         });
         if let Some(i) = eligible {
@@ -787,8 +757,7 @@ impl Actor {
                 });
             }
         }
-        if let Some(ev) = self.unblocked.pop_front() {
-            self.buffered.remove(&ev);
+        if let Some(ev) = self.keys.pop_unblocked() {
             return Some(Next {
                 event: ev,
                 first_delivery_ms: None,
@@ -815,13 +784,9 @@ impl Actor {
                 self.stats.filtered += 1;
                 continue;
             }
-            if self.key_ordered() && !ev.key.is_empty() && self.busy_keys.contains(&ev.key) {
+            if self.keys.must_wait(&ev) {
                 // Wait behind the key's event in flight; other keys pass.
-                self.buffered.add(&ev);
-                self.blocked
-                    .entry(ev.key.clone())
-                    .or_default()
-                    .push_back(ev);
+                self.keys.hold_back(ev);
                 continue;
             }
             self.rr_partition = (p + 1) % n;
@@ -841,9 +806,7 @@ impl Actor {
             mut origin,
         } = next;
         let delivered_ms = now_ms();
-        if self.key_ordered() && !event.key.is_empty() {
-            self.busy_keys.insert(event.key.clone());
-        }
+        self.keys.start(&event);
         let attempt = self.adjust_attempts((event.partition, event.offset), &mut origin, true);
         if attempt == 1 && first_delivery_ms.is_none() && matches!(origin, Origin::Log) {
             // Publish to first delivery: how far behind the consumers run.
@@ -1110,7 +1073,7 @@ impl Actor {
                 let attempts = part.acks.attempts.get(&event.offset).copied().unwrap_or(0);
                 part.acks.settle(event.offset);
                 part.dirty = true;
-                self.release_key(&event.key);
+                self.keys.release(&event.key);
                 (attempts, 0)
             }
             Origin::Redrive {
@@ -1124,7 +1087,7 @@ impl Actor {
                     Cf::Subs,
                     keys::redrive_key(self.meta.id, seq).to_vec(),
                 ));
-                self.release_key(&event.key);
+                self.keys.release(&event.key);
                 (attempts, redrive_count)
             }
         };
@@ -1210,36 +1173,18 @@ impl Actor {
                     keys::redrive_key(self.meta.id, seq).to_vec(),
                 ));
             }
-            let buffered = &mut self.buffered;
-            self.unblocked.retain(|e| {
-                let gone = e.partition == p_id;
-                if gone {
-                    buffered.remove(e);
-                }
-                !gone
-            });
-            self.blocked.retain(|_, q| {
-                let gone = q.front().is_some_and(|e| e.partition == p_id);
-                if gone {
-                    q.iter().for_each(|e| buffered.remove(e));
-                }
-                !gone
-            });
             // Keys of this partition are free again, except those a surviving
             // redriven event still holds.
-            let topic = self.topic.clone();
-            self.busy_keys.retain(|k| topic.route(k) != p_id);
-            if self.key_ordered() {
-                let still_busy = self
-                    .leases
-                    .iter()
-                    .map(|(k, l)| (k, &l.event))
-                    .chain(self.retries.iter().map(|(k, w)| (k, &w.event)))
-                    .filter(|(k, e)| k.0 == p_id && !e.key.is_empty())
-                    .map(|(_, e)| e.key.clone())
-                    .collect::<Vec<_>>();
-                self.busy_keys.extend(still_busy);
-            }
+            let still_out = self
+                .leases
+                .iter()
+                .map(|(k, l)| (k, &l.event))
+                .chain(self.retries.iter().map(|(k, w)| (k, &w.event)))
+                .filter(|(k, _)| k.0 == p_id)
+                .map(|(_, e)| e.key.as_str());
+            let topic = &self.topic;
+            self.keys
+                .reset_partition(p_id, |k| topic.route(k), still_out);
             let part = &mut self.parts[p];
             part.buffer.drain(..).for_each(|e| self.buffered.remove(&e));
             part.acks = PartitionAcks::starting_at(target);
@@ -1284,29 +1229,6 @@ impl Actor {
         }
     }
 
-    fn key_ordered(&self) -> bool {
-        self.meta.config.ordering == Ordering::Key
-    }
-
-    /// KEY ordering: the event of `key` was settled; its next event (if any)
-    /// goes next, and until it is leased the key stays busy.
-    fn release_key(&mut self, key: &str) {
-        if key.is_empty() || !self.busy_keys.contains(key) {
-            return;
-        }
-        match self.blocked.get_mut(key).and_then(VecDeque::pop_front) {
-            Some(next) => {
-                if self.blocked.get(key).is_some_and(VecDeque::is_empty) {
-                    self.blocked.remove(key);
-                }
-                self.unblocked.push_back(next);
-            }
-            None => {
-                self.busy_keys.remove(key);
-            }
-        }
-    }
-
     /// Records an ack in the partition's ack state; persisted by the next flush.
     fn mark_acked(&mut self, event: &StoredEvent, origin: Origin, now: Instant) {
         match origin {
@@ -1314,7 +1236,7 @@ impl Actor {
                 let part = &mut self.parts[event.partition as usize];
                 part.acks.settle(event.offset);
                 part.dirty = true;
-                self.release_key(&event.key);
+                self.keys.release(&event.key);
             }
             Origin::Redrive { seq, .. } => {
                 self.redrive_entries.remove(&seq);
@@ -1322,7 +1244,7 @@ impl Actor {
                     Cf::Subs,
                     keys::redrive_key(self.meta.id, seq).to_vec(),
                 ));
-                self.release_key(&event.key);
+                self.keys.release(&event.key);
             }
         }
         self.flush_at
@@ -1333,12 +1255,13 @@ impl Actor {
     /// Reads ahead from the log when members could use more events.
     fn start_fetch(&mut self, now: Instant) {
         let read_ahead_bytes = self.log.options().read_ahead_bytes;
+        let held = self.buffered.plus(self.keys.held());
         if self.fetch.is_some()
             || self.damaged.is_some()
             || self.members.is_empty()
             || self.meta.paused
-            || self.buffered.events >= BUFFER_TARGET
-            || self.buffered.bytes >= read_ahead_bytes
+            || held.events >= BUFFER_TARGET
+            || held.bytes >= read_ahead_bytes
             || self.fetch_retry_at.is_some_and(|t| t > now)
         {
             return;
@@ -1346,7 +1269,7 @@ impl Actor {
         self.fetch_retry_at = None;
         // At least one event is read whatever this says, so an event bigger
         // than the whole read-ahead still gets through.
-        let max_bytes = READ_BYTES.min(read_ahead_bytes - self.buffered.bytes);
+        let max_bytes = READ_BYTES.min(read_ahead_bytes - held.bytes);
         let window = self.log.options().max_unsettled_window;
         let n = self.parts.len();
         for i in 0..n {
@@ -1454,8 +1377,7 @@ impl Actor {
             .map(|(_, l)| &l.event)
             .chain(self.retries.iter().map(|(_, w)| &w.event))
             .chain(self.parts.iter().filter_map(|p| p.buffer.front()))
-            .chain(self.unblocked.iter())
-            .chain(self.blocked.values().filter_map(VecDeque::front));
+            .chain(self.keys.oldest());
         s.oldest_unacked_ms = in_memory.map(|e| e.publish_time).min();
         s.unread_floors = self
             .parts

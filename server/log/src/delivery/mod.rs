@@ -12,6 +12,7 @@ pub mod ack_id;
 pub mod acks;
 mod actor;
 pub mod dead_letter;
+mod key_order;
 mod leases;
 mod members;
 mod retries;
@@ -38,6 +39,35 @@ enum Origin {
         redrive_count: u32,
         attempts: u32,
     },
+}
+
+/// What events read ahead and not yet handed out weigh: how many, and their
+/// [`StoredEvent::size_bytes`] (the read-ahead is bounded in both).
+///
+/// [`StoredEvent::size_bytes`]: crate::types::StoredEvent::size_bytes
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Footprint {
+    events: usize,
+    bytes: usize,
+}
+
+impl Footprint {
+    fn add(&mut self, event: &crate::types::StoredEvent) {
+        self.events += 1;
+        self.bytes += event.size_bytes();
+    }
+
+    fn remove(&mut self, event: &crate::types::StoredEvent) {
+        self.events -= 1;
+        self.bytes -= event.size_bytes();
+    }
+
+    fn plus(self, other: Footprint) -> Footprint {
+        Footprint {
+            events: self.events + other.events,
+            bytes: self.bytes + other.bytes,
+        }
+    }
 }
 
 /// Events for the unit tests of the delivery parts.
