@@ -18,8 +18,9 @@ use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
 use super::key_order::KeyOrder;
 use super::leases::{Lease, Leases};
 use super::members::{Handed, Members};
+use super::read_ahead::{Bounds, FetchResult, Fetched, ReadAhead};
 use super::retries::{backoff, out_of_attempts, Retries, Waiting};
-use super::{Footprint, Key, Origin};
+use super::{Key, Origin};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
@@ -29,16 +30,6 @@ use crate::writer::{Cf, Op};
 
 /// Commands queued for one subscription before callers wait.
 const COMMAND_QUEUE: usize = 1024;
-/// Events read from the log per fetch.
-const READ_BATCH: usize = 512;
-/// Record bytes read from the log per fetch (at least one event).
-const READ_BYTES: usize = 4 << 20;
-/// Stop reading ahead once this many fetched events wait for a member (the
-/// byte bound is `Options::read_ahead_bytes`).
-const BUFFER_TARGET: usize = 2048;
-/// Back off this long after a failed log read before trying again.
-const READ_RETRY: Duration = Duration::from_secs(1);
-
 /// One event handed to a member under a lease.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -445,10 +436,6 @@ struct Damaged {
 
 struct Partition {
     acks: PartitionAcks,
-    /// Next offset to read from the log.
-    cursor: Offset,
-    /// Read, not yet delivered, in offset order.
-    buffer: VecDeque<Arc<StoredEvent>>,
     dirty: bool,
 }
 
@@ -470,9 +457,6 @@ pub struct Redriven {
     pub entry: DeadLetterEntry,
 }
 
-/// What a read-ahead task returns: the partition and the events it read.
-type FetchResult = Result<(PartitionId, Vec<StoredEvent>)>;
-
 struct Actor {
     log: Log,
     topic: Arc<TopicState>,
@@ -480,17 +464,9 @@ struct Actor {
     rx: mpsc::Receiver<Command>,
     parts: Vec<Partition>,
     members: Members,
-    rr_partition: usize,
-    rr_fetch: usize,
     leases: Leases,
     retries: Retries,
-    /// What the partition buffers hold.
-    buffered: Footprint,
-    fetch: Option<JoinHandle<FetchResult>>,
-    /// Partition and cursor the running fetch started from; a result whose
-    /// partition cursor moved meanwhile (a seek) is dropped.
-    fetch_from: Option<(PartitionId, Offset)>,
-    fetch_retry_at: Option<Instant>,
+    read_ahead: ReadAhead,
     /// Where a read hit damaged data: members' streams end with DATA_LOSS and
     /// nothing is read or delivered until a seek repositions the subscription.
     damaged: Option<Damaged>,
@@ -523,14 +499,10 @@ impl Actor {
         acks: Vec<PartitionAcks>,
         rx: mpsc::Receiver<Command>,
     ) -> Self {
+        let read_ahead = ReadAhead::new(acks.iter().map(|a| a.floor));
         let parts = acks
             .into_iter()
-            .map(|acks| Partition {
-                cursor: acks.floor,
-                acks,
-                buffer: VecDeque::new(),
-                dirty: false,
-            })
+            .map(|acks| Partition { acks, dirty: false })
             .collect();
         // Lease generations start at incarnation << 40, so an ack id minted by an
         // earlier run of the server can never match a lease of this run.
@@ -545,14 +517,9 @@ impl Actor {
             rx,
             parts,
             members: Members::new(max_in_flight_bytes),
-            rr_partition: 0,
-            rr_fetch: 0,
             leases: Leases::new(generation, ack_deadline),
             retries: Retries::default(),
-            buffered: Footprint::default(),
-            fetch: None,
-            fetch_from: None,
-            fetch_retry_at: None,
+            read_ahead,
             damaged: None,
             flush_at: None,
             stats: SubscriptionStats::default(),
@@ -580,9 +547,7 @@ impl Actor {
                     Ok(()) => Wake::Tail,
                     Err(_) => Wake::Command(None),
                 },
-                res = async { self.fetch.as_mut().expect("guarded").await }, if self.fetch.is_some() => {
-                    Wake::Fetched(res.unwrap_or_else(|_| Err(Error::ShuttingDown)))
-                }
+                res = self.read_ahead.fetched(), if self.read_ahead.is_fetching() => Wake::Fetched(res),
                 _ = sleep_until(timer), if timer.is_some() => Wake::Timer,
             };
             match wake {
@@ -621,10 +586,7 @@ impl Actor {
                 }
                 Wake::Command(Some(cmd)) => self.handle(cmd),
                 Wake::Tail => {}
-                Wake::Fetched(res) => {
-                    self.fetch = None;
-                    self.on_fetched(res);
-                }
+                Wake::Fetched(res) => self.on_fetched(res),
                 Wake::Timer => {}
             }
             if self.flush_at.is_some_and(|t| t <= Instant::now()) {
@@ -642,7 +604,7 @@ impl Actor {
                 .next_due()
                 .filter(|_| !self.meta.paused && self.has_credit()),
             self.flush_at,
-            self.fetch_retry_at,
+            self.read_ahead.retry_at(),
         ]
         .into_iter()
         .flatten()
@@ -764,39 +726,30 @@ impl Actor {
                 origin: Origin::Log,
             });
         }
-        let n = self.parts.len();
-        let mut i = 0;
-        while i < n {
-            let p = (self.rr_partition + i) % n;
-            let Some(ev) = self.parts[p].buffer.pop_front() else {
-                i += 1;
-                continue;
-            };
-            self.buffered.remove(&ev);
+        let event = self.read_ahead.hand_out(|ev| {
             // The filter is applied at hand-out time, so a filter change takes
             // effect for every event not yet delivered.
             if !self.meta.config.filter.matches(&ev) {
-                let part = &mut self.parts[p];
+                let part = &mut self.parts[ev.partition as usize];
                 part.acks.settle(ev.offset);
                 part.dirty = true;
                 self.flush_at
                     .get_or_insert(now + self.log.options().ack_flush_interval);
                 self.stats.filtered += 1;
-                continue;
+                return None;
             }
             if self.keys.must_wait(&ev) {
                 // Wait behind the key's event in flight; other keys pass.
                 self.keys.hold_back(ev);
-                continue;
+                return None;
             }
-            self.rr_partition = (p + 1) % n;
-            return Some(Next {
-                event: ev,
-                first_delivery_ms: None,
-                origin: Origin::Log,
-            });
-        }
-        None
+            Some(ev)
+        })?;
+        Some(Next {
+            event,
+            first_delivery_ms: None,
+            origin: Origin::Log,
+        })
     }
 
     fn lease(&mut self, member: u64, next: Next, now: Instant) -> Delivery {
@@ -1185,10 +1138,9 @@ impl Actor {
             let topic = &self.topic;
             self.keys
                 .reset_partition(p_id, |k| topic.route(k), still_out);
+            self.read_ahead.reposition(p_id, target);
             let part = &mut self.parts[p];
-            part.buffer.drain(..).for_each(|e| self.buffered.remove(&e));
             part.acks = PartitionAcks::starting_at(target);
-            part.cursor = target;
             part.dirty = false;
             ops.push(Op::Put(
                 Cf::Subs,
@@ -1217,12 +1169,12 @@ impl Actor {
                 .chain(self.retries.iter().map(|(k, _)| k))
                 .filter(|k| k.0 == p_id && k.1 < start)
                 .count() as u64
-                + part.buffer.iter().filter(|e| e.offset < start).count() as u64;
+                + self.read_ahead.buffered_below(p_id, start);
             let lost = part.acks.unsettled_below(start).saturating_sub(in_memory);
             let part = &mut self.parts[p];
             part.acks.raise_floor(start);
-            part.cursor = part.cursor.max(start);
             part.dirty = true;
+            self.read_ahead.skip_to(p_id, start);
             self.stats.lost_to_retention += lost;
             self.flush_at
                 .get_or_insert(now + self.log.options().ack_flush_interval);
@@ -1254,72 +1206,36 @@ impl Actor {
 
     /// Reads ahead from the log when members could use more events.
     fn start_fetch(&mut self, now: Instant) {
-        let read_ahead_bytes = self.log.options().read_ahead_bytes;
-        let held = self.buffered.plus(self.keys.held());
-        if self.fetch.is_some()
-            || self.damaged.is_some()
-            || self.members.is_empty()
-            || self.meta.paused
-            || held.events >= BUFFER_TARGET
-            || held.bytes >= read_ahead_bytes
-            || self.fetch_retry_at.is_some_and(|t| t > now)
-        {
+        if self.damaged.is_some() || self.members.is_empty() || self.meta.paused {
             return;
         }
-        self.fetch_retry_at = None;
-        // At least one event is read whatever this says, so an event bigger
-        // than the whole read-ahead still gets through.
-        let max_bytes = READ_BYTES.min(read_ahead_bytes - held.bytes);
-        let window = self.log.options().max_unsettled_window;
-        let n = self.parts.len();
-        for i in 0..n {
-            let p = (self.rr_fetch + i) % n;
-            let part = &self.parts[p];
-            let end = self.topic.partitions[p].end();
-            if part.cursor < end && part.cursor.saturating_sub(part.acks.floor) < window {
-                self.rr_fetch = (p + 1) % n;
-                let max =
-                    READ_BATCH.min((part.acks.floor + window).saturating_sub(part.cursor) as usize);
-                let (log, topic, from) = (self.log.clone(), self.topic.clone(), part.cursor);
-                let p = p as PartitionId;
-                self.fetch_from = Some((p, from));
-                self.fetch = Some(tokio::task::spawn_blocking(move || {
-                    log.read(&topic, p, from, max, max_bytes)
-                        .map(|evs| (p, evs))
-                }));
-                return;
-            }
+        let options = self.log.options();
+        let (parts, topic) = (&self.parts, &self.topic);
+        let read = self.read_ahead.next_read(
+            now,
+            self.keys.held(),
+            options.read_ahead_bytes,
+            options.max_unsettled_window,
+            |p| Bounds {
+                floor: parts[p].acks.floor,
+                end: topic.partitions[p].end(),
+            },
+        );
+        if let Some(read) = read {
+            self.read_ahead.start(read, &self.log, &self.topic);
         }
     }
 
     fn on_fetched(&mut self, res: FetchResult) {
-        let origin = self.fetch_from.take();
-        if let Some((p, from)) = origin {
-            if self.parts[p as usize].cursor != from {
-                return; // the partition was repositioned while we read
-            }
-        }
-        match res {
-            Ok((_, events)) if events.is_empty() => {
-                // Nothing readable although `end` said otherwise (a trim or delete
-                // raced us): look again a little later instead of spinning.
-                self.fetch_retry_at = Some(Instant::now() + Duration::from_millis(100));
-            }
-            Ok((p, events)) => {
-                let part = &mut self.parts[p as usize];
-                for ev in events {
-                    part.cursor = ev.offset + 1;
-                    // After a restart the cursor starts at the floor; skip what was
-                    // settled above it.
-                    if part.acks.is_settled(ev.offset) {
-                        continue;
-                    }
-                    self.buffered.add(&ev);
-                    part.buffer.push_back(Arc::new(ev));
-                }
-            }
-            Err(e) if e.is_damage() => {
-                let (partition, offset) = origin.unwrap_or_default();
+        let parts = &self.parts;
+        let is_settled = |p: PartitionId, o| parts[p as usize].acks.is_settled(o);
+        match self.read_ahead.on_fetched(res, is_settled) {
+            Fetched::Done => {}
+            Fetched::Damaged {
+                partition,
+                offset,
+                error: e,
+            } => {
                 let damaged = Damaged {
                     partition,
                     offset,
@@ -1335,9 +1251,8 @@ impl Actor {
                     self.remove_member(member, now);
                 }
             }
-            Err(e) => {
+            Fetched::Failed(e) => {
                 tracing::error!(subscription = %self.meta.name, error = %e, "reading the log failed; retrying");
-                self.fetch_retry_at = Some(Instant::now() + READ_RETRY);
             }
         }
     }
@@ -1376,7 +1291,7 @@ impl Actor {
             .iter()
             .map(|(_, l)| &l.event)
             .chain(self.retries.iter().map(|(_, w)| &w.event))
-            .chain(self.parts.iter().filter_map(|p| p.buffer.front()))
+            .chain(self.read_ahead.oldest())
             .chain(self.keys.oldest());
         s.oldest_unacked_ms = in_memory.map(|e| e.publish_time).min();
         s.unread_floors = self
@@ -1384,7 +1299,9 @@ impl Actor {
             .iter()
             .enumerate()
             .filter(|(p, part)| {
-                part.cursor <= part.acks.floor && part.acks.floor < self.topic.partitions[*p].end()
+                let floor = part.acks.floor;
+                self.read_ahead.cursor(*p as PartitionId) <= floor
+                    && floor < self.topic.partitions[*p].end()
             })
             .map(|(p, part)| (p as PartitionId, part.acks.floor))
             .collect();
@@ -1454,9 +1371,7 @@ impl Actor {
                 subscription: subscription.clone(),
             },
         });
-        if let Some(f) = self.fetch.take() {
-            f.abort();
-        }
+        self.read_ahead.abort();
     }
 }
 

@@ -15,6 +15,7 @@ pub mod dead_letter;
 mod key_order;
 mod leases;
 mod members;
+mod read_ahead;
 mod retries;
 
 pub use actor::{
