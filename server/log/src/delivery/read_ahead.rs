@@ -317,6 +317,11 @@ mod tests {
         Ok((p, offsets.map(|o| test_event(p, o, "", size)).collect()))
     }
 
+    /// The next read with nothing held elsewhere and a 1 MiB bound.
+    fn plan(r: &mut ReadAhead, at: Instant, window: u64, b: &[(Offset, Offset)]) -> Option<Read> {
+        r.next_read(at, Footprint::default(), MB, window, open(b))
+    }
+
     /// Plans the next read and pretends it ran and returned `res`.
     fn read(r: &mut ReadAhead, read: Read, res: FetchResult) -> Fetched {
         r.started(&read);
@@ -334,7 +339,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = ReadAhead::new([0, 10, 0]);
         let b = [(0, 100), (10, 10), (0, 5_000)];
-        let first = r.next_read(t0, Footprint::default(), MB, 1_000, open(&b));
+        let first = plan(&mut r, t0, 1_000, &b);
         let want = Read {
             partition: 0,
             from: 0,
@@ -344,31 +349,20 @@ mod tests {
         assert_eq!(first, Some(want));
         // One read at a time.
         r.fetch = Some(tokio::spawn(async { Err(Error::ShuttingDown) }));
-        assert_eq!(
-            r.next_read(t0, Footprint::default(), MB, 1_000, open(&b)),
-            None
-        );
+        assert_eq!(plan(&mut r, t0, 1_000, &b), None);
         r.fetch = None;
         // Partition 1 is at its end; partition 2 is next in turn.
-        let second = r
-            .next_read(t0, Footprint::default(), MB, 1_000, open(&b))
-            .unwrap();
+        let second = plan(&mut r, t0, 1_000, &b).unwrap();
         assert_eq!(second.partition, 2);
         let done = read(&mut r, second, events(2, 0..1_000, 1));
         assert!(matches!(done, Fetched::Done));
-        let third = r
-            .next_read(t0, Footprint::default(), MB, 1_000, open(&b))
-            .unwrap();
+        let third = plan(&mut r, t0, 1_000, &b).unwrap();
         assert_eq!((third.partition, third.from), (0, 0), "partition 0's turn");
         // Partition 1 is at its end and partition 2 at floor + window, so
         // partition 0 is read again.
-        let fourth = r
-            .next_read(t0, Footprint::default(), MB, 1_000, open(&b))
-            .unwrap();
+        let fourth = plan(&mut r, t0, 1_000, &b).unwrap();
         assert_eq!(fourth.partition, 0);
-        let fifth = r
-            .next_read(t0, Footprint::default(), MB, 1_100, open(&b))
-            .unwrap();
+        let fifth = plan(&mut r, t0, 1_100, &b).unwrap();
         assert_eq!(
             (fifth.partition, fifth.max_events),
             (2, 100),
@@ -403,9 +397,7 @@ mod tests {
         let mut r = ReadAhead::new([0, 0]);
         let b = [(0, 10), (0, 10)];
         for _ in 0..2 {
-            let rd = r
-                .next_read(t0, Footprint::default(), MB, 100, open(&b))
-                .unwrap();
+            let rd = plan(&mut r, t0, 100, &b).unwrap();
             read(&mut r, rd, events(rd.partition, 0..3, 1));
         }
         // Dispose of partition 0's first event: partition 0 still has the turn.
@@ -420,17 +412,13 @@ mod tests {
         let t0 = Instant::now();
         let mut r = ReadAhead::new([0]);
         let b = [(0, 10)];
-        let rd = r
-            .next_read(t0, Footprint::default(), MB, 100, open(&b))
-            .unwrap();
+        let rd = plan(&mut r, t0, 100, &b).unwrap();
         r.started(&rd);
         r.on_fetched(events(0, 0..5, 1), |_, o| o % 2 == 1);
         assert_eq!(r.cursor(0), 5, "the cursor passes settled events too");
         assert_eq!(take_all(&mut r), [(0, 0), (0, 2), (0, 4)]);
         // A seek while a read runs: its result is dropped.
-        let rd = r
-            .next_read(t0, Footprint::default(), MB, 100, open(&b))
-            .unwrap();
+        let rd = plan(&mut r, t0, 100, &b).unwrap();
         r.started(&rd);
         r.reposition(0, 2);
         r.on_fetched(events(0, 5..10, 1), |_, _| false);
@@ -443,21 +431,13 @@ mod tests {
         let t0 = Instant::now();
         let mut r = ReadAhead::new([0]);
         let b = [(0, 10)];
-        let rd = r
-            .next_read(t0, Footprint::default(), MB, 100, open(&b))
-            .unwrap();
+        let rd = plan(&mut r, t0, 100, &b).unwrap();
         read(&mut r, rd, Ok((0, Vec::new())));
         let retry = r.retry_at().expect("an empty read retries later");
-        assert!(r
-            .next_read(t0, Footprint::default(), MB, 100, open(&b))
-            .is_none());
-        assert!(r
-            .next_read(retry, Footprint::default(), MB, 100, open(&b))
-            .is_some());
+        assert!(plan(&mut r, t0, 100, &b).is_none());
+        assert!(plan(&mut r, retry, 100, &b).is_some());
         assert!(r.retry_at().is_none());
-        let rd = r
-            .next_read(retry, Footprint::default(), MB, 100, open(&b))
-            .unwrap();
+        let rd = plan(&mut r, retry, 100, &b).unwrap();
         let failed = read(&mut r, rd, Err(Error::ShuttingDown));
         assert!(matches!(failed, Fetched::Failed(Error::ShuttingDown)));
         assert!(r.retry_at().unwrap() >= t0 + READ_RETRY);
@@ -467,9 +447,7 @@ mod tests {
     fn repositioning_and_retention_move_the_cursor() {
         let t0 = Instant::now();
         let mut r = ReadAhead::new([0]);
-        let rd = r
-            .next_read(t0, Footprint::default(), MB, 100, open(&[(0, 10)]))
-            .unwrap();
+        let rd = plan(&mut r, t0, 100, &[(0, 10)]).unwrap();
         read(&mut r, rd, events(0, 0..6, 3));
         assert_eq!(r.buffered_below(0, 4), 4);
         assert_eq!(r.oldest().map(|e| e.offset).collect::<Vec<_>>(), [0]);
