@@ -1,8 +1,8 @@
 //! The subscription actor. See the module docs of [`crate::delivery`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,20 +13,20 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::ack_id::AckId;
-use super::acks::PartitionAcks;
-use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
+use super::dead_letter::DeadLetterEntry;
 use super::key_order::KeyOrder;
 use super::leases::{Lease, Leases};
 use super::members::{Handed, Members};
+use super::persistence::{self, Loaded, Persistence};
 use super::read_ahead::{Bounds, FetchResult, Fetched, ReadAhead};
+use super::redrive::RedriveQueue;
 use super::retries::{backoff, out_of_attempts, Retries, Waiting};
 use super::{Key, Origin};
 use crate::error::{Error, Result};
-use crate::keys;
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
 use crate::store::{Log, TopicState};
 use crate::types::{Offset, PartitionId, StoredEvent, SubscriptionId};
-use crate::writer::{Cf, Op};
+use crate::writer::Op;
 
 /// Commands queued for one subscription before callers wait.
 const COMMAND_QUEUE: usize = 1024;
@@ -167,23 +167,17 @@ impl SubscriptionHandle {
         topic: Arc<TopicState>,
         meta: SubscriptionMeta,
     ) -> Result<Arc<Self>> {
-        let partitions = {
+        let loaded = {
             let log = log.clone();
             let topic = topic.clone();
             let id = meta.id;
-            tokio::task::spawn_blocking(move || load_partitions(&log, &topic, id))
+            tokio::task::spawn_blocking(move || persistence::load(&log, &topic, id))
                 .await
                 .map_err(|_| Error::ShuttingDown)??
         };
-        let (partitions, next_dlq_seq, dlq_count, redrive) = partitions;
-        let dlq = Arc::new(DlqCounters {
-            count: AtomicU64::new(dlq_count),
-        });
+        let dlq = loaded.dlq.clone();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let mut actor = Actor::new(log, topic.clone(), meta.clone(), partitions, rx);
-        actor.dlq = dlq.clone();
-        actor.next_dlq_seq = next_dlq_seq;
-        actor.redrive = redrive.into();
+        let actor = Actor::new(log, topic.clone(), meta.clone(), loaded, rx);
         let task = tokio::spawn(actor.run());
         Ok(Arc::new(SubscriptionHandle {
             meta: ArcSwap::from_pointee(meta),
@@ -347,84 +341,6 @@ impl Drop for LeaveGuard {
     }
 }
 
-/// What an actor starts from: each partition's ack state, the next DLQ seq,
-/// the DLQ size, and the redrive queue.
-type Loaded = (Vec<PartitionAcks>, u64, u64, Vec<Redriven>);
-
-/// Loads an actor's persisted state. Blocking.
-fn load_partitions(log: &Log, topic: &TopicState, sub: SubscriptionId) -> Result<Loaded> {
-    let mut redrive = Vec::new();
-    let mut failure = None;
-    log.scan_redrive(sub, |seq, value| {
-        match DeadLetterEntry::decode(seq, value)
-            .and_then(|e| e.event(topic.id()).map(|ev| (e, ev)))
-        {
-            Ok((e, ev)) => redrive.push(Redriven {
-                seq,
-                redrive_count: e.redrive_count,
-                event: Arc::new(ev),
-                entry: e,
-            }),
-            Err(source) => {
-                failure = Some(Error::Corruption {
-                    location: format!("{sub} redrive entry {seq}"),
-                    source,
-                });
-                return false;
-            }
-        }
-        true
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    // Seqs name DLQ entries and redrive-queue entries alike, so the next one
-    // comes from the persisted high-water mark, never from what happens to be
-    // stored now: after a purge or a redrive emptied the DLQ, "highest key + 1"
-    // would hand out a seq that a pending redrive entry (or an operator's saved
-    // id) still means. The max with the stored keys covers data dirs written
-    // before the mark existed.
-    let mut next_seq = match log.get_sub_state(&keys::dlq_seq_key(sub))? {
-        Some(v) => {
-            u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::CorruptMetadata {
-                        location: format!("{sub} dead-letter seq"),
-                        reason: format!("{} bytes, expected 8", v.len()),
-                    })?,
-            )
-        }
-        None => 0,
-    };
-    if let Some(last) = redrive.iter().map(|r| r.seq).max() {
-        next_seq = next_seq.max(last + 1);
-    }
-    let mut count = 0u64;
-    log.scan_dlq(sub, 0, |key, _| {
-        if let Some((_, seq)) = parse_dlq_key(key) {
-            next_seq = next_seq.max(seq + 1);
-            count += 1;
-        }
-        true
-    })?;
-    let parts = (0..topic.partition_count())
-        .map(|p| {
-            let start = topic.partitions[p as usize].start();
-            let mut acks = match log.get_sub_state(&keys::sub_state_key(sub, p))? {
-                Some(v) => PartitionAcks::decode(&v).map_err(|source| Error::Corruption {
-                    location: format!("{sub} partition {p} ack state"),
-                    source,
-                })?,
-                None => PartitionAcks::starting_at(start),
-            };
-            acks.raise_floor(start);
-            Ok(acks)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((parts, next_seq, count, redrive))
-}
-
 /// Where a read of the log found damaged data.
 #[derive(Debug)]
 struct Damaged {
@@ -432,11 +348,6 @@ struct Damaged {
     /// The read started here; the damage is at or after it.
     offset: Offset,
     cause: String,
-}
-
-struct Partition {
-    acks: PartitionAcks,
-    dirty: bool,
 }
 
 /// The next event to hand out.
@@ -462,7 +373,7 @@ struct Actor {
     topic: Arc<TopicState>,
     meta: SubscriptionMeta,
     rx: mpsc::Receiver<Command>,
-    parts: Vec<Partition>,
+    persist: Persistence,
     members: Members,
     leases: Leases,
     retries: Retries,
@@ -470,17 +381,8 @@ struct Actor {
     /// Where a read hit damaged data: members' streams end with DATA_LOSS and
     /// nothing is read or delivered until a seek repositions the subscription.
     damaged: Option<Damaged>,
-    flush_at: Option<Instant>,
     stats: SubscriptionStats,
-    dlq: Arc<DlqCounters>,
-    next_dlq_seq: u64,
-    /// Writes that must reach disk atomically with the next flush (dead-letter
-    /// entries, written in the same batch as the ack state that settles them).
-    pending_ops: Vec<Op>,
-    /// Redriven dead letters not yet handed out, in redrive order.
-    redrive: VecDeque<Redriven>,
-    /// Stored entries of redriven events handed out and not yet settled.
-    redrive_entries: HashMap<u64, DeadLetterEntry>,
+    redrive: RedriveQueue,
     keys: KeyOrder,
 }
 
@@ -496,14 +398,20 @@ impl Actor {
         log: Log,
         topic: Arc<TopicState>,
         meta: SubscriptionMeta,
-        acks: Vec<PartitionAcks>,
+        loaded: Loaded,
         rx: mpsc::Receiver<Command>,
     ) -> Self {
+        let Loaded {
+            acks,
+            next_dlq_seq,
+            dlq,
+            redrive,
+        } = loaded;
         let read_ahead = ReadAhead::new(acks.iter().map(|a| a.floor));
-        let parts = acks
-            .into_iter()
-            .map(|acks| Partition { acks, dirty: false })
-            .collect();
+        let flush_interval = log.options().ack_flush_interval;
+        let persist = Persistence::new(meta.id, acks, next_dlq_seq, dlq, flush_interval);
+        let mut redrive_queue = RedriveQueue::default();
+        redrive_queue.extend(redrive);
         // Lease generations start at incarnation << 40, so an ack id minted by an
         // earlier run of the server can never match a lease of this run.
         let generation = log.incarnation() << 40;
@@ -515,19 +423,14 @@ impl Actor {
             topic,
             meta,
             rx,
-            parts,
+            persist,
             members: Members::new(max_in_flight_bytes),
             leases: Leases::new(generation, ack_deadline),
             retries: Retries::default(),
             read_ahead,
             damaged: None,
-            flush_at: None,
             stats: SubscriptionStats::default(),
-            dlq: Arc::default(),
-            next_dlq_seq: 0,
-            pending_ops: Vec::new(),
-            redrive: VecDeque::new(),
-            redrive_entries: HashMap::new(),
+            redrive: redrive_queue,
             keys: KeyOrder::new(key_ordered),
         }
     }
@@ -561,7 +464,7 @@ impl Actor {
                     let outcome = self.settle(op, ids, Instant::now());
                     // A Nack that dead-lettered answers only once the DLQ entry is
                     // written, so an operator listing the DLQ right after sees it.
-                    if !self.pending_ops.is_empty() {
+                    if self.persist.has_pending() {
                         self.flush_committed().await;
                     }
                     let _ = reply.send(outcome);
@@ -570,8 +473,8 @@ impl Actor {
                     // Everything not yet flushed goes first in the same synced
                     // batch, so no later lazy flush can overwrite the new
                     // positions with older state.
-                    let mut ops = self.dirty_ops();
-                    ops.extend(self.seek(targets));
+                    let mut ops = self.persist.take_writes();
+                    self.seek(targets, &mut ops);
                     let written = self.log.write(ops, true).await;
                     if written.is_ok() {
                         // Repositioned: the next read shows whether the
@@ -589,7 +492,7 @@ impl Actor {
                 Wake::Fetched(res) => self.on_fetched(res),
                 Wake::Timer => {}
             }
-            if self.flush_at.is_some_and(|t| t <= Instant::now()) {
+            if self.persist.flush_due(Instant::now()) {
                 self.flush().await;
             }
         }
@@ -603,7 +506,7 @@ impl Actor {
             self.retries
                 .next_due()
                 .filter(|_| !self.meta.paused && self.has_credit()),
-            self.flush_at,
+            self.persist.flush_at(),
             self.read_ahead.retry_at(),
         ]
         .into_iter()
@@ -697,27 +600,17 @@ impl Actor {
         // The first redriven event that may go now: never two leases on one
         // (partition, offset) (a seek can make it live in the log flow too), and
         // in KEY mode never two events of one key in flight.
-        let eligible = self.redrive.iter().position(|r| {
+        let redriven = self.redrive.hand_out(|r| {
             let key = (r.event.partition, r.event.offset);
             let taken = self.leases.contains(&key) || self.retries.contains(&key);
-            let key_busy = self.keys.must_wait(&r.event);
-            !taken && !key_busy
+            !taken && !self.keys.must_wait(&r.event)
         });
-        if let Some(i) = eligible {
-            {
-                let r = self.redrive.remove(i).expect("in range");
-                let attempts = r.entry.attempts;
-                self.redrive_entries.insert(r.seq, r.entry);
-                return Some(Next {
-                    event: r.event,
-                    first_delivery_ms: None,
-                    origin: Origin::Redrive {
-                        seq: r.seq,
-                        redrive_count: r.redrive_count,
-                        attempts,
-                    },
-                });
-            }
+        if let Some((event, origin)) = redriven {
+            return Some(Next {
+                event,
+                first_delivery_ms: None,
+                origin,
+            });
         }
         if let Some(ev) = self.keys.pop_unblocked() {
             return Some(Next {
@@ -730,11 +623,7 @@ impl Actor {
             // The filter is applied at hand-out time, so a filter change takes
             // effect for every event not yet delivered.
             if !self.meta.config.filter.matches(&ev) {
-                let part = &mut self.parts[ev.partition as usize];
-                part.acks.settle(ev.offset);
-                part.dirty = true;
-                self.flush_at
-                    .get_or_insert(now + self.log.options().ack_flush_interval);
+                self.persist.settle((ev.partition, ev.offset), now);
                 self.stats.filtered += 1;
                 return None;
             }
@@ -768,8 +657,7 @@ impl Actor {
             let lag_ms = delivered_ms.saturating_sub(event.publish_time);
             metrics::histogram!(crate::metric_names::DELIVERY_LATENCY).record(lag_ms as f64 / 1e3);
         }
-        self.flush_at
-            .get_or_insert(now + self.log.options().ack_flush_interval);
+        self.persist.flush_soon(now);
         let generation = self.leases.grant(
             member,
             event.clone(),
@@ -828,34 +716,16 @@ impl Actor {
     /// attempts are persisted: the partition's ack state for log events, the
     /// redrive-queue entry for redriven ones. Returns the new count.
     fn adjust_attempts(&mut self, key: Key, origin: &mut Origin, up: bool) -> u32 {
-        let step = |a: u32| {
-            if up {
-                a.saturating_add(1)
-            } else {
-                a.saturating_sub(1)
-            }
-        };
         match origin {
-            Origin::Log => {
-                let part = &mut self.parts[key.0 as usize];
-                let a = part.acks.attempts.entry(key.1).or_insert(0);
-                *a = step(*a);
-                let n = *a;
-                if n == 0 {
-                    part.acks.attempts.remove(&key.1);
-                }
-                part.dirty = true;
-                n
-            }
+            Origin::Log => self.persist.count_attempt(key, up),
             Origin::Redrive { seq, attempts, .. } => {
-                *attempts = step(*attempts);
-                if let Some(e) = self.redrive_entries.get_mut(seq) {
-                    e.attempts = *attempts;
-                    self.pending_ops.push(Op::Put(
-                        Cf::Subs,
-                        keys::redrive_key(self.meta.id, *seq).to_vec(),
-                        e.encode(),
-                    ));
+                *attempts = if up {
+                    attempts.saturating_add(1)
+                } else {
+                    attempts.saturating_sub(1)
+                };
+                if let Some(entry) = self.redrive.set_attempts(*seq, *attempts) {
+                    self.persist.rewrite_redrive(*seq, entry);
                 }
                 *attempts
             }
@@ -923,10 +793,7 @@ impl Actor {
                 continue;
             }
             if !live {
-                let settled = self
-                    .parts
-                    .get(id.partition as usize)
-                    .is_some_and(|p| p.acks.is_settled(id.offset));
+                let settled = self.persist.is_settled(key);
                 // Acking something already settled is a harmless repeat; anything
                 // else on a dead lease must not touch the newer delivery.
                 if !(op == SettleOp::Ack && settled) {
@@ -981,12 +848,7 @@ impl Actor {
     /// Deliveries of a leased event so far, this one included.
     fn attempts(&self, key: Key, origin: Origin) -> u32 {
         match origin {
-            Origin::Log => self.parts[key.0 as usize]
-                .acks
-                .attempts
-                .get(&key.1)
-                .copied()
-                .unwrap_or(0),
+            Origin::Log => self.persist.attempts(key),
             Origin::Redrive { attempts, .. } => attempts,
         }
     }
@@ -1022,10 +884,9 @@ impl Actor {
     ) {
         let (attempts, redrive_count) = match origin {
             Origin::Log => {
-                let part = &mut self.parts[event.partition as usize];
-                let attempts = part.acks.attempts.get(&event.offset).copied().unwrap_or(0);
-                part.acks.settle(event.offset);
-                part.dirty = true;
+                let key = (event.partition, event.offset);
+                let attempts = self.persist.attempts(key);
+                self.persist.settle(key, now);
                 self.keys.release(&event.key);
                 (attempts, 0)
             }
@@ -1035,17 +896,14 @@ impl Actor {
                 attempts,
             } => {
                 // Leaves the redrive queue in the same batch as it re-enters the DLQ.
-                self.redrive_entries.remove(&seq);
-                self.pending_ops.push(Op::Delete(
-                    Cf::Subs,
-                    keys::redrive_key(self.meta.id, seq).to_vec(),
-                ));
+                self.redrive.settled(seq);
+                self.persist.drop_redrive(seq);
                 self.keys.release(&event.key);
                 (attempts, redrive_count)
             }
         };
-        let entry = DeadLetterEntry {
-            seq: self.next_dlq_seq,
+        let entry = |seq| DeadLetterEntry {
+            seq,
             partition: event.partition,
             offset: event.offset,
             attempts,
@@ -1056,20 +914,7 @@ impl Actor {
             reason: reason.to_string(),
             record: DeadLetterEntry::record_of(event),
         };
-        self.next_dlq_seq += 1;
-        self.pending_ops.push(Op::Put(
-            Cf::Dlq,
-            dlq_key(self.meta.id, entry.seq).to_vec(),
-            entry.encode(),
-        ));
-        // The high-water mark goes in the same batch as the entry it covers.
-        self.pending_ops.push(Op::Put(
-            Cf::Subs,
-            keys::dlq_seq_key(self.meta.id).to_vec(),
-            self.next_dlq_seq.to_be_bytes().to_vec(),
-        ));
-        self.flush_at = Some(now);
-        self.dlq.count.fetch_add(1, AtomicOrdering::Relaxed);
+        self.persist.add_dead_letter(entry, now);
         self.stats.dead_lettered += 1;
         tracing::debug!(
             subscription = %self.meta.name,
@@ -1090,8 +935,7 @@ impl Actor {
     /// them out again, so keeping them would deliver the event twice. Redriven
     /// dead letters before the target are untouched; an operator returned them
     /// explicitly and the seek does not reach them.
-    fn seek(&mut self, targets: Vec<Option<Offset>>) -> Vec<Op> {
-        let mut ops = Vec::new();
+    fn seek(&mut self, targets: Vec<Option<Offset>>, ops: &mut Vec<Op>) {
         for (p, target) in targets.into_iter().enumerate() {
             let Some(target) = target else { continue };
             let p_id = p as PartitionId;
@@ -1112,19 +956,9 @@ impl Actor {
                 }
                 keep
             });
-            self.redrive.retain(|r| {
-                let keep = r.event.partition != p_id || r.event.offset < target;
-                if !keep {
-                    gone_redrives.push(r.seq);
-                }
-                keep
-            });
-            for seq in gone_redrives {
-                self.redrive_entries.remove(&seq);
-                ops.push(Op::Delete(
-                    Cf::Subs,
-                    keys::redrive_key(self.meta.id, seq).to_vec(),
-                ));
+            gone_redrives.extend(self.redrive.drop_from(p_id, target));
+            for &seq in &gone_redrives {
+                self.redrive.settled(seq);
             }
             // Keys of this partition are free again, except those a surviving
             // redriven event still holds.
@@ -1139,29 +973,20 @@ impl Actor {
             self.keys
                 .reset_partition(p_id, |k| topic.route(k), still_out);
             self.read_ahead.reposition(p_id, target);
-            let part = &mut self.parts[p];
-            part.acks = PartitionAcks::starting_at(target);
-            part.dirty = false;
-            ops.push(Op::Put(
-                Cf::Subs,
-                keys::sub_state_key(self.meta.id, p_id).to_vec(),
-                part.acks.encode(),
-            ));
+            self.persist.reposition(p_id, target, gone_redrives, ops);
         }
-        ops
     }
 
     /// Moves partitions whose log start passed their floor (retention trimmed
     /// events this subscription never settled) up to the new start, counting
     /// the events lost without delivery.
     fn follow_retention(&mut self, now: Instant) {
-        for p in 0..self.parts.len() {
+        for p in 0..self.persist.partitions() {
             let start = self.topic.partitions[p].start();
-            let part = &self.parts[p];
-            if start <= part.acks.floor {
+            let p_id = p as PartitionId;
+            if start <= self.persist.floor(p_id) {
                 continue;
             }
-            let p_id = p as PartitionId;
             let in_memory = self
                 .leases
                 .iter()
@@ -1170,14 +995,9 @@ impl Actor {
                 .filter(|k| k.0 == p_id && k.1 < start)
                 .count() as u64
                 + self.read_ahead.buffered_below(p_id, start);
-            let lost = part.acks.unsettled_below(start).saturating_sub(in_memory);
-            let part = &mut self.parts[p];
-            part.acks.raise_floor(start);
-            part.dirty = true;
+            let lost = self.persist.follow_start(p_id, start, in_memory, now);
             self.read_ahead.skip_to(p_id, start);
             self.stats.lost_to_retention += lost;
-            self.flush_at
-                .get_or_insert(now + self.log.options().ack_flush_interval);
         }
     }
 
@@ -1185,22 +1005,16 @@ impl Actor {
     fn mark_acked(&mut self, event: &StoredEvent, origin: Origin, now: Instant) {
         match origin {
             Origin::Log => {
-                let part = &mut self.parts[event.partition as usize];
-                part.acks.settle(event.offset);
-                part.dirty = true;
+                self.persist.settle((event.partition, event.offset), now);
                 self.keys.release(&event.key);
             }
             Origin::Redrive { seq, .. } => {
-                self.redrive_entries.remove(&seq);
-                self.pending_ops.push(Op::Delete(
-                    Cf::Subs,
-                    keys::redrive_key(self.meta.id, seq).to_vec(),
-                ));
+                self.redrive.settled(seq);
+                self.persist.drop_redrive(seq);
                 self.keys.release(&event.key);
             }
         }
-        self.flush_at
-            .get_or_insert(now + self.log.options().ack_flush_interval);
+        self.persist.flush_soon(now);
         self.stats.acked += 1;
     }
 
@@ -1210,14 +1024,14 @@ impl Actor {
             return;
         }
         let options = self.log.options();
-        let (parts, topic) = (&self.parts, &self.topic);
+        let (persist, topic) = (&self.persist, &self.topic);
         let read = self.read_ahead.next_read(
             now,
             self.keys.held(),
             options.read_ahead_bytes,
             options.max_unsettled_window,
             |p| Bounds {
-                floor: parts[p].acks.floor,
+                floor: persist.floor(p as PartitionId),
                 end: topic.partitions[p].end(),
             },
         );
@@ -1227,8 +1041,8 @@ impl Actor {
     }
 
     fn on_fetched(&mut self, res: FetchResult) {
-        let parts = &self.parts;
-        let is_settled = |p: PartitionId, o| parts[p as usize].acks.is_settled(o);
+        let persist = &self.persist;
+        let is_settled = |p, o| persist.is_settled((p, o));
         match self.read_ahead.on_fetched(res, is_settled) {
             Fetched::Done => {}
             Fetched::Damaged {
@@ -1272,13 +1086,15 @@ impl Actor {
         let mut s = self.stats.clone();
         s.in_flight = self.leases.len() as u64;
         s.members = self.members.len() as u32;
-        s.backlog = self
-            .parts
-            .iter()
-            .enumerate()
-            .map(|(p, part)| part.acks.unsettled_below(self.topic.partitions[p].end()))
+        let partitions = (0..self.persist.partitions()).map(|p| {
+            let acks = self.persist.acks(p as PartitionId);
+            (p, acks, self.topic.partitions[p].end())
+        });
+        s.backlog = partitions
+            .clone()
+            .map(|(_, acks, end)| acks.unsettled_below(end))
             .sum::<u64>()
-            + self.redrive.len() as u64
+            + self.redrive.queued() as u64
             + self
                 .leases
                 .iter()
@@ -1294,46 +1110,20 @@ impl Actor {
             .chain(self.read_ahead.oldest())
             .chain(self.keys.oldest());
         s.oldest_unacked_ms = in_memory.map(|e| e.publish_time).min();
-        s.unread_floors = self
-            .parts
-            .iter()
-            .enumerate()
-            .filter(|(p, part)| {
-                let floor = part.acks.floor;
-                self.read_ahead.cursor(*p as PartitionId) <= floor
-                    && floor < self.topic.partitions[*p].end()
+        s.unread_floors = partitions
+            .filter(|(p, acks, end)| {
+                self.read_ahead.cursor(*p as PartitionId) <= acks.floor && acks.floor < *end
             })
-            .map(|(p, part)| (p as PartitionId, part.acks.floor))
+            .map(|(p, acks, _)| (p as PartitionId, acks.floor))
             .collect();
         s
-    }
-
-    fn dirty_ops(&mut self) -> Vec<Op> {
-        let id = self.meta.id;
-        let mut ops = std::mem::take(&mut self.pending_ops);
-        ops.extend(
-            self.parts
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, p)| p.dirty)
-                .map(|(i, p)| {
-                    p.dirty = false;
-                    Op::Put(
-                        Cf::Subs,
-                        keys::sub_state_key(id, i as PartitionId).to_vec(),
-                        p.acks.encode(),
-                    )
-                }),
-        );
-        ops
     }
 
     /// Persists changed ack state without waiting for the commit (and without a
     /// sync). The writer keeps queue order, so a later flush never loses to an
     /// earlier one.
     async fn flush(&mut self) {
-        self.flush_at = None;
-        let ops = self.dirty_ops();
+        let ops = self.persist.take_flush();
         if !ops.is_empty() {
             if let Err(e) = self.log.write_nowait(ops).await {
                 tracing::warn!(subscription = %self.meta.name, error = %e, "could not persist ack state");
@@ -1343,8 +1133,7 @@ impl Actor {
 
     /// Like [`Actor::flush`], but waits until the write is committed.
     async fn flush_committed(&mut self) {
-        self.flush_at = None;
-        let ops = self.dirty_ops();
+        let ops = self.persist.take_flush();
         if !ops.is_empty() {
             if let Err(e) = self.log.write(ops, false).await {
                 tracing::warn!(subscription = %self.meta.name, error = %e, "could not persist ack state");
@@ -1356,7 +1145,7 @@ impl Actor {
         if reason == StopReason::Shutdown {
             // Written (not synced) and awaited; the broker syncs the WAL once after
             // every subscription stopped, instead of one fsync per subscription.
-            let ops = self.dirty_ops();
+            let ops = self.persist.take_writes();
             if !ops.is_empty() {
                 if let Err(e) = self.log.write(ops, false).await {
                     tracing::error!(subscription = %self.meta.name, error = %e, "final ack-state flush failed; unflushed acks will be redelivered");

@@ -15,7 +15,9 @@ pub mod dead_letter;
 mod key_order;
 mod leases;
 mod members;
+mod persistence;
 mod read_ahead;
+mod redrive;
 mod retries;
 
 pub use actor::{
