@@ -7,11 +7,25 @@
 //!
 //! See `ARCHITECTURE.md` ("Delivery engine") for what is persisted when and what a
 //! crash can cost.
+//!
+//! # Layout
+//! * `handle`: [`SubscriptionHandle`] and [`MemberStream`], the commands they
+//!   send, and the values they exchange with the rest of the server.
+//! * `actor`: the task that receives commands and drives the parts below.
+//! * `leases`: the lease table and its deadline heap.
+//! * `retries`: events waiting for redelivery, backoff and the attempts limit.
+//! * `key_order`: KEY ordering (busy keys, held-back events).
+//! * `read_ahead`: cursors, read-ahead buffers and their bounds, the log read.
+//! * `redrive`: redriven dead letters waiting and handed out.
+//! * `members`: the Subscribe streams, their credit, and whose turn it is.
+//! * `persistence`: ack state, the writes that go with it, flush timing, loading.
+//! * `acks`, `dead_letter`, `ack_id`: the persisted and wire formats.
 
 pub mod ack_id;
 pub mod acks;
 mod actor;
 pub mod dead_letter;
+mod handle;
 mod key_order;
 mod leases;
 mod members;
@@ -20,7 +34,7 @@ mod read_ahead;
 mod redrive;
 mod retries;
 
-pub use actor::{
+pub use handle::{
     Delivery, DlqCounters, MemberItem, MemberStream, Redriven, SettleOp, SettleOutcome, StopReason,
     SubscriptionHandle, SubscriptionStats, DEADLINE_EXCEEDED,
 };
