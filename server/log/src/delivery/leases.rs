@@ -72,14 +72,11 @@ impl Leases {
     ) -> u64 {
         self.generation += 1;
         let deadline = now + self.ack_deadline;
-        self.push_deadline(Reverse((
-            deadline,
-            event.partition,
-            event.offset,
-            self.generation,
-        )));
+        let key = (event.partition, event.offset);
+        // The lease goes in before its heap entry: the push may rebuild the
+        // heap from the live leases, and the new one must be among them.
         self.live.insert(
-            (event.partition, event.offset),
+            key,
             Lease {
                 member,
                 generation: self.generation,
@@ -90,6 +87,7 @@ impl Leases {
                 origin,
             },
         );
+        self.push_deadline(Reverse((deadline, key.0, key.1, self.generation)));
         self.generation
     }
 
@@ -294,6 +292,23 @@ mod tests {
             grant(&mut leases, 1, o, t0);
             leases.take(&(0, o));
         }
-        assert!(leases.deadlines.len() <= 1025, "{}", leases.deadlines.len());
+        assert!(leases.deadlines.len() <= 1027, "{}", leases.deadlines.len());
+    }
+
+    /// The grant whose entry makes the heap rebuild used to rebuild it from
+    /// the live leases without itself, so that lease never expired.
+    #[test]
+    fn a_lease_granted_as_the_heap_is_rebuilt_still_expires() {
+        let t0 = Instant::now();
+        for settled in [1023, 1024, 1025, 1026, 2000, 3000] {
+            let mut leases = Leases::new(0, DEADLINE);
+            for o in 0..settled {
+                grant(&mut leases, 1, o, t0);
+                leases.take(&(0, o));
+            }
+            grant(&mut leases, 1, 1 << 20, t0);
+            let expired = leases.next_expired(t0 + DEADLINE);
+            assert_eq!(expired, Some((0, 1 << 20)), "after {settled} settled");
+        }
     }
 }
