@@ -19,7 +19,7 @@ use crate::delivery::{
     MemberStream, SettleOp, SettleOutcome, SubscriptionHandle, SubscriptionStats,
 };
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::keys::{self, Cf};
 use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
 use crate::names::validate_name;
 use crate::options::{Options, MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
@@ -27,7 +27,7 @@ use crate::store::{subscription_delete_ops, Log, TopicConfig, TopicState};
 use crate::types::{
     saturating_millis, AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId, TopicId,
 };
-use crate::writer::{Cf, Op};
+use crate::writer::Op;
 
 type SubKey = (TopicId, String);
 
@@ -744,7 +744,7 @@ impl Broker {
                 _ => None,
             };
             log.scan_dlq(sub, 0, |k, v| {
-                let Some((_, seq)) = crate::delivery::dead_letter::parse_dlq_key(k) else {
+                let Some((_, seq)) = keys::parse_dlq_key(k) else {
                     return true;
                 };
                 let keep = match &selector {

@@ -4,9 +4,10 @@
 //! serialised with other admin changes by the broker's admin lock, so the
 //! shared entry count stays exact.
 
-use crate::delivery::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
+use crate::delivery::dead_letter::DeadLetterEntry;
 use crate::error::{Error, Result};
 use crate::filter::any_type_matches;
+use crate::keys::{dlq_key, parse_dlq_key};
 use crate::types::{StoredEvent, TopicId, UnixMillis};
 
 /// Which dead letters an operation applies to.

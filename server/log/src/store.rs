@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use crate::codec::{self, encode_record};
 use crate::error::{Error, Result};
 use crate::health::{HealthCell, StorageHealth};
-use crate::keys::{self, MetaKind};
+use crate::keys::{self, Cf, MetaKind};
 use crate::meta::{now_ms, Retention, SubscriptionMeta, TopicMeta};
 use crate::names::validate_name;
 use crate::options::{Options, MAX_PARTITIONS};
@@ -40,7 +40,7 @@ use crate::partitioner::{partition_for_key, Spreader};
 use crate::space::SpaceGuard;
 use crate::synced_mark::{self, SyncedMark};
 use crate::types::{AppendResult, Durability, NewEvent, Offset, PartitionId, StoredEvent, TopicId};
-use crate::writer::{Cf, Command, Op, PendingRecord, Writer};
+use crate::writer::{Command, Op, PendingRecord, Writer};
 
 /// On-disk format of this data dir. Bumped on incompatible layout changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -237,7 +237,7 @@ impl Log {
         let db = Arc::new(open_db(&options.data_dir, options.write_buffer_bytes)?);
         // Before anything is written: did recovery keep every synced write?
         synced_mark::check_recovered(db.latest_sequence_number(), stored_mark, synced_mark.path())?;
-        let meta_cf = db.cf_handle(keys::CF_META).expect("meta cf");
+        let meta_cf = db.cf_handle(Cf::Meta.name()).expect("meta cf");
 
         match db.get_cf(meta_cf, keys::meta_key(MetaKind::FormatVersion))? {
             Some(v) => {
@@ -581,7 +581,7 @@ impl Log {
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(end.to_vec());
         let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Dlq), ro);
-        it.seek(crate::delivery::dead_letter::dlq_key(sub, from_seq));
+        it.seek(keys::dlq_key(sub, from_seq));
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !visit(k, v) {
                 break;
@@ -606,11 +606,10 @@ impl Log {
         let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Subs), ro);
         it.seek(start);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let seq =
-                u64::from_be_bytes(k[5..13].try_into().map_err(|_| Error::CorruptMetadata {
-                    location: format!("{sub} redrive key"),
-                    reason: "malformed".into(),
-                })?);
+            let (_, seq) = keys::parse_redrive_key(k).ok_or_else(|| Error::CorruptMetadata {
+                location: format!("{sub} redrive key"),
+                reason: "malformed".into(),
+            })?;
             if !visit(seq, v) {
                 break;
             }
@@ -1037,7 +1036,7 @@ struct PartitionBounds {
 
 /// The bounds of a partition: two seeks, no scan.
 fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<PartitionBounds> {
-    let cf = db.cf_handle(keys::CF_RECORDS).expect("records cf");
+    let cf = db.cf_handle(Cf::Records.name()).expect("records cf");
     let lower = keys::record_key(topic, partition, 0);
     let upper = keys::record_key(topic, partition, u64::MAX);
     let mut ro = ReadOptions::default();
@@ -1119,7 +1118,7 @@ fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
 
-    let cfs = keys::ALL_CFS.iter().map(|name| {
+    let cfs = Cf::ALL.iter().map(|&cf| {
         let mut o = rocksdb::Options::default();
         o.set_block_based_table_factory(&table);
         // The other column families hold small state; a quarter of the
@@ -1127,14 +1126,14 @@ fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
         // a flush needs, which is what RocksDB waits for before it recovers
         // from an out-of-space error by itself.
         o.set_write_buffer_size((write_buffer_bytes / 4).max(1 << 20));
-        if *name == keys::CF_RECORDS {
+        if cf == Cf::Records {
             // Records are written once in key order per partition and read mostly
             // sequentially; compress the bulk but keep the hot levels fast.
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             o.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
             o.set_write_buffer_size(write_buffer_bytes);
         }
-        ColumnFamilyDescriptor::new(*name, o)
+        ColumnFamilyDescriptor::new(cf.name(), o)
     });
     // The `default` column family is unused, but opened anyway; left at
     // RocksDB's 64 MiB memtable it would raise the free space RocksDB waits

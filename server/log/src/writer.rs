@@ -49,7 +49,7 @@ use crate::codec::seal_record;
 use crate::dedup::{Dedup, Seen};
 use crate::error::{is_no_space, Error, Result};
 use crate::health::HealthCell;
-use crate::keys;
+use crate::keys::{self, Cf};
 use crate::meta::now_ms;
 use crate::metric_names;
 use crate::space::SpaceGuard;
@@ -75,39 +75,6 @@ enum Plan {
     Duplicate(Seen),
     /// Its idempotency key appeared earlier in the same command.
     SameAs(usize),
-}
-
-/// A column family, named without borrowing the DB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cf {
-    Meta,
-    Records,
-    TimeIndex,
-    Subs,
-    Dlq,
-    Dedup,
-}
-
-impl Cf {
-    pub const ALL: [Cf; 6] = [
-        Cf::Meta,
-        Cf::Records,
-        Cf::TimeIndex,
-        Cf::Subs,
-        Cf::Dlq,
-        Cf::Dedup,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Cf::Meta => keys::CF_META,
-            Cf::Records => keys::CF_RECORDS,
-            Cf::TimeIndex => keys::CF_TIME_INDEX,
-            Cf::Subs => keys::CF_SUBS,
-            Cf::Dlq => keys::CF_DLQ,
-            Cf::Dedup => keys::CF_DEDUP,
-        }
-    }
 }
 
 /// One write, described without a `WriteBatch` so many can be merged into one.

@@ -15,13 +15,13 @@ use tokio::time::Instant;
 
 use super::ack_id::AckId;
 use super::acks::PartitionAcks;
-use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
+use super::dead_letter::DeadLetterEntry;
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::keys::{self, dlq_key, parse_dlq_key, Cf};
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
 use crate::store::{Log, TopicState};
 use crate::types::{Offset, PartitionId, StoredEvent, SubscriptionId};
-use crate::writer::{Cf, Op};
+use crate::writer::Op;
 
 /// Commands queued for one subscription before callers wait.
 const COMMAND_QUEUE: usize = 1024;
