@@ -23,7 +23,8 @@ use crate::keys::{self, Cf};
 use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
 use crate::names::validate_name;
 use crate::options::{Options, MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
-use crate::store::{subscription_delete_ops, Log, TopicConfig, TopicState};
+use crate::store::{subscription_delete_ops, Log};
+use crate::topic::{TopicConfig, TopicState};
 use crate::types::{
     saturating_millis, AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId, TopicId,
 };

@@ -315,7 +315,10 @@ mod tests {
     fn redrive_keys_round_trip_and_stay_inside_the_subscription() {
         let k = redrive_key(SubscriptionId(4), 1 << 33);
         assert_eq!(parse_redrive_key(&k), Some((SubscriptionId(4), 1 << 33)));
-        assert_eq!(parse_redrive_key(&sub_state_key(SubscriptionId(4), 0)), None);
+        assert_eq!(
+            parse_redrive_key(&sub_state_key(SubscriptionId(4), 0)),
+            None
+        );
         assert_eq!(parse_redrive_key(&dlq_seq_key(SubscriptionId(4))), None);
         let (start, end) = subscription_range(SubscriptionId(4));
         assert!(k.as_slice() >= start.as_slice() && k.as_slice() < end.as_slice());

@@ -7,7 +7,7 @@
 //!
 //! # Layout
 //! * [`broker`]: the boundary the server talks to (publish, subscribe, settle, admin).
-//! * [`store`]: [`Log`], topics, appends and reads.
+//! * [`store`]: [`Log`], topics, appends and reads; [`TopicState`]: a live topic's partition positions.
 //! * [`writer`]: the single group-commit writer thread.
 //! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
 //! * [`keys`]: the RocksDB key layout; [`codec`]: the record envelope.
@@ -35,6 +35,7 @@ pub mod partitioner;
 pub mod space;
 pub mod store;
 pub mod synced_mark;
+mod topic;
 pub mod types;
 pub mod writer;
 
@@ -45,5 +46,6 @@ pub use broker::{
 pub use error::{Error, Result};
 pub use health::StorageHealth;
 pub use options::Options;
-pub use store::{Log, StorageStats, TopicConfig, TopicState};
+pub use store::{Log, StorageStats};
+pub use topic::{PartitionTail, TopicConfig, TopicState};
 pub use types::*;

@@ -1,27 +1,10 @@
-//! [`Log`]: the RocksDB-backed partitioned log.
-//!
-//! ```text
-//!  partition p of a topic:
-//!
-//!     start                                  end         next
-//!       │  retained, committed records        │  in the    │
-//!       ▼                                     ▼  writer's  ▼
-//!     ┌───┬───┬───┬───┬───┬───┬───┬───┬───┬───┬───┬───┐
-//!     │ 0 │ 1 │ 2 │ 3 │ 4 │ 5 │ 6 │ 7 │ 8 │ 9 │10 │11 │
-//!     └───┴───┴───┴───┴───┴───┴───┴───┴───┴───┴───┴───┘
-//!                                               group being committed
-//! ```
-//!
-//! * `next` is the offset the writer gives the next record; only the writer
-//!   thread touches it.
-//! * `end` is one past the last *committed* record. Readers never look at or past
-//!   it, so they cannot observe an event a crash could take back. It only grows,
-//!   and every advance bumps the topic's tail [`watch`] so tailing readers wake.
-//! * `start` is the first retained offset.
+//! [`Log`]: the RocksDB-backed partitioned log: open and recovery, topic and
+//! subscription metadata, appends, reads, retention and backups. The offsets
+//! of a partition (start, committed end, next) are drawn in `topic.rs`.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -33,12 +16,12 @@ use crate::codec::{self, encode_record};
 use crate::error::{Error, Result};
 use crate::health::{HealthCell, StorageHealth};
 use crate::keys::{self, Cf, MetaKind};
-use crate::meta::{now_ms, Retention, SubscriptionMeta, TopicMeta};
+use crate::meta::{now_ms, SubscriptionMeta, TopicMeta};
 use crate::names::validate_name;
 use crate::options::{Options, MAX_PARTITIONS};
-use crate::partitioner::{partition_for_key, Spreader};
 use crate::space::SpaceGuard;
 use crate::synced_mark::{self, SyncedMark};
+use crate::topic::{PartitionBounds, TopicConfig, TopicState};
 use crate::types::{AppendResult, Durability, NewEvent, Offset, PartitionId, StoredEvent, TopicId};
 use crate::writer::{Command, Op, PendingRecord, Writer};
 
@@ -46,120 +29,6 @@ use crate::writer::{Command, Op, PendingRecord, Writer};
 pub const FORMAT_VERSION: u32 = 1;
 /// Commands queued for the writer before publishers wait (backpressure).
 const WRITER_QUEUE: usize = 1024;
-
-/// Per-partition positions; see the module docs.
-#[derive(Debug)]
-pub struct PartitionTail {
-    pub(crate) next: AtomicU64,
-    pub(crate) end: AtomicU64,
-    pub(crate) start: AtomicU64,
-    pub(crate) last_publish_ms: AtomicU64,
-    pub(crate) last_index_ms: AtomicU64,
-    /// Bytes of retained records: exact for what this run wrote and trimmed,
-    /// estimated from SST sizes at open. Drives `max_bytes` retention.
-    pub(crate) bytes: AtomicU64,
-}
-
-impl PartitionTail {
-    /// One past the last committed offset.
-    pub fn end(&self) -> Offset {
-        self.end.load(Ordering::Acquire)
-    }
-    /// The first retained offset.
-    pub fn start(&self) -> Offset {
-        self.start.load(Ordering::Acquire)
-    }
-}
-
-/// A live topic: its metadata plus the shared tail positions.
-#[derive(Debug)]
-pub struct TopicState {
-    pub meta: TopicMeta,
-    pub partitions: Box<[PartitionTail]>,
-    tail_tx: watch::Sender<u64>,
-    deleted: AtomicBool,
-    spreader: Spreader,
-}
-
-impl TopicState {
-    fn new(meta: TopicMeta, bounds: Vec<PartitionBounds>) -> Self {
-        let partitions = bounds
-            .into_iter()
-            .map(|b| PartitionTail {
-                next: AtomicU64::new(b.end),
-                end: AtomicU64::new(b.end),
-                start: AtomicU64::new(b.start),
-                last_publish_ms: AtomicU64::new(b.last_publish_ms),
-                bytes: AtomicU64::new(b.bytes),
-                last_index_ms: AtomicU64::new(0),
-            })
-            .collect();
-        TopicState {
-            meta,
-            partitions,
-            tail_tx: watch::channel(0).0,
-            deleted: AtomicBool::new(false),
-            spreader: Spreader::default(),
-        }
-    }
-
-    pub fn id(&self) -> TopicId {
-        self.meta.id
-    }
-
-    pub fn name(&self) -> &str {
-        &self.meta.name
-    }
-
-    pub fn partition_count(&self) -> u32 {
-        self.meta.partitions
-    }
-
-    /// Events retained now: the sum over partitions of end - start.
-    pub fn retained_events(&self) -> u64 {
-        self.partitions.iter().map(|p| p.end() - p.start()).sum()
-    }
-
-    /// Events ever committed: the sum of the partitions' end offsets.
-    pub fn committed_events(&self) -> u64 {
-        self.partitions.iter().map(|p| p.end()).sum()
-    }
-
-    /// A receiver that changes whenever any partition's committed end advances.
-    pub fn watch_tail(&self) -> watch::Receiver<u64> {
-        self.tail_tx.subscribe()
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.deleted.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn mark_deleted(&self) {
-        self.deleted.store(true, Ordering::Release);
-        self.notify_tail();
-    }
-
-    pub(crate) fn notify_tail(&self) {
-        self.tail_tx.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    /// The partition an event goes to.
-    pub fn route(&self, key: &str) -> PartitionId {
-        if key.is_empty() {
-            self.spreader.next(self.meta.partitions)
-        } else {
-            partition_for_key(key, self.meta.partitions)
-        }
-    }
-}
-
-/// Settings for a new topic.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TopicConfig {
-    /// 0 means the server default.
-    pub partitions: u32,
-    pub retention: Retention,
-}
 
 /// The partitioned log. Cheap to clone.
 #[derive(Clone)]
@@ -1020,18 +889,6 @@ fn corrupt_meta(location: &str, reason: impl Into<String>) -> Error {
         location: location.to_string(),
         reason: reason.into(),
     }
-}
-
-/// What recovery learns about a partition from its first and last record.
-#[derive(Debug, Clone, Copy, Default)]
-struct PartitionBounds {
-    start: Offset,
-    end: Offset,
-    /// Publish time of the last record, so publish times stay monotonic per
-    /// partition across restarts even if the clock stepped back.
-    last_publish_ms: u64,
-    /// Estimated stored bytes (SST files only).
-    bytes: u64,
 }
 
 /// The bounds of a partition: two seeks, no scan.

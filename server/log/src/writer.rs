@@ -53,8 +53,8 @@ use crate::keys::{self, Cf};
 use crate::meta::now_ms;
 use crate::metric_names;
 use crate::space::SpaceGuard;
-use crate::store::TopicState;
 use crate::synced_mark::SyncedMark;
+use crate::topic::TopicState;
 use crate::types::{AppendResult, PartitionId};
 
 /// Stop draining the queue into one group past this many bytes, so a single write

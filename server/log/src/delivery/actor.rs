@@ -19,7 +19,8 @@ use super::dead_letter::DeadLetterEntry;
 use crate::error::{Error, Result};
 use crate::keys::{self, dlq_key, parse_dlq_key, Cf};
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
-use crate::store::{Log, TopicState};
+use crate::store::Log;
+use crate::topic::TopicState;
 use crate::types::{Offset, PartitionId, StoredEvent, SubscriptionId};
 use crate::writer::Op;
 
