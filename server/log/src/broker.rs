@@ -19,16 +19,16 @@ use crate::delivery::{
     MemberStream, SettleOp, SettleOutcome, SubscriptionHandle, SubscriptionStats,
 };
 use crate::error::{Error, Result};
-use crate::keys::{self, Cf};
+use crate::keys;
 use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
 use crate::names::validate_name;
 use crate::options::{Options, MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
-use crate::store::{subscription_delete_ops, Log};
+use crate::store::Log;
 use crate::topic::{TopicConfig, TopicState};
 use crate::types::{
     saturating_millis, AppendResult, NewEvent, StartPosition, StoredEvent, SubscriptionId, TopicId,
 };
-use crate::writer::Op;
+use crate::writer::Update;
 
 type SubKey = (TopicId, String);
 
@@ -320,12 +320,10 @@ impl Broker {
                 StartPosition::Latest => ends
                     .iter()
                     .enumerate()
-                    .map(|(p, &end)| {
-                        Op::Put(
-                            Cf::Subs,
-                            keys::sub_state_key(m.id, p as u32).to_vec(),
-                            PartitionAcks::starting_at(end).encode(),
-                        )
+                    .map(|(p, &end)| Update::PutAckState {
+                        sub: m.id,
+                        partition: p as u32,
+                        acks: PartitionAcks::starting_at(end),
                     })
                     .collect(),
             })
@@ -435,7 +433,7 @@ impl Broker {
         let h = self.subscription(topic, name)?;
         h.stop(crate::delivery::StopReason::Deleted).await;
         self.log
-            .write(subscription_delete_ops(&h.meta()), true)
+            .write(vec![Update::delete_subscription(&h.meta())], true)
             .await?;
         let key = (h.topic.id(), name.to_string());
         self.subs.rcu(|m| {
@@ -460,14 +458,7 @@ impl Broker {
         let mut meta = (*h.meta()).clone();
         change(&mut meta)?;
         self.log
-            .write(
-                vec![Op::Put(
-                    Cf::Meta,
-                    keys::subscription_meta_key(meta.topic_id, &meta.name),
-                    crate::store::to_json(&meta),
-                )],
-                true,
-            )
+            .write(vec![Update::PutSubscription(meta.clone())], true)
             .await?;
         h.set_meta(meta).await?;
         self.info(&h).await
@@ -637,7 +628,7 @@ impl Broker {
         for chunk in seqs.chunks(1024) {
             let ops = chunk
                 .iter()
-                .map(|&seq| Op::Delete(Cf::Dlq, dead_letters::key(h.id(), seq)))
+                .map(|&seq| Update::PurgeDeadLetter { sub: h.id(), seq })
                 .collect();
             self.log.write(ops, true).await?;
             h.dlq
@@ -690,18 +681,16 @@ impl Broker {
                 Ok(out)
             })
             .await?;
-            let mut ops = Vec::with_capacity(entries.len() * 2);
+            let mut ops = Vec::with_capacity(entries.len());
             let mut redriven = Vec::with_capacity(entries.len());
             for dl in entries {
                 let mut entry = dl.entry;
                 entry.redrive_count += 1;
                 entry.attempts = 0;
-                ops.push(Op::Delete(Cf::Dlq, dead_letters::key(h.id(), entry.seq)));
-                ops.push(Op::Put(
-                    Cf::Subs,
-                    keys::redrive_key(h.id(), entry.seq).to_vec(),
-                    entry.encode(),
-                ));
+                ops.push(Update::Redrive {
+                    sub: h.id(),
+                    entry: entry.clone(),
+                });
                 redriven.push(crate::delivery::Redriven {
                     seq: entry.seq,
                     redrive_count: entry.redrive_count,

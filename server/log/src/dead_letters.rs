@@ -7,7 +7,7 @@
 use crate::delivery::dead_letter::DeadLetterEntry;
 use crate::error::{Error, Result};
 use crate::filter::any_type_matches;
-use crate::keys::{dlq_key, parse_dlq_key};
+use crate::keys::parse_dlq_key;
 use crate::types::{StoredEvent, TopicId, UnixMillis};
 
 /// Which dead letters an operation applies to.
@@ -96,8 +96,4 @@ pub(crate) fn read(
         false
     })?;
     found.transpose()
-}
-
-pub(crate) fn key(sub: crate::types::SubscriptionId, seq: u64) -> Vec<u8> {
-    dlq_key(sub, seq).to_vec()
 }

@@ -23,7 +23,7 @@ use crate::space::SpaceGuard;
 use crate::synced_mark::{self, SyncedMark};
 use crate::topic::{PartitionBounds, TopicConfig, TopicState};
 use crate::types::{AppendResult, Durability, NewEvent, Offset, PartitionId, StoredEvent, TopicId};
-use crate::writer::{Command, Op, PendingRecord, Writer};
+use crate::writer::{Command, IdAllocator, PendingRecord, Update, Writer};
 
 /// On-disk format of this data dir. Bumped on incompatible layout changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -78,20 +78,6 @@ impl Drop for Inner {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct IdAllocator {
-    pub next_topic: u32,
-    pub next_subscription: u32,
-}
-
-impl IdAllocator {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = self.next_topic.to_be_bytes().to_vec();
-        v.extend_from_slice(&self.next_subscription.to_be_bytes());
-        v
-    }
-}
-
 impl Log {
     /// Opens (or creates) the store. Blocking: call from `spawn_blocking`.
     ///
@@ -130,15 +116,9 @@ impl Log {
         }
 
         let ids = match db.get_cf(meta_cf, keys::meta_key(MetaKind::IdAllocator))? {
-            Some(v) if v.len() == 8 => IdAllocator {
-                next_topic: u32::from_be_bytes(v[0..4].try_into().expect("4")),
-                next_subscription: u32::from_be_bytes(v[4..8].try_into().expect("4")),
-            },
-            Some(_) => return Err(corrupt_meta("id allocator", "not 8 bytes")),
-            None => IdAllocator {
-                next_topic: 1,
-                next_subscription: 1,
-            },
+            Some(v) => IdAllocator::decode(&v)
+                .ok_or_else(|| corrupt_meta("id allocator", "not 8 bytes"))?,
+            None => IdAllocator::FIRST,
         };
 
         let incarnation = match db.get_cf(meta_cf, keys::meta_key(MetaKind::Incarnation))? {
@@ -313,14 +293,7 @@ impl Log {
         let mut next = *ids;
         next.next_topic += 1;
         self.write(
-            vec![
-                Op::Put(Cf::Meta, keys::topic_meta_key(name), to_json(&meta)),
-                Op::Put(
-                    Cf::Meta,
-                    keys::meta_key(MetaKind::IdAllocator).to_vec(),
-                    next.encode(),
-                ),
-            ],
+            vec![Update::PutTopic(meta.clone()), Update::PutIds(next)],
             true,
         )
         .await?;
@@ -350,20 +323,15 @@ impl Log {
         let topic = self
             .topic(name)
             .ok_or_else(|| Error::TopicNotFound(name.to_string()))?;
-        let (start, end) = keys::topic_range(topic.id());
-        let mut ops = vec![
-            Op::Delete(Cf::Meta, keys::topic_meta_key(name)),
-            Op::DeleteRange(Cf::Records, start.to_vec(), end.to_vec()),
-            Op::DeleteRange(Cf::TimeIndex, start.to_vec(), end.to_vec()),
-            Op::DeleteRange(Cf::Dedup, start.to_vec(), end.to_vec()),
-        ];
-        for sub in subscriptions {
-            ops.extend(subscription_delete_ops(sub));
-        }
+        let mut updates = vec![Update::DeleteTopic {
+            id: topic.id(),
+            name: name.to_string(),
+        }];
+        updates.extend(subscriptions.iter().map(Update::delete_subscription));
         let (reply, rx) = oneshot::channel();
         self.send(Command::DeleteTopic {
             topic: topic.clone(),
-            ops,
+            updates,
             reply,
         })
         .await?;
@@ -377,11 +345,12 @@ impl Log {
         Ok(topic)
     }
 
-    /// Allocates a subscription id and persists `meta` (with that id) plus `ops`.
+    /// Allocates a subscription id and persists `meta` (with that id) plus
+    /// the updates `extra` returns for it, in one synced batch.
     pub async fn create_subscription_meta(
         &self,
         mut meta: SubscriptionMeta,
-        extra: impl FnOnce(&SubscriptionMeta) -> Vec<Op>,
+        extra: impl FnOnce(&SubscriptionMeta) -> Vec<Update>,
     ) -> Result<SubscriptionMeta> {
         let mut ids = self.inner.admin.lock().await;
         if ids.next_subscription == u32::MAX {
@@ -392,20 +361,9 @@ impl Log {
         meta.id = crate::types::SubscriptionId(ids.next_subscription);
         let mut next = *ids;
         next.next_subscription += 1;
-        let mut ops = vec![
-            Op::Put(
-                Cf::Meta,
-                keys::subscription_meta_key(meta.topic_id, &meta.name),
-                to_json(&meta),
-            ),
-            Op::Put(
-                Cf::Meta,
-                keys::meta_key(MetaKind::IdAllocator).to_vec(),
-                next.encode(),
-            ),
-        ];
-        ops.extend(extra(&meta));
-        self.write(ops, true).await?;
+        let mut updates = vec![Update::PutSubscription(meta.clone()), Update::PutIds(next)];
+        updates.extend(extra(&meta));
+        self.write(updates, true).await?;
         *ids = next;
         Ok(meta)
     }
@@ -537,11 +495,11 @@ impl Log {
         }
     }
 
-    /// Writes `ops` atomically through the group-commit writer.
-    pub async fn write(&self, ops: Vec<Op>, sync: bool) -> Result<()> {
+    /// Writes `updates` atomically through the group-commit writer.
+    pub async fn write(&self, updates: Vec<Update>, sync: bool) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Write {
-            ops,
+            updates,
             sync,
             reply: Some(reply),
         })
@@ -549,11 +507,11 @@ impl Log {
         rx.await.map_err(|_| self.closed())?
     }
 
-    /// Queues `ops` without waiting for the commit. Order with later writes is
+    /// Queues `updates` without waiting for the commit. Order with later writes is
     /// kept, because one thread applies them in queue order.
-    pub async fn write_nowait(&self, ops: Vec<Op>) -> Result<()> {
+    pub async fn write_nowait(&self, updates: Vec<Update>) -> Result<()> {
         self.send(Command::Write {
-            ops,
+            updates,
             sync: false,
             reply: None,
         })
@@ -743,24 +701,15 @@ impl Log {
         if new_start <= start {
             return Ok(0);
         }
-        let id = topic.id();
-        self.write(
-            vec![
-                Op::DeleteRange(
-                    Cf::Records,
-                    keys::record_key(id, partition, start).to_vec(),
-                    keys::record_key(id, partition, new_start).to_vec(),
-                ),
-                // Index entries up to the last removed record's time go too.
-                Op::DeleteRange(
-                    Cf::TimeIndex,
-                    keys::time_index_key(id, partition, 0, 0).to_vec(),
-                    keys::time_index_key(id, partition, cut_ms, new_start).to_vec(),
-                ),
-            ],
-            false,
-        )
-        .await?;
+        // Index entries up to the last removed record's time go too.
+        let trim = Update::Trim {
+            topic: topic.id(),
+            partition,
+            from: start,
+            to: new_start,
+            index_until_ms: cut_ms,
+        };
+        self.write(vec![trim], false).await?;
         tail.start.store(new_start, Ordering::Release);
         let _ = tail
             .bytes
@@ -865,23 +814,6 @@ pub struct StorageStats {
     pub memtable_bytes: u64,
     /// Bytes RocksDB estimates compaction still has to rewrite.
     pub pending_compaction_bytes: u64,
-}
-
-/// Ops that remove a subscription's metadata and all of its state.
-pub fn subscription_delete_ops(sub: &SubscriptionMeta) -> Vec<Op> {
-    let (start, end) = keys::subscription_range(sub.id);
-    vec![
-        Op::Delete(
-            Cf::Meta,
-            keys::subscription_meta_key(sub.topic_id, &sub.name),
-        ),
-        Op::DeleteRange(Cf::Subs, start.to_vec(), end.to_vec()),
-        Op::DeleteRange(Cf::Dlq, start.to_vec(), end.to_vec()),
-    ]
-}
-
-pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("metadata types always serialize")
 }
 
 fn corrupt_meta(location: &str, reason: impl Into<String>) -> Error {

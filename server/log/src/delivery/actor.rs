@@ -17,12 +17,12 @@ use super::ack_id::AckId;
 use super::acks::PartitionAcks;
 use super::dead_letter::DeadLetterEntry;
 use crate::error::{Error, Result};
-use crate::keys::{self, dlq_key, parse_dlq_key, Cf};
+use crate::keys::{self, parse_dlq_key};
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
 use crate::store::Log;
 use crate::topic::TopicState;
 use crate::types::{Offset, PartitionId, StoredEvent, SubscriptionId};
-use crate::writer::Op;
+use crate::writer::Update;
 
 /// Commands queued for one subscription before callers wait.
 const COMMAND_QUEUE: usize = 1024;
@@ -602,7 +602,7 @@ struct Actor {
     next_dlq_seq: u64,
     /// Writes that must reach disk atomically with the next flush (dead-letter
     /// entries, written in the same batch as the ack state that settles them).
-    pending_ops: Vec<Op>,
+    pending_ops: Vec<Update>,
     /// Redriven dead letters not yet handed out, in redrive order.
     redrive: VecDeque<Redriven>,
     /// Stored entries of redriven events handed out and not yet settled.
@@ -1081,11 +1081,10 @@ impl Actor {
                 *attempts = step(*attempts);
                 if let Some(e) = self.redrive_entries.get_mut(seq) {
                     e.attempts = *attempts;
-                    self.pending_ops.push(Op::Put(
-                        Cf::Subs,
-                        keys::redrive_key(self.meta.id, *seq).to_vec(),
-                        e.encode(),
-                    ));
+                    self.pending_ops.push(Update::UpdateRedrive {
+                        sub: self.meta.id,
+                        entry: e.clone(),
+                    });
                 }
                 *attempts
             }
@@ -1323,10 +1322,10 @@ impl Actor {
             } => {
                 // Leaves the redrive queue in the same batch as it re-enters the DLQ.
                 self.redrive_entries.remove(&seq);
-                self.pending_ops.push(Op::Delete(
-                    Cf::Subs,
-                    keys::redrive_key(self.meta.id, seq).to_vec(),
-                ));
+                self.pending_ops.push(Update::DropRedrive {
+                    sub: self.meta.id,
+                    seq,
+                });
                 self.release_key(&event.key);
                 (attempts, redrive_count)
             }
@@ -1344,17 +1343,11 @@ impl Actor {
             record: DeadLetterEntry::record_of(event),
         };
         self.next_dlq_seq += 1;
-        self.pending_ops.push(Op::Put(
-            Cf::Dlq,
-            dlq_key(self.meta.id, entry.seq).to_vec(),
-            entry.encode(),
-        ));
-        // The high-water mark goes in the same batch as the entry it covers.
-        self.pending_ops.push(Op::Put(
-            Cf::Subs,
-            keys::dlq_seq_key(self.meta.id).to_vec(),
-            self.next_dlq_seq.to_be_bytes().to_vec(),
-        ));
+        // The high-water mark (`next_dlq_seq`) goes in the same batch as the entry it covers.
+        self.pending_ops.push(Update::DeadLetter {
+            sub: self.meta.id,
+            entry,
+        });
         self.flush_at = Some(now);
         self.dlq.count.fetch_add(1, AtomicOrdering::Relaxed);
         self.stats.dead_lettered += 1;
@@ -1391,7 +1384,7 @@ impl Actor {
     /// them out again, so keeping them would deliver the event twice. Redriven
     /// dead letters before the target are untouched; an operator returned them
     /// explicitly and the seek does not reach them.
-    fn seek(&mut self, targets: Vec<Option<Offset>>) -> Vec<Op> {
+    fn seek(&mut self, targets: Vec<Option<Offset>>) -> Vec<Update> {
         let mut ops = Vec::new();
         for (p, target) in targets.into_iter().enumerate() {
             let Some(target) = target else { continue };
@@ -1427,10 +1420,10 @@ impl Actor {
             });
             for seq in gone_redrives {
                 self.redrive_entries.remove(&seq);
-                ops.push(Op::Delete(
-                    Cf::Subs,
-                    keys::redrive_key(self.meta.id, seq).to_vec(),
-                ));
+                ops.push(Update::DropRedrive {
+                    sub: self.meta.id,
+                    seq,
+                });
             }
             let buffered = &mut self.buffered;
             self.unblocked.retain(|e| {
@@ -1467,11 +1460,11 @@ impl Actor {
             part.acks = PartitionAcks::starting_at(target);
             part.cursor = target;
             part.dirty = false;
-            ops.push(Op::Put(
-                Cf::Subs,
-                keys::sub_state_key(self.meta.id, p_id).to_vec(),
-                part.acks.encode(),
-            ));
+            ops.push(Update::PutAckState {
+                sub: self.meta.id,
+                partition: p_id,
+                acks: part.acks.clone(),
+            });
         }
         ops
     }
@@ -1539,10 +1532,10 @@ impl Actor {
             }
             Origin::Redrive { seq, .. } => {
                 self.redrive_entries.remove(&seq);
-                self.pending_ops.push(Op::Delete(
-                    Cf::Subs,
-                    keys::redrive_key(self.meta.id, seq).to_vec(),
-                ));
+                self.pending_ops.push(Update::DropRedrive {
+                    sub: self.meta.id,
+                    seq,
+                });
                 self.release_key(&event.key);
             }
         }
@@ -1692,7 +1685,7 @@ impl Actor {
         s
     }
 
-    fn dirty_ops(&mut self) -> Vec<Op> {
+    fn dirty_ops(&mut self) -> Vec<Update> {
         let id = self.meta.id;
         let mut ops = std::mem::take(&mut self.pending_ops);
         ops.extend(
@@ -1702,11 +1695,11 @@ impl Actor {
                 .filter(|(_, p)| p.dirty)
                 .map(|(i, p)| {
                     p.dirty = false;
-                    Op::Put(
-                        Cf::Subs,
-                        keys::sub_state_key(id, i as PartitionId).to_vec(),
-                        p.acks.encode(),
-                    )
+                    Update::PutAckState {
+                        sub: id,
+                        partition: i as PartitionId,
+                        acks: p.acks.clone(),
+                    }
                 }),
         );
         ops

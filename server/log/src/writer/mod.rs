@@ -57,6 +57,10 @@ use crate::synced_mark::SyncedMark;
 use crate::topic::TopicState;
 use crate::types::{AppendResult, PartitionId};
 
+mod update;
+
+pub use update::{IdAllocator, Sink, Update};
+
 /// Stop draining the queue into one group past this many bytes, so a single write
 /// stays a bounded amount of work and memory.
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
@@ -77,24 +81,6 @@ enum Plan {
     SameAs(usize),
 }
 
-/// One write, described without a `WriteBatch` so many can be merged into one.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Put(Cf, Vec<u8>, Vec<u8>),
-    Delete(Cf, Vec<u8>),
-    DeleteRange(Cf, Vec<u8>, Vec<u8>),
-}
-
-impl Op {
-    fn len(&self) -> usize {
-        match self {
-            Op::Put(_, k, v) => k.len() + v.len(),
-            Op::Delete(_, k) => k.len(),
-            Op::DeleteRange(_, a, b) => a.len() + b.len(),
-        }
-    }
-}
-
 /// An encoded (unsealed) record bound for a partition.
 pub struct PendingRecord {
     pub partition: PartitionId,
@@ -110,14 +96,14 @@ pub enum Command {
         reply: oneshot::Sender<Result<Vec<AppendResult>>>,
     },
     Write {
-        ops: Vec<Op>,
+        updates: Vec<Update>,
         sync: bool,
         reply: Option<oneshot::Sender<Result<()>>>,
     },
-    /// Marks the topic deleted (so later appends fail) and writes `ops`.
+    /// Marks the topic deleted (so later appends fail) and writes `updates`.
     DeleteTopic {
         topic: Arc<TopicState>,
-        ops: Vec<Op>,
+        updates: Vec<Update>,
         reply: oneshot::Sender<Result<()>>,
     },
 }
@@ -297,18 +283,22 @@ impl Writer {
                     replies.push(Reply::Append(reply, results));
                 }
                 Command::Write {
-                    ops,
+                    updates,
                     sync: s,
                     reply,
                 } => {
                     sync |= s;
-                    self.add_ops(&mut batch, ops);
+                    self.add_updates(&mut batch, &updates);
                     replies.push(Reply::Unit(reply));
                 }
-                Command::DeleteTopic { topic, ops, reply } => {
+                Command::DeleteTopic {
+                    topic,
+                    updates,
+                    reply,
+                } => {
                     topic.mark_deleted();
                     sync = true;
-                    self.add_ops(&mut batch, ops);
+                    self.add_updates(&mut batch, &updates);
                     replies.push(Reply::Unit(Some(reply)));
                 }
             }
@@ -397,10 +387,7 @@ impl Writer {
         advances: &mut Vec<Advance>,
     ) -> Result<Vec<AppendResult>> {
         let db = self.db.clone();
-        let cf = |c: Cf| {
-            db.cf_handle(c.name())
-                .expect("every column family is created at open")
-        };
+        let cf = |c: Cf| cf_handle(&db, c);
         let (cf_records, cf_time, cf_dedup) = (cf(Cf::Records), cf(Cf::TimeIndex), cf(Cf::Dedup));
         // Decide every duplicate before touching the batch, so a failed lookup
         // fails the whole command and never writes part of it.
@@ -515,21 +502,40 @@ impl Writer {
         Ok(results)
     }
 
-    fn add_ops(&self, batch: &mut WriteBatch, ops: Vec<Op>) {
-        for op in ops {
-            match op {
-                Op::Put(cf, k, v) => batch.put_cf(self.cf(cf), k, v),
-                Op::Delete(cf, k) => batch.delete_cf(self.cf(cf), k),
-                Op::DeleteRange(cf, a, b) => batch.delete_range_cf(self.cf(cf), a, b),
-            }
+    fn add_updates(&self, batch: &mut WriteBatch, updates: &[Update]) {
+        let mut sink = BatchSink {
+            db: &self.db,
+            batch,
+        };
+        for update in updates {
+            update.encode(&mut sink);
         }
     }
+}
 
-    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(cf.name())
-            .expect("every column family is created at open")
+/// Encodes [`Update`]s straight into a group's `WriteBatch`.
+struct BatchSink<'a> {
+    db: &'a DB,
+    batch: &'a mut WriteBatch,
+}
+
+impl Sink for BatchSink<'_> {
+    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        self.batch.put_cf(cf_handle(self.db, cf), key, value);
     }
+
+    fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.batch.delete_cf(cf_handle(self.db, cf), key);
+    }
+
+    fn delete_range(&mut self, cf: Cf, from: &[u8], to: &[u8]) {
+        self.batch.delete_range_cf(cf_handle(self.db, cf), from, to);
+    }
+}
+
+fn cf_handle(db: &DB, cf: Cf) -> &rocksdb::ColumnFamily {
+    db.cf_handle(cf.name())
+        .expect("every column family is created at open")
 }
 
 /// The syncer thread: one WAL sync for every group written since the last,
@@ -660,8 +666,8 @@ fn fail_replies_with(replies: Vec<Reply>, err: impl Fn() -> Error) {
 fn command_bytes(cmd: &Command) -> usize {
     match cmd {
         Command::Append { records, .. } => records.iter().map(|r| r.record.len() + 16).sum(),
-        Command::Write { ops, .. } | Command::DeleteTopic { ops, .. } => {
-            ops.iter().map(Op::len).sum()
+        Command::Write { updates, .. } | Command::DeleteTopic { updates, .. } => {
+            updates.iter().map(Update::size_hint).sum()
         }
     }
 }
