@@ -36,20 +36,18 @@
 //! ([`crate::space`]), and a write that still hits ENOSPC fails only its own
 //! group.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::seal_record;
-use crate::dedup::{Dedup, Seen};
+use crate::dedup::Dedup;
 use crate::error::{is_no_space, Error, Result};
 use crate::health::HealthCell;
-use crate::keys::{self, Cf};
+use crate::keys::Cf;
 use crate::meta::now_ms;
 use crate::metric_names;
 use crate::space::SpaceGuard;
@@ -57,8 +55,14 @@ use crate::synced_mark::SyncedMark;
 use crate::topic::TopicState;
 use crate::types::{AppendResult, PartitionId};
 
+mod append;
+mod syncer;
 mod update;
 
+use syncer::{
+    complete, fail_replies, fail_replies_with, panic_message, run_syncer, sync_and_complete,
+    Written,
+};
 pub use update::{IdAllocator, Sink, Update};
 
 /// Stop draining the queue into one group past this many bytes, so a single write
@@ -70,16 +74,6 @@ const MAX_GROUP_COMMANDS: usize = 4096;
 const MAX_UNSYNCED_GROUPS: usize = 256;
 /// A partition gets a time-index entry at most this often.
 pub const TIME_INDEX_INTERVAL_MS: u64 = 100;
-
-/// What the writer does with one record of an append.
-#[derive(Debug, Clone, Copy)]
-enum Plan {
-    Write,
-    /// Its idempotency key was committed before.
-    Duplicate(Seen),
-    /// Its idempotency key appeared earlier in the same command.
-    SameAs(usize),
-}
 
 /// An encoded (unsealed) record bound for a partition.
 pub struct PendingRecord {
@@ -135,15 +129,6 @@ pub struct Writer {
     dedup: Dedup,
     /// Advanced after every successful WAL sync.
     mark: Arc<SyncedMark>,
-}
-
-/// A group in RocksDB whose effects wait for the syncer.
-struct Written {
-    sync: bool,
-    advances: Vec<Advance>,
-    replies: Vec<Reply>,
-    /// When the writer took the group: commit latency runs from here.
-    started: std::time::Instant,
 }
 
 impl Writer {
@@ -245,102 +230,22 @@ impl Writer {
             }
             return;
         }
-        let now = now_ms();
-        let started = std::time::Instant::now();
         let mut batch = WriteBatch::default();
-        let mut sync = false;
-        let mut replies = Vec::with_capacity(group.len());
-        let mut advances: Vec<Advance> = Vec::new();
-        for cmd in group {
-            match cmd {
-                Command::Append {
-                    topic,
-                    records,
-                    reply,
-                } => {
-                    if topic.is_deleted() {
-                        let name = topic.meta.name.clone();
-                        replies.push(Reply::Append(reply, Err(Error::TopicNotFound(name))));
-                        continue;
-                    }
-                    let bytes = records.iter().map(|r| r.record.len() as u64).sum();
-                    if let Err((free_bytes, reserve_bytes)) =
-                        self.space.admit(bytes, std::time::Instant::now())
-                    {
-                        self.health.disk_full(free_bytes, reserve_bytes);
-                        let full = Error::DiskFull {
-                            free_bytes,
-                            reserve_bytes,
-                        };
-                        replies.push(Reply::Append(reply, Err(full)));
-                        continue;
-                    }
-                    if self.space.reserve() > 0 {
-                        self.health.space_ok();
-                    }
-                    sync |= self.sync_appends;
-                    let results = self.add_append(&mut batch, &topic, records, now, &mut advances);
-                    replies.push(Reply::Append(reply, results));
-                }
-                Command::Write {
-                    updates,
-                    sync: s,
-                    reply,
-                } => {
-                    sync |= s;
-                    self.add_updates(&mut batch, &updates);
-                    replies.push(Reply::Unit(reply));
-                }
-                Command::DeleteTopic {
-                    topic,
-                    updates,
-                    reply,
-                } => {
-                    topic.mark_deleted();
-                    sync = true;
-                    self.add_updates(&mut batch, &updates);
-                    replies.push(Reply::Unit(Some(reply)));
-                }
-            }
-        }
+        let written = self.add_group(&mut batch, group);
 
         // Through the syncer when this group needs a sync, or when an earlier
         // group still waits there (answers and committed ends keep their order).
-        let via_syncer = to_syncer.filter(|(_, pending)| sync || pending.load(Acquire) > 0);
-        let events: usize = advances.iter().map(|a| a.events).sum();
+        let via_syncer = to_syncer.filter(|(_, pending)| written.sync || pending.load(Acquire) > 0);
+        let events: usize = written.advances.iter().map(|a| a.events).sum();
         if events > 0 {
             metrics::histogram!(metric_names::COMMIT_BATCH_EVENTS).record(events as f64);
         }
         let mut opts = WriteOptions::default();
-        opts.set_sync(sync && via_syncer.is_none());
+        opts.set_sync(written.sync && via_syncer.is_none());
         if let Err(msg) = self.write(batch, &opts) {
-            if is_no_space(&msg) {
-                // Nothing of this group reached the WAL: refuse it, keep going.
-                let (free_bytes, reserve_bytes) = self.out_of_space();
-                let full = || Error::DiskFull {
-                    free_bytes,
-                    reserve_bytes,
-                };
-                fail_replies_with(replies, full);
-            } else if msg.starts_with("Corruption") {
-                // RocksDB stops all writes once a flush or compaction finds
-                // damaged data; a restart meets the same damage.
-                self.health.fail(format!(
-                    "stored data is damaged and RocksDB stopped all writes: {msg}; restore the data dir from a backup (see RUNBOOK.md, corruption)"
-                ));
-                fail_replies(replies, &msg);
-            } else {
-                self.health.fail(format!("RocksDB write failed: {msg}"));
-                fail_replies(replies, &msg);
-            }
+            self.write_failed(&msg, written.replies);
             return;
         }
-        let written = Written {
-            sync,
-            advances,
-            replies,
-            started,
-        };
         match via_syncer {
             Some((tx, pending)) => {
                 pending.fetch_add(1, Release);
@@ -356,6 +261,104 @@ impl Writer {
                 Some(failure) => fail_replies(written.replies, &failure),
                 None => complete(written),
             },
+        }
+    }
+
+    /// Adds every command of `group` to `batch`: what the group will
+    /// publish and answer once it is written (and synced, when it must be).
+    fn add_group(&mut self, batch: &mut WriteBatch, group: Vec<Command>) -> Written {
+        let now = now_ms();
+        let started = std::time::Instant::now();
+        let mut sync = false;
+        let mut replies = Vec::with_capacity(group.len());
+        let mut advances: Vec<Advance> = Vec::new();
+        for cmd in group {
+            match cmd {
+                Command::Append {
+                    topic,
+                    records,
+                    reply,
+                } => {
+                    let results = match self.admit(&topic, &records) {
+                        Ok(()) => {
+                            sync |= self.sync_appends;
+                            self.add_append(batch, &topic, records, now, &mut advances)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    replies.push(Reply::Append(reply, results));
+                }
+                Command::Write {
+                    updates,
+                    sync: s,
+                    reply,
+                } => {
+                    sync |= s;
+                    self.add_updates(batch, &updates);
+                    replies.push(Reply::Unit(reply));
+                }
+                Command::DeleteTopic {
+                    topic,
+                    updates,
+                    reply,
+                } => {
+                    topic.mark_deleted();
+                    sync = true;
+                    self.add_updates(batch, &updates);
+                    replies.push(Reply::Unit(Some(reply)));
+                }
+            }
+        }
+        Written {
+            sync,
+            advances,
+            replies,
+            started,
+        }
+    }
+
+    /// Refuses an append to a deleted topic, or while the disk is under its
+    /// reserve.
+    fn admit(&mut self, topic: &TopicState, records: &[PendingRecord]) -> Result<()> {
+        if topic.is_deleted() {
+            return Err(Error::TopicNotFound(topic.meta.name.clone()));
+        }
+        let bytes = records.iter().map(|r| r.record.len() as u64).sum();
+        if let Err((free_bytes, reserve_bytes)) = self.space.admit(bytes, std::time::Instant::now())
+        {
+            self.health.disk_full(free_bytes, reserve_bytes);
+            return Err(Error::DiskFull {
+                free_bytes,
+                reserve_bytes,
+            });
+        }
+        if self.space.reserve() > 0 {
+            self.health.space_ok();
+        }
+        Ok(())
+    }
+
+    /// A group's write failed: out of space refuses the group only; anything
+    /// else stops the write path.
+    fn write_failed(&mut self, msg: &str, replies: Vec<Reply>) {
+        if is_no_space(msg) {
+            // Nothing of this group reached the WAL: refuse it, keep going.
+            let (free_bytes, reserve_bytes) = self.out_of_space();
+            let full = || Error::DiskFull {
+                free_bytes,
+                reserve_bytes,
+            };
+            fail_replies_with(replies, full);
+        } else if msg.starts_with("Corruption") {
+            // RocksDB stops all writes once a flush or compaction finds
+            // damaged data; a restart meets the same damage.
+            self.health.fail(format!(
+                "stored data is damaged and RocksDB stopped all writes: {msg}; restore the data dir from a backup (see RUNBOOK.md, corruption)"
+            ));
+            fail_replies(replies, msg);
+        } else {
+            self.health.fail(format!("RocksDB write failed: {msg}"));
+            fail_replies(replies, msg);
         }
     }
 
@@ -376,130 +379,6 @@ impl Writer {
         let reserve = self.space.reserve();
         self.health.disk_full(free, reserve);
         (free, reserve)
-    }
-
-    fn add_append(
-        &mut self,
-        batch: &mut WriteBatch,
-        topic: &Arc<TopicState>,
-        records: Vec<PendingRecord>,
-        now: u64,
-        advances: &mut Vec<Advance>,
-    ) -> Result<Vec<AppendResult>> {
-        let db = self.db.clone();
-        let cf = |c: Cf| cf_handle(&db, c);
-        let (cf_records, cf_time, cf_dedup) = (cf(Cf::Records), cf(Cf::TimeIndex), cf(Cf::Dedup));
-        // Decide every duplicate before touching the batch, so a failed lookup
-        // fails the whole command and never writes part of it.
-        let mut plan = Vec::with_capacity(records.len());
-        if records.iter().any(|r| !r.idempotency_key.is_empty()) {
-            self.dedup.prune(now);
-            let mut first_in_command: HashMap<&str, usize> = HashMap::new();
-            for (i, r) in records.iter().enumerate() {
-                let key = r.idempotency_key.as_str();
-                plan.push(if key.is_empty() {
-                    Plan::Write
-                } else if let Some(&j) = first_in_command.get(key) {
-                    Plan::SameAs(j)
-                } else if let Some(seen) =
-                    self.dedup.lookup(&db, cf_dedup, topic.meta.id, key, now)?
-                {
-                    Plan::Duplicate(seen)
-                } else {
-                    first_in_command.insert(key, i);
-                    Plan::Write
-                });
-            }
-            if let Some((from, to)) = self.dedup.expired_range(topic.meta.id, now) {
-                batch.delete_range_cf(cf_dedup, from, to);
-            }
-        } else {
-            plan.resize(records.len(), Plan::Write);
-        }
-        let mut results: Vec<AppendResult> = Vec::with_capacity(records.len());
-        for (
-            PendingRecord {
-                partition,
-                mut record,
-                idempotency_key,
-            },
-            plan,
-        ) in records.into_iter().zip(plan)
-        {
-            match plan {
-                Plan::Write => {}
-                Plan::Duplicate(seen) => {
-                    results.push(AppendResult {
-                        partition: seen.partition,
-                        offset: seen.offset,
-                        duplicate: true,
-                    });
-                    continue;
-                }
-                Plan::SameAs(j) => {
-                    let first = results[j];
-                    results.push(AppendResult {
-                        duplicate: true,
-                        ..first
-                    });
-                    continue;
-                }
-            }
-            let tail = &topic.partitions[partition as usize];
-            // Only this thread writes `next`, `last_publish_ms` and `last_index_ms`.
-            let offset = tail.next.load(Relaxed);
-            tail.next.store(offset + 1, Relaxed);
-            let publish_ms = now.max(tail.last_publish_ms.load(Relaxed));
-            tail.last_publish_ms.store(publish_ms, Relaxed);
-            seal_record(&mut record, publish_ms);
-            tail.bytes
-                .fetch_add((record.len() + keys::RECORD_KEY_LEN) as u64, Relaxed);
-            if !idempotency_key.is_empty() {
-                let seen = Seen {
-                    partition,
-                    offset,
-                    publish_ms,
-                };
-                let (k, v) = self.dedup.remember(topic.meta.id, &idempotency_key, seen);
-                batch.put_cf(cf_dedup, k, v);
-            }
-            batch.put_cf(
-                cf_records,
-                keys::record_key(topic.meta.id, partition, offset),
-                &record,
-            );
-            let last_indexed = tail.last_index_ms.load(Relaxed);
-            if last_indexed == 0 || publish_ms >= last_indexed + TIME_INDEX_INTERVAL_MS {
-                batch.put_cf(
-                    cf_time,
-                    keys::time_index_key(topic.meta.id, partition, publish_ms, offset),
-                    [],
-                );
-                tail.last_index_ms.store(publish_ms, Relaxed);
-            }
-            match advances
-                .iter_mut()
-                .rev()
-                .find(|a| Arc::ptr_eq(&a.topic, topic) && a.partition == partition)
-            {
-                Some(a) => {
-                    a.end = offset + 1;
-                    a.events += 1;
-                }
-                None => advances.push(Advance {
-                    topic: topic.clone(),
-                    partition,
-                    end: offset + 1,
-                    events: 1,
-                }),
-            }
-            results.push(AppendResult {
-                partition,
-                offset,
-                duplicate: false,
-            });
-        }
-        Ok(results)
     }
 
     fn add_updates(&self, batch: &mut WriteBatch, updates: &[Update]) {
@@ -536,131 +415,6 @@ impl Sink for BatchSink<'_> {
 fn cf_handle(db: &DB, cf: Cf) -> &rocksdb::ColumnFamily {
     db.cf_handle(cf.name())
         .expect("every column family is created at open")
-}
-
-/// The syncer thread: one WAL sync for every group written since the last,
-/// then their committed ends and answers, in write order. A panic stops the
-/// write path like a failed sync; the groups it held are answered with an
-/// error when their reply channels drop.
-fn run_syncer(
-    db: Arc<DB>,
-    rx: std::sync::mpsc::Receiver<Written>,
-    pending: Arc<AtomicUsize>,
-    health: HealthCell,
-    mark: &SyncedMark,
-) {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        while let Ok(first) = rx.recv() {
-            let mut groups = vec![first];
-            groups.extend(rx.try_iter());
-            let n = groups.len();
-            sync_and_complete(&db, groups, &health, mark);
-            pending.fetch_sub(n, Release);
-        }
-    }));
-    if let Err(panic) = result {
-        health.fail(format!(
-            "the syncer thread panicked: {}",
-            panic_message(&*panic)
-        ));
-    }
-}
-
-/// One WAL sync (if any group needs it) for `groups`, then their committed
-/// ends and answers; after this or any earlier failure, errors instead.
-/// A failed sync stops the write path whatever its errno (out of space
-/// included): the pages that failed to reach the disk may be gone.
-fn sync_and_complete(db: &DB, groups: Vec<Written>, health: &HealthCell, mark: &SyncedMark) {
-    let _span = tracing::debug_span!("wal_sync", groups = groups.len()).entered();
-    let synced = match health.failed() {
-        Some(msg) => Err(msg),
-        None if groups.iter().any(|w| w.sync) => {
-            // Read before the sync: everything up to here is in the WAL the
-            // sync covers (the writer may add more meanwhile).
-            let covered = db.latest_sequence_number();
-            sync_wal(db).map(|()| mark.advance(covered)).map_err(|msg| {
-                health.fail(format!("WAL sync failed: {msg}"));
-                msg
-            })
-        }
-        None => Ok(()),
-    };
-    match synced {
-        Ok(()) => groups.into_iter().for_each(complete),
-        Err(msg) => {
-            for w in groups {
-                fail_replies(w.replies, &msg);
-            }
-        }
-    }
-}
-
-/// `FlushWAL(sync)`, with the `syncer::sync` failpoint (`return`: EIO;
-/// `panic`: a dying syncer) in front of it.
-fn sync_wal(db: &DB) -> Result<(), String> {
-    fail::fail_point!("syncer::sync", |_| Err(
-        "IO error: fdatasync: Input/output error: injected".to_string()
-    ));
-    db.flush_wal(true).map_err(|e| e.into_string())
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
-/// A group is durable: publish its records to readers, then answer it.
-fn complete(w: Written) {
-    if !w.advances.is_empty() {
-        metrics::histogram!(metric_names::COMMIT_DURATION)
-            .record(w.started.elapsed().as_secs_f64());
-    }
-    let mut last_topic: Option<*const TopicState> = None;
-    for adv in &w.advances {
-        adv.topic.partitions[adv.partition as usize]
-            .end
-            .store(adv.end, Release);
-    }
-    for adv in &w.advances {
-        let ptr = Arc::as_ptr(&adv.topic);
-        if last_topic != Some(ptr) {
-            adv.topic.notify_tail();
-            last_topic = Some(ptr);
-        }
-    }
-    for r in w.replies {
-        match r {
-            Reply::Append(tx, res) => {
-                let _ = tx.send(res);
-            }
-            Reply::Unit(tx) => {
-                if let Some(tx) = tx {
-                    let _ = tx.send(Ok(()));
-                }
-            }
-        }
-    }
-}
-
-fn fail_replies(replies: Vec<Reply>, msg: &str) {
-    fail_replies_with(replies, || Error::WriterFailed(msg.to_string()));
-}
-
-fn fail_replies_with(replies: Vec<Reply>, err: impl Fn() -> Error) {
-    for r in replies {
-        match r {
-            Reply::Append(tx, _) => {
-                let _ = tx.send(Err(err()));
-            }
-            Reply::Unit(Some(tx)) => {
-                let _ = tx.send(Err(err()));
-            }
-            Reply::Unit(None) => {}
-        }
-    }
 }
 
 fn command_bytes(cmd: &Command) -> usize {
