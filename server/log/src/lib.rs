@@ -7,10 +7,14 @@
 //!
 //! # Layout
 //! * [`broker`]: the boundary the server talks to (publish, subscribe, settle, admin).
-//! * [`store`]: [`Log`], topics, appends and reads; [`TopicState`]: a live topic's partition positions.
-//! * [`writer`]: the single group-commit writer thread.
+//! * `store` (crate-private): [`Log`]: open and recovery, topics, appends, reads, retention,
+//!   backups; `topic`: [`TopicState`], a live topic's partition positions.
+//! * `writer` (crate-private): the single group-commit writer thread, and the typed commands
+//!   (`writer::Update`) that are the only way to write anything but an append;
+//!   `dedup`: its idempotency check.
 //! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
-//! * [`keys`]: the RocksDB key layout; [`codec`]: the record envelope.
+//! * [`keys`]: every RocksDB key layout and column family; [`codec`]: the record envelope
+//!   (both public only for the benches and fuzz targets).
 //! * [`metric_names`]: what the engine records through the `metrics` facade.
 //! * [`health`]: the write path's state (ok, disk full, failed); [`space`]: the free-space reserve;
 //!   [`synced_mark`]: the synced high-water mark that tells a torn WAL tail from lost synced writes.
@@ -20,7 +24,7 @@
 pub mod broker;
 pub mod codec;
 pub mod dead_letters;
-pub mod dedup;
+pub(crate) mod dedup;
 pub mod delivery;
 pub mod error;
 pub mod filter;
@@ -33,11 +37,11 @@ pub mod names;
 pub mod options;
 pub mod partitioner;
 pub mod space;
-pub mod store;
+pub(crate) mod store;
 pub mod synced_mark;
 mod topic;
 pub mod types;
-pub mod writer;
+pub(crate) mod writer;
 
 pub use broker::{
     Broker, NewSubscription, RetryPolicy, SeekTarget, SubscriptionInfo, SubscriptionUpdate,

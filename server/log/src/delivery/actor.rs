@@ -1081,7 +1081,7 @@ impl Actor {
                 *attempts = step(*attempts);
                 if let Some(e) = self.redrive_entries.get_mut(seq) {
                     e.attempts = *attempts;
-                    self.pending_ops.push(Update::UpdateRedrive {
+                    self.pending_ops.push(Update::PutRedrive {
                         sub: self.meta.id,
                         entry: e.clone(),
                     });

@@ -107,7 +107,7 @@ impl Log {
 
     /// Allocates a subscription id and persists `meta` (with that id) plus
     /// the updates `extra` returns for it, in one synced batch.
-    pub async fn create_subscription_meta(
+    pub(crate) async fn create_subscription_meta(
         &self,
         mut meta: SubscriptionMeta,
         extra: impl FnOnce(&SubscriptionMeta) -> Vec<Update>,
@@ -129,7 +129,7 @@ impl Log {
     }
 
     /// Every stored subscription of a topic. Blocking.
-    pub fn load_subscriptions(&self, topic: TopicId) -> Result<Vec<SubscriptionMeta>> {
+    pub(crate) fn load_subscriptions(&self, topic: TopicId) -> Result<Vec<SubscriptionMeta>> {
         let cf = self.cf(Cf::Meta);
         let prefix = keys::subscription_meta_prefix(topic);
         let mut out = Vec::new();

@@ -36,7 +36,6 @@ mod retention;
 mod tests;
 
 pub use backup::StorageStats;
-pub use open::FORMAT_VERSION;
 
 /// The partitioned log. Cheap to clone.
 #[derive(Clone)]
@@ -188,7 +187,7 @@ impl Log {
     }
 
     /// Writes `updates` atomically through the group-commit writer.
-    pub async fn write(&self, updates: Vec<Update>, sync: bool) -> Result<()> {
+    pub(crate) async fn write(&self, updates: Vec<Update>, sync: bool) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Write {
             updates,
@@ -201,7 +200,7 @@ impl Log {
 
     /// Queues `updates` without waiting for the commit. Order with later writes is
     /// kept, because one thread applies them in queue order.
-    pub async fn write_nowait(&self, updates: Vec<Update>) -> Result<()> {
+    pub(crate) async fn write_nowait(&self, updates: Vec<Update>) -> Result<()> {
         self.send(Command::Write {
             updates,
             sync: false,
@@ -221,7 +220,7 @@ impl Log {
     }
 
     /// Syncs the WAL. Used at clean shutdown after the last ack-state flush.
-    pub async fn sync_wal(&self) -> Result<()> {
+    pub(crate) async fn sync_wal(&self) -> Result<()> {
         self.write(Vec::new(), true).await
     }
 

@@ -26,7 +26,7 @@ use crate::writer::{IdAllocator, Writer};
 use super::{corrupt_meta, Inner, Log};
 
 /// On-disk format of this data dir. Bumped on incompatible layout changes.
-pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 1;
 /// Commands queued for the writer before publishers wait (backpressure).
 const WRITER_QUEUE: usize = 1024;
 

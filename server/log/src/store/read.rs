@@ -130,7 +130,7 @@ impl Log {
 
     /// Visits the dead-letter entries of `sub` with seq >= `from_seq`, in seq
     /// order, until `visit` returns false. Blocking.
-    pub fn scan_dlq(
+    pub(crate) fn scan_dlq(
         &self,
         sub: crate::types::SubscriptionId,
         from_seq: u64,
@@ -153,7 +153,7 @@ impl Log {
 
     /// Visits the redrive-queue entries of `sub` (seq, value) in seq order until
     /// `visit` returns false. Blocking.
-    pub fn scan_redrive(
+    pub(crate) fn scan_redrive(
         &self,
         sub: crate::types::SubscriptionId,
         mut visit: impl FnMut(u64, &[u8]) -> bool,
@@ -179,7 +179,7 @@ impl Log {
     }
 
     /// Reads a raw value from the `subs` column family. Blocking.
-    pub fn get_sub_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get_sub_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.inner.db.get_cf(self.cf(Cf::Subs), key)?)
     }
 }

@@ -20,7 +20,7 @@
 //! | `DeadLetter` | `dlq`: the entry; `subs`: the next dead-letter seq |
 //! | `PurgeDeadLetter` | `dlq`: deletes the entry |
 //! | `Redrive` | `dlq`: deletes the entry; `subs`: puts it on the redrive queue |
-//! | `UpdateRedrive` | `subs`: rewrites a redrive-queue entry (its attempts) |
+//! | `PutRedrive` | `subs`: rewrites a redrive-queue entry (its attempts) |
 //! | `DropRedrive` | `subs`: deletes a redrive-queue entry |
 
 use crate::delivery::acks::PartitionAcks;
@@ -80,7 +80,7 @@ pub enum Update {
         entry: DeadLetterEntry,
     },
     /// Rewrites a redrive-queue entry (its attempt count changed).
-    UpdateRedrive {
+    PutRedrive {
         sub: SubscriptionId,
         entry: DeadLetterEntry,
     },
@@ -179,7 +179,7 @@ impl Update {
                     &entry.encode(),
                 );
             }
-            Update::UpdateRedrive { sub, entry } => out.put(
+            Update::PutRedrive { sub, entry } => out.put(
                 Cf::Subs,
                 &keys::redrive_key(*sub, entry.seq),
                 &entry.encode(),
@@ -208,7 +208,7 @@ impl Update {
             }
             Update::DeadLetter { entry, .. }
             | Update::Redrive { entry, .. }
-            | Update::UpdateRedrive { entry, .. } => {
+            | Update::PutRedrive { entry, .. } => {
                 2 * keys::REDRIVE_KEY_LEN + 64 + entry.reason.len() + entry.record.len()
             }
             Update::PurgeDeadLetter { .. } => keys::DLQ_KEY_LEN,
@@ -365,7 +365,7 @@ mod tests {
         assert_eq!(keys::parse_redrive_key(k), Some((sub, 9)));
         assert_eq!(DeadLetterEntry::decode(9, v).unwrap(), entry(9));
         // Rewriting a queued entry writes the same key as the redrive did.
-        let rewrite = encoded(&Update::UpdateRedrive {
+        let rewrite = encoded(&Update::PutRedrive {
             sub,
             entry: entry(9),
         });
