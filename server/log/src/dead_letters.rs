@@ -4,8 +4,9 @@
 //! serialised with other admin changes by the broker's admin lock, so the
 //! shared entry count stays exact.
 
-use crate::delivery::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
+use crate::delivery::dead_letter::DeadLetterEntry;
 use crate::error::{Error, Result};
+use crate::keys::parse_dlq_key;
 use crate::types::{StoredEvent, TopicId};
 
 pub use eventbus_broker::dead_letter::{
@@ -67,8 +68,4 @@ pub(crate) fn read(
         false
     })?;
     found.transpose()
-}
-
-pub(crate) fn key(sub: crate::types::SubscriptionId, seq: u64) -> Vec<u8> {
-    dlq_key(sub, seq).to_vec()
 }

@@ -17,6 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use rocksdb::{ColumnFamily, DB};
 
 use crate::error::{storage, Result};
+use crate::keys::dedup_key;
 use crate::types::{Offset, PartitionId, TopicId, UnixMillis};
 
 /// Where a key was first committed.
@@ -43,14 +44,6 @@ impl Seen {
             publish_ms: u64::from_be_bytes(v.get(12..20)?.try_into().ok()?),
         })
     }
-}
-
-pub fn dedup_key(topic: TopicId, bucket: u64, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(12 + key.len());
-    k.extend_from_slice(&topic.0.to_be_bytes());
-    k.extend_from_slice(&bucket.to_be_bytes());
-    k.extend_from_slice(key.as_bytes());
-    k
 }
 
 /// The writer's dedup state.

@@ -18,22 +18,40 @@
 
 use crate::types::{Offset, PartitionId, SubscriptionId, TopicId, UnixMillis};
 
-pub const CF_META: &str = "meta";
-pub const CF_RECORDS: &str = "records";
-pub const CF_TIME_INDEX: &str = "time_index";
-pub const CF_SUBS: &str = "subs";
-pub const CF_DLQ: &str = "dlq";
-pub const CF_DEDUP: &str = "dedup";
+/// A column family, named without borrowing the DB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    Meta,
+    Records,
+    TimeIndex,
+    Subs,
+    Dlq,
+    Dedup,
+}
 
-/// Every column family the store opens, in creation order.
-pub const ALL_CFS: [&str; 6] = [
-    CF_META,
-    CF_RECORDS,
-    CF_TIME_INDEX,
-    CF_SUBS,
-    CF_DLQ,
-    CF_DEDUP,
-];
+impl Cf {
+    /// Every column family the store opens, in creation order.
+    pub const ALL: [Cf; 6] = [
+        Cf::Meta,
+        Cf::Records,
+        Cf::TimeIndex,
+        Cf::Subs,
+        Cf::Dlq,
+        Cf::Dedup,
+    ];
+
+    /// The RocksDB name; permanent, like the key layouts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::Records => "records",
+            Cf::TimeIndex => "time_index",
+            Cf::Subs => "subs",
+            Cf::Dlq => "dlq",
+            Cf::Dedup => "dedup",
+        }
+    }
+}
 
 /// First byte of every key in the `meta` column family.
 #[repr(u8)]
@@ -169,6 +187,17 @@ pub fn redrive_key(sub: SubscriptionId, seq: u64) -> [u8; REDRIVE_KEY_LEN] {
     k
 }
 
+/// Decodes a redrive-queue key into (subscription, seq).
+pub fn parse_redrive_key(key: &[u8]) -> Option<(SubscriptionId, u64)> {
+    if key.len() != REDRIVE_KEY_LEN || key[4] != SubKind::Redrive as u8 {
+        return None;
+    }
+    Some((
+        SubscriptionId(u32::from_be_bytes(key[0..4].try_into().ok()?)),
+        u64::from_be_bytes(key[5..13].try_into().ok()?),
+    ))
+}
+
 pub const DLQ_SEQ_KEY_LEN: usize = 5;
 
 /// Where a subscription's dead-letter seq high-water mark lives.
@@ -176,6 +205,39 @@ pub fn dlq_seq_key(sub: SubscriptionId) -> [u8; DLQ_SEQ_KEY_LEN] {
     let mut k = [0u8; DLQ_SEQ_KEY_LEN];
     k[0..4].copy_from_slice(&sub.0.to_be_bytes());
     k[4] = SubKind::DlqSeq as u8;
+    k
+}
+
+pub const DLQ_KEY_LEN: usize = 12;
+
+/// A dead-letter entry: seqs grow with each dead-lettering, so key order is
+/// dead-letter order and the first key is the oldest entry.
+pub fn dlq_key(sub: SubscriptionId, seq: u64) -> [u8; DLQ_KEY_LEN] {
+    let mut k = [0u8; DLQ_KEY_LEN];
+    k[0..4].copy_from_slice(&sub.0.to_be_bytes());
+    k[4..12].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Decodes a `dlq` key into (subscription, seq).
+pub fn parse_dlq_key(key: &[u8]) -> Option<(SubscriptionId, u64)> {
+    if key.len() != DLQ_KEY_LEN {
+        return None;
+    }
+    Some((
+        SubscriptionId(u32::from_be_bytes(key[0..4].try_into().ok()?)),
+        u64::from_be_bytes(key[4..12].try_into().ok()?),
+    ))
+}
+
+/// An idempotency key of `topic` in dedup bucket `bucket` (see [`crate::dedup`]).
+/// Buckets sort numerically within a topic, so expired buckets go with one
+/// `DeleteRange`.
+pub fn dedup_key(topic: TopicId, bucket: u64, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + key.len());
+    k.extend_from_slice(&topic.0.to_be_bytes());
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
     k
 }
 
@@ -247,6 +309,32 @@ mod tests {
         assert_eq!(k.len(), SUB_STATE_KEY_LEN);
         assert!(k.as_slice() >= start.as_slice() && k.as_slice() < end.as_slice());
         assert!(sub_state_key(SubscriptionId(9), 1) < sub_state_key(SubscriptionId(9), 2));
+    }
+
+    #[test]
+    fn redrive_keys_round_trip_and_stay_inside_the_subscription() {
+        let k = redrive_key(SubscriptionId(4), 1 << 33);
+        assert_eq!(parse_redrive_key(&k), Some((SubscriptionId(4), 1 << 33)));
+        assert_eq!(
+            parse_redrive_key(&sub_state_key(SubscriptionId(4), 0)),
+            None
+        );
+        assert_eq!(parse_redrive_key(&dlq_seq_key(SubscriptionId(4))), None);
+        let (start, end) = subscription_range(SubscriptionId(4));
+        assert!(k.as_slice() >= start.as_slice() && k.as_slice() < end.as_slice());
+    }
+
+    #[test]
+    fn dedup_keys_stay_inside_their_topic() {
+        let (start, end) = topic_range(TopicId(1));
+        let k = dedup_key(TopicId(1), 9, "k");
+        assert!(k.as_slice() >= start.as_slice() && k.as_slice() < end.as_slice());
+    }
+
+    #[test]
+    fn column_family_names_are_distinct() {
+        let names: std::collections::HashSet<_> = Cf::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), Cf::ALL.len());
     }
 
     #[test]

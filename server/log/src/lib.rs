@@ -7,10 +7,14 @@
 //!
 //! # Layout
 //! * [`broker`]: the boundary the server talks to (publish, subscribe, settle, admin).
-//! * [`store`]: [`Log`], topics, appends and reads.
-//! * [`writer`]: the single group-commit writer thread.
+//! * `store` (crate-private): [`Log`]: open and recovery, topics, appends, reads, retention,
+//!   backups; `topic`: [`TopicState`], a live topic's partition positions.
+//! * `writer` (crate-private): the single group-commit writer thread, and the typed commands
+//!   (`writer::Update`) that are the only way to write anything but an append;
+//!   `dedup`: its idempotency check.
 //! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
-//! * [`keys`]: the RocksDB key layout; [`codec`]: the record envelope.
+//! * [`keys`]: every RocksDB key layout and column family; [`codec`]: the record envelope
+//!   (both public only for the benches and fuzz targets).
 //! * [`metric_names`]: what the engine records through the `metrics` facade.
 //! * [`health`]: the write path's state (ok, disk full, failed); [`space`]: the free-space reserve;
 //!   [`synced_mark`]: the synced high-water mark that tells a torn WAL tail from lost synced writes.
@@ -22,7 +26,7 @@ pub mod broker;
 pub use eventbus_broker::{filter, limits, names, types};
 pub mod codec;
 pub mod dead_letters;
-pub mod dedup;
+pub(crate) mod dedup;
 pub mod delivery;
 pub mod error;
 pub mod health;
@@ -32,14 +36,16 @@ pub mod metric_names;
 pub mod options;
 pub mod partitioner;
 pub mod space;
-pub mod store;
+pub(crate) mod store;
 pub mod synced_mark;
-pub mod writer;
+mod topic;
+pub(crate) mod writer;
 
 pub use broker::{LogBroker, NewSubscription, RetryPolicy, SeekTarget, SubscriptionUpdate};
 pub use error::{Error, Result};
 pub use eventbus_broker::{SubscriptionInfo, TopicInfo};
 pub use health::StorageHealth;
 pub use options::Options;
-pub use store::{Log, StorageStats, TopicConfig, TopicState};
+pub use store::{Log, StorageStats};
+pub use topic::{PartitionTail, TopicConfig, TopicState};
 pub use types::*;

@@ -12,7 +12,7 @@ use crate::dead_letters;
 use crate::delivery::SubscriptionHandle;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::writer::{Cf, Op};
+use crate::writer::Update;
 
 impl LogBroker {
     /// One page of dead letters matching `query`, after seq `after`. Returns the
@@ -100,7 +100,7 @@ impl LogBroker {
         for chunk in seqs.chunks(1024) {
             let ops = chunk
                 .iter()
-                .map(|&seq| Op::Delete(Cf::Dlq, dead_letters::key(h.id(), seq)))
+                .map(|&seq| Update::PurgeDeadLetter { sub: h.id(), seq })
                 .collect();
             self.log.write(ops, true).await?;
             h.dlq
@@ -153,18 +153,16 @@ impl LogBroker {
                 Ok(out)
             })
             .await?;
-            let mut ops = Vec::with_capacity(entries.len() * 2);
+            let mut ops = Vec::with_capacity(entries.len());
             let mut redriven = Vec::with_capacity(entries.len());
             for dl in entries {
                 let mut entry = dl.entry;
                 entry.redrive_count += 1;
                 entry.attempts = 0;
-                ops.push(Op::Delete(Cf::Dlq, dead_letters::key(h.id(), entry.seq)));
-                ops.push(Op::Put(
-                    Cf::Subs,
-                    keys::redrive_key(h.id(), entry.seq).to_vec(),
-                    entry.encode(),
-                ));
+                ops.push(Update::Redrive {
+                    sub: h.id(),
+                    entry: entry.clone(),
+                });
                 redriven.push(crate::delivery::Redriven {
                     seq: entry.seq,
                     redrive_count: entry.redrive_count,
@@ -208,7 +206,7 @@ impl LogBroker {
                 _ => None,
             };
             log.scan_dlq(sub, 0, |k, v| {
-                let Some((_, seq)) = crate::delivery::dead_letter::parse_dlq_key(k) else {
+                let Some((_, seq)) = keys::parse_dlq_key(k) else {
                     return true;
                 };
                 let keep = match &selector {

@@ -7,7 +7,7 @@ use super::{blocking, LogBroker};
 use crate::delivery::ack_id::AckId;
 use crate::delivery::{MemberStream, SettleOp, SettleOutcome};
 use crate::error::{Error, Result};
-use crate::store::TopicState;
+use crate::topic::TopicState;
 
 impl LogBroker {
     /// Joins a subscription as a member (auto-creating it when enabled).

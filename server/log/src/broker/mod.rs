@@ -31,7 +31,8 @@ use crate::delivery::SubscriptionHandle;
 use crate::error::{Error, Result};
 use crate::names::validate_name;
 use crate::options::Options;
-use crate::store::{Log, TopicConfig, TopicState};
+use crate::store::Log;
+use crate::topic::{TopicConfig, TopicState};
 use crate::types::{AppendResult, NewEvent, TopicId};
 
 pub use eventbus_broker::{NewSubscription, RetryPolicy, SeekTarget, SubscriptionUpdate};

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::LogBroker;
 use crate::error::{Error, Result};
 use crate::filter::any_type_matches;
-use crate::store::TopicState;
+use crate::topic::TopicState;
 
 /// Events read per partition per step.
 const BATCH: usize = 256;

@@ -14,13 +14,12 @@ use crate::delivery::acks::PartitionAcks;
 use crate::delivery::dead_letter::DeadLetterEntry;
 use crate::delivery::SubscriptionHandle;
 use crate::error::{Error, Result};
-use crate::keys;
 use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
 use crate::names::validate_name;
 use crate::options::{MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
-use crate::store::{subscription_delete_ops, TopicState};
+use crate::topic::TopicState;
 use crate::types::{saturating_millis, StartPosition, SubscriptionId};
-use crate::writer::{Cf, Op};
+use crate::writer::Update;
 
 impl LogBroker {
     // ---- subscriptions ---------------------------------------------------------
@@ -145,12 +144,10 @@ impl LogBroker {
                 StartPosition::Latest => ends
                     .iter()
                     .enumerate()
-                    .map(|(p, &end)| {
-                        Op::Put(
-                            Cf::Subs,
-                            keys::sub_state_key(m.id, p as u32).to_vec(),
-                            PartitionAcks::starting_at(end).encode(),
-                        )
+                    .map(|(p, &end)| Update::PutAckState {
+                        sub: m.id,
+                        partition: p as u32,
+                        acks: PartitionAcks::starting_at(end),
                     })
                     .collect(),
             })
@@ -260,7 +257,7 @@ impl LogBroker {
         let h = self.subscription(topic, name)?;
         h.stop(crate::delivery::StopReason::Deleted).await;
         self.log
-            .write(subscription_delete_ops(&h.meta()), true)
+            .write(vec![Update::delete_subscription(&h.meta())], true)
             .await?;
         let key = (h.topic.id(), name.to_string());
         self.subs.rcu(|m| {
@@ -285,14 +282,7 @@ impl LogBroker {
         let mut meta = (*h.meta()).clone();
         change(&mut meta)?;
         self.log
-            .write(
-                vec![Op::Put(
-                    Cf::Meta,
-                    keys::subscription_meta_key(meta.topic_id, &meta.name),
-                    crate::store::to_json(&meta),
-                )],
-                true,
-            )
+            .write(vec![Update::PutSubscription(meta.clone())], true)
             .await?;
         h.set_meta(meta).await?;
         self.info(&h).await

@@ -23,7 +23,8 @@ use super::retries::Retries;
 use super::Origin;
 use crate::error::Error;
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
-use crate::store::{Log, TopicState};
+use crate::store::Log;
+use crate::topic::TopicState;
 use crate::types::{Offset, PartitionId, StoredEvent};
 
 mod reposition;

@@ -1,6 +1,7 @@
 //! Dead-letter entries, stored in the `dlq` column family under
-//! (subscription u32, seq u64). Seqs grow with each dead-lettering, so key order
-//! is dead-letter order and the first key is the oldest entry.
+//! (subscription u32, seq u64) ([`crate::keys::dlq_key`]). Seqs grow with each
+//! dead-lettering, so key order is dead-letter order and the first key is the
+//! oldest entry.
 //!
 //! ```text
 //! ver=1 u8 | partition u32 | offset u64 | attempts u32 | redrive_count u32
@@ -14,28 +15,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{self, put_varint, CodecError, Reader};
-use crate::types::{Offset, PartitionId, StoredEvent, SubscriptionId, TopicId, UnixMillis};
+use crate::types::{Offset, PartitionId, StoredEvent, TopicId, UnixMillis};
 
 const VERSION: u8 = 1;
-pub const DLQ_KEY_LEN: usize = 12;
-
-pub fn dlq_key(sub: SubscriptionId, seq: u64) -> [u8; DLQ_KEY_LEN] {
-    let mut k = [0u8; DLQ_KEY_LEN];
-    k[0..4].copy_from_slice(&sub.0.to_be_bytes());
-    k[4..12].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-pub fn parse_dlq_key(key: &[u8]) -> Option<(SubscriptionId, u64)> {
-    if key.len() != DLQ_KEY_LEN {
-        return None;
-    }
-    Some((
-        SubscriptionId(u32::from_be_bytes(key[0..4].try_into().ok()?)),
-        u64::from_be_bytes(key[4..12].try_into().ok()?),
-    ))
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetterEntry {
     pub seq: u64,
@@ -125,6 +107,8 @@ impl DeadLetterEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{dlq_key, parse_dlq_key};
+    use crate::types::SubscriptionId;
 
     #[test]
     fn entries_round_trip_and_keep_the_event_verifiable() {

@@ -16,7 +16,8 @@ use super::dead_letter::DeadLetterEntry;
 use super::persistence;
 use crate::error::{Error, Result};
 use crate::meta::SubscriptionMeta;
-use crate::store::{Log, TopicState};
+use crate::store::Log;
+use crate::topic::TopicState;
 use crate::types::{Offset, PartitionId, StoredEvent, SubscriptionId};
 
 /// Commands queued for one subscription before callers wait.

@@ -17,13 +17,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::acks::PartitionAcks;
-use super::dead_letter::{dlq_key, parse_dlq_key, DeadLetterEntry};
+use super::dead_letter::DeadLetterEntry;
 use super::{DlqCounters, Key, Redriven};
 use crate::error::{Error, Result};
-use crate::keys;
-use crate::store::{Log, TopicState};
+use crate::keys::{self, parse_dlq_key};
+use crate::store::Log;
+use crate::topic::TopicState;
 use crate::types::{Offset, PartitionId, SubscriptionId};
-use crate::writer::{Cf, Op};
+use crate::writer::Update;
 
 /// One partition's ack state, and whether it changed since it was written.
 struct AckState {
@@ -36,7 +37,7 @@ pub(super) struct Persistence {
     parts: Vec<AckState>,
     /// Writes that must reach disk atomically with the next flush (dead-letter
     /// entries, written in the same batch as the ack state that settles them).
-    pending: Vec<Op>,
+    pending: Vec<Update>,
     flush_at: Option<Instant>,
     flush_interval: Duration,
     /// The seq of the next dead letter (a persisted high-water mark).
@@ -148,17 +149,18 @@ impl Persistence {
 
     /// Rewrites the stored redrive-queue entry `seq` (its attempts changed).
     pub fn rewrite_redrive(&mut self, seq: u64, entry: &DeadLetterEntry) {
-        self.pending.push(Op::Put(
-            Cf::Subs,
-            keys::redrive_key(self.sub, seq).to_vec(),
-            entry.encode(),
-        ));
+        debug_assert_eq!(seq, entry.seq);
+        self.pending.push(Update::PutRedrive {
+            sub: self.sub,
+            entry: entry.clone(),
+        });
     }
 
     /// Deletes the redrive-queue entry `seq` (its event was settled) with the
     /// next flush.
     pub fn drop_redrive(&mut self, seq: u64) {
-        self.pending.push(redrive_delete(self.sub, seq));
+        self.pending
+            .push(Update::DropRedrive { sub: self.sub, seq });
     }
 
     /// Adds the entry `entry(seq)` to the dead-letter queue under the next seq,
@@ -166,17 +168,12 @@ impl Persistence {
     pub fn add_dead_letter(&mut self, entry: impl FnOnce(u64) -> DeadLetterEntry, now: Instant) {
         let entry = entry(self.next_dlq_seq);
         self.next_dlq_seq += 1;
-        self.pending.push(Op::Put(
-            Cf::Dlq,
-            dlq_key(self.sub, entry.seq).to_vec(),
-            entry.encode(),
-        ));
-        // The high-water mark goes in the same batch as the entry it covers.
-        self.pending.push(Op::Put(
-            Cf::Subs,
-            keys::dlq_seq_key(self.sub).to_vec(),
-            self.next_dlq_seq.to_be_bytes().to_vec(),
-        ));
+        // The command writes the high-water mark (seq + 1) in the same batch
+        // as the entry it covers.
+        self.pending.push(Update::DeadLetter {
+            sub: self.sub,
+            entry,
+        });
         self.flush_at = Some(now);
         self.dlq.count.fetch_add(1, AtomicOrdering::Relaxed);
     }
@@ -188,17 +185,22 @@ impl Persistence {
         p: PartitionId,
         target: Offset,
         dropped: Vec<u64>,
-        batch: &mut Vec<Op>,
+        batch: &mut Vec<Update>,
     ) {
-        batch.extend(dropped.into_iter().map(|seq| redrive_delete(self.sub, seq)));
+        let sub = self.sub;
+        batch.extend(
+            dropped
+                .into_iter()
+                .map(|seq| Update::DropRedrive { sub, seq }),
+        );
         let part = &mut self.parts[p as usize];
         part.acks = PartitionAcks::starting_at(target);
         part.dirty = false;
-        batch.push(Op::Put(
-            Cf::Subs,
-            keys::sub_state_key(self.sub, p).to_vec(),
-            part.acks.encode(),
-        ));
+        batch.push(Update::PutAckState {
+            sub,
+            partition: p,
+            acks: part.acks.clone(),
+        });
     }
 
     /// Makes a flush due within the flush interval, unless one is due earlier.
@@ -221,13 +223,13 @@ impl Persistence {
 
     /// The batch of a flush: the pending writes, then the dirty ack state.
     /// Everything in it counts as written from now on.
-    pub fn take_flush(&mut self) -> Vec<Op> {
+    pub fn take_flush(&mut self) -> Vec<Update> {
         self.flush_at = None;
         self.take_writes()
     }
 
     /// Like [`Persistence::take_flush`], but leaves the flush timer alone.
-    pub fn take_writes(&mut self) -> Vec<Op> {
+    pub fn take_writes(&mut self) -> Vec<Update> {
         let sub = self.sub;
         let mut ops = std::mem::take(&mut self.pending);
         ops.extend(
@@ -237,19 +239,15 @@ impl Persistence {
                 .filter(|(_, p)| p.dirty)
                 .map(|(i, p)| {
                     p.dirty = false;
-                    Op::Put(
-                        Cf::Subs,
-                        keys::sub_state_key(sub, i as PartitionId).to_vec(),
-                        p.acks.encode(),
-                    )
+                    Update::PutAckState {
+                        sub,
+                        partition: i as PartitionId,
+                        acks: p.acks.clone(),
+                    }
                 }),
         );
         ops
     }
-}
-
-fn redrive_delete(sub: SubscriptionId, seq: u64) -> Op {
-    Op::Delete(Cf::Subs, keys::redrive_key(sub, seq).to_vec())
 }
 
 /// Loads a subscription's persisted state. Blocking.
@@ -434,9 +432,10 @@ mod tests {
         assert_eq!(seqs, [7, 8], "from the loaded high-water mark on");
         assert_eq!(s.next_dlq_seq, 9);
         assert_eq!(s.dlq.count.load(AtomicOrdering::Relaxed), 2);
-        // Per entry: the entry and the seq mark, in one batch with the rest.
+        // Per entry one command (the entry and the seq mark together), in
+        // one batch with the ack state.
         s.settle((0, 10), t0);
-        assert_eq!(s.take_flush().len(), 5);
+        assert_eq!(s.take_flush().len(), 3);
     }
 
     #[test]

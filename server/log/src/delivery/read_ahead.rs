@@ -16,7 +16,8 @@ use tokio::time::Instant;
 
 use super::Footprint;
 use crate::error::{Error, Result};
-use crate::store::{Log, TopicState};
+use crate::store::Log;
+use crate::topic::TopicState;
 use crate::types::{Offset, PartitionId, StoredEvent};
 
 /// Events read from the log per fetch.

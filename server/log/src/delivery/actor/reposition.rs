@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::super::{Key, Origin};
 use super::Actor;
 use crate::types::{Offset, PartitionId};
-use crate::writer::Op;
+use crate::writer::Update;
 
 impl Actor {
     /// Moves partitions to new positions: their leases, pending redeliveries and
@@ -18,7 +18,7 @@ impl Actor {
     /// them out again, so keeping them would deliver the event twice. Redriven
     /// dead letters before the target are untouched; an operator returned them
     /// explicitly and the seek does not reach them.
-    pub(super) fn seek(&mut self, targets: Vec<Option<Offset>>, ops: &mut Vec<Op>) {
+    pub(super) fn seek(&mut self, targets: Vec<Option<Offset>>, ops: &mut Vec<Update>) {
         for (p, target) in targets.into_iter().enumerate() {
             let Some(target) = target else { continue };
             let p_id = p as PartitionId;

@@ -1,0 +1,188 @@
+//! Reads, all blocking (call them off the async workers): committed records
+//! of a partition, the time index, dead letters, the redrive queue and
+//! subscription state. Readers never look past a partition's committed end.
+
+use bytes::Bytes;
+use rocksdb::ReadOptions;
+
+use crate::codec;
+use crate::error::{storage, Error, Result};
+use crate::keys::{self, Cf};
+use crate::topic::TopicState;
+use crate::types::{Offset, PartitionId, StoredEvent};
+
+use super::Log;
+
+impl Log {
+    /// Reads committed events of one partition starting at `from`, at most
+    /// `max_events` of them and stopping after `max_bytes` of payload (at least one
+    /// event is returned when any is available). Blocking.
+    pub fn read(
+        &self,
+        topic: &TopicState,
+        partition: PartitionId,
+        from: Offset,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let tail = &topic.partitions[partition as usize];
+        let end = tail.end();
+        let from = from.max(tail.start());
+        if from >= end || max_events == 0 {
+            return Ok(Vec::new());
+        }
+        let id = topic.id();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::record_key(id, partition, end).to_vec());
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Records), ro);
+        it.seek(keys::record_key(id, partition, from));
+        let mut out = Vec::with_capacity(max_events.min((end - from) as usize));
+        let mut bytes = 0usize;
+        while it.valid() && out.len() < max_events && (bytes < max_bytes || out.is_empty()) {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let (_, _, offset) =
+                keys::parse_record_key(k).ok_or_else(|| Error::CorruptMetadata {
+                    location: format!("{} partition {partition}", topic.name()),
+                    reason: "malformed record key".into(),
+                })?;
+            bytes += v.len();
+            let ev = codec::decode_record(id, partition, offset, Bytes::copy_from_slice(v))
+                .map_err(|source| Error::Corruption {
+                    location: format!(
+                        "topic {:?} partition {partition} offset {offset}",
+                        topic.name()
+                    ),
+                    reason: source.to_string(),
+                })?;
+            out.push(ev);
+            it.next();
+        }
+        it.status().map_err(storage)?;
+        Ok(out)
+    }
+
+    /// The first offset of `partition` whose publish time is at or after `ms`
+    /// (the committed end when there is none). Blocking.
+    ///
+    /// Uses the sparse time index to find a starting point at most one index
+    /// interval (100 ms of records) before the answer, then scans forward, so
+    /// the cost does not grow with the size of the log.
+    pub fn offset_for_time(
+        &self,
+        topic: &TopicState,
+        partition: PartitionId,
+        ms: u64,
+    ) -> Result<Offset> {
+        let tail = &topic.partitions[partition as usize];
+        let (start, end) = (tail.start(), tail.end());
+        let id = topic.id();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::time_index_key(id, partition, 0, 0).to_vec());
+        ro.set_iterate_upper_bound(
+            keys::time_index_key(id, partition, u64::MAX, u64::MAX).to_vec(),
+        );
+        let mut it = self
+            .inner
+            .db
+            .raw_iterator_cf_opt(self.cf(Cf::TimeIndex), ro);
+        // The last index entry strictly before `ms`: every event before its offset
+        // is older still.
+        it.seek_for_prev(keys::time_index_key(
+            id,
+            partition,
+            ms.saturating_sub(1),
+            u64::MAX,
+        ));
+        let from = it
+            .key()
+            .and_then(keys::parse_time_index_key)
+            .map_or(start, |(_, _, _, o)| o.max(start));
+        it.status().map_err(storage)?;
+        drop(it);
+
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::record_key(id, partition, end).to_vec());
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Records), ro);
+        it.seek(keys::record_key(id, partition, from));
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (_, _, offset) =
+                keys::parse_record_key(k).ok_or_else(|| Error::CorruptMetadata {
+                    location: format!("{} partition {partition}", topic.name()),
+                    reason: "malformed record key".into(),
+                })?;
+            let t = codec::record_publish_time(v).map_err(|source| Error::Corruption {
+                location: format!(
+                    "topic {:?} partition {partition} offset {offset}",
+                    topic.name()
+                ),
+                reason: source.to_string(),
+            })?;
+            if t >= ms {
+                return Ok(offset);
+            }
+            it.next();
+        }
+        it.status().map_err(storage)?;
+        Ok(end)
+    }
+
+    /// Visits the dead-letter entries of `sub` with seq >= `from_seq`, in seq
+    /// order, until `visit` returns false. Blocking.
+    pub(crate) fn scan_dlq(
+        &self,
+        sub: crate::types::SubscriptionId,
+        from_seq: u64,
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let (_, end) = keys::subscription_range(sub);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Dlq), ro);
+        it.seek(keys::dlq_key(sub, from_seq));
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !visit(k, v) {
+                break;
+            }
+            it.next();
+        }
+        it.status().map_err(storage)?;
+        Ok(())
+    }
+
+    /// Visits the redrive-queue entries of `sub` (seq, value) in seq order until
+    /// `visit` returns false. Blocking.
+    pub(crate) fn scan_redrive(
+        &self,
+        sub: crate::types::SubscriptionId,
+        mut visit: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<()> {
+        let start = keys::redrive_key(sub, 0);
+        let end = keys::redrive_key(sub, u64::MAX);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Subs), ro);
+        it.seek(start);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (_, seq) = keys::parse_redrive_key(k).ok_or_else(|| Error::CorruptMetadata {
+                location: format!("{sub} redrive key"),
+                reason: "malformed".into(),
+            })?;
+            if !visit(seq, v) {
+                break;
+            }
+            it.next();
+        }
+        it.status().map_err(storage)?;
+        Ok(())
+    }
+
+    /// Reads a raw value from the `subs` column family. Blocking.
+    pub(crate) fn get_sub_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner
+            .db
+            .get_cf(self.cf(Cf::Subs), key)
+            .map_err(storage)
+    }
+}

@@ -1,0 +1,260 @@
+//! Unit tests of the log: appends, reads, reopen, time lookups, corruption,
+//! deletes and limits, on a real RocksDB in a temp dir.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::keys::{self, Cf};
+use crate::types::{Durability, NewEvent, PartitionId, StoredEvent};
+
+fn options(dir: &Path) -> Options {
+    let mut o = Options::new(dir);
+    o.default_partitions = 2;
+    o
+}
+
+fn ev(key: &str, payload: &str) -> NewEvent {
+    NewEvent {
+        key: key.into(),
+        event_type: "t".into(),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        ..Default::default()
+    }
+}
+
+async fn open(dir: &Path) -> Log {
+    let o = options(dir);
+    tokio::task::spawn_blocking(move || Log::open(o))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Topic "t" with one partition.
+async fn one_partition_topic(log: &Log) -> Arc<TopicState> {
+    log.create_topic(
+        "t",
+        TopicConfig {
+            partitions: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn read_all(log: &Log, topic: &TopicState, p: PartitionId) -> Vec<StoredEvent> {
+    log.read(topic, p, 0, usize::MAX, usize::MAX).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_read_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = log
+        .create_topic("orders", TopicConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(topic.partition_count(), 2);
+    let res = log
+        .append(&topic, &[ev("a", "1"), ev("a", "2"), ev("b", "3")])
+        .await
+        .unwrap();
+    assert_eq!(
+        res[0].partition, res[1].partition,
+        "same key, same partition"
+    );
+    assert_eq!(res[1].offset, res[0].offset + 1);
+    let p = res[0].partition;
+    let got = read_all(&log, &topic, p);
+    let payloads: Vec<_> = got.iter().map(|e| e.payload.clone()).collect();
+    assert!(payloads.starts_with(&[Bytes::from("1"), Bytes::from("2")]));
+    assert!(got
+        .windows(2)
+        .all(|w| w[0].publish_time <= w[1].publish_time));
+    let incarnation = log.incarnation();
+    log.close();
+
+    let log = open(dir.path()).await;
+    assert_eq!(log.incarnation(), incarnation + 1);
+    let topic = log.topic("orders").expect("topic survives reopen");
+    let total: u64 = topic.partitions.iter().map(|t| t.end()).sum();
+    assert_eq!(total, 3);
+    assert_eq!(
+        read_all(&log, &topic, p).len() as u64,
+        topic.partitions[p as usize].end()
+    );
+    // Offsets continue densely after reopen.
+    let end_before = topic.partitions[p as usize].end();
+    let more = log.append(&topic, &[ev("a", "4")]).await.unwrap();
+    assert_eq!(more[0].offset, end_before);
+    log.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_get_dense_unique_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = one_partition_topic(&log).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (log, topic) = (log.clone(), topic.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for i in 0..50 {
+                let r = log
+                    .append(&topic, &[ev("", &format!("{w}-{i}"))])
+                    .await
+                    .unwrap();
+                offsets.push(r[0].offset);
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let mine = t.await.unwrap();
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "each publisher sees its order"
+        );
+        all.extend(mine);
+    }
+    all.sort();
+    assert_eq!(all, (0..400).collect::<Vec<_>>());
+    assert_eq!(read_all(&log, &topic, 0).len(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_stop_at_the_committed_end_and_respect_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = one_partition_topic(&log).await;
+    let events: Vec<_> = (0..10).map(|i| ev("", &i.to_string())).collect();
+    log.append(&topic, &events).await.unwrap();
+    assert_eq!(log.read(&topic, 0, 3, 4, usize::MAX).unwrap().len(), 4);
+    assert_eq!(
+        log.read(&topic, 0, 3, 100, 1).unwrap().len(),
+        1,
+        "byte limit still returns one"
+    );
+    assert!(log.read(&topic, 0, 10, 100, usize::MAX).unwrap().is_empty());
+    let mut rx = topic.watch_tail();
+    rx.borrow_and_update();
+    log.append(&topic, &[ev("", "x")]).await.unwrap();
+    assert!(rx.has_changed().unwrap(), "a commit wakes tailing readers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_lookups_find_the_first_event_at_or_after_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = one_partition_topic(&log).await;
+    let mut times = Vec::new();
+    for i in 0..6 {
+        let r = log.append(&topic, &[ev("", &i.to_string())]).await.unwrap();
+        times.push(read_all(&log, &topic, 0)[r[0].offset as usize].publish_time);
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    }
+    for (offset, &t) in times.iter().enumerate() {
+        assert_eq!(log.offset_for_time(&topic, 0, t).unwrap(), offset as u64);
+    }
+    assert_eq!(log.offset_for_time(&topic, 0, 0).unwrap(), 0);
+    assert_eq!(
+        log.offset_for_time(&topic, 0, times[5] + 1).unwrap(),
+        6,
+        "past the tail: the end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_is_detected_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = one_partition_topic(&log).await;
+    log.append(&topic, &[ev("", "precious")]).await.unwrap();
+    // Flip a payload byte behind the log's back.
+    let key = keys::record_key(topic.id(), 0, 0);
+    let mut v = log.db().get_cf(log.cf(Cf::Records), key).unwrap().unwrap();
+    *v.last_mut().unwrap() ^= 1;
+    log.db().put_cf(log.cf(Cf::Records), key, v).unwrap();
+    let err = log.read(&topic, 0, 0, 10, usize::MAX).unwrap_err();
+    assert!(matches!(err, Error::Corruption { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_record_key_refuses_to_open_instead_of_an_empty_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = one_partition_topic(&log).await;
+    log.append(&topic, &[ev("", "a"), ev("", "b")])
+        .await
+        .unwrap();
+    // The last key of the partition grows a stray byte.
+    let good = keys::record_key(topic.id(), 0, 1);
+    let v = log.db().get_cf(log.cf(Cf::Records), good).unwrap().unwrap();
+    let mut bad = good.to_vec();
+    bad.push(0);
+    log.db().put_cf(log.cf(Cf::Records), &bad, v).unwrap();
+    log.close();
+    let o = options(dir.path());
+    let err = tokio::task::spawn_blocking(move || Log::open(o))
+        .await
+        .unwrap()
+        .err()
+        .expect("refuses to open");
+    assert!(matches!(err, Error::CorruptMetadata { .. }), "{err}");
+    assert!(err.to_string().contains("malformed record key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_topic_removes_data_and_never_reuses_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let old = log.create_topic("t", TopicConfig::default()).await.unwrap();
+    log.append(&old, &[ev("", "x")]).await.unwrap();
+    log.delete_topic("t", &[]).await.unwrap();
+    assert!(log.topic("t").is_none());
+    let err = log.append(&old, &[ev("", "late")]).await.unwrap_err();
+    assert!(
+        matches!(err, Error::TopicNotFound(_)),
+        "appends to a deleted topic fail: {err}"
+    );
+    let new = log.create_topic("t", TopicConfig::default()).await.unwrap();
+    assert!(new.id() > old.id());
+    assert!(new.partitions.iter().all(|p| p.end() == 0));
+    log.close();
+    let log = open(dir.path()).await;
+    assert_eq!(log.topic("t").unwrap().id(), new.id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_mode_appends_and_limits_event_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.durability = Durability::Buffered;
+    o.max_event_bytes = 100;
+    let log = tokio::task::spawn_blocking(move || Log::open(o))
+        .await
+        .unwrap()
+        .unwrap();
+    let topic = log.topic_or_create("auto").await.unwrap();
+    log.append(&topic, &[ev("", "small")]).await.unwrap();
+    let err = log
+        .append(&topic, &[ev("", &"x".repeat(200))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                field: "events",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -1,0 +1,193 @@
+//! The writer's half of a publish: duplicate checks, offsets and publish
+//! times, and the record, time-index and idempotency-key writes of one append
+//! command, all into the group's batch.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, WriteBatch};
+
+use super::{cf_handle, Advance, PendingRecord, Writer, TIME_INDEX_INTERVAL_MS};
+use crate::codec::seal_record;
+use crate::dedup::Seen;
+use crate::error::Result;
+use crate::keys::{self, Cf};
+use crate::topic::TopicState;
+use crate::types::{AppendResult, PartitionId};
+
+/// What the writer does with one record of an append.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    Write,
+    /// Its idempotency key was committed before.
+    Duplicate(Seen),
+    /// Its idempotency key appeared earlier in the same command.
+    SameAs(usize),
+}
+
+/// The column families an append writes, looked up once per command.
+struct AppendCfs<'a> {
+    records: &'a ColumnFamily,
+    time_index: &'a ColumnFamily,
+    dedup: &'a ColumnFamily,
+}
+
+impl Writer {
+    /// Adds one append command to `batch`; returns one result per record, in
+    /// order. Fails as a whole (nothing added) when a duplicate lookup fails.
+    pub(super) fn add_append(
+        &mut self,
+        batch: &mut WriteBatch,
+        topic: &Arc<TopicState>,
+        records: Vec<PendingRecord>,
+        now: u64,
+        advances: &mut Vec<Advance>,
+    ) -> Result<Vec<AppendResult>> {
+        let db = self.db.clone();
+        let cfs = AppendCfs {
+            records: cf_handle(&db, Cf::Records),
+            time_index: cf_handle(&db, Cf::TimeIndex),
+            dedup: cf_handle(&db, Cf::Dedup),
+        };
+        let plan = self.plan(batch, &cfs, topic, &records, now)?;
+        let mut results: Vec<AppendResult> = Vec::with_capacity(records.len());
+        for (record, plan) in records.into_iter().zip(plan) {
+            let result = match plan {
+                Plan::Write => self.add_record(batch, &cfs, topic, record, now, advances),
+                Plan::Duplicate(seen) => AppendResult {
+                    partition: seen.partition,
+                    offset: seen.offset,
+                    duplicate: true,
+                },
+                Plan::SameAs(j) => AppendResult {
+                    duplicate: true,
+                    ..results[j]
+                },
+            };
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    /// Decides every duplicate before touching the batch (beyond dropping
+    /// expired dedup buckets), so a failed lookup fails the whole command and
+    /// never writes part of it.
+    fn plan(
+        &mut self,
+        batch: &mut WriteBatch,
+        cfs: &AppendCfs<'_>,
+        topic: &TopicState,
+        records: &[PendingRecord],
+        now: u64,
+    ) -> Result<Vec<Plan>> {
+        let mut plan = Vec::with_capacity(records.len());
+        if !records.iter().any(|r| !r.idempotency_key.is_empty()) {
+            plan.resize(records.len(), Plan::Write);
+            return Ok(plan);
+        }
+        self.dedup.prune(now);
+        let mut first_in_command: HashMap<&str, usize> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            let key = r.idempotency_key.as_str();
+            plan.push(if key.is_empty() {
+                Plan::Write
+            } else if let Some(&j) = first_in_command.get(key) {
+                Plan::SameAs(j)
+            } else if let Some(seen) =
+                self.dedup
+                    .lookup(&self.db, cfs.dedup, topic.meta.id, key, now)?
+            {
+                Plan::Duplicate(seen)
+            } else {
+                first_in_command.insert(key, i);
+                Plan::Write
+            });
+        }
+        if let Some((from, to)) = self.dedup.expired_range(topic.meta.id, now) {
+            batch.delete_range_cf(cfs.dedup, from, to);
+        }
+        Ok(plan)
+    }
+
+    /// Gives a record its offset and publish time, seals it and adds it (with
+    /// its idempotency key and, when due, a time-index entry) to `batch`.
+    fn add_record(
+        &mut self,
+        batch: &mut WriteBatch,
+        cfs: &AppendCfs<'_>,
+        topic: &Arc<TopicState>,
+        PendingRecord {
+            partition,
+            mut record,
+            idempotency_key,
+        }: PendingRecord,
+        now: u64,
+        advances: &mut Vec<Advance>,
+    ) -> AppendResult {
+        let id = topic.meta.id;
+        let tail = &topic.partitions[partition as usize];
+        // Only this thread writes `next`, `last_publish_ms` and `last_index_ms`.
+        let offset = tail.next.load(Relaxed);
+        tail.next.store(offset + 1, Relaxed);
+        let publish_ms = now.max(tail.last_publish_ms.load(Relaxed));
+        tail.last_publish_ms.store(publish_ms, Relaxed);
+        seal_record(&mut record, publish_ms);
+        tail.bytes
+            .fetch_add((record.len() + keys::RECORD_KEY_LEN) as u64, Relaxed);
+        if !idempotency_key.is_empty() {
+            let seen = Seen {
+                partition,
+                offset,
+                publish_ms,
+            };
+            let (k, v) = self.dedup.remember(id, &idempotency_key, seen);
+            batch.put_cf(cfs.dedup, k, v);
+        }
+        batch.put_cf(
+            cfs.records,
+            keys::record_key(id, partition, offset),
+            &record,
+        );
+        let last_indexed = tail.last_index_ms.load(Relaxed);
+        if last_indexed == 0 || publish_ms >= last_indexed + TIME_INDEX_INTERVAL_MS {
+            batch.put_cf(
+                cfs.time_index,
+                keys::time_index_key(id, partition, publish_ms, offset),
+                [],
+            );
+            tail.last_index_ms.store(publish_ms, Relaxed);
+        }
+        advance(advances, topic, partition, offset);
+        AppendResult {
+            partition,
+            offset,
+            duplicate: false,
+        }
+    }
+}
+
+/// Records that `offset` of `partition` commits with this group.
+fn advance(
+    advances: &mut Vec<Advance>,
+    topic: &Arc<TopicState>,
+    partition: PartitionId,
+    offset: u64,
+) {
+    match advances
+        .iter_mut()
+        .rev()
+        .find(|a| Arc::ptr_eq(&a.topic, topic) && a.partition == partition)
+    {
+        Some(a) => {
+            a.end = offset + 1;
+            a.events += 1;
+        }
+        None => advances.push(Advance {
+            topic: topic.clone(),
+            partition,
+            end: offset + 1,
+            events: 1,
+        }),
+    }
+}
