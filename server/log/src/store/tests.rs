@@ -258,3 +258,32 @@ async fn buffered_mode_appends_and_limits_event_size() {
         "{err}"
     );
 }
+
+/// In fsync mode a write that asked for no sync (an ack-state flush) is
+/// synced even when nothing else syncs the WAL: by the syncer's idle sync
+/// (`writer::syncer::IDLE_SYNC`, 50 ms), or at the latest by the synced-mark
+/// keeper's (1 s). The power-loss tier checks the shorter bound (acked events
+/// come back only within its grace).
+#[tokio::test]
+async fn in_fsync_mode_an_unsynced_write_is_synced_without_a_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    assert_eq!(log.options().durability, Durability::Fsync);
+    let acks = crate::delivery::acks::PartitionAcks::starting_at(5);
+    let update = crate::writer::Update::PutAckState {
+        sub: crate::types::SubscriptionId(1),
+        partition: 0,
+        acks,
+    };
+    log.write(vec![update], false).await.unwrap();
+    let written = log.inner.db.latest_sequence_number();
+    assert!(written > log.inner.synced_mark.synced(), "not synced yet");
+    let started = std::time::Instant::now();
+    while log.inner.synced_mark.synced() < written {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the unsynced write was never synced"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

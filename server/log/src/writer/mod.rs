@@ -179,9 +179,10 @@ impl Writer {
         let syncer = {
             let (db, pending, health) = (self.db.clone(), pending.clone(), self.health.clone());
             let mark = self.mark.clone();
+            let idle_sync = self.sync_appends.then_some(syncer::IDLE_SYNC);
             std::thread::Builder::new()
                 .name("eventbus-syncer".into())
-                .spawn(move || run_syncer(db, syncer_rx, pending, health, &mark))
+                .spawn(move || run_syncer(db, syncer_rx, pending, health, &mark, idle_sync))
         };
         let syncer = match syncer {
             Ok(handle) => Some((handle, to_syncer)),

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Release;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rocksdb::DB;
 
@@ -24,24 +26,61 @@ pub(super) struct Written {
     pub(super) started: std::time::Instant,
 }
 
+/// In fsync mode, the longest a write that did not ask for a sync (ack
+/// state, dead letters, redrive entries) stays unsynced when no publish
+/// syncs the WAL. A kill keeps such writes (they are in the page cache); a
+/// power cut takes them, so this, plus the subscriptions' ack-flush
+/// interval, bounds what a power cut can take from them: acked events come
+/// back at most that old. One fsync per window, and only while consumers
+/// settle and nobody publishes.
+pub(super) const IDLE_SYNC: Duration = Duration::from_millis(50);
+
 /// The syncer thread: one WAL sync for every group written since the last,
-/// then their committed ends and answers, in write order. A panic stops the
-/// write path like a failed sync; the groups it held are answered with an
-/// error when their reply channels drop.
+/// then their committed ends and answers, in write order; with `idle_sync`
+/// (fsync mode), also a sync at most that long after an unsynced group. A
+/// panic stops the write path like a failed sync; the groups it held are
+/// answered with an error when their reply channels drop.
 pub(super) fn run_syncer(
     db: Arc<DB>,
     rx: std::sync::mpsc::Receiver<Written>,
     pending: Arc<AtomicUsize>,
     health: HealthCell,
     mark: &SyncedMark,
+    idle_sync: Option<Duration>,
 ) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        while let Ok(first) = rx.recv() {
+        // When the oldest group written without a sync since the last sync was.
+        let mut unsynced_since: Option<Instant> = None;
+        loop {
+            let next = match (idle_sync, unsynced_since) {
+                (Some(window), Some(since)) => {
+                    rx.recv_timeout((since + window).saturating_duration_since(Instant::now()))
+                }
+                _ => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let first = match next {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    if health.failed().is_none() {
+                        // A failure is recorded in health by `sync`.
+                        let _ = sync(&db, &health, mark);
+                    }
+                    unsynced_since = None;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let mut groups = vec![first];
             groups.extend(rx.try_iter());
             let n = groups.len();
+            let synced = groups.iter().any(|w| w.sync);
             sync_and_complete(&db, groups, &health, mark);
             pending.fetch_sub(n, Release);
+            if synced {
+                unsynced_since = None;
+            } else {
+                unsynced_since.get_or_insert_with(Instant::now);
+            }
         }
     }));
     if let Err(panic) = result {
@@ -65,15 +104,7 @@ pub(super) fn sync_and_complete(
     let _span = tracing::debug_span!("wal_sync", groups = groups.len()).entered();
     let synced = match health.failed() {
         Some(msg) => Err(msg),
-        None if groups.iter().any(|w| w.sync) => {
-            // Read before the sync: everything up to here is in the WAL the
-            // sync covers (the writer may add more meanwhile).
-            let covered = db.latest_sequence_number();
-            sync_wal(db).map(|()| mark.advance(covered)).map_err(|msg| {
-                health.fail(format!("WAL sync failed: {msg}"));
-                msg
-            })
-        }
+        None if groups.iter().any(|w| w.sync) => sync(db, health, mark),
         None => Ok(()),
     };
     match synced {
@@ -84,6 +115,18 @@ pub(super) fn sync_and_complete(
             }
         }
     }
+}
+
+/// One WAL sync, and the synced mark moved to what it covered; a failure
+/// stops the write path (fail-stop, whatever its errno).
+fn sync(db: &DB, health: &HealthCell, mark: &SyncedMark) -> Result<(), String> {
+    // Read before the sync: everything up to here is in the WAL the sync
+    // covers (the writer may add more meanwhile).
+    let covered = db.latest_sequence_number();
+    sync_wal(db).map(|()| mark.advance(covered)).map_err(|msg| {
+        health.fail(format!("WAL sync failed: {msg}"));
+        msg
+    })
 }
 
 /// `FlushWAL(sync)`, with the `syncer::sync` failpoint (`return`: EIO;
