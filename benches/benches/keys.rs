@@ -1,5 +1,5 @@
-//! The RocksDB key layout (`eventbus_log::keys`) and the record envelope
-//! (`eventbus_log::codec`), in nanoseconds per operation. Pure CPU, no I/O.
+//! The RocksDB key layout (`eventbus_log::internals::keys`) and the record envelope
+//! (`eventbus_log::internals::codec`), in nanoseconds per operation. Pure CPU, no I/O.
 //!
 //! * `keys/record_key/{encode,parse}`: the 16-byte `records` key
 //!   (topic id, partition, offset; big-endian so keys sort by offset).
@@ -14,7 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use eventbus_benches::events;
-use eventbus_log::{codec, keys, TopicId};
+use eventbus_log::internals::{codec, keys};
+use eventbus_log::TopicId;
 
 fn key_layout(c: &mut Criterion) {
     let mut group = c.benchmark_group("keys");

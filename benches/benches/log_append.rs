@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use eventbus_benches::{events, runtime, TempLog};
-use eventbus_log::{Durability, TopicState};
+use eventbus_log::internals::TopicState;
+use eventbus_log::Durability;
 
 /// Partitions of the benchmark topic (the server default).
 const PARTITIONS: u32 = 4;

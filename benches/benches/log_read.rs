@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use eventbus_benches::{events, quick, runtime, size, TempLog};
-use eventbus_log::{Durability, TopicState};
+use eventbus_log::internals::TopicState;
+use eventbus_log::Durability;
 
 const FILL_BATCH: usize = 200;
 const READ_BATCH: usize = 1024;

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventbus_log::{Durability, Log, NewEvent, Options, TopicConfig, TopicState};
+use eventbus_log::internals::TopicState;
+use eventbus_log::{Durability, Log, NewEvent, Options, TopicConfig};
 use std::sync::Arc;
 use tempfile::TempDir;
 

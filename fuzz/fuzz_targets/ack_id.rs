@@ -11,7 +11,7 @@
 
 use arbitrary::Arbitrary;
 use eventbus_fuzz::{with_mode, within_budget, STORED_BYTES_FACTOR};
-use eventbus_log::delivery::ack_id::AckId;
+use eventbus_log::internals::ack_id::AckId;
 use eventbus_log::{Error, SubscriptionId};
 
 eventbus_fuzz::fuzz_modes!(seeds: seeds, modes: [client_bytes, encoder_side]);

@@ -14,7 +14,7 @@
 
 use arbitrary::Arbitrary;
 use eventbus_fuzz::{with_mode, within_budget, STORED_BYTES_FACTOR};
-use eventbus_log::delivery::acks::PartitionAcks;
+use eventbus_log::internals::acks::PartitionAcks;
 
 eventbus_fuzz::fuzz_modes!(seeds: seeds, modes: [stored_bytes, encoder_side]);
 

@@ -14,8 +14,8 @@ use eventbus_fuzz::{
     check_name, decode_request, exact_duration, exact_millis, expect_invalid_input, parsed,
     with_mode,
 };
-use eventbus_log::dead_letters::{DeadLetterQuery, DeadLetterSelector};
-use eventbus_log::meta::{Filter, Ordering};
+use eventbus_log::{DeadLetterQuery, DeadLetterSelector};
+use eventbus_log::{Filter, Ordering};
 use eventbus_log::{RetryPolicy, SeekTarget, StartPosition};
 use eventbus_proto::v1::{
     self, seek_subscription_request::Target, CreateBackupRequest, CreateSubscriptionRequest,

@@ -14,10 +14,10 @@
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use eventbus_fuzz::{with_mode, within_budget, ArbEvent, STORED_BYTES_FACTOR};
-use eventbus_log::codec::{encode_record, seal_record};
-use eventbus_log::dead_letters;
-use eventbus_log::delivery::dead_letter::DeadLetterEntry;
-use eventbus_log::keys::dlq_key;
+use eventbus_log::internals::codec::{encode_record, seal_record};
+use eventbus_log::internals::dead_letters;
+use eventbus_log::internals::dead_letter::DeadLetterEntry;
+use eventbus_log::internals::keys::dlq_key;
 use eventbus_log::{Error, NewEvent, SubscriptionId, TopicId};
 
 const TOPIC: TopicId = TopicId(5);

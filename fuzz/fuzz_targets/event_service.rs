@@ -15,7 +15,7 @@ use eventbus_fuzz::{
     check_name, decode_request, exact_duration, exact_millis, expect_invalid_input, parsed,
     with_mode,
 };
-use eventbus_log::delivery::ack_id::AckId;
+use eventbus_log::internals::ack_id::AckId;
 use eventbus_log::delivery::SettleOp;
 use eventbus_log::options::MAX_ACK_DEADLINE;
 use eventbus_log::SubscriptionId;

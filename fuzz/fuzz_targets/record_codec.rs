@@ -1,4 +1,4 @@
-//! The record envelope (`eventbus_log::codec`): every event in the log and in
+//! The record envelope (`eventbus_log::internals::codec`): every event in the log and in
 //! the dead-letter queue is one.
 //!
 //! Modes (first byte):
@@ -17,10 +17,10 @@
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use eventbus_fuzz::{with_mode, within_budget, ArbEvent, STORED_BYTES_FACTOR};
-use eventbus_log::codec::{
+use eventbus_log::internals::codec::{
     decode_record, encode_record, record_publish_time, seal_record, HEADER_LEN,
 };
-use eventbus_log::delivery::dead_letter::DeadLetterEntry;
+use eventbus_log::internals::dead_letter::DeadLetterEntry;
 use eventbus_log::{NewEvent, StoredEvent, TopicId};
 
 const TOPIC: TopicId = TopicId(7);
@@ -43,7 +43,7 @@ fn stored_bytes(value: &[u8]) {
 
 fn sealed_body(body: &[u8]) {
     let mut record = vec![0u8; HEADER_LEN];
-    record[0] = eventbus_log::codec::RECORD_VERSION;
+    record[0] = eventbus_log::internals::codec::RECORD_VERSION;
     record.extend_from_slice(body);
     seal_record(&mut record, 1_700_000_000_000);
     stored_bytes(&record);

@@ -114,8 +114,8 @@ impl ArbEvent {
     /// The event, and its record as the writer seals it at `publish_ms`.
     pub fn seal(self, publish_ms: u64) -> (NewEvent, Bytes) {
         let event = NewEvent::from(self);
-        let mut record = eventbus_log::codec::encode_record(&event);
-        eventbus_log::codec::seal_record(&mut record, publish_ms);
+        let mut record = eventbus_log::internals::codec::encode_record(&event);
+        eventbus_log::internals::codec::seal_record(&mut record, publish_ms);
         (event, record.freeze())
     }
 }

@@ -24,28 +24,58 @@
 pub mod broker;
 // The contract's shared modules, under the paths the engine has always used.
 pub use eventbus_broker::{filter, limits, names, types};
-pub mod codec;
-pub mod dead_letters;
+pub(crate) mod codec;
+pub(crate) mod dead_letters;
 pub(crate) mod dedup;
 pub mod delivery;
 pub mod error;
-pub mod health;
-pub mod keys;
-pub mod meta;
+pub(crate) mod health;
+pub(crate) mod keys;
+pub(crate) mod meta;
 pub mod metric_names;
 pub mod options;
-pub mod partitioner;
-pub mod space;
+pub(crate) mod partitioner;
+pub(crate) mod space;
 pub(crate) mod store;
-pub mod synced_mark;
+pub(crate) mod synced_mark;
 mod topic;
 pub(crate) mod writer;
 
+/// Engine internals for the benchmarks (`benches/`) and the fuzz targets
+/// (`fuzz/`), which measure and attack the storage formats directly. Not an
+/// API: only with the `internals` feature, so nothing else reaches them.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub mod codec {
+        pub use crate::codec::*;
+    }
+    pub mod keys {
+        pub use crate::keys::*;
+    }
+    pub mod dead_letters {
+        pub use crate::dead_letters::*;
+    }
+    pub mod ack_id {
+        pub use crate::delivery::ack_id::*;
+    }
+    pub mod acks {
+        pub use crate::delivery::acks::*;
+    }
+    pub mod dead_letter {
+        pub use crate::delivery::dead_letter::*;
+    }
+    pub use crate::topic::{PartitionTail, TopicState};
+}
+
 pub use broker::{LogBroker, NewSubscription, RetryPolicy, SeekTarget, SubscriptionUpdate};
 pub use error::{Error, Result};
-pub use eventbus_broker::{SubscriptionInfo, TopicInfo};
+pub use eventbus_broker::{
+    DeadLetterQuery, DeadLetterSelector, Filter, Ordering, SubscriptionInfo, TopicInfo,
+};
 pub use health::StorageHealth;
 pub use options::Options;
+// The store, for offline tools (`eventbus restore` checks a backup opens).
 pub use store::{Log, StorageStats};
-pub use topic::{PartitionTail, TopicConfig, TopicState};
+pub use topic::TopicConfig;
 pub use types::*;

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use eventbus_broker::subscription::{AttributeCondition, Filter, Ordering, SubscriptionConfig};
+pub use eventbus_broker::subscription::{Ordering, SubscriptionConfig};
 pub use eventbus_broker::topic::Retention;
 pub use eventbus_broker::types::now_ms;
 

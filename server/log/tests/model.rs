@@ -40,9 +40,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventbus_log::dead_letters::{DeadLetterQuery, DeadLetterSelector};
 use eventbus_log::delivery::{Delivery, MemberStream, SettleOp};
-use eventbus_log::meta::Ordering;
+use eventbus_log::Ordering;
+use eventbus_log::{DeadLetterQuery, DeadLetterSelector};
 use eventbus_log::{LogBroker, NewEvent, NewSubscription, Options, SeekTarget, TopicConfig};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;

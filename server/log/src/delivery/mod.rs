@@ -21,10 +21,10 @@
 //! * `persistence`: ack state, the writes that go with it, flush timing, loading.
 //! * `acks`, `dead_letter`, `ack_id`: the persisted and wire formats.
 
-pub mod ack_id;
-pub mod acks;
+pub(crate) mod ack_id;
+pub(crate) mod acks;
 mod actor;
-pub mod dead_letter;
+pub(crate) mod dead_letter;
 mod handle;
 mod key_order;
 mod leases;
