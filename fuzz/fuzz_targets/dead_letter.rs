@@ -15,8 +15,8 @@ use arbitrary::Arbitrary;
 use bytes::Bytes;
 use eventbus_fuzz::{with_mode, within_budget, ArbEvent, STORED_BYTES_FACTOR};
 use eventbus_log::internals::codec::{encode_record, seal_record};
-use eventbus_log::internals::dead_letters;
 use eventbus_log::internals::dead_letter::DeadLetterEntry;
+use eventbus_log::internals::dead_letters;
 use eventbus_log::internals::keys::dlq_key;
 use eventbus_log::{Error, NewEvent, SubscriptionId, TopicId};
 

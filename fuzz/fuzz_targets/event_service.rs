@@ -15,8 +15,8 @@ use eventbus_fuzz::{
     check_name, decode_request, exact_duration, exact_millis, expect_invalid_input, parsed,
     with_mode,
 };
-use eventbus_log::internals::ack_id::AckId;
 use eventbus_log::delivery::SettleOp;
+use eventbus_log::internals::ack_id::AckId;
 use eventbus_log::options::MAX_ACK_DEADLINE;
 use eventbus_log::SubscriptionId;
 use eventbus_proto::v1::{
