@@ -1,5 +1,6 @@
 //! `eventbus-server`: serves the `eventbus.v1` gRPC contract over the
-//! [`eventbus_log::Broker`].
+//! broker contract ([`eventbus_broker::Broker`]; the RocksDB backend is
+//! `eventbus_log::LogBroker`, opened in [`run_with_listeners`]).
 //!
 //! # Layout
 //! * [`run`]: wires storage, gRPC services, health and reflection, and performs
