@@ -164,6 +164,10 @@ pub struct Config {
     pub max_topics: usize,
     /// Subscriptions on the server, over all topics. Default: 10000.
     pub max_subscriptions: usize,
+
+    /// Authentication and grants (`[auth]`): API keys, JWT, client
+    /// certificates, principals. Empty (default): no authentication.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// The limit that `max-events-per-publish` may not exceed.
@@ -211,6 +215,7 @@ impl Default for Config {
             max_page_size: log.limits.max_page_size,
             max_topics: log.limits.max_topics,
             max_subscriptions: log.limits.max_subscriptions,
+            auth: Default::default(),
         }
     }
 }

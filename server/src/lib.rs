@@ -5,12 +5,14 @@
 //! # Layout
 //! * [`run`]: wires storage, gRPC services, health and reflection, and performs
 //!   the graceful shutdown sequence.
+//! * [`auth`]: principals, grants and the `[auth]` config.
 //! * [`cli`]: the `eventbus` command line.
 //! * [`config`]: layered configuration (defaults → TOML → env → flags).
 //! * [`grpc`]: one file per RPC; [`grpc::status`] is the only error mapping.
 //! * [`ops`]: Prometheus metrics and the HTTP side port (/metrics, /healthz, /readyz).
 //! * [`signal`]: SIGTERM / SIGINT.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod grpc;

@@ -8,8 +8,12 @@
 //! (issue 13) fills [`Caller`] in the same layer, and the permission check
 //! reads it here, before the handler runs.
 
+use std::sync::Arc;
+
 use eventbus_broker::Broker;
 use tonic::Request;
+
+use crate::auth::Principal;
 
 use crate::ops::Ops;
 
@@ -17,9 +21,30 @@ use crate::ops::Ops;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Caller {
     /// No credentials were checked: the server has no authentication
-    /// configured (issue 13 adds authenticated principals).
+    /// configured, and serves everyone (on loopback unless `--insecure`).
     #[default]
     Anonymous,
+    /// A caller that proved who it is.
+    Principal(Arc<Principal>),
+}
+
+impl Caller {
+    /// The name audit records and logs show: the principal's, or
+    /// `anonymous`.
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Anonymous => "anonymous",
+            Caller::Principal(p) => &p.name,
+        }
+    }
+
+    /// The tenant whose namespace the caller's names live in.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Principal(p) => p.tenant.as_deref(),
+        }
+    }
 }
 
 /// The per-request facts the RPC layer gathered.
