@@ -38,6 +38,21 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may make server-wide calls (CreateBackup, the full
+    /// GetStatus, the audit log): anyone on a server without authentication,
+    /// else a principal bound to no tenant with `admin` on every topic.
+    pub fn is_global_admin(&self) -> bool {
+        match self {
+            Caller::Anonymous => true,
+            Caller::Principal(p) => {
+                p.tenant.is_none()
+                    && p.grants
+                        .iter()
+                        .any(|g| g.permission == crate::auth::Permission::Admin && g.topics == ">")
+            }
+        }
+    }
+
     /// The tenant whose namespace the caller's names live in.
     pub fn tenant(&self) -> Option<&str> {
         match self {
