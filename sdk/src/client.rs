@@ -22,10 +22,21 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 256 << 20;
 /// connection (reconnected on demand) with the client's credentials attached.
 pub type Channel = InterceptedService<tonic::transport::Channel, Credentials>;
 
-/// Adds `authorization: Bearer <token>` to every call when a token is set.
-#[derive(Clone, Debug, Default)]
+/// Adds `authorization: Bearer <token>` and `x-api-key` to every call when
+/// they are set. Their values never appear in `Debug` output.
+#[derive(Clone, Default)]
 pub struct Credentials {
     bearer: Option<MetadataValue<Ascii>>,
+    api_key: Option<MetadataValue<Ascii>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Interceptor for Credentials {
@@ -33,8 +44,21 @@ impl Interceptor for Credentials {
         if let Some(token) = &self.bearer {
             req.metadata_mut().insert("authorization", token.clone());
         }
+        if let Some(key) = &self.api_key {
+            req.metadata_mut().insert("x-api-key", key.clone());
+        }
         Ok(req)
     }
+}
+
+/// A credential as a header value, marked sensitive so HTTP/2 never indexes
+/// it (HPACK) and debug output hides it.
+fn secret_header(value: String, what: &str) -> Result<MetadataValue<Ascii>> {
+    let mut v: MetadataValue<Ascii> = value
+        .parse()
+        .map_err(|_| Error::InvalidArgument(format!("{what} must be printable ASCII")))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// TLS settings for [`ClientBuilder::tls`]. The server speaks plaintext HTTP/2
@@ -54,6 +78,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
     bearer_token: Option<String>,
+    api_key: Option<String>,
     tls: Option<TlsConfig>,
 }
 
@@ -71,9 +96,15 @@ impl ClientBuilder {
         self
     }
 
-    /// Sends `authorization: Bearer <token>` with every call.
+    /// Sends `authorization: Bearer <token>` (a JWT) with every call.
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Sends `x-api-key: <key>` with every call.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
         self
     }
 
@@ -121,11 +152,13 @@ impl ClientBuilder {
         }
         let bearer = match self.bearer_token {
             None => None,
-            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
-                Error::InvalidArgument("bearer token must be printable ASCII".into())
-            })?),
+            Some(token) => Some(secret_header(format!("Bearer {token}"), "bearer token")?),
         };
-        Ok((endpoint, Credentials { bearer }))
+        let api_key = match self.api_key {
+            None => None,
+            Some(key) => Some(secret_header(key, "API key")?),
+        };
+        Ok((endpoint, Credentials { bearer, api_key }))
     }
 }
 
@@ -160,6 +193,7 @@ impl Client {
             connect_timeout: Duration::from_secs(5),
             request_timeout: None,
             bearer_token: None,
+            api_key: None,
             tls: None,
         }
     }

@@ -108,13 +108,21 @@ pub async fn run_with_listeners(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let auth = auth::authenticate::Authenticator::new(&config.auth)
+        .await
+        .context("invalid [auth] config")?;
+    let gate = grpc::context::Gate {
+        sealer: Arc::new(auth::ack_id::AckIdSealer::load_or_create(
+            &config.data_dir.join(auth::ack_id::KEY_FILE),
+        )?),
+    };
     let streams = CancellationToken::new();
     let events = grpc::EventServer::new(
-        grpc::EventSvc::new(broker.clone(), streams.clone(), ops.clone()),
+        grpc::EventSvc::new(broker.clone(), gate.clone(), streams.clone(), ops.clone()),
         config.limits(),
         config.max_request_bytes,
     );
-    let admin = AdminServiceServer::new(grpc::AdminSvc::new(broker.clone(), ops.clone()))
+    let admin = AdminServiceServer::new(grpc::AdminSvc::new(broker.clone(), gate, ops.clone()))
         .max_decoding_message_size(config.max_request_bytes);
 
     // Storage is open: report SERVING, for the whole server ("") and per service.
@@ -138,7 +146,7 @@ pub async fn run_with_listeners(
     };
     let serve = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(ops::rpc::RpcMetricsLayer)
+        .layer(ops::rpc::RpcMetricsLayer { auth })
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

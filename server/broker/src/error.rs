@@ -93,6 +93,11 @@ pub enum Error {
     /// The server is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+
+    /// The caller may not touch this (an ack id delivered to another
+    /// principal). Backends do not raise it; the caller's scope does.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl Error {

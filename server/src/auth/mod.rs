@@ -9,9 +9,19 @@
 //!   server authenticates no one and every caller is
 //!   [`Caller::Anonymous`](crate::grpc::context::Caller).
 
+pub mod ack_id;
+pub mod api_key;
+pub mod authenticate;
+pub mod jwt;
+pub mod scope;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+use crate::grpc::context::Caller;
+use crate::grpc::guard::Need;
 
 /// What a grant allows on the topics its pattern matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -106,6 +116,52 @@ pub struct Principal {
     pub tenant: Option<String>,
     pub credential: Credential,
     pub grants: Vec<Grant>,
+}
+
+impl Principal {
+    /// Whether a grant gives `permission` on `topic` (a name in the
+    /// principal's namespace); `admin` implies `publish` and `subscribe`.
+    pub fn allows(&self, permission: Permission, topic: &str) -> bool {
+        self.grants.iter().any(|g| {
+            (g.permission == permission || g.permission == Permission::Admin)
+                && eventbus_broker::filter::type_matches(&g.topics, topic)
+        })
+    }
+
+    /// Whether any grant names `topic`.
+    pub fn sees(&self, topic: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| eventbus_broker::filter::type_matches(&g.topics, topic))
+    }
+}
+
+/// The one permission check: whether `caller` may make a request that
+/// needs `need`. A missing grant is PERMISSION_DENIED, naming the grant to
+/// ask for.
+pub fn authorize(caller: &Caller, action: &str, need: Need<'_>) -> Result<(), Status> {
+    let Caller::Principal(p) = caller else {
+        // No authentication configured: everyone may do everything.
+        return Ok(());
+    };
+    let allowed = match need {
+        Need::Topic(permission, topic) => p.allows(permission, topic),
+        Need::AnyGrant(topic) => p.sees(topic),
+        Need::Filtered => true,
+        Need::Server => caller.is_global_admin(),
+    };
+    if allowed {
+        return Ok(());
+    }
+    let wanted = match need {
+        Need::Topic(permission, topic) => format!("{}:{topic}", permission.as_str()),
+        Need::AnyGrant(topic) => format!("a grant on {topic}"),
+        Need::Filtered | Need::Server => "admin:> with no tenant".to_string(),
+    };
+    Err(Status::permission_denied(format!(
+        "principal {:?} may not call {action}: it needs {wanted}",
+        p.name
+    )))
 }
 
 /// The `[auth]` config table. Empty (the default): no authentication.

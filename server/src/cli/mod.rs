@@ -67,6 +67,13 @@ pub struct GlobalArgs {
     /// or JSON lines for streams.
     #[arg(long, global = true)]
     pub json: bool,
+    /// A JWT sent as `authorization: Bearer <token>` (prefer the
+    /// environment variable: a flag shows in `ps`).
+    #[arg(long, global = true, env = "EVENTBUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// An API key sent as `x-api-key` (prefer the environment variable).
+    #[arg(long, global = true, env = "EVENTBUS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -81,8 +88,35 @@ enum Command {
     /// Turn a backup (from `eventbus backup`) into a new data dir, offline,
     /// and check that it opens.
     Restore(restore::RestoreArgs),
+    /// Read an API key on stdin and print the SHA-256 that `[[auth.api-keys]]`
+    /// takes (`sha256 = "..."`); with `--new`, make a random key and print
+    /// both.
+    HashKey {
+        /// Make a new random key (32 bytes, base64url) instead of reading one.
+        #[arg(long)]
+        new: bool,
+    },
     #[command(flatten)]
     Remote(remote::RemoteCommand),
+}
+
+/// `eventbus hash-key`: the key never appears on the command line.
+fn hash_key(new: bool) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let key = if new {
+        let bytes: [u8; 32] = rand::random();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    anyhow::ensure!(!key.is_empty(), "no key on stdin");
+    if new {
+        println!("key     {key}");
+    }
+    println!("sha256  {}", crate::auth::api_key::hash_key_hex(&key));
+    Ok(())
 }
 
 /// Parses the command line and runs the chosen command.
@@ -99,6 +133,7 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(&cli.global.server, args),
         Command::Restore(args) => restore::run(args),
+        Command::HashKey { new } => hash_key(new),
         Command::Remote(command) => remote::main(&cli.global, command),
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The RPC layer ([`crate::ops::rpc`], a tower layer around every service)
 //! builds the [`RequestContext`] from the HTTP/2 headers and puts it into the
-//! request's extensions; [`Call::split`] takes it out again next to the
+//! request's extensions; [`Call::authorize`] takes it out again next to the
 //! message, so no handler reads metadata of its own. Authentication
 //! (issue 13) fills [`Caller`] in the same layer, and the permission check
 //! reads it here, before the handler runs.
@@ -13,6 +13,11 @@ use std::sync::Arc;
 use eventbus_broker::Broker;
 use tonic::Request;
 
+use tonic::Status;
+
+use super::guard::Guarded;
+use crate::auth::ack_id::AckIdSealer;
+use crate::auth::scope::Scoped;
 use crate::auth::Principal;
 
 use crate::ops::Ops;
@@ -76,19 +81,41 @@ pub struct RequestContext {
 /// One call of a handler: the context of its request and what it may use.
 pub struct Call<'a> {
     pub ctx: RequestContext,
-    pub broker: &'a dyn Broker,
+    /// The broker as this caller sees it ([`Scoped`]): its tenant's names,
+    /// its topics in listings, its sealed ack ids.
+    pub broker: Arc<dyn Broker>,
     pub ops: &'a Ops,
 }
 
+/// What every call is checked and scoped with, shared by both services.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub sealer: Arc<AckIdSealer>,
+}
+
 impl<'a> Call<'a> {
-    /// The call's context and its message. A request that did not pass the
+    /// The call's context and its message, once the caller may make it: the
+    /// one permission check every RPC passes ([`crate::auth::authorize`],
+    /// with what [`Guarded::need`] says). A request that did not pass the
     /// RPC layer (unit tests) gets an anonymous context without ids.
-    pub fn split<T>(broker: &'a dyn Broker, ops: &'a Ops, req: Request<T>) -> (Call<'a>, T) {
+    pub fn authorize<T: Guarded>(
+        broker: &Arc<dyn Broker>,
+        gate: &Gate,
+        ops: &'a Ops,
+        req: Request<T>,
+    ) -> Result<(Call<'a>, T), Status> {
         let ctx = req
             .extensions()
             .get::<RequestContext>()
             .cloned()
             .unwrap_or_default();
-        (Call { ctx, broker, ops }, req.into_inner())
+        let msg = req.into_inner();
+        crate::auth::authorize(&ctx.caller, T::ACTION, msg.need())?;
+        let broker: Arc<dyn Broker> = Arc::new(Scoped::new(
+            broker.clone(),
+            ctx.caller.clone(),
+            gate.sealer.clone(),
+        ));
+        Ok((Call { ctx, broker, ops }, msg))
     }
 }

@@ -22,6 +22,7 @@ mod get_dead_letter;
 mod get_status;
 mod get_subscription;
 mod get_topic;
+pub mod guard;
 mod list_dead_letters;
 mod list_subscriptions;
 mod list_topics;
@@ -52,7 +53,8 @@ use eventbus_proto::v1::*;
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::Ops;
-use context::Call;
+use context::{Call, Gate};
+use guard::Guarded;
 use tonic::{Request, Response, Status};
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -86,19 +88,26 @@ pub mod parse {
 #[derive(Clone)]
 pub struct EventSvc {
     broker: Arc<dyn Broker>,
+    gate: Gate,
     /// Cancelled when shutdown starts, so open streams end promptly.
     shutdown: CancellationToken,
     ops: Arc<Ops>,
 }
 
 impl EventSvc {
-    fn call<T>(&self, req: Request<T>) -> (Call<'_>, T) {
-        Call::split(self.broker.as_ref(), &self.ops, req)
+    fn call<T: Guarded>(&self, req: Request<T>) -> Result<(Call<'_>, T), Status> {
+        Call::authorize(&self.broker, &self.gate, &self.ops, req)
     }
 
-    pub fn new(broker: Arc<dyn Broker>, shutdown: CancellationToken, ops: Arc<Ops>) -> Self {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        gate: Gate,
+        shutdown: CancellationToken,
+        ops: Arc<Ops>,
+    ) -> Self {
         EventSvc {
             broker,
+            gate,
             shutdown,
             ops,
         }
@@ -109,42 +118,43 @@ impl EventSvc {
 #[derive(Clone)]
 pub struct AdminSvc {
     broker: Arc<dyn Broker>,
+    gate: Gate,
     ops: Arc<Ops>,
 }
 
 impl AdminSvc {
-    fn call<T>(&self, req: Request<T>) -> (Call<'_>, T) {
-        Call::split(self.broker.as_ref(), &self.ops, req)
+    fn call<T: Guarded>(&self, req: Request<T>) -> Result<(Call<'_>, T), Status> {
+        Call::authorize(&self.broker, &self.gate, &self.ops, req)
     }
 
-    pub fn new(broker: Arc<dyn Broker>, ops: Arc<Ops>) -> Self {
-        AdminSvc { broker, ops }
+    pub fn new(broker: Arc<dyn Broker>, gate: Gate, ops: Arc<Ops>) -> Self {
+        AdminSvc { broker, gate, ops }
     }
 }
 
 #[tonic::async_trait]
 impl EventService for EventSvc {
     async fn publish(&self, req: Request<PublishRequest>) -> RpcResult<PublishResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         publish::handle(&call, req).await.map(Response::new)
     }
 
     type SubscribeStream = subscribe::SubscribeStream;
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> RpcResult<Self::SubscribeStream> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         subscribe::handle(&call, &self.shutdown, req)
             .await
             .map(Response::new)
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> RpcResult<AckResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         ack::handle(&call, req).await.map(Response::new)
     }
 
     async fn nack(&self, req: Request<NackRequest>) -> RpcResult<NackResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         nack::handle(&call, req).await.map(Response::new)
     }
 
@@ -152,7 +162,7 @@ impl EventService for EventSvc {
         &self,
         req: Request<ModifyAckDeadlineRequest>,
     ) -> RpcResult<ModifyAckDeadlineResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         modify_ack_deadline::handle(&call, req)
             .await
             .map(Response::new)
@@ -161,7 +171,7 @@ impl EventService for EventSvc {
     type ReplayStream = replay::ReplayStream;
 
     async fn replay(&self, req: Request<ReplayRequest>) -> RpcResult<Self::ReplayStream> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         replay::handle(&call, self.shutdown.clone(), req)
             .await
             .map(Response::new)
@@ -174,17 +184,17 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<CreateTopicRequest>,
     ) -> RpcResult<CreateTopicResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         create_topic::handle(&call, req).await.map(Response::new)
     }
 
     async fn get_topic(&self, req: Request<GetTopicRequest>) -> RpcResult<GetTopicResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         get_topic::handle(&call, req).await.map(Response::new)
     }
 
     async fn list_topics(&self, req: Request<ListTopicsRequest>) -> RpcResult<ListTopicsResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         list_topics::handle(&call, req).await.map(Response::new)
     }
 
@@ -192,7 +202,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<DeleteTopicRequest>,
     ) -> RpcResult<DeleteTopicResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         delete_topic::handle(&call, req).await.map(Response::new)
     }
 
@@ -200,7 +210,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<CreateSubscriptionRequest>,
     ) -> RpcResult<CreateSubscriptionResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         create_subscription::handle(&call, req)
             .await
             .map(Response::new)
@@ -210,7 +220,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<GetSubscriptionRequest>,
     ) -> RpcResult<GetSubscriptionResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         get_subscription::handle(&call, req)
             .await
             .map(Response::new)
@@ -220,7 +230,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ListSubscriptionsRequest>,
     ) -> RpcResult<ListSubscriptionsResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         list_subscriptions::handle(&call, req)
             .await
             .map(Response::new)
@@ -230,7 +240,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<UpdateSubscriptionRequest>,
     ) -> RpcResult<UpdateSubscriptionResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         update_subscription::handle(&call, req)
             .await
             .map(Response::new)
@@ -240,7 +250,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<DeleteSubscriptionRequest>,
     ) -> RpcResult<DeleteSubscriptionResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         delete_subscription::handle(&call, req)
             .await
             .map(Response::new)
@@ -250,7 +260,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<PauseSubscriptionRequest>,
     ) -> RpcResult<PauseSubscriptionResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         pause_subscription::handle(&call, req)
             .await
             .map(Response::new)
@@ -260,7 +270,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ResumeSubscriptionRequest>,
     ) -> RpcResult<ResumeSubscriptionResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         resume_subscription::handle(&call, req)
             .await
             .map(Response::new)
@@ -270,7 +280,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<SeekSubscriptionRequest>,
     ) -> RpcResult<SeekSubscriptionResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         seek_subscription::handle(&call, req)
             .await
             .map(Response::new)
@@ -280,7 +290,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ListDeadLettersRequest>,
     ) -> RpcResult<ListDeadLettersResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         list_dead_letters::handle(&call, req)
             .await
             .map(Response::new)
@@ -290,7 +300,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<GetDeadLetterRequest>,
     ) -> RpcResult<GetDeadLetterResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         get_dead_letter::handle(&call, req).await.map(Response::new)
     }
 
@@ -298,7 +308,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<RedriveDeadLettersRequest>,
     ) -> RpcResult<RedriveDeadLettersResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         redrive_dead_letters::handle(&call, req)
             .await
             .map(Response::new)
@@ -308,14 +318,14 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<PurgeDeadLettersRequest>,
     ) -> RpcResult<PurgeDeadLettersResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         purge_dead_letters::handle(&call, req)
             .await
             .map(Response::new)
     }
 
     async fn get_status(&self, req: Request<GetStatusRequest>) -> RpcResult<GetStatusResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         get_status::handle(&call, req).await.map(Response::new)
     }
 
@@ -323,7 +333,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<CreateBackupRequest>,
     ) -> RpcResult<CreateBackupResponse> {
-        let (call, req) = self.call(req);
+        let (call, req) = self.call(req)?;
         create_backup::handle(&call, req).await.map(Response::new)
     }
 }

@@ -31,7 +31,7 @@ pub async fn handle(
     shutdown: CancellationToken,
     req: ReplayRequest,
 ) -> Result<ReplayStream, Status> {
-    let broker = call.broker;
+    let broker = &call.broker;
     let topic = broker.get_topic(&req.topic).await.map_err(to_status)?;
     let plan = parse(&req, topic.partition_count(), broker.limits())?;
     let start = match (&req.start, plan.start_time) {

@@ -50,6 +50,7 @@ pub fn to_status(err: Error) -> Status {
             tracing::error!(error = %message, "storage failure");
             Status::unavailable(message)
         }
+        Error::PermissionDenied(_) => Status::permission_denied(message),
         Error::ShuttingDown => Status::unavailable(
             "the server is shutting down; retry on another instance or after restart",
         ),

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use prost::Message as _;
@@ -28,31 +28,39 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use super::names::{RPC_ERRORS, RPC_REQUESTS};
 use super::telemetry::HeaderExtractor;
 use super::trace::{trace_id, valid_traceparent, TRACEPARENT};
+use crate::auth::authenticate::Authenticator;
 use crate::grpc::context::{Caller, RequestContext};
 
 /// The request-id header: taken from the client when present, echoed back.
 pub const REQUEST_ID: &str = "x-request-id";
 use eventbus::code_name;
 
-#[derive(Clone, Copy, Default)]
-pub struct RpcMetricsLayer;
+/// The layer; `auth` is None when the server authenticates no one.
+#[derive(Clone, Default)]
+pub struct RpcMetricsLayer {
+    pub auth: Option<Arc<Authenticator>>,
+}
 
 impl<S> Layer<S> for RpcMetricsLayer {
     type Service = RpcMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcMetrics { inner }
+        RpcMetrics {
+            inner,
+            auth: self.auth.clone(),
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct RpcMetrics<S> {
     inner: S,
+    auth: Option<Arc<Authenticator>>,
 }
 
-impl<S, B, R> Service<http::Request<B>> for RpcMetrics<S>
+impl<S, B> Service<http::Request<B>> for RpcMetrics<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -72,10 +80,16 @@ where
         let traceparent = header(TRACEPARENT).and_then(valid_traceparent);
         let trace_id = traceparent.and_then(trace_id).unwrap_or_default();
         let span = tracing::info_span!("rpc", method, request_id = %request_id, trace_id);
+        let caller = match &self.auth {
+            Some(auth) if !Authenticator::is_open(req.uri().path()) => {
+                auth.authenticate(req.headers(), peer_identity(req.extensions()))
+            }
+            _ => Ok(Caller::Anonymous),
+        };
         let context = RequestContext {
             request_id: request_id.clone(),
             traceparent: traceparent.map(str::to_string),
-            caller: Caller::Anonymous,
+            caller: caller.clone().unwrap_or_default(),
         };
         // With OTLP export on, the span joins the caller's trace (a no-op
         // propagator otherwise).
@@ -85,13 +99,17 @@ where
         let _ = span.set_parent(parent);
         let mut req = req;
         req.extensions_mut().insert(context);
-        let fut = {
+        // A refused call never reaches the service.
+        let call = caller.map(|_| {
             let _entered = span.enter();
             self.inner.call(req)
-        };
+        });
         Box::pin(
             async move {
-                let mut res = fut.await;
+                let mut res = match call {
+                    Ok(fut) => fut.await,
+                    Err(status) => Ok(status.into_http()),
+                };
                 if let Ok(resp) = &mut res {
                     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
                         resp.headers_mut().insert(REQUEST_ID, v);
@@ -103,6 +121,12 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The verified client certificate's identity, once mTLS is in place
+/// (the transport module fills it).
+fn peer_identity(_extensions: &http::Extensions) -> Option<String> {
+    None
 }
 
 /// Counts the call, and logs it when it failed.

@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::delivery::SubscriptionHandle;
 use crate::error::{Error, Result};
-use crate::names::validate_name;
+use crate::names::validate_topic_name;
 use crate::options::Options;
 use crate::store::Log;
 use crate::topic::{TopicConfig, TopicState};
@@ -92,7 +92,7 @@ impl LogBroker {
         topic: &str,
         events: &[NewEvent],
     ) -> Result<(TopicId, Vec<AppendResult>)> {
-        validate_name("topic", topic)?;
+        validate_topic_name(topic)?;
         if events.is_empty() {
             return Err(Error::invalid("events", "must contain at least one event"));
         }

@@ -15,7 +15,7 @@ use crate::delivery::dead_letter::DeadLetterEntry;
 use crate::delivery::SubscriptionHandle;
 use crate::error::{Error, Result};
 use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
-use crate::names::validate_name;
+use crate::names::{validate_name, validate_topic_name};
 use crate::options::{MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
 use crate::topic::TopicState;
 use crate::types::{saturating_millis, StartPosition, SubscriptionId};
@@ -31,7 +31,7 @@ impl LogBroker {
         name: &str,
         new: NewSubscription,
     ) -> Result<SubscriptionInfo> {
-        validate_name("topic", topic)?;
+        validate_topic_name(topic)?;
         validate_name("subscription", name)?;
         let config = self.subscription_config(&new)?;
         let topic = self.log.topic_or_create(topic).await?;
@@ -192,7 +192,7 @@ impl LogBroker {
         topic: &str,
         name: &str,
     ) -> Result<Arc<SubscriptionHandle>> {
-        validate_name("topic", topic)?;
+        validate_topic_name(topic)?;
         validate_name("subscription", name)?;
         let topic_state = self.log.topic_or_create(topic).await?;
         if let Some(h) = self.handle(&topic_state, name) {

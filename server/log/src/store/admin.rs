@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use crate::error::{storage, Error, Result};
 use crate::keys::{self, Cf};
 use crate::meta::{now_ms, SubscriptionMeta, TopicMeta};
-use crate::names::validate_name;
+use crate::names::validate_topic_name;
 use crate::options::MAX_PARTITIONS;
 use crate::topic::{PartitionBounds, TopicConfig, TopicState};
 use crate::types::TopicId;
@@ -21,7 +21,7 @@ use super::{corrupt_meta, Log};
 
 impl Log {
     pub async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<TopicState>> {
-        validate_name("topic", name)?;
+        validate_topic_name(name)?;
         let partitions = match config.partitions {
             0 => self.inner.options.default_partitions,
             n if n > MAX_PARTITIONS => {
@@ -78,7 +78,7 @@ impl Log {
         name: &str,
         subscriptions: &[SubscriptionMeta],
     ) -> Result<Arc<TopicState>> {
-        validate_name("topic", name)?;
+        validate_topic_name(name)?;
         let _ids = self.inner.admin.lock().await;
         let topic = self
             .topic(name)

@@ -20,7 +20,7 @@ use crate::codec::encode_record;
 use crate::error::{Error, Result};
 use crate::health::{HealthCell, StorageHealth};
 use crate::keys::Cf;
-use crate::names::validate_name;
+use crate::names::validate_topic_name;
 use crate::options::Options;
 use crate::synced_mark::SyncedMark;
 use crate::topic::{TopicConfig, TopicState};
@@ -121,7 +121,7 @@ impl Log {
         if let Some(t) = self.topic(name) {
             return Ok(t);
         }
-        validate_name("topic", name)?;
+        validate_topic_name(name)?;
         if !self.inner.options.auto_create {
             return Err(Error::TopicNotFound(name.to_string()));
         }
@@ -137,7 +137,7 @@ impl Log {
 
     /// Looks a topic up without creating it.
     pub fn existing_topic(&self, name: &str) -> Result<Arc<TopicState>> {
-        validate_name("topic", name)?;
+        validate_topic_name(name)?;
         self.topic(name)
             .ok_or_else(|| Error::TopicNotFound(name.to_string()))
     }

@@ -1,0 +1,240 @@
+//! Ack ids that cannot be guessed or forged.
+//!
+//! The backend's ack id names a lease (for RocksDB: subscription, partition,
+//! offset and a generation: sequential, so guessable). What a client gets is
+//! that id sealed to the subscription and the principal it was delivered to:
+//!
+//! `{backend id}.{principal tag}.{mac}`, where the principal tag is the
+//! first 6 bytes of HMAC-SHA256(key, "principal" ‖ name) and the MAC the
+//! first 16 bytes of HMAC-SHA256(key, topic ‖ subscription ‖ tag ‖ backend
+//! id), both base64url. The key is the server's (a file in the data dir, or
+//! `ack-id-key-file` for gateways that must share it), so ids stay valid
+//! across restarts. An id that does not verify is INVALID_ARGUMENT; one that
+//! verifies but was delivered to another principal is PERMISSION_DENIED.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tonic::Status;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const TAG_BYTES: usize = 6;
+const MAC_BYTES: usize = 16;
+/// The key file's name in the data dir.
+pub const KEY_FILE: &str = "ack-id.key";
+
+/// Seals and opens ack ids with the server's key.
+#[derive(Clone)]
+pub struct AckIdSealer {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for AckIdSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AckIdSealer(..)")
+    }
+}
+
+/// Why an ack id did not open.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// It was not issued by this server for this subscription.
+    Forged,
+    /// It was issued to another principal.
+    OtherPrincipal,
+}
+
+impl AckIdSealer {
+    pub fn new(key: [u8; 32]) -> AckIdSealer {
+        AckIdSealer { key }
+    }
+
+    /// Reads the key at `path`, creating it (random, mode 0600, synced) when
+    /// it does not exist yet.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<AckIdSealer> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                    anyhow::anyhow!(
+                        "the ack-id key {} must be exactly 32 bytes; delete it to make a new one \
+                         (unsettled deliveries are then redelivered)",
+                        path.display()
+                    )
+                })?;
+                Ok(AckIdSealer::new(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key: [u8; 32] = rand::random();
+                write_new(path, &key)
+                    .with_context(|| format!("creating the ack-id key {}", path.display()))?;
+                Ok(AckIdSealer::new(key))
+            }
+            Err(e) => Err(e).with_context(|| format!("reading the ack-id key {}", path.display())),
+        }
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length")
+    }
+
+    fn principal_tag(&self, principal: &str) -> String {
+        let mut mac = self.mac();
+        mac.update(b"principal\0");
+        mac.update(principal.as_bytes());
+        URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..TAG_BYTES])
+    }
+
+    fn lease_mac(
+        &self,
+        topic: &str,
+        subscription: &str,
+        tag: &str,
+        inner: &str,
+    ) -> [u8; MAC_BYTES] {
+        let mut mac = self.mac();
+        for part in [topic, subscription, tag, inner] {
+            mac.update(&(part.len() as u32).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        let mut out = [0u8; MAC_BYTES];
+        out.copy_from_slice(&mac.finalize().into_bytes()[..MAC_BYTES]);
+        out
+    }
+
+    /// The id a client gets for the backend's `inner` id.
+    pub fn seal(&self, topic: &str, subscription: &str, principal: &str, inner: &str) -> String {
+        let tag = self.principal_tag(principal);
+        let mac = self.lease_mac(topic, subscription, &tag, inner);
+        format!("{inner}.{tag}.{}", URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    /// The backend id inside `sealed`, if it was issued for this
+    /// subscription and principal.
+    pub fn open<'a>(
+        &self,
+        topic: &str,
+        subscription: &str,
+        principal: &str,
+        sealed: &'a str,
+    ) -> Result<&'a str, Refused> {
+        let mut parts = sealed.rsplitn(3, '.');
+        let (Some(mac), Some(tag), Some(inner)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Refused::Forged);
+        };
+        let mut given = [0u8; MAC_BYTES];
+        match URL_SAFE_NO_PAD.decode(mac) {
+            Ok(bytes) if bytes.len() == MAC_BYTES => given.copy_from_slice(&bytes),
+            _ => return Err(Refused::Forged),
+        }
+        let expected = self.lease_mac(topic, subscription, tag, inner);
+        if !bool::from(expected.ct_eq(&given)) {
+            return Err(Refused::Forged);
+        }
+        if tag != self.principal_tag(principal) {
+            return Err(Refused::OtherPrincipal);
+        }
+        Ok(inner)
+    }
+}
+
+impl Refused {
+    /// The status a settle call gets for `sealed`.
+    pub fn status(&self, sealed: &str) -> Status {
+        let shown: String = sealed.chars().take(64).collect();
+        match self {
+            Refused::Forged => Status::invalid_argument(format!(
+                "invalid ack_ids: {shown:?} is not an ack id of this subscription; pass the \
+                 ack_id of a delivery unchanged"
+            )),
+            Refused::OtherPrincipal => Status::permission_denied(format!(
+                "ack id {shown:?} was delivered to another principal; only the member it was \
+                 delivered to may settle it"
+            )),
+        }
+    }
+}
+
+/// Writes a new file with owner-only permissions, synced with its directory.
+fn write_new(path: &Path, key: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(key)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_id_opens_only_for_its_subscription_and_principal() {
+        let sealer = AckIdSealer::new([7; 32]);
+        let id = sealer.seal("orders", "billing", "alice", "AQAAAAEAAAAA");
+        assert_eq!(
+            sealer.open("orders", "billing", "alice", &id),
+            Ok("AQAAAAEAAAAA")
+        );
+        assert_eq!(
+            sealer.open("orders", "billing", "mallory", &id),
+            Err(Refused::OtherPrincipal)
+        );
+        assert_eq!(
+            sealer.open("orders", "audit", "alice", &id),
+            Err(Refused::Forged)
+        );
+        assert_eq!(
+            sealer.open("other", "billing", "alice", &id),
+            Err(Refused::Forged)
+        );
+        // Another key (another server) issued it.
+        let other = AckIdSealer::new([8; 32]);
+        assert_eq!(
+            other.open("orders", "billing", "alice", &id),
+            Err(Refused::Forged)
+        );
+    }
+
+    #[test]
+    fn a_changed_byte_does_not_verify() {
+        let sealer = AckIdSealer::new([1; 32]);
+        let id = sealer.seal("t", "s", "p", "AQAAAAEAAAAB");
+        let forged = id.replacen("AQAAAAEAAAAB", "AQAAAAEAAAAC", 1);
+        assert_eq!(sealer.open("t", "s", "p", &forged), Err(Refused::Forged));
+        for bad in ["", "abc", "a.b", "a.b.c", &format!("{id}x")] {
+            assert_eq!(
+                sealer.open("t", "s", "p", bad),
+                Err(Refused::Forged),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_key_file_is_created_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("ackkey-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(KEY_FILE);
+        let a = AckIdSealer::load_or_create(&path).unwrap();
+        let b = AckIdSealer::load_or_create(&path).unwrap();
+        assert_eq!(a.key, b.key);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

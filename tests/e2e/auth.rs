@@ -1,0 +1,577 @@
+//! Authentication, grants, tenants and sealed ack ids (issue 13), over real
+//! gRPC: every attack gets its exact status, and the server keeps serving.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use eventbus_server::auth::api_key::hash_key_hex;
+use eventbus_server::auth::{ApiKeyConfig, AuthConfig, Grant, JwtConfig};
+use eventbus_server::Config;
+use eventbus_tests::v1::admin_service_client::AdminServiceClient;
+use eventbus_tests::v1::event_service_client::EventServiceClient;
+use eventbus_tests::v1::{self, PublishRequest, SubscribeRequest};
+use eventbus_tests::{DataDir, TestServer};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request};
+
+use crate::support::{assert_status, event, recv_n, PATIENCE};
+
+const ISSUER: &str = "https://issuer.eventbus.test";
+const AUDIENCE: &str = "eventbus";
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/jwt")
+        .join(name)
+}
+
+fn grants(list: &[&str]) -> Vec<Grant> {
+    list.iter()
+        .map(|g| Grant::try_from(g.to_string()).unwrap())
+        .collect()
+}
+
+fn key(principal: &str, secret: &str, tenant: Option<&str>, g: &[&str]) -> ApiKeyConfig {
+    ApiKeyConfig {
+        principal: principal.into(),
+        sha256: hash_key_hex(secret),
+        tenant: tenant.map(str::to_string),
+        grants: grants(g),
+    }
+}
+
+/// Keys: a publisher and a subscriber of `orders.>`, a global admin, and
+/// the admins of tenants `acme` and `globex`.
+fn auth_config(c: &mut Config) {
+    c.auth = AuthConfig {
+        api_keys: vec![
+            key("pub", "key-pub-000000000000", None, &["publish:orders.>"]),
+            key("sub", "key-sub-000000000000", None, &["subscribe:orders.>"]),
+            key(
+                "sub2",
+                "key-sub2-00000000000",
+                None,
+                &["subscribe:orders.>"],
+            ),
+            key("ops", "key-ops-000000000000", None, &["admin:>"]),
+            key("acme", "key-acme-00000000000", Some("acme"), &["admin:>"]),
+            key(
+                "globex",
+                "key-globex-000000000",
+                Some("globex"),
+                &["admin:>"],
+            ),
+        ],
+        jwt: Some(JwtConfig {
+            jwks_file: Some(fixture("jwks.json")),
+            jwks_url: None,
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway_secs: 5,
+            tenant_claim: "tenant".into(),
+            grants_claim: "eventbus_grants".into(),
+        }),
+        ..AuthConfig::default()
+    };
+}
+
+async fn server() -> TestServer {
+    TestServer::start_with(DataDir::Fresh, auth_config).await
+}
+
+/// `msg` with `header: value`.
+fn with<T>(msg: T, header: &'static str, value: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert(header, MetadataValue::try_from(value).unwrap());
+    req
+}
+
+fn as_key<T>(msg: T, key: &str) -> Request<T> {
+    with(msg, "x-api-key", key)
+}
+
+fn publish_req(topic: &str) -> PublishRequest {
+    PublishRequest {
+        topic: topic.into(),
+        events: vec![event("k", "order.created", "x")],
+    }
+}
+
+async fn publish_as(s: &TestServer, key: &str, topic: &str) -> Result<(), tonic::Status> {
+    s.events()
+        .publish(as_key(publish_req(topic), key))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn credentials_are_required_and_checked() {
+    let s = server().await;
+    let mut events = s.events();
+    // None at all.
+    assert_status(
+        events.publish(publish_req("orders.a")).await,
+        Code::Unauthenticated,
+        "no credentials",
+    );
+    // A wrong key; a revoked one is the same: its hash is not configured.
+    assert_status(
+        publish_as(&s, "key-pub-000000000001", "orders.a").await,
+        Code::Unauthenticated,
+        "API key",
+    );
+    // Something that is not a bearer token.
+    assert_status(
+        events
+            .publish(with(publish_req("orders.a"), "authorization", "Basic abc"))
+            .await,
+        Code::Unauthenticated,
+        "Bearer",
+    );
+    // Health needs no credentials (Kubernetes probes send none).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, 1, "SERVING");
+    // And the right key works.
+    publish_as(&s, "key-pub-000000000000", "orders.a")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn grants_decide_publish_subscribe_and_admin() {
+    let s = server().await;
+    publish_as(&s, "key-pub-000000000000", "orders.a")
+        .await
+        .unwrap();
+    assert_status(
+        publish_as(&s, "key-pub-000000000000", "payments").await,
+        Code::PermissionDenied,
+        "publish:payments",
+    );
+    assert_status(
+        publish_as(&s, "key-sub-000000000000", "orders.a").await,
+        Code::PermissionDenied,
+        "publish:orders.a",
+    );
+    let subscribe = SubscribeRequest {
+        topic: "orders.a".into(),
+        subscription: "s".into(),
+        max_in_flight: 10,
+    };
+    assert_status(
+        s.events()
+            .subscribe(as_key(subscribe.clone(), "key-pub-000000000000"))
+            .await,
+        Code::PermissionDenied,
+        "subscribe:orders.a",
+    );
+    s.events()
+        .subscribe(as_key(subscribe, "key-sub-000000000000"))
+        .await
+        .unwrap();
+
+    // Every admin RPC without `admin` (the subscriber has only subscribe).
+    let denied = admin_calls_as(&s, "key-sub-000000000000").await;
+    assert_eq!(denied.len(), 10);
+    for (rpc, res) in denied {
+        let err = res.expect_err(rpc);
+        assert_eq!(err.code(), Code::PermissionDenied, "{rpc}: {err:?}");
+    }
+    // The global admin may make all of them (some fail on their own terms,
+    // none for a missing grant).
+    for (rpc, res) in admin_calls_as(&s, "key-ops-000000000000").await {
+        if let Err(err) = res {
+            assert_ne!(err.code(), Code::PermissionDenied, "{rpc}: {err:?}");
+        }
+    }
+    // The server still serves.
+    publish_as(&s, "key-pub-000000000000", "orders.a")
+        .await
+        .unwrap();
+}
+
+fn ok<T>(r: Result<T, tonic::Status>) -> Result<(), tonic::Status> {
+    r.map(|_| ())
+}
+
+/// Each mutating admin RPC on topic `orders.a` (subscription `s`), as `key`.
+async fn admin_calls_as(
+    s: &TestServer,
+    key: &str,
+) -> Vec<(&'static str, Result<(), tonic::Status>)> {
+    let mut a: AdminServiceClient<_> = s.admin();
+    let (topic, subscription) = ("orders.a".to_string(), "s".to_string());
+    // One call: its name, and the outcome of `method(request)` as `key`.
+    macro_rules! call {
+        ($name:literal, $method:ident, $request:expr) => {
+            ($name, ok(a.$method(as_key($request, key)).await))
+        };
+    }
+    macro_rules! on_subscription {
+        ($name:literal, $method:ident, $request:ident) => {
+            call!(
+                $name,
+                $method,
+                v1::$request {
+                    topic: topic.clone(),
+                    subscription: subscription.clone(),
+                    ..Default::default()
+                }
+            )
+        };
+    }
+    vec![
+        call!(
+            "CreateTopic",
+            create_topic,
+            v1::CreateTopicRequest {
+                topic: "orders.new".into(),
+                ..Default::default()
+            }
+        ),
+        on_subscription!(
+            "UpdateSubscription",
+            update_subscription,
+            UpdateSubscriptionRequest
+        ),
+        on_subscription!(
+            "PauseSubscription",
+            pause_subscription,
+            PauseSubscriptionRequest
+        ),
+        on_subscription!(
+            "ResumeSubscription",
+            resume_subscription,
+            ResumeSubscriptionRequest
+        ),
+        on_subscription!(
+            "SeekSubscription",
+            seek_subscription,
+            SeekSubscriptionRequest
+        ),
+        on_subscription!(
+            "RedriveDeadLetters",
+            redrive_dead_letters,
+            RedriveDeadLettersRequest
+        ),
+        on_subscription!(
+            "PurgeDeadLetters",
+            purge_dead_letters,
+            PurgeDeadLettersRequest
+        ),
+        call!(
+            "CreateBackup",
+            create_backup,
+            v1::CreateBackupRequest {
+                dir: "/nonexistent-eventbus-backup".into(),
+            }
+        ),
+        on_subscription!(
+            "DeleteSubscription",
+            delete_subscription,
+            DeleteSubscriptionRequest
+        ),
+        call!(
+            "DeleteTopic",
+            delete_topic,
+            v1::DeleteTopicRequest {
+                topic: topic.clone()
+            }
+        ),
+    ]
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims(sub: &str) -> serde_json::Value {
+    json!({
+        "sub": sub, "iss": ISSUER, "aud": AUDIENCE,
+        "exp": now() + 600, "eventbus_grants": ["publish:orders.>"],
+    })
+}
+
+fn sign(alg: Algorithm, kid: &str, key_file: &str, claims: &serde_json::Value) -> String {
+    let pem = std::fs::read(fixture(key_file)).unwrap();
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+        _ => unreachable!("test keys are asymmetric"),
+    }
+    .unwrap();
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn b64(v: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+async fn publish_with_token(s: &TestServer, token: &str) -> Result<(), tonic::Status> {
+    s.events()
+        .publish(with(
+            publish_req("orders.a"),
+            "authorization",
+            &format!("Bearer {token}"),
+        ))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn jwts_verify_with_their_pinned_key_and_every_forgery_is_refused() {
+    let s = server().await;
+    // The three algorithms, each with its own key.
+    for (alg, kid, file) in [
+        (Algorithm::RS256, "rsa-1", "rsa.pem"),
+        (Algorithm::ES256, "ec-1", "ec.pem"),
+        (Algorithm::EdDSA, "ed-1", "ed.pem"),
+    ] {
+        let token = sign(alg, kid, file, &claims("svc"));
+        publish_with_token(&s, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
+    }
+    let mut c = claims("svc");
+    let mut attacks: Vec<(&str, String, &str)> = vec![
+        ("malformed", "not.a.jwt".into(), "well-formed"),
+        ("empty", String::new(), "well-formed"),
+    ];
+    // alg none, unsigned.
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"})),
+        b64(&claims("svc"))
+    );
+    // jsonwebtoken does not even parse a header with `alg: none`.
+    attacks.push(("alg none", none, "well-formed"));
+    // Signed by a key the set does not hold, under a known kid.
+    attacks.push((
+        "bad signature",
+        sign(Algorithm::RS256, "rsa-1", "other-rsa.pem", &claims("svc")),
+        "signature",
+    ));
+    // HS256 with the RSA public key as the HMAC secret.
+    let public = std::fs::read(fixture("rsa.pub.pem")).unwrap();
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("rsa-1".into());
+    attacks.push((
+        "HS/RS confusion",
+        jsonwebtoken::encode(&hs, &claims("svc"), &EncodingKey::from_secret(&public)).unwrap(),
+        "algorithm",
+    ));
+    c["exp"] = json!(now() - 3600);
+    attacks.push((
+        "expired",
+        sign(Algorithm::RS256, "rsa-1", "rsa.pem", &c),
+        "expired",
+    ));
+    let mut c = claims("svc");
+    c["nbf"] = json!(now() + 3600);
+    attacks.push((
+        "not yet valid",
+        sign(Algorithm::RS256, "rsa-1", "rsa.pem", &c),
+        "not valid yet",
+    ));
+    let mut c = claims("svc");
+    c["iss"] = json!("https://evil.test");
+    attacks.push((
+        "wrong issuer",
+        sign(Algorithm::RS256, "rsa-1", "rsa.pem", &c),
+        "issuer",
+    ));
+    let mut c = claims("svc");
+    c["aud"] = json!("someone-else");
+    attacks.push((
+        "wrong audience",
+        sign(Algorithm::RS256, "rsa-1", "rsa.pem", &c),
+        "audience",
+    ));
+    attacks.push((
+        "unknown kid",
+        sign(Algorithm::RS256, "rsa-9", "rsa.pem", &claims("svc")),
+        "key id",
+    ));
+    for (name, token, needle) in attacks {
+        let err = publish_with_token(&s, &token).await.expect_err(name);
+        assert_eq!(err.code(), Code::Unauthenticated, "{name}: {err:?}");
+        assert!(err.message().contains(needle), "{name}: {err:?}");
+        // The refusal never echoes the token.
+        if !token.is_empty() {
+            assert!(!err.message().contains(&token), "{name} echoed");
+        }
+    }
+    // Grants from the claim: no subscribe grant.
+    let token = sign(Algorithm::ES256, "ec-1", "ec.pem", &claims("svc"));
+    let err = s
+        .events()
+        .subscribe(with(
+            SubscribeRequest {
+                topic: "orders.a".into(),
+                subscription: "s".into(),
+                max_in_flight: 1,
+            },
+            "authorization",
+            &format!("Bearer {token}"),
+        ))
+        .await
+        .expect_err("no subscribe grant");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    publish_with_token(&s, &token).await.unwrap();
+}
+
+#[tokio::test]
+async fn tenants_cannot_name_list_or_learn_of_each_other() {
+    let s = server().await;
+    let (acme, globex) = ("key-acme-00000000000", "key-globex-000000000");
+    let mut admin = s.admin();
+    let create = |topic: &str, key: &str| {
+        as_key(
+            v1::CreateTopicRequest {
+                topic: topic.into(),
+                ..Default::default()
+            },
+            key,
+        )
+    };
+    admin.create_topic(create("orders", acme)).await.unwrap();
+    admin.create_topic(create("secret", acme)).await.unwrap();
+    // The same name in another tenant is another topic.
+    admin.create_topic(create("orders", globex)).await.unwrap();
+    publish_as(&s, acme, "orders").await.unwrap();
+
+    // By name: "exists in another tenant" answers as "does not exist".
+    let get = |topic: &str| {
+        as_key(
+            v1::GetTopicRequest {
+                topic: topic.into(),
+            },
+            globex,
+        )
+    };
+    let elsewhere = admin.get_topic(get("secret")).await.unwrap_err();
+    let nowhere = admin.get_topic(get("never")).await.unwrap_err();
+    assert_eq!(elsewhere.code(), Code::NotFound);
+    assert_eq!(nowhere.code(), Code::NotFound);
+    assert_eq!(
+        elsewhere.message().replace("secret", "X"),
+        nowhere.message().replace("never", "X")
+    );
+    // Names of the server's namespace cannot be written by a tenant.
+    let err = admin.get_topic(get("acme/secret")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // By listing.
+    let list = |key: &str| as_key(v1::ListTopicsRequest::default(), key);
+    let names = |r: v1::ListTopicsResponse| -> Vec<String> {
+        r.topics.into_iter().map(|t| t.name).collect()
+    };
+    assert_eq!(
+        names(admin.list_topics(list(acme)).await.unwrap().into_inner()),
+        ["orders", "secret"]
+    );
+    assert_eq!(
+        names(admin.list_topics(list(globex)).await.unwrap().into_inner()),
+        ["orders"]
+    );
+    // The server-wide admin sees the tenants' namespaces.
+    assert_eq!(
+        names(
+            admin
+                .list_topics(list("key-ops-000000000000"))
+                .await
+                .unwrap()
+                .into_inner()
+        ),
+        ["acme/orders", "acme/secret", "globex/orders"]
+    );
+    // By replay: globex's "orders" is its own, empty topic.
+    let topic = admin
+        .get_topic(as_key(
+            v1::GetTopicRequest {
+                topic: "orders".into(),
+            },
+            globex,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .topic
+        .unwrap();
+    assert_eq!(topic.name, "orders");
+    let committed: u64 = topic.partition_info.iter().map(|p| p.end_offset).sum();
+    assert_eq!(committed, 0, "globex sees none of acme's events");
+}
+
+#[tokio::test]
+async fn an_ack_id_settles_only_for_the_principal_it_was_delivered_to() {
+    let s = server().await;
+    publish_as(&s, "key-pub-000000000000", "orders.a")
+        .await
+        .unwrap();
+    let mut events: EventServiceClient<_> = s.events();
+    let mut stream = events
+        .subscribe(as_key(
+            SubscribeRequest {
+                topic: "orders.a".into(),
+                subscription: "s".into(),
+                max_in_flight: 10,
+            },
+            "key-sub-000000000000",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let delivery = tokio::time::timeout(PATIENCE, recv_n(&mut stream, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let ack = |id: &str, key: &str| {
+        as_key(
+            v1::AckRequest {
+                topic: "orders.a".into(),
+                subscription: "s".into(),
+                ack_ids: vec![id.to_string()],
+            },
+            key,
+        )
+    };
+    // Stolen by another principal with the same grants.
+    assert_status(
+        events
+            .ack(ack(&delivery.ack_id, "key-sub2-00000000000"))
+            .await,
+        Code::PermissionDenied,
+        "another principal",
+    );
+    // Forged: one character changed.
+    let mut forged = delivery.ack_id.clone().into_bytes();
+    forged[3] = if forged[3] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_status(
+        events.ack(ack(&forged, "key-sub-000000000000")).await,
+        Code::InvalidArgument,
+        "not an ack id",
+    );
+    // The owner acks it.
+    events
+        .ack(ack(&delivery.ack_id, "key-sub-000000000000"))
+        .await
+        .unwrap();
+}
