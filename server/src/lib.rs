@@ -115,6 +115,11 @@ pub async fn run_with_listeners(
         sealer: Arc::new(auth::ack_id::AckIdSealer::load_or_create(
             &config.data_dir.join(auth::ack_id::KEY_FILE),
         )?),
+        quotas: Arc::new(auth::quota::Quotas::new(
+            &config.auth.quotas,
+            u32::try_from(config.max_events_per_publish).unwrap_or(u32::MAX),
+            u32::try_from(config.max_request_bytes).unwrap_or(u32::MAX),
+        )),
     };
     let streams = CancellationToken::new();
     let events = grpc::EventServer::new(

@@ -577,3 +577,71 @@ async fn an_ack_id_settles_only_for_the_principal_it_was_delivered_to() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_principal_over_its_quota_waits_and_the_others_do_not() {
+    let s = TestServer::start_with(DataDir::Fresh, |c| {
+        auth_config(c);
+        c.max_events_per_publish = 5;
+        c.auth.quotas.publish_events_per_second = 5;
+        c.auth.quotas.subscribe_streams = 1;
+    })
+    .await;
+    let five = |topic: &str| PublishRequest {
+        topic: topic.into(),
+        events: (0..5).map(|_| event("k", "order.created", "x")).collect(),
+    };
+    let mut events = s.events();
+    events
+        .publish(as_key(five("orders.a"), "key-pub-000000000000"))
+        .await
+        .unwrap();
+    let err = events
+        .publish(as_key(five("orders.a"), "key-pub-000000000000"))
+        .await
+        .expect_err("over the burst");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("publish-events-per-second"),
+        "{err:?}"
+    );
+    use tonic_types::StatusExt as _;
+    let retry = err.get_details_retry_info().expect("RetryInfo");
+    assert!(retry.retry_delay.is_some_and(|d| !d.is_zero()), "{retry:?}");
+    // Another principal's bucket is its own.
+    events
+        .publish(as_key(five("orders.a"), "key-ops-000000000000"))
+        .await
+        .unwrap();
+
+    // One Subscribe stream at a time.
+    let subscribe = |name: &str| {
+        as_key(
+            SubscribeRequest {
+                topic: "orders.a".into(),
+                subscription: name.into(),
+                max_in_flight: 1,
+            },
+            "key-sub-000000000000",
+        )
+    };
+    let first = events.subscribe(subscribe("s1")).await.unwrap();
+    let err = events
+        .subscribe(subscribe("s2"))
+        .await
+        .expect_err("second stream");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("subscribe-streams"), "{err:?}");
+    drop(first);
+    // The slot frees when the server sees the stream end.
+    let reopened = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if events.subscribe(subscribe("s2")).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reopened.is_ok(), "the stream slot was never freed");
+}

@@ -94,6 +94,16 @@ pub enum Error {
     #[error("shutting down")]
     ShuttingDown,
 
+    /// The caller is over one of its quotas; `retry_after` says when the
+    /// same request may pass. Backends do not raise it; the caller's scope
+    /// does.
+    #[error("{message}")]
+    QuotaExceeded {
+        quota: &'static str,
+        message: String,
+        retry_after: std::time::Duration,
+    },
+
     /// The caller may not touch this (an ack id delivered to another
     /// principal). Backends do not raise it; the caller's scope does.
     #[error("{0}")]
@@ -130,6 +140,7 @@ impl Error {
             Error::Storage(_)
                 | Error::ShuttingDown
                 | Error::ResourceExhausted(_)
+                | Error::QuotaExceeded { .. }
                 | Error::DiskFull { .. }
         )
     }

@@ -13,6 +13,7 @@ pub mod ack_id;
 pub mod api_key;
 pub mod authenticate;
 pub mod jwt;
+pub mod quota;
 pub mod scope;
 
 use std::fmt;
@@ -177,6 +178,8 @@ pub struct AuthConfig {
     pub jwt: Option<JwtConfig>,
     /// Identify callers by their verified client certificate (needs mTLS).
     pub client_certificates: bool,
+    /// What each principal may use (`[auth.quotas]`); none by default.
+    pub quotas: quota::QuotaConfig,
 }
 
 impl AuthConfig {

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
 use super::ack_id::{AckIdSealer, Refused};
+use super::quota::Quotas;
 use crate::grpc::context::Caller;
 
 /// Separates a tenant from its topic names in the broker's namespace.
@@ -37,10 +38,16 @@ pub struct Scoped {
     /// `tenant/`, or empty for a caller bound to no tenant.
     prefix: String,
     sealer: Arc<AckIdSealer>,
+    quotas: Arc<Quotas>,
 }
 
 impl Scoped {
-    pub fn new(inner: Arc<dyn Broker>, caller: Caller, sealer: Arc<AckIdSealer>) -> Scoped {
+    pub fn new(
+        inner: Arc<dyn Broker>,
+        caller: Caller,
+        sealer: Arc<AckIdSealer>,
+        quotas: Arc<Quotas>,
+    ) -> Scoped {
         let prefix = caller
             .tenant()
             .map(|t| format!("{t}{TENANT_SEPARATOR}"))
@@ -50,6 +57,7 @@ impl Scoped {
             caller,
             prefix,
             sealer,
+            quotas,
         }
     }
 
@@ -179,6 +187,12 @@ impl Scoped {
     }
 }
 
+/// The bytes of an event a publish quota counts.
+fn event_bytes(e: &NewEvent) -> usize {
+    let attributes: usize = e.attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+    e.payload.len() + e.key.len() + e.event_type.len() + e.content_type.len() + attributes
+}
+
 #[async_trait]
 impl Broker for Scoped {
     fn limits(&self) -> &Limits {
@@ -186,6 +200,10 @@ impl Broker for Scoped {
     }
 
     async fn publish(&self, topic: &str, events: &[NewEvent]) -> Result<Published> {
+        if let Caller::Principal(p) = &self.caller {
+            let bytes = events.iter().map(event_bytes).sum();
+            self.quotas.publish(&p.name, events.len(), bytes)?;
+        }
         self.on(
             topic,
             |t| async move { self.inner.publish(&t, events).await },
@@ -311,6 +329,11 @@ impl Broker for Scoped {
 
     async fn subscribe(&self, topic: &str, name: &str, max_in_flight: u32) -> Result<Membership> {
         let internal = self.topic(topic).map_err(|e| self.error_out(e))?;
+        // Held by the stream: the slot frees when the member leaves.
+        let slot = match &self.caller {
+            Caller::Principal(p) => self.quotas.open_stream(&p.name)?,
+            Caller::Anonymous => None,
+        };
         let membership = self
             .inner
             .subscribe(&internal, name, max_in_flight)
@@ -320,6 +343,7 @@ impl Broker for Scoped {
         let principal = self.caller.name().to_string();
         let subscription = name.to_string();
         let deliveries = membership.deliveries.map(move |batch| {
+            let _slot = &slot;
             batch.map(|mut batch| {
                 for d in &mut batch {
                     d.ack_id = sealer.seal(&internal, &subscription, &principal, &d.ack_id);

@@ -17,6 +17,7 @@ use tonic::Status;
 
 use super::guard::Guarded;
 use crate::auth::ack_id::AckIdSealer;
+use crate::auth::quota::Quotas;
 use crate::auth::scope::Scoped;
 use crate::auth::Principal;
 
@@ -91,6 +92,7 @@ pub struct Call<'a> {
 #[derive(Debug, Clone)]
 pub struct Gate {
     pub sealer: Arc<AckIdSealer>,
+    pub quotas: Arc<Quotas>,
 }
 
 impl<'a> Call<'a> {
@@ -115,6 +117,7 @@ impl<'a> Call<'a> {
             broker.clone(),
             ctx.caller.clone(),
             gate.sealer.clone(),
+            gate.quotas.clone(),
         ));
         Ok((Call { ctx, broker, ops }, msg))
     }

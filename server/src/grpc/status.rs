@@ -51,6 +51,13 @@ pub fn to_status(err: Error) -> Status {
             Status::unavailable(message)
         }
         Error::PermissionDenied(_) => Status::permission_denied(message),
+        Error::QuotaExceeded {
+            quota, retry_after, ..
+        } => {
+            let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+            details.add_quota_failure_violation(quota, message.clone());
+            Status::with_error_details(Code::ResourceExhausted, message, details)
+        }
         Error::ShuttingDown => Status::unavailable(
             "the server is shutting down; retry on another instance or after restart",
         ),
