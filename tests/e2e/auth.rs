@@ -645,3 +645,73 @@ async fn a_principal_over_its_quota_waits_and_the_others_do_not() {
     .await;
     assert!(reopened.is_ok(), "the stream slot was never freed");
 }
+
+/// The server's whole log, at debug level, while valid and invalid keys and
+/// tokens are used: none of them appears in any line.
+#[tokio::test]
+async fn no_token_or_key_ever_reaches_a_log_line() {
+    let (keep, data_dir) = eventbus_tests::temp_dir();
+    let config = keep.path().join("eventbus.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[auth.api-keys]]
+principal = "pub"
+sha256 = "{}"
+grants = ["publish:orders.>"]
+
+[auth.jwt]
+jwks-file = "{}"
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+"#,
+            hash_key_hex("key-pub-000000000000"),
+            fixture("jwks.json").display()
+        ),
+    )
+    .unwrap();
+    let server = eventbus_tests::ChildServer::start_with_env(
+        env!("CARGO_BIN_EXE_eventbus-under-test"),
+        &data_dir,
+        &["--config", config.to_str().unwrap()],
+        &[("EVENTBUS_LOG_LEVEL", "debug")],
+    )
+    .await;
+    let mut events = EventServiceClient::new(server.channel().await);
+    let good = sign(Algorithm::RS256, "rsa-1", "rsa.pem", &claims("svc"));
+    let forged = sign(Algorithm::RS256, "rsa-1", "other-rsa.pem", &claims("svc"));
+    let secrets = [
+        "key-pub-000000000000",
+        "key-wrong-0000000000",
+        good.as_str(),
+        forged.as_str(),
+    ];
+    for key in &secrets[..2] {
+        let _ = events.publish(as_key(publish_req("orders.a"), key)).await;
+        let _ = events.publish(as_key(publish_req("payments"), key)).await;
+    }
+    for token in &secrets[2..] {
+        let bearer = format!("Bearer {token}");
+        let _ = events
+            .publish(with(publish_req("orders.a"), "authorization", &bearer))
+            .await;
+    }
+    let lines = server.log_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("request failed")),
+        "the refusals were logged at debug: {lines:?}"
+    );
+    for line in &lines {
+        for secret in secrets {
+            // The signature part alone would do: check the whole token and
+            // its last segment.
+            let tail = secret.rsplit('.').next().unwrap_or(secret);
+            assert!(
+                !line.contains(secret) && !line.contains(tail),
+                "a secret reached the log: {line}"
+            );
+        }
+    }
+    server.terminate().await;
+}

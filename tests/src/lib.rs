@@ -177,7 +177,12 @@ pub struct ChildServer {
     /// The HTTP side port: /metrics, /healthz, /readyz.
     pub metrics_addr: SocketAddr,
     child: tokio::process::Child,
+    /// The last [`MAX_KEPT_LOG_LINES`] lines of its (JSON) log.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
+
+/// Log lines a [`ChildServer`] keeps for [`ChildServer::log_lines`].
+const MAX_KEPT_LOG_LINES: usize = 100_000;
 
 impl ChildServer {
     /// Starts `bin serve` (the `eventbus-under-test` binary: pass
@@ -288,13 +293,31 @@ impl ChildServer {
                 last_log.join("\n")
             ));
         };
-        // Keep draining the log so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining the log so the child never blocks on a full pipe,
+        // and keep the most recent lines for tests that read the log.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(last_log));
+        let kept = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut kept = kept.lock().expect("log lines");
+                if kept.len() == MAX_KEPT_LOG_LINES {
+                    kept.remove(0);
+                }
+                kept.push(line);
+            }
+        });
         Ok(ChildServer {
             addr,
             metrics_addr,
             child,
+            log,
         })
+    }
+
+    /// Its log so far (the most recent lines), e.g. to check that no
+    /// secret was ever logged.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lines").clone()
     }
 
     /// The process id, e.g. to read `/proc/<pid>/status`.
