@@ -22,6 +22,7 @@ mod get_dead_letter;
 mod get_status;
 mod get_subscription;
 mod get_topic;
+mod list_audit_records;
 mod list_dead_letters;
 mod list_subscriptions;
 mod list_topics;
@@ -51,6 +52,7 @@ use eventbus_proto::v1::event_service_server::EventService;
 use eventbus_proto::v1::*;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit;
 use crate::ops::Ops;
 use context::Call;
 use tonic::{Request, Response, Status};
@@ -66,13 +68,16 @@ pub mod parse {
         dead_letter_id, duration_from_proto, duration_to_proto, filter_from_proto, filter_to_proto,
         millis_to_timestamp, timestamp_to_millis,
     };
+    pub use super::create_backup::parse as create_backup;
     pub use super::create_subscription::parse as create_subscription;
     pub use super::create_topic::parse as create_topic;
+    pub use super::list_audit_records::parse as list_audit_records;
     pub use super::list_dead_letters::parse as list_dead_letters;
     pub use super::modify_ack_deadline::parse as modify_ack_deadline;
     pub use super::nack::parse as nack;
     pub use super::paging::{
-        decode_name_token, decode_seq_token, name_token, seq_token, PageRequest,
+        audit_token, decode_audit_token, decode_name_token, decode_seq_token, name_token,
+        seq_token, PageRequest,
     };
     pub use super::publish::parse_events as publish;
     pub use super::purge_dead_letters::selector as dead_letter_selector;
@@ -110,6 +115,9 @@ impl EventSvc {
 pub struct AdminSvc {
     broker: Arc<dyn Broker>,
     ops: Arc<Ops>,
+    /// Where CreateBackup may write (config key `backup-root`); `None`:
+    /// nowhere.
+    backup_root: Option<Arc<std::path::Path>>,
 }
 
 impl AdminSvc {
@@ -118,7 +126,17 @@ impl AdminSvc {
     }
 
     pub fn new(broker: Arc<dyn Broker>, ops: Arc<Ops>) -> Self {
-        AdminSvc { broker, ops }
+        AdminSvc {
+            broker,
+            ops,
+            backup_root: None,
+        }
+    }
+
+    /// Lets CreateBackup write under `root` (config key `backup-root`).
+    pub fn with_backup_root(mut self, root: Option<&std::path::Path>) -> Self {
+        self.backup_root = root.map(Arc::from);
+        self
     }
 }
 
@@ -175,7 +193,9 @@ impl AdminService for AdminSvc {
         req: Request<CreateTopicRequest>,
     ) -> RpcResult<CreateTopicResponse> {
         let (call, req) = self.call(req);
-        create_topic::handle(&call, req).await.map(Response::new)
+        audit::mutating(&call, req, create_topic::handle)
+            .await
+            .map(Response::new)
     }
 
     async fn get_topic(&self, req: Request<GetTopicRequest>) -> RpcResult<GetTopicResponse> {
@@ -193,7 +213,9 @@ impl AdminService for AdminSvc {
         req: Request<DeleteTopicRequest>,
     ) -> RpcResult<DeleteTopicResponse> {
         let (call, req) = self.call(req);
-        delete_topic::handle(&call, req).await.map(Response::new)
+        audit::mutating(&call, req, delete_topic::handle)
+            .await
+            .map(Response::new)
     }
 
     async fn create_subscription(
@@ -201,7 +223,7 @@ impl AdminService for AdminSvc {
         req: Request<CreateSubscriptionRequest>,
     ) -> RpcResult<CreateSubscriptionResponse> {
         let (call, req) = self.call(req);
-        create_subscription::handle(&call, req)
+        audit::mutating(&call, req, create_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -231,7 +253,7 @@ impl AdminService for AdminSvc {
         req: Request<UpdateSubscriptionRequest>,
     ) -> RpcResult<UpdateSubscriptionResponse> {
         let (call, req) = self.call(req);
-        update_subscription::handle(&call, req)
+        audit::mutating(&call, req, update_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -241,7 +263,7 @@ impl AdminService for AdminSvc {
         req: Request<DeleteSubscriptionRequest>,
     ) -> RpcResult<DeleteSubscriptionResponse> {
         let (call, req) = self.call(req);
-        delete_subscription::handle(&call, req)
+        audit::mutating(&call, req, delete_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -251,7 +273,7 @@ impl AdminService for AdminSvc {
         req: Request<PauseSubscriptionRequest>,
     ) -> RpcResult<PauseSubscriptionResponse> {
         let (call, req) = self.call(req);
-        pause_subscription::handle(&call, req)
+        audit::mutating(&call, req, pause_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -261,7 +283,7 @@ impl AdminService for AdminSvc {
         req: Request<ResumeSubscriptionRequest>,
     ) -> RpcResult<ResumeSubscriptionResponse> {
         let (call, req) = self.call(req);
-        resume_subscription::handle(&call, req)
+        audit::mutating(&call, req, resume_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -271,7 +293,7 @@ impl AdminService for AdminSvc {
         req: Request<SeekSubscriptionRequest>,
     ) -> RpcResult<SeekSubscriptionResponse> {
         let (call, req) = self.call(req);
-        seek_subscription::handle(&call, req)
+        audit::mutating(&call, req, seek_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -299,7 +321,7 @@ impl AdminService for AdminSvc {
         req: Request<RedriveDeadLettersRequest>,
     ) -> RpcResult<RedriveDeadLettersResponse> {
         let (call, req) = self.call(req);
-        redrive_dead_letters::handle(&call, req)
+        audit::mutating(&call, req, redrive_dead_letters::handle)
             .await
             .map(Response::new)
     }
@@ -309,7 +331,7 @@ impl AdminService for AdminSvc {
         req: Request<PurgeDeadLettersRequest>,
     ) -> RpcResult<PurgeDeadLettersResponse> {
         let (call, req) = self.call(req);
-        purge_dead_letters::handle(&call, req)
+        audit::mutating(&call, req, purge_dead_letters::handle)
             .await
             .map(Response::new)
     }
@@ -324,6 +346,21 @@ impl AdminService for AdminSvc {
         req: Request<CreateBackupRequest>,
     ) -> RpcResult<CreateBackupResponse> {
         let (call, req) = self.call(req);
-        create_backup::handle(&call, req).await.map(Response::new)
+        let root = self.backup_root.as_deref();
+        audit::mutating(&call, req, |call, req| {
+            create_backup::handle(call, root, req)
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_audit_records(
+        &self,
+        req: Request<ListAuditRecordsRequest>,
+    ) -> RpcResult<ListAuditRecordsResponse> {
+        let (call, req) = self.call(req);
+        list_audit_records::handle(&call, req)
+            .await
+            .map(Response::new)
     }
 }

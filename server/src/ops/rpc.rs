@@ -191,10 +191,11 @@ mod tests {
             "CreateTopic",
             "GetStatus",
             "CreateBackup",
+            "ListAuditRecords",
         ] {
             assert!(names.contains(&rpc), "{rpc} missing from {names:?}");
         }
-        assert_eq!(names.len(), 24, "{names:?}");
+        assert_eq!(names.len(), 25, "{names:?}");
     }
 
     #[test]
