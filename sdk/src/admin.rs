@@ -1,5 +1,5 @@
-//! [`Admin`]: topics, subscriptions, server status and backups. The
-//! dead-letter calls are in `dead_letters.rs`.
+//! [`Admin`]: topics, subscriptions, server status, backups and the audit
+//! log. The dead-letter calls are in `dead_letters.rs`.
 //!
 //! The common operations take plain names and the settings types of
 //! `settings.rs`; the generated client from [`Admin::raw`] covers every field
@@ -291,17 +291,54 @@ impl Admin {
             .await
     }
 
-    /// Writes an online, consistent backup into `dir`, a new directory on
-    /// the server's filesystem (it must not exist; its parent must), while
-    /// the server keeps serving. Returns the directory and the backup's
-    /// size. Errors: INVALID_ARGUMENT (not absolute, inside the data dir),
-    /// ALREADY_EXISTS, FAILED_PRECONDITION (parent missing),
-    /// RESOURCE_EXHAUSTED (disk full).
+    /// Writes an online, consistent backup into `dir`, a new directory
+    /// under the server's `backup-root` (a path relative to it; it must not
+    /// exist, its parent must), while the server keeps serving. Returns the
+    /// backup's absolute path on the server and its size. Errors:
+    /// FAILED_PRECONDITION (no backup-root configured; or the directory
+    /// exists, its parent is missing or not writable, one message for all),
+    /// INVALID_ARGUMENT (`..`, an absolute path outside backup-root, inside
+    /// the data dir), RESOURCE_EXHAUSTED (disk full).
     pub async fn create_backup(&self, dir: &str) -> Result<v1::CreateBackupResponse> {
         let req = v1::CreateBackupRequest { dir: dir.into() };
         self.call(|mut c| async move { c.create_backup(req).await })
             .await
     }
+}
+
+impl Admin {
+    /// The server's audit log, oldest first, fetched page by page as the
+    /// stream is polled (1000 per page unless [`PageStream::page_size`]
+    /// says otherwise): one record per mutating admin call and per denied
+    /// call. Errors (as the stream's item): INVALID_ARGUMENT (a time out of
+    /// range), PERMISSION_DENIED without the global admin grant.
+    pub fn audit_records(&self, filter: AuditFilter) -> PageStream<v1::AuditRecord> {
+        self.pages(LIST_PAGE_SIZE, move |mut c, page_size, page_token| {
+            let req = v1::ListAuditRecordsRequest {
+                page_size,
+                page_token,
+                start_time: filter.since.map(Into::into),
+                end_time: filter.until.map(Into::into),
+                principal: filter.principal.clone().unwrap_or_default(),
+            };
+            async move {
+                let page = c.list_audit_records(req).await?.into_inner();
+                Ok((page.records, page.next_page_token))
+            }
+        })
+    }
+}
+
+/// Which records [`Admin::audit_records`] lists; the default lists all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Records at or after this time.
+    pub since: Option<SystemTime>,
+    /// Records before this time.
+    pub until: Option<SystemTime>,
+    /// One principal's records (`anonymous` on a server without
+    /// authentication).
+    pub principal: Option<String>,
 }
 
 /// Every item of a page stream, or its first error.

@@ -17,7 +17,7 @@
 //!   [`Event::proto`] / [`Message::proto`] (prost), with `content_type` set.
 //! * [`Admin`]: topics, subscriptions (create with filters and a start
 //!   position, update, pause/resume/seek), the dead-letter queue (with a
-//!   paced redrive), server status and online backups. Lists are
+//!   paced redrive), server status, online backups and the audit log. Lists are
 //!   [`PageStream`]s that fetch one page at a time.
 //! * [`Client::replay`]: a topic's history as a [`Replay`] stream of events.
 //! * One [`Error`] type with [`Error::is_retryable`].
@@ -68,7 +68,7 @@ mod settings;
 mod settle;
 mod subscription;
 
-pub use admin::{Admin, SeekTo};
+pub use admin::{Admin, AuditFilter, SeekTo};
 pub use backoff::RetryPolicy;
 pub use client::{Channel, Client, ClientBuilder, Credentials, TlsConfig};
 pub use dead_letters::{DeadLetters, RedriveProgress};

@@ -165,6 +165,21 @@ pub struct Config {
     /// Subscriptions on the server, over all topics. Default: 10000.
     pub max_subscriptions: usize,
 
+    /// How long audit records are kept (`90d`, `1y`, ...); older ones are
+    /// dropped by the retention pass (every `retention-interval`). `0s`:
+    /// keep them forever. Default: `90d`.
+    #[serde(with = "humantime_serde")]
+    pub audit_retention: Duration,
+    /// The directory CreateBackup (`eventbus backup`) writes under: a
+    /// backup's `dir` is a path relative to it, and nothing outside it is
+    /// ever written. Unset (default): CreateBackup is refused.
+    pub backup_root: Option<PathBuf>,
+    /// Serve on an address other than loopback without authentication.
+    /// Without `[auth]` the server refuses to bind `listen` or
+    /// `metrics-listen` outside 127.0.0.0/8 and ::1 unless this is set, and
+    /// logs a warning at start when it is. Default: false.
+    pub insecure: bool,
+
     /// Authentication and grants (`[auth]`): API keys, JWT, client
     /// certificates, principals. Empty (default): no authentication.
     pub auth: crate::auth::AuthConfig,
@@ -215,6 +230,9 @@ impl Default for Config {
             max_page_size: log.limits.max_page_size,
             max_topics: log.limits.max_topics,
             max_subscriptions: log.limits.max_subscriptions,
+            audit_retention: log.audit_retention.unwrap_or(Duration::ZERO),
+            backup_root: None,
+            insecure: false,
             auth: Default::default(),
         }
     }
@@ -232,6 +250,8 @@ pub struct Overrides {
     pub durability: Option<Durability>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
 }
 
 impl Config {
@@ -322,7 +342,48 @@ impl Config {
         for (key, value) in self.limit_values() {
             anyhow::ensure!(value >= 1, "{key} must be at least 1");
         }
+        if let Some(root) = &self.backup_root {
+            anyhow::ensure!(
+                root.is_absolute(),
+                "backup-root must be an absolute path, not {}",
+                root.display()
+            );
+        }
+        self.check_exposure(self.listen, self.metrics_listen)?;
         Ok(())
+    }
+
+    /// Whether serving on `grpc` and `http` is allowed: without
+    /// authentication only on loopback, unless `insecure` is set. Returns
+    /// the warning to log when an insecure server is exposed.
+    pub fn check_exposure(
+        &self,
+        grpc: SocketAddr,
+        http: SocketAddr,
+    ) -> anyhow::Result<Option<String>> {
+        if self.auth.enabled() {
+            return Ok(None);
+        }
+        let exposed: Vec<String> = [("listen", grpc), ("metrics-listen", http)]
+            .iter()
+            .filter(|(_, addr)| !addr.ip().is_loopback())
+            .map(|(key, addr)| format!("{key} = {addr}"))
+            .collect();
+        if exposed.is_empty() {
+            return Ok(None);
+        }
+        let exposed = exposed.join(", ");
+        anyhow::ensure!(
+            self.insecure,
+            "refusing to serve {exposed} without authentication: anyone who can reach it \
+             could read, publish and delete everything. Configure [auth] (API keys, JWT or \
+             client certificates), or listen on 127.0.0.1, or accept the risk explicitly with \
+             --insecure (config key insecure = true, EVENTBUS_INSECURE=true)"
+        );
+        Ok(Some(format!(
+            "serving {exposed} WITHOUT AUTHENTICATION (--insecure): anyone who can reach it \
+             can read, publish and delete everything"
+        )))
     }
 
     /// Every limit with its config key.
@@ -382,6 +443,7 @@ impl Config {
         o.ack_flush_interval = self.ack_flush_interval;
         o.dedup_window = self.dedup_window;
         o.retention_interval = self.retention_interval;
+        o.audit_retention = Some(self.audit_retention).filter(|d| !d.is_zero());
         o.disk_reserve_bytes = self.disk_reserve_bytes;
         o.write_buffer_bytes = self.write_buffer_bytes;
         o.limits = self.limits();
@@ -495,6 +557,99 @@ mod tests {
                 let key = bad.split(' ').next().unwrap();
                 assert!(format!("{err:#}").contains(key), "{err:#}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn without_auth_only_loopback_is_served_unless_insecure() {
+        let exposed = Config {
+            listen: "0.0.0.0:50051".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = exposed.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("listen = 0.0.0.0:50051") && err.contains("--insecure"),
+            "{err}"
+        );
+        let metrics = Config {
+            metrics_listen: "[::]:9090".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(metrics
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("metrics-listen"));
+        // Loopback, v4 or v6, needs nothing.
+        let local = Config {
+            listen: "[::1]:50051".parse().unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(
+            local
+                .check_exposure(local.listen, local.metrics_listen)
+                .unwrap(),
+            None
+        );
+
+        let insecure = Config {
+            insecure: true,
+            ..exposed
+        };
+        insecure.validate().unwrap();
+        let warning = insecure
+            .check_exposure(insecure.listen, insecure.metrics_listen)
+            .unwrap()
+            .expect("a warning");
+        assert!(warning.contains("WITHOUT AUTHENTICATION"), "{warning}");
+
+        let with_auth = Config {
+            insecure: false,
+            auth: crate::auth::AuthConfig {
+                client_certificates: true,
+                ..Default::default()
+            },
+            ..insecure
+        };
+        assert_eq!(
+            with_auth
+                .check_exposure(with_auth.listen, with_auth.metrics_listen)
+                .unwrap(),
+            None
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EVENTBUS_LISTEN", "0.0.0.0:50051");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            jail.set_env("EVENTBUS_INSECURE", "true");
+            assert!(Config::load(None, &Overrides::default()).unwrap().insecure);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn audit_retention_and_backup_root_are_config_keys() {
+        let c = Config::default();
+        assert_eq!(c.audit_retention, Duration::from_secs(90 * 24 * 3600));
+        assert_eq!(c.backup_root, None);
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "eventbus.toml",
+                "audit-retention = \"7d\"\nbackup-root = \"/srv/backups\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("eventbus.toml")), &Overrides::default()).unwrap();
+            assert_eq!(
+                c.log_options().audit_retention,
+                Some(Duration::from_secs(7 * 24 * 3600))
+            );
+            assert_eq!(c.backup_root, Some(PathBuf::from("/srv/backups")));
+            jail.create_file("forever.toml", "audit-retention = \"0s\"\n")?;
+            let c = Config::load(Some(Path::new("forever.toml")), &Overrides::default()).unwrap();
+            assert_eq!(c.log_options().audit_retention, None);
+            jail.create_file("relative.toml", "backup-root = \"backups\"\n")?;
+            let err =
+                Config::load(Some(Path::new("relative.toml")), &Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains("backup-root"), "{err:#}");
             Ok(())
         });
     }

@@ -5,6 +5,7 @@
 //! # Layout
 //! * [`run`]: wires storage, gRPC services, health and reflection, and performs
 //!   the graceful shutdown sequence.
+//! * [`audit`]: the audit log: which calls are recorded, and how.
 //! * [`auth`]: principals, grants and the `[auth]` config.
 //! * [`cli`]: the `eventbus` command line.
 //! * [`config`]: layered configuration (defaults → TOML → env → flags).
@@ -12,6 +13,7 @@
 //! * [`ops`]: Prometheus metrics and the HTTP side port (/metrics, /healthz, /readyz).
 //! * [`signal`]: SIGTERM / SIGINT.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -70,6 +72,10 @@ pub async fn run_with_listeners(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let exposure = config.check_exposure(listener.local_addr()?, http.local_addr()?)?;
+    if let Some(warning) = exposure {
+        tracing::warn!("{warning}");
+    }
     let ops = ops::Ops::new(
         ops::recorder::install()?,
         config.metrics_max_label_values,
@@ -127,8 +133,9 @@ pub async fn run_with_listeners(
         config.limits(),
         config.max_request_bytes,
     );
-    let admin = AdminServiceServer::new(grpc::AdminSvc::new(broker.clone(), gate, ops.clone()))
-        .max_decoding_message_size(config.max_request_bytes);
+    let admin = grpc::AdminSvc::new(broker.clone(), gate, ops.clone())
+        .with_backup_root(config.backup_root.as_deref());
+    let admin = AdminServiceServer::new(admin).max_decoding_message_size(config.max_request_bytes);
 
     // Storage is open: report SERVING, for the whole server ("") and per service.
     set_health(&health, ServingStatus::Serving).await;
@@ -151,7 +158,10 @@ pub async fn run_with_listeners(
     };
     let serve = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(ops::rpc::RpcMetricsLayer { auth })
+        .layer(ops::rpc::RpcMetricsLayer {
+            auth,
+            ops: ops.clone(),
+        })
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -174,6 +184,8 @@ pub async fn run_with_listeners(
         }
     };
     let served = serve.await;
+    // Denials still queued go in before the store closes.
+    ops.audit.flush().await;
 
     // The sampler holds the broker for a moment per tick; stop it first.
     storage_watch.abort();

@@ -43,7 +43,9 @@ async fn read_all(server: &TestServer, topic: &str) -> HashMap<u32, Vec<v1::Even
 
 #[tokio::test]
 async fn a_backup_under_load_restores_every_event_acknowledged_before_it() {
-    let server = TestServer::start().await;
+    let backups = tempfile::tempdir().unwrap();
+    let root = backups.path().to_path_buf();
+    let server = TestServer::start_with(DataDir::Fresh, |c| c.backup_root = Some(root)).await;
     let mut admin = server.admin();
     admin
         .create_topic(CreateTopicRequest {
@@ -92,16 +94,15 @@ async fn a_backup_under_load_restores_every_event_acknowledged_before_it() {
     }
     // Everything acknowledged up to here must be in the backup.
     let before: Vec<_> = acked.lock().unwrap().clone();
-    let backups = tempfile::tempdir().unwrap();
-    let dir = backups.path().join("b1");
     let resp = admin
-        .create_backup(CreateBackupRequest {
-            dir: dir.display().to_string(),
-        })
+        .create_backup(CreateBackupRequest { dir: "b1".into() })
         .await
         .unwrap()
         .into_inner();
     assert!(resp.size_bytes > 0);
+    // The answer is where it went on the server: under the root.
+    let dir = std::path::PathBuf::from(&resp.dir);
+    assert_eq!(dir, backups.path().canonicalize().unwrap().join("b1"));
     let during = acked.lock().unwrap().len();
     while acked.lock().unwrap().len() < during + 1_000 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -115,7 +116,9 @@ async fn a_backup_under_load_restores_every_event_acknowledged_before_it() {
         "publishes continued during and after the backup"
     );
 
-    // The same path again, a relative path, a missing parent: clear errors.
+    // The same path again, a missing parent: one answer, which does not say
+    // which of the two it was. A path outside the root or the data dir:
+    // INVALID_ARGUMENT.
     let again = |d: String| {
         let mut admin = server.admin();
         async move {
@@ -123,20 +126,22 @@ async fn a_backup_under_load_restores_every_event_acknowledged_before_it() {
                 .create_backup(CreateBackupRequest { dir: d })
                 .await
                 .unwrap_err()
-                .code()
         }
     };
-    assert_eq!(again(dir.display().to_string()).await, Code::AlreadyExists);
-    assert_eq!(again("relative/b2".into()).await, Code::InvalidArgument);
+    let exists = again("b1".into()).await;
+    let missing_parent = again("no/such/b1".into()).await;
+    assert_eq!(exists.code(), Code::FailedPrecondition);
+    assert_eq!(missing_parent.code(), Code::FailedPrecondition);
     assert_eq!(
-        again(backups.path().join("no/such/b3").display().to_string()).await,
-        Code::FailedPrecondition
+        exists.message(),
+        missing_parent.message().replace("no/such/b1", "b1")
     );
     let inside_data = server.data_dir().join("data").join("b4");
     assert_eq!(
-        again(inside_data.display().to_string()).await,
+        again(inside_data.display().to_string()).await.code(),
         Code::InvalidArgument
     );
+    assert_eq!(again("../b5".into()).await.code(), Code::InvalidArgument);
 
     // restore refuses a target inside the backup, and leaves nothing behind.
     let inside = std::process::Command::new(BIN)

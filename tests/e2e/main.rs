@@ -1,6 +1,7 @@
 //! End-to-end tests: every test drives a real server over real gRPC on
 //! 127.0.0.1:0 with a temp data dir. One binary, so the build links once.
 
+mod audit;
 mod auth;
 mod backup;
 mod big_events;

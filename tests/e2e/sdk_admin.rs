@@ -9,7 +9,7 @@ use eventbus::{
     AttributeCondition, Client, DeadLetters, Event, Position, RedriveProgress, ReplayOptions,
     StartPosition, SubscriptionSettings, SubscriptionUpdate, TopicSettings,
 };
-use eventbus_tests::TestServer;
+use eventbus_tests::{DataDir, TestServer};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -417,7 +417,9 @@ async fn replay_streams_a_range_and_follows_the_tail() {
 
 #[tokio::test]
 async fn status_and_backup() {
-    let server = TestServer::start().await;
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().to_path_buf();
+    let server = TestServer::start_with(DataDir::Fresh, |c| c.backup_root = Some(root)).await;
     let client = client(&server).await;
     let admin = client.admin();
     admin
@@ -440,15 +442,13 @@ async fn status_and_backup() {
     assert_eq!(storage.state(), eventbus::v1::StorageState::Ok);
     assert!(storage.storage_bytes > 0 || storage.disk_total_bytes > 0);
 
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("backup");
-    let dir = dir.to_str().unwrap();
-    let backup = admin.create_backup(dir).await.unwrap();
-    assert_eq!(backup.dir, dir);
+    let backup = admin.create_backup("backup").await.unwrap();
+    let dir = parent.path().canonicalize().unwrap().join("backup");
+    assert_eq!(backup.dir, dir.to_str().unwrap());
     assert!(backup.size_bytes > 0);
-    assert!(std::path::Path::new(dir).join("CURRENT").exists());
-    let err = admin.create_backup(dir).await.unwrap_err();
-    assert_eq!(err.code(), Some(Code::AlreadyExists), "{err}");
-    let err = admin.create_backup("relative/dir").await.unwrap_err();
+    assert!(dir.join("CURRENT").exists());
+    let err = admin.create_backup("backup").await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    let err = admin.create_backup("../outside").await.unwrap_err();
     assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
 }

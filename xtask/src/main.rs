@@ -5,7 +5,8 @@
 //! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
 //! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
 //! | `test`         | bootstrap, lint-proto, every Rust test (plus the failpoint tests), the short fuzzing tier, the README tour, then `check` and `test-clients` |
-//! | `lint`         | `cargo fmt --check` (also on `fuzz/`) and `cargo clippy -D warnings` |
+//! | `lint`         | `cargo fmt --check` (also on `fuzz/`), `cargo clippy -D warnings`, then `deny` |
+//! | `deny`         | `cargo deny --offline check advisories bans licenses sources` (deny.toml) against the RustSec snapshot in ../shared/advisory-db; installs cargo-deny and the snapshot first (scripts/bootstrap-deny.sh) |
 //! | `fuzz [--time SECS] [--write-seeds] [TARGET...]` | builds the cargo fuzz targets of `fuzz/` and runs each for SECS s (default 15); fails on a crash |
 //! | `lint-proto`   | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
 //! | `tour`         | runs the README's `buf curl` tour against a real server            |
@@ -91,8 +92,10 @@ fn main() -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
-            ]))
+            ]))?;
+            deny()
         }
+        "deny" => deny(),
         "lint-proto" => {
             bootstrap()?;
             lint_proto()
@@ -134,7 +137,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | lint-proto | tour \
+                "usage: cargo xtask <bootstrap | serve [ARGS] | test | lint | deny | lint-proto | tour \
                  | gen-clients | check | test-clients | bench-compare [ARGS] | kill-loop [ARGS] \
                  | power-loss [ARGS] | validate-deploy [--write] \
                  | fuzz [--time SECS] [--write-seeds] [TARGET...]>"
@@ -171,6 +174,24 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 fn bootstrap() -> Result<()> {
     run(Command::new("bash").arg(root().join("scripts/bootstrap.sh")))
+}
+
+/// The supply-chain gate: advisories (RustSec, offline snapshot), bans,
+/// licenses and sources of every dependency, as deny.toml says. An advisory
+/// may only be ignored there, with a written reason.
+fn deny() -> Result<()> {
+    run(Command::new("bash").arg(root().join("scripts/bootstrap-deny.sh")))?;
+    // --offline needs the sources of every crate in Cargo.lock.
+    run(cargo().args(["fetch", "--locked"]))?;
+    run(cargo().args([
+        "deny",
+        "--offline",
+        "check",
+        "advisories",
+        "bans",
+        "licenses",
+        "sources",
+    ]))
 }
 
 fn buf() -> PathBuf {

@@ -19,11 +19,12 @@
 //! # Room for what comes next
 //! Authorization (issue 13) stays above the trait: the server decides who
 //! may call what before it calls the broker, so a backend never sees a
-//! caller. State that several gateways must share (quota buckets, audit
-//! records) is backend state, and will come as further methods here (an
-//! append-only audit log; quota counters), so that on JetStream it lives in
-//! the cluster and on RocksDB in the data dir.
+//! caller. State that several gateways must share is backend state: the
+//! audit log ([`audit`], [`Broker::append_audit`]) is one, quota counters
+//! will be another, so that on JetStream it lives in the cluster and on
+//! RocksDB in the data dir.
 
+pub mod audit;
 pub mod dead_letter;
 pub mod delivery;
 pub mod error;
@@ -43,6 +44,7 @@ use async_trait::async_trait;
 use futures_core::Stream;
 use tokio::sync::watch;
 
+pub use audit::{AuditCursor, AuditPage, AuditQuery, AuditRecord};
 pub use dead_letter::{DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterSelector};
 pub use delivery::{Delivery, Membership, SettleOp, SettleOutcome};
 pub use error::{Error, Result};
@@ -194,6 +196,18 @@ pub trait Broker: Send + Sync + 'static {
     /// Writes an online backup into `dir` (absolute, new, on the server) while
     /// publishes continue. Returns its size in bytes.
     async fn backup(&self, dir: &Path) -> Result<u64>;
+    // ---- audit log ------------------------------------------------------------
+
+    /// Appends `records` to the audit log, durable when it returns whatever
+    /// the backend's durability setting for events (RocksDB: a synced WAL
+    /// write even with `durability = buffered`). Each record gets its id, and
+    /// a time no earlier than the log's newest.
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<()>;
+    /// One page of the records `query` selects, oldest first; bounded by
+    /// its limit, by [`audit::MAX_PAGE_BYTES`] and by the records looked at
+    /// ([`audit::MAX_SCAN_RECORDS`]).
+    async fn list_audit(&self, query: AuditQuery) -> Result<AuditPage>;
+
     /// Stops every subscription's deliveries and makes their state durable:
     /// the first step of shutdown. The backend stays readable.
     async fn flush(&self);

@@ -13,6 +13,7 @@
 //! | `subs`        | sub:u32 0x03                                     | next dead-letter seq, u64      |
 //! | `dlq`         | sub:u32 seq:u64                                  | dead-letter entry              |
 //! | `dedup`       | topic:u32 bucket:u64 idempotency key             | partition:u32 offset:u64       |
+//! | `audit`       | time_ms:u64 id:u64                               | JSON audit record              |
 //!
 //! Kind bytes are permanent: a retired kind is never reused.
 
@@ -27,17 +28,21 @@ pub enum Cf {
     Subs,
     Dlq,
     Dedup,
+    Audit,
 }
 
 impl Cf {
     /// Every column family the store opens, in creation order.
-    pub const ALL: [Cf; 6] = [
+    /// A data dir written before a column family existed gets it at the
+    /// next open (`create_missing_column_families`), empty.
+    pub const ALL: [Cf; 7] = [
         Cf::Meta,
         Cf::Records,
         Cf::TimeIndex,
         Cf::Subs,
         Cf::Dlq,
         Cf::Dedup,
+        Cf::Audit,
     ];
 
     /// The RocksDB name; permanent, like the key layouts.
@@ -49,6 +54,7 @@ impl Cf {
             Cf::Subs => "subs",
             Cf::Dlq => "dlq",
             Cf::Dedup => "dedup",
+            Cf::Audit => "audit",
         }
     }
 }
@@ -241,6 +247,28 @@ pub fn dedup_key(topic: TopicId, bucket: u64, key: &str) -> Vec<u8> {
     k
 }
 
+pub const AUDIT_KEY_LEN: usize = 16;
+
+/// An audit record: time first, so key order is time order and retention
+/// is one `DeleteRange`; the record id keeps keys of one millisecond apart.
+pub fn audit_key(time_ms: UnixMillis, id: u64) -> [u8; AUDIT_KEY_LEN] {
+    let mut k = [0u8; AUDIT_KEY_LEN];
+    k[0..8].copy_from_slice(&time_ms.to_be_bytes());
+    k[8..16].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Decodes an `audit` key into (time_ms, id).
+pub fn parse_audit_key(key: &[u8]) -> Option<(UnixMillis, u64)> {
+    if key.len() != AUDIT_KEY_LEN {
+        return None;
+    }
+    Some((
+        u64::from_be_bytes(key[0..8].try_into().ok()?),
+        u64::from_be_bytes(key[8..16].try_into().ok()?),
+    ))
+}
+
 /// Key range `[start, end)` covering every `subs` / `dlq` key of one subscription.
 pub fn subscription_range(sub: SubscriptionId) -> ([u8; 4], [u8; 4]) {
     (sub.0.to_be_bytes(), (sub.0 + 1).to_be_bytes())
@@ -329,6 +357,15 @@ mod tests {
         let (start, end) = topic_range(TopicId(1));
         let k = dedup_key(TopicId(1), 9, "k");
         assert!(k.as_slice() >= start.as_slice() && k.as_slice() < end.as_slice());
+    }
+
+    #[test]
+    fn audit_keys_round_trip_and_sort_by_time_then_id() {
+        let k = audit_key(1 << 40, 3);
+        assert_eq!(parse_audit_key(&k), Some((1 << 40, 3)));
+        assert_eq!(parse_audit_key(&k[..15]), None);
+        assert!(audit_key(255, u64::MAX) < audit_key(256, 0));
+        assert!(audit_key(256, 1) < audit_key(256, 2));
     }
 
     #[test]

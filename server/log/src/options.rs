@@ -47,6 +47,9 @@ pub struct Options {
     pub dedup_window: Duration,
     /// How often topic retention (max_age, max_bytes) is applied. Default: 10 s.
     pub retention_interval: Duration,
+    /// How long audit records are kept; older ones are dropped at each
+    /// retention pass. `None`: forever. Default: 90 days.
+    pub audit_retention: Option<Duration>,
     /// Publishes are refused (RESOURCE_EXHAUSTED) while the data disk has less
     /// free space than this, so RocksDB always has room to flush and compact
     /// and never sees ENOSPC from a publish. 0 turns the check off.
@@ -76,6 +79,7 @@ impl Options {
             max_unsettled_window: 100_000,
             dedup_window: Duration::from_secs(120),
             retention_interval: Duration::from_secs(10),
+            audit_retention: Some(Duration::from_secs(90 * 24 * 3600)),
             disk_reserve_bytes: 256 << 20,
             write_buffer_bytes: 64 << 20,
             limits: Limits::default(),

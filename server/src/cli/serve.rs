@@ -26,6 +26,11 @@ pub struct ServeArgs {
     /// HTTP address for /metrics, /healthz and /readyz [default: 127.0.0.1:9090].
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Serve on a non-loopback address without authentication (config key
+    /// `insecure`). Without [auth] the server refuses to, and with this
+    /// flag it logs a warning at start.
+    #[arg(long)]
+    insecure: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -53,6 +58,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             DurabilityArg::Buffered => Durability::Buffered,
         }),
         metrics_listen: args.metrics_listen,
+        insecure: args.insecure.then_some(true),
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -100,7 +100,8 @@ impl<'a> Call<'a> {
     /// one permission check every RPC passes ([`crate::auth::authorize`],
     /// with what [`Guarded::need`] says). A request that did not pass the
     /// RPC layer (unit tests) gets an anonymous context without ids.
-    pub fn authorize<T: Guarded>(
+    /// A denied call is recorded in the audit log before the answer.
+    pub async fn authorize<T: Guarded>(
         broker: &Arc<dyn Broker>,
         gate: &Gate,
         ops: &'a Ops,
@@ -112,7 +113,13 @@ impl<'a> Call<'a> {
             .cloned()
             .unwrap_or_default();
         let msg = req.into_inner();
-        crate::auth::authorize(&ctx.caller, T::ACTION, msg.need())?;
+        let need = msg.need();
+        if let Err(denied) = crate::auth::authorize(&ctx.caller, T::ACTION, need) {
+            ops.audit
+                .denied(&ctx, T::ACTION, need.target(), denied.code())
+                .await;
+            return Err(denied);
+        }
         let broker: Arc<dyn Broker> = Arc::new(Scoped::new(
             broker.clone(),
             ctx.caller.clone(),

@@ -249,17 +249,19 @@ pub fn dead_letter_query(
     Ok(eventbus_broker::DeadLetterQuery {
         types: f.types,
         reason_contains: f.reason_contains,
-        start_ms: f
-            .start_time
-            .as_ref()
-            .map(|t| timestamp_to_millis("filter.start_time", t))
-            .transpose()?,
-        end_ms: f
-            .end_time
-            .as_ref()
-            .map(|t| timestamp_to_millis("filter.end_time", t))
-            .transpose()?,
+        start_ms: optional_millis("filter.start_time", &f.start_time)?,
+        end_ms: optional_millis("filter.end_time", &f.end_time)?,
     })
+}
+
+/// [`timestamp_to_millis`] of a time that may be unset.
+pub fn optional_millis(
+    field: &'static str,
+    ts: &Option<prost_types::Timestamp>,
+) -> Result<Option<UnixMillis>, Status> {
+    ts.as_ref()
+        .map(|t| timestamp_to_millis(field, t))
+        .transpose()
 }
 
 /// The wire filter as a domain filter (validated later by the broker).

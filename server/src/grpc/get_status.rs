@@ -6,7 +6,7 @@ use eventbus_proto::v1::{
 };
 use tonic::Status;
 
-use super::context::Call;
+use super::context::{Call, Caller};
 use super::convert;
 use super::status::to_status;
 use crate::ops::sample;
@@ -48,7 +48,7 @@ pub async fn handle(call: &Call<'_>, _req: GetStatusRequest) -> Result<GetStatus
     Ok(GetStatusResponse {
         topics,
         storage: Some(StorageStatus {
-            data_dir: call.ops.data_dir().display().to_string(),
+            data_dir: data_dir_for(&call.ctx.caller, call.ops.data_dir()),
             storage_bytes: st.sst_bytes + st.memtable_bytes,
             pending_compaction_bytes: st.pending_compaction_bytes,
             disk_total_bytes: disk.map_or(0, |d| d.total_bytes),
@@ -61,4 +61,52 @@ pub async fn handle(call: &Call<'_>, _req: GetStatusRequest) -> Result<GetStatus
             disk_reserve_bytes,
         }),
     })
+}
+
+/// The data dir as `caller` may see it: only a global admin learns where
+/// the server keeps its files; anyone else gets an empty string.
+fn data_dir_for(caller: &Caller, data_dir: &std::path::Path) -> String {
+    if caller.is_global_admin() {
+        data_dir.display().to_string()
+    } else {
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::auth::{Credential, Grant, Principal};
+
+    fn principal(tenant: Option<&str>, grants: &[&str]) -> Caller {
+        Caller::Principal(Arc::new(Principal {
+            name: "p".into(),
+            tenant: tenant.map(str::to_string),
+            credential: Credential::ApiKey,
+            grants: grants
+                .iter()
+                .map(|g| Grant::try_from(g.to_string()).unwrap())
+                .collect(),
+        }))
+    }
+
+    #[test]
+    fn only_global_admins_see_the_data_dir() {
+        let dir = Path::new("/var/lib/eventbus");
+        assert_eq!(data_dir_for(&Caller::Anonymous, dir), "/var/lib/eventbus");
+        assert_eq!(
+            data_dir_for(&principal(None, &["admin:>"]), dir),
+            "/var/lib/eventbus"
+        );
+        for caller in [
+            principal(None, &["admin:orders.>", "publish:>"]),
+            principal(Some("acme"), &["admin:>"]),
+            principal(None, &[]),
+        ] {
+            assert_eq!(data_dir_for(&caller, dir), "", "{caller:?}");
+        }
+    }
 }

@@ -24,6 +24,16 @@ pub enum Need<'a> {
     Server,
 }
 
+impl Need<'_> {
+    /// The topic the request names, or "" for server-wide calls.
+    pub fn target(&self) -> &str {
+        match self {
+            Need::Topic(_, topic) | Need::AnyGrant(topic) => topic,
+            Need::Filtered | Need::Server => "",
+        }
+    }
+}
+
 /// A request that says what it needs; see the module doc.
 pub trait Guarded {
     /// The RPC's name, as audit records and denials show it.
@@ -72,4 +82,5 @@ guarded! {
     PurgeDeadLettersRequest => "PurgeDeadLetters", |r| Need::Topic(Admin, &r.topic);
     GetStatusRequest => "GetStatus", |_r| Need::Filtered;
     CreateBackupRequest => "CreateBackup", |_r| Need::Server;
+    ListAuditRecordsRequest => "ListAuditRecords", |_r| Need::Server;
 }

@@ -23,6 +23,7 @@ mod get_status;
 mod get_subscription;
 mod get_topic;
 pub mod guard;
+mod list_audit_records;
 mod list_dead_letters;
 mod list_subscriptions;
 mod list_topics;
@@ -52,6 +53,7 @@ use eventbus_proto::v1::event_service_server::EventService;
 use eventbus_proto::v1::*;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit;
 use crate::ops::Ops;
 use context::{Call, Gate};
 use guard::Guarded;
@@ -68,13 +70,16 @@ pub mod parse {
         dead_letter_id, duration_from_proto, duration_to_proto, filter_from_proto, filter_to_proto,
         millis_to_timestamp, timestamp_to_millis,
     };
+    pub use super::create_backup::parse as create_backup;
     pub use super::create_subscription::parse as create_subscription;
     pub use super::create_topic::parse as create_topic;
+    pub use super::list_audit_records::parse as list_audit_records;
     pub use super::list_dead_letters::parse as list_dead_letters;
     pub use super::modify_ack_deadline::parse as modify_ack_deadline;
     pub use super::nack::parse as nack;
     pub use super::paging::{
-        decode_name_token, decode_seq_token, name_token, seq_token, PageRequest,
+        audit_token, decode_audit_token, decode_name_token, decode_seq_token, name_token,
+        seq_token, PageRequest,
     };
     pub use super::publish::parse_events as publish;
     pub use super::purge_dead_letters::selector as dead_letter_selector;
@@ -95,8 +100,8 @@ pub struct EventSvc {
 }
 
 impl EventSvc {
-    fn call<T: Guarded>(&self, req: Request<T>) -> Result<(Call<'_>, T), Status> {
-        Call::authorize(&self.broker, &self.gate, &self.ops, req)
+    async fn call<T: Guarded>(&self, req: Request<T>) -> Result<(Call<'_>, T), Status> {
+        Call::authorize(&self.broker, &self.gate, &self.ops, req).await
     }
 
     pub fn new(
@@ -120,41 +125,55 @@ pub struct AdminSvc {
     broker: Arc<dyn Broker>,
     gate: Gate,
     ops: Arc<Ops>,
+    /// Where CreateBackup may write (config key `backup-root`); `None`:
+    /// nowhere.
+    backup_root: Option<Arc<std::path::Path>>,
 }
 
 impl AdminSvc {
-    fn call<T: Guarded>(&self, req: Request<T>) -> Result<(Call<'_>, T), Status> {
-        Call::authorize(&self.broker, &self.gate, &self.ops, req)
+    async fn call<T: Guarded>(&self, req: Request<T>) -> Result<(Call<'_>, T), Status> {
+        Call::authorize(&self.broker, &self.gate, &self.ops, req).await
     }
 
     pub fn new(broker: Arc<dyn Broker>, gate: Gate, ops: Arc<Ops>) -> Self {
-        AdminSvc { broker, gate, ops }
+        AdminSvc {
+            broker,
+            gate,
+            ops,
+            backup_root: None,
+        }
+    }
+
+    /// Lets CreateBackup write under `root` (config key `backup-root`).
+    pub fn with_backup_root(mut self, root: Option<&std::path::Path>) -> Self {
+        self.backup_root = root.map(Arc::from);
+        self
     }
 }
 
 #[tonic::async_trait]
 impl EventService for EventSvc {
     async fn publish(&self, req: Request<PublishRequest>) -> RpcResult<PublishResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         publish::handle(&call, req).await.map(Response::new)
     }
 
     type SubscribeStream = subscribe::SubscribeStream;
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> RpcResult<Self::SubscribeStream> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         subscribe::handle(&call, &self.shutdown, req)
             .await
             .map(Response::new)
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> RpcResult<AckResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         ack::handle(&call, req).await.map(Response::new)
     }
 
     async fn nack(&self, req: Request<NackRequest>) -> RpcResult<NackResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         nack::handle(&call, req).await.map(Response::new)
     }
 
@@ -162,7 +181,7 @@ impl EventService for EventSvc {
         &self,
         req: Request<ModifyAckDeadlineRequest>,
     ) -> RpcResult<ModifyAckDeadlineResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         modify_ack_deadline::handle(&call, req)
             .await
             .map(Response::new)
@@ -171,7 +190,7 @@ impl EventService for EventSvc {
     type ReplayStream = replay::ReplayStream;
 
     async fn replay(&self, req: Request<ReplayRequest>) -> RpcResult<Self::ReplayStream> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         replay::handle(&call, self.shutdown.clone(), req)
             .await
             .map(Response::new)
@@ -184,17 +203,19 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<CreateTopicRequest>,
     ) -> RpcResult<CreateTopicResponse> {
-        let (call, req) = self.call(req)?;
-        create_topic::handle(&call, req).await.map(Response::new)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, create_topic::handle)
+            .await
+            .map(Response::new)
     }
 
     async fn get_topic(&self, req: Request<GetTopicRequest>) -> RpcResult<GetTopicResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         get_topic::handle(&call, req).await.map(Response::new)
     }
 
     async fn list_topics(&self, req: Request<ListTopicsRequest>) -> RpcResult<ListTopicsResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         list_topics::handle(&call, req).await.map(Response::new)
     }
 
@@ -202,16 +223,18 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<DeleteTopicRequest>,
     ) -> RpcResult<DeleteTopicResponse> {
-        let (call, req) = self.call(req)?;
-        delete_topic::handle(&call, req).await.map(Response::new)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, delete_topic::handle)
+            .await
+            .map(Response::new)
     }
 
     async fn create_subscription(
         &self,
         req: Request<CreateSubscriptionRequest>,
     ) -> RpcResult<CreateSubscriptionResponse> {
-        let (call, req) = self.call(req)?;
-        create_subscription::handle(&call, req)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, create_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -220,7 +243,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<GetSubscriptionRequest>,
     ) -> RpcResult<GetSubscriptionResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         get_subscription::handle(&call, req)
             .await
             .map(Response::new)
@@ -230,7 +253,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ListSubscriptionsRequest>,
     ) -> RpcResult<ListSubscriptionsResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         list_subscriptions::handle(&call, req)
             .await
             .map(Response::new)
@@ -240,8 +263,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<UpdateSubscriptionRequest>,
     ) -> RpcResult<UpdateSubscriptionResponse> {
-        let (call, req) = self.call(req)?;
-        update_subscription::handle(&call, req)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, update_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -250,8 +273,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<DeleteSubscriptionRequest>,
     ) -> RpcResult<DeleteSubscriptionResponse> {
-        let (call, req) = self.call(req)?;
-        delete_subscription::handle(&call, req)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, delete_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -260,8 +283,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<PauseSubscriptionRequest>,
     ) -> RpcResult<PauseSubscriptionResponse> {
-        let (call, req) = self.call(req)?;
-        pause_subscription::handle(&call, req)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, pause_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -270,8 +293,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ResumeSubscriptionRequest>,
     ) -> RpcResult<ResumeSubscriptionResponse> {
-        let (call, req) = self.call(req)?;
-        resume_subscription::handle(&call, req)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, resume_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -280,8 +303,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<SeekSubscriptionRequest>,
     ) -> RpcResult<SeekSubscriptionResponse> {
-        let (call, req) = self.call(req)?;
-        seek_subscription::handle(&call, req)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, seek_subscription::handle)
             .await
             .map(Response::new)
     }
@@ -290,7 +313,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<ListDeadLettersRequest>,
     ) -> RpcResult<ListDeadLettersResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         list_dead_letters::handle(&call, req)
             .await
             .map(Response::new)
@@ -300,7 +323,7 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<GetDeadLetterRequest>,
     ) -> RpcResult<GetDeadLetterResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         get_dead_letter::handle(&call, req).await.map(Response::new)
     }
 
@@ -308,8 +331,8 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<RedriveDeadLettersRequest>,
     ) -> RpcResult<RedriveDeadLettersResponse> {
-        let (call, req) = self.call(req)?;
-        redrive_dead_letters::handle(&call, req)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, redrive_dead_letters::handle)
             .await
             .map(Response::new)
     }
@@ -318,14 +341,14 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<PurgeDeadLettersRequest>,
     ) -> RpcResult<PurgeDeadLettersResponse> {
-        let (call, req) = self.call(req)?;
-        purge_dead_letters::handle(&call, req)
+        let (call, req) = self.call(req).await?;
+        audit::mutating(&call, req, purge_dead_letters::handle)
             .await
             .map(Response::new)
     }
 
     async fn get_status(&self, req: Request<GetStatusRequest>) -> RpcResult<GetStatusResponse> {
-        let (call, req) = self.call(req)?;
+        let (call, req) = self.call(req).await?;
         get_status::handle(&call, req).await.map(Response::new)
     }
 
@@ -333,7 +356,22 @@ impl AdminService for AdminSvc {
         &self,
         req: Request<CreateBackupRequest>,
     ) -> RpcResult<CreateBackupResponse> {
-        let (call, req) = self.call(req)?;
-        create_backup::handle(&call, req).await.map(Response::new)
+        let (call, req) = self.call(req).await?;
+        let root = self.backup_root.as_deref();
+        audit::mutating(&call, req, |call, req| {
+            create_backup::handle(call, root, req)
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_audit_records(
+        &self,
+        req: Request<ListAuditRecordsRequest>,
+    ) -> RpcResult<ListAuditRecordsResponse> {
+        let (call, req) = self.call(req).await?;
+        list_audit_records::handle(&call, req)
+            .await
+            .map(Response::new)
     }
 }

@@ -2,7 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use eventbus_broker::Limits;
+use eventbus_broker::{AuditCursor, Limits};
 use tonic::Status;
 
 use super::status::invalid;
@@ -76,6 +76,25 @@ pub fn decode_seq_token(token: &str) -> Result<Option<u64>, Status> {
         .transpose()
 }
 
+/// The token of the audit page after `cursor`.
+pub fn audit_token(cursor: AuditCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}.{}", cursor.time_ms, cursor.id))
+}
+
+/// The cursor an [`audit_token`] resumes after; `None` for the empty token
+/// (the first page).
+pub fn decode_audit_token(token: &str) -> Result<Option<AuditCursor>, Status> {
+    decode_name_token(token)?
+        .map(|s| {
+            let (time_ms, id) = s.split_once('.').ok_or_else(bad_token)?;
+            Ok(AuditCursor {
+                time_ms: time_ms.parse().map_err(|_| bad_token())?,
+                id: id.parse().map_err(|_| bad_token())?,
+            })
+        })
+        .transpose()
+}
+
 fn bad_token() -> Status {
     invalid(
         "page_token",
@@ -127,6 +146,16 @@ mod tests {
             assert_eq!(decode_seq_token(&seq_token(seq)).unwrap(), Some(seq));
         }
         assert_eq!(decode_seq_token("").unwrap(), None);
+        let cursor = AuditCursor {
+            time_ms: 1_700_000_000_000,
+            id: u64::MAX,
+        };
+        assert_eq!(
+            decode_audit_token(&audit_token(cursor)).unwrap(),
+            Some(cursor)
+        );
+        assert_eq!(decode_audit_token("").unwrap(), None);
+        assert!(decode_audit_token(&seq_token(5)).is_err());
         assert!(decode_seq_token(&name_token("x")).is_err());
     }
 

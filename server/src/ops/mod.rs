@@ -41,6 +41,8 @@ pub struct Ops {
     /// Weak: shutdown needs the last strong reference to close RocksDB.
     broker: OnceLock<Weak<dyn Broker>>,
     shutting_down: AtomicBool,
+    /// The audit log: denials go through here (see [`crate::audit`]).
+    pub audit: crate::audit::Audit,
 }
 
 impl Ops {
@@ -57,12 +59,15 @@ impl Ops {
             data_dir,
             broker: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
+            audit: crate::audit::Audit::new(),
         })
     }
 
-    /// Storage is open: readiness may pass and scrapes sample it.
+    /// Storage is open: readiness may pass, scrapes sample it, and denials
+    /// are written to its audit log.
     pub fn storage_opened(&self, broker: &Arc<dyn Broker>) {
         let _ = self.broker.set(Arc::downgrade(broker));
+        self.audit.start(Arc::downgrade(broker));
     }
 
     /// Shutdown started: readiness fails from now on.

@@ -35,10 +35,12 @@ use crate::grpc::context::{Caller, RequestContext};
 pub const REQUEST_ID: &str = "x-request-id";
 use eventbus::code_name;
 
-/// The layer; `auth` is None when the server authenticates no one.
-#[derive(Clone, Default)]
+/// The layer; `auth` is None when the server authenticates no one. Refused
+/// credentials are recorded in `ops`'s audit log.
+#[derive(Clone)]
 pub struct RpcMetricsLayer {
     pub auth: Option<Arc<Authenticator>>,
+    pub ops: Arc<super::Ops>,
 }
 
 impl<S> Layer<S> for RpcMetricsLayer {
@@ -48,6 +50,7 @@ impl<S> Layer<S> for RpcMetricsLayer {
         RpcMetrics {
             inner,
             auth: self.auth.clone(),
+            ops: self.ops.clone(),
         }
     }
 }
@@ -56,6 +59,7 @@ impl<S> Layer<S> for RpcMetricsLayer {
 pub struct RpcMetrics<S> {
     inner: S,
     auth: Option<Arc<Authenticator>>,
+    ops: Arc<super::Ops>,
 }
 
 impl<S, B> Service<http::Request<B>> for RpcMetrics<S>
@@ -98,17 +102,21 @@ where
         });
         let _ = span.set_parent(parent);
         let mut req = req;
-        req.extensions_mut().insert(context);
-        // A refused call never reaches the service.
+        req.extensions_mut().insert(context.clone());
+        // A refused call never reaches the service; it is audited first.
         let call = caller.map(|_| {
             let _entered = span.enter();
             self.inner.call(req)
         });
+        let ops = self.ops.clone();
         Box::pin(
             async move {
                 let mut res = match call {
                     Ok(fut) => fut.await,
-                    Err(status) => Ok(status.into_http()),
+                    Err(status) => {
+                        ops.audit.denied(&context, method, "", status.code()).await;
+                        Ok(status.into_http())
+                    }
                 };
                 if let Ok(resp) = &mut res {
                     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
@@ -215,10 +223,11 @@ mod tests {
             "CreateTopic",
             "GetStatus",
             "CreateBackup",
+            "ListAuditRecords",
         ] {
             assert!(names.contains(&rpc), "{rpc} missing from {names:?}");
         }
-        assert_eq!(names.len(), 24, "{names:?}");
+        assert_eq!(names.len(), 25, "{names:?}");
     }
 
     #[test]

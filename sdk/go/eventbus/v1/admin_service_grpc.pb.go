@@ -88,17 +88,36 @@ type AdminServiceClient interface {
 	// in-flight deliveries, oldest unacked age and dead-letter queue, and the
 	// data dir's storage and disk usage. `eventbus status` prints it.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
-	// Writes an online, consistent backup of the whole store into `dir` on
-	// the SERVER's filesystem while publishes continue: a RocksDB checkpoint
-	// (hard links to the immutable data files when `dir` is on the data dir's
-	// filesystem, copies otherwise, plus the live WAL). Subscriptions' ack
-	// state is flushed first. The backup holds every event acknowledged before
-	// the call started, and possibly some acknowledged while it ran; restore
-	// it offline with `eventbus restore --from DIR --data-dir NEW`.
-	// INVALID_ARGUMENT if `dir` is empty, relative or inside the data dir,
-	// ALREADY_EXISTS if it exists, FAILED_PRECONDITION if its parent
-	// directory does not exist.
+	// Writes an online, consistent backup of the whole store into `dir`, a
+	// new directory under the SERVER's configured backup-root, while
+	// publishes continue: a RocksDB checkpoint (hard links to the immutable
+	// data files when `dir` is on the data dir's filesystem, copies
+	// otherwise, plus the live WAL). Subscriptions' ack state is flushed
+	// first. The backup holds every event acknowledged before the call
+	// started, and possibly some acknowledged while it ran; restore it
+	// offline with `eventbus restore --from DIR --data-dir NEW`.
+	// FAILED_PRECONDITION when the server has no backup-root configured.
+	// INVALID_ARGUMENT if `dir` is empty, contains `..` or `.`, is an
+	// absolute path outside backup-root, or lies inside the data dir.
+	// FAILED_PRECONDITION, with one message for every reason, if the
+	// directory exists, its parent does not, a symlink leads out of
+	// backup-root, or the server cannot write there: the answer does not tell
+	// which paths exist.
 	CreateBackup(ctx context.Context, in *CreateBackupRequest, opts ...grpc.CallOption) (*CreateBackupResponse, error)
+	// Lists the audit log, oldest first, one page at a time: one record per
+	// mutating admin call (CreateTopic, DeleteTopic, CreateSubscription,
+	// UpdateSubscription, DeleteSubscription, PauseSubscription,
+	// ResumeSubscription, SeekSubscription, RedriveDeadLetters,
+	// PurgeDeadLetters, CreateBackup), written and synced before the call was
+	// answered, whatever its result, and one per call refused with
+	// UNAUTHENTICATED or PERMISSION_DENIED (denials may be summarised under
+	// load, see AuditRecord.action). Read-only calls are not recorded.
+	// Records older than the server's audit-retention (90 days unless
+	// configured otherwise) are dropped. A page holds at most page_size
+	// records and at most 3 MiB; it may be shorter, even empty, with a
+	// next_page_token when a filter matched little of what was looked at.
+	// `eventbus audit` prints it.
+	ListAuditRecords(ctx context.Context, in *ListAuditRecordsRequest, opts ...grpc.CallOption) (*ListAuditRecordsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -271,6 +290,15 @@ func (c *adminServiceClient) CreateBackup(ctx context.Context, in *CreateBackupR
 	return out, nil
 }
 
+func (c *adminServiceClient) ListAuditRecords(ctx context.Context, in *ListAuditRecordsRequest, opts ...grpc.CallOption) (*ListAuditRecordsResponse, error) {
+	out := new(ListAuditRecordsResponse)
+	err := c.cc.Invoke(ctx, "/eventbus.v1.AdminService/ListAuditRecords", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility
@@ -346,17 +374,36 @@ type AdminServiceServer interface {
 	// in-flight deliveries, oldest unacked age and dead-letter queue, and the
 	// data dir's storage and disk usage. `eventbus status` prints it.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
-	// Writes an online, consistent backup of the whole store into `dir` on
-	// the SERVER's filesystem while publishes continue: a RocksDB checkpoint
-	// (hard links to the immutable data files when `dir` is on the data dir's
-	// filesystem, copies otherwise, plus the live WAL). Subscriptions' ack
-	// state is flushed first. The backup holds every event acknowledged before
-	// the call started, and possibly some acknowledged while it ran; restore
-	// it offline with `eventbus restore --from DIR --data-dir NEW`.
-	// INVALID_ARGUMENT if `dir` is empty, relative or inside the data dir,
-	// ALREADY_EXISTS if it exists, FAILED_PRECONDITION if its parent
-	// directory does not exist.
+	// Writes an online, consistent backup of the whole store into `dir`, a
+	// new directory under the SERVER's configured backup-root, while
+	// publishes continue: a RocksDB checkpoint (hard links to the immutable
+	// data files when `dir` is on the data dir's filesystem, copies
+	// otherwise, plus the live WAL). Subscriptions' ack state is flushed
+	// first. The backup holds every event acknowledged before the call
+	// started, and possibly some acknowledged while it ran; restore it
+	// offline with `eventbus restore --from DIR --data-dir NEW`.
+	// FAILED_PRECONDITION when the server has no backup-root configured.
+	// INVALID_ARGUMENT if `dir` is empty, contains `..` or `.`, is an
+	// absolute path outside backup-root, or lies inside the data dir.
+	// FAILED_PRECONDITION, with one message for every reason, if the
+	// directory exists, its parent does not, a symlink leads out of
+	// backup-root, or the server cannot write there: the answer does not tell
+	// which paths exist.
 	CreateBackup(context.Context, *CreateBackupRequest) (*CreateBackupResponse, error)
+	// Lists the audit log, oldest first, one page at a time: one record per
+	// mutating admin call (CreateTopic, DeleteTopic, CreateSubscription,
+	// UpdateSubscription, DeleteSubscription, PauseSubscription,
+	// ResumeSubscription, SeekSubscription, RedriveDeadLetters,
+	// PurgeDeadLetters, CreateBackup), written and synced before the call was
+	// answered, whatever its result, and one per call refused with
+	// UNAUTHENTICATED or PERMISSION_DENIED (denials may be summarised under
+	// load, see AuditRecord.action). Read-only calls are not recorded.
+	// Records older than the server's audit-retention (90 days unless
+	// configured otherwise) are dropped. A page holds at most page_size
+	// records and at most 3 MiB; it may be shorter, even empty, with a
+	// next_page_token when a filter matched little of what was looked at.
+	// `eventbus audit` prints it.
+	ListAuditRecords(context.Context, *ListAuditRecordsRequest) (*ListAuditRecordsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -417,6 +464,9 @@ func (UnimplementedAdminServiceServer) GetStatus(context.Context, *GetStatusRequ
 }
 func (UnimplementedAdminServiceServer) CreateBackup(context.Context, *CreateBackupRequest) (*CreateBackupResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateBackup not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAuditRecords(context.Context, *ListAuditRecordsRequest) (*ListAuditRecordsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListAuditRecords not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 
@@ -755,6 +805,24 @@ func _AdminService_CreateBackup_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListAuditRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAuditRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/eventbus.v1.AdminService/ListAuditRecords",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAuditRecords(ctx, req.(*ListAuditRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _AdminService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "eventbus.v1.AdminService",
 	HandlerType: (*AdminServiceServer)(nil),
@@ -830,6 +898,10 @@ var _AdminService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateBackup",
 			Handler:    _AdminService_CreateBackup_Handler,
+		},
+		{
+			MethodName: "ListAuditRecords",
+			Handler:    _AdminService_ListAuditRecords_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

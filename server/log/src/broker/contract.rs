@@ -8,10 +8,10 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use eventbus_broker::{
-    BoxStream, Broker, DeadLetter, DeadLetterPage, DeadLetterQuery, DeadLetterSelector, Delivery,
-    Limits, Membership, NewEvent, NewSubscription, Published, ReplayItem, ReplayRequest,
-    SeekTarget, SettleOp, SettleOutcome, StorageHealth, StorageReport, SubscriptionInfo,
-    SubscriptionUpdate, TopicConfig, TopicInfo,
+    AuditPage, AuditQuery, AuditRecord, BoxStream, Broker, DeadLetter, DeadLetterPage,
+    DeadLetterQuery, DeadLetterSelector, Delivery, Limits, Membership, NewEvent, NewSubscription,
+    Published, ReplayItem, ReplayRequest, SeekTarget, SettleOp, SettleOutcome, StorageHealth,
+    StorageReport, SubscriptionInfo, SubscriptionUpdate, TopicConfig, TopicInfo,
 };
 use futures_core::Stream;
 use tokio::sync::watch;
@@ -173,6 +173,17 @@ impl Broker for LogBroker {
 
     async fn backup(&self, dir: &Path) -> Result<u64> {
         LogBroker::backup(self, dir).await
+    }
+
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<()> {
+        self.log.append_audit(records).await
+    }
+
+    async fn list_audit(&self, query: AuditQuery) -> Result<AuditPage> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.audit_page(&query))
+            .await
+            .map_err(|_| Error::ShuttingDown)?
     }
 
     async fn flush(&self) {

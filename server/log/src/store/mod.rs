@@ -8,6 +8,7 @@
 //! * `read.rs`: reads of records, the time index, dead letters and subscription state.
 //! * `retention.rs`: trimming partitions by age and size.
 //! * `backup.rs`: checkpoints and storage statistics.
+//! * `audit.rs`: the audit log (append, list, trim).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::types::{AppendResult, NewEvent};
 use crate::writer::{Command, IdAllocator, PendingRecord, Update};
 
 mod admin;
+mod audit;
 mod backup;
 mod open;
 mod read;
@@ -58,6 +60,8 @@ struct Inner {
     health: HealthCell,
     synced_mark: Arc<SyncedMark>,
     mark_keeper: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The audit log's newest time and next id; held through each append.
+    audit: Mutex<audit::AuditClock>,
 }
 
 impl Drop for Inner {

@@ -23,6 +23,7 @@ use crate::topic::{PartitionBounds, TopicState};
 use crate::types::{Durability, PartitionId, TopicId};
 use crate::writer::{IdAllocator, Writer};
 
+use super::audit::AuditClock;
 use super::{corrupt_meta, Inner, Log};
 
 /// On-disk format of this data dir. Bumped on incompatible layout changes.
@@ -48,6 +49,7 @@ impl Log {
         let ids = read_ids(&db)?;
         let incarnation = next_incarnation(&db)?;
         let topics = load_topics(&db)?;
+        let audit = AuditClock::load(&db)?;
 
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
         let health = HealthCell::default();
@@ -87,6 +89,7 @@ impl Log {
                 health,
                 synced_mark,
                 mark_keeper: std::sync::Mutex::new(Some(mark_keeper)),
+                audit: Mutex::new(audit),
             }),
         })
     }

@@ -287,3 +287,148 @@ async fn in_fsync_mode_an_unsynced_write_is_synced_without_a_publish() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+fn audit(principal: &str, time_ms: u64) -> eventbus_broker::AuditRecord {
+    eventbus_broker::AuditRecord {
+        time_ms,
+        principal: principal.into(),
+        action: "CreateTopic".into(),
+        target: "orders".into(),
+        result: "OK".into(),
+        ..Default::default()
+    }
+}
+
+/// Every page of `query`, following the cursors.
+fn audit_all(log: &Log, mut query: eventbus_broker::AuditQuery) -> Vec<Vec<u64>> {
+    let mut pages = Vec::new();
+    loop {
+        let page = log.audit_page(&query).unwrap();
+        pages.push(page.records.iter().map(|r| r.id).collect());
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return pages,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_page_in_order_filter_and_keep_their_ids_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    for i in 0..25u64 {
+        let who = if i % 5 == 0 { "alice" } else { "bob" };
+        log.append_audit(vec![audit(who, 1_000 + i)]).await.unwrap();
+    }
+    let query = |limit| eventbus_broker::AuditQuery {
+        limit,
+        ..Default::default()
+    };
+    let pages = audit_all(&log, query(10));
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+    assert_eq!(pages.concat(), (1..=25).collect::<Vec<_>>());
+
+    let alice = eventbus_broker::AuditQuery {
+        principal: Some("alice".into()),
+        ..query(2)
+    };
+    assert_eq!(audit_all(&log, alice).concat(), [1, 6, 11, 16, 21]);
+    let window = eventbus_broker::AuditQuery {
+        start_ms: Some(1_010),
+        end_ms: Some(1_013),
+        ..query(100)
+    };
+    assert_eq!(audit_all(&log, window), [vec![11, 12, 13]]);
+    log.close();
+
+    let log = open(dir.path()).await;
+    log.append_audit(vec![audit("carol", 5)]).await.unwrap();
+    let last = log.audit_page(&query(1000)).unwrap().records.pop().unwrap();
+    // The next id, and no earlier than the newest record's time.
+    assert_eq!(
+        (last.id, last.time_ms, last.principal.as_str()),
+        (26, 1_024, "carol")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_append_is_synced_before_it_returns_even_when_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.durability = Durability::Buffered;
+    let log = tokio::task::spawn_blocking(move || Log::open(o))
+        .await
+        .unwrap()
+        .unwrap();
+    // A buffered append first, so there is something unsynced to cover.
+    let topic = log.topic_or_create("t").await.unwrap();
+    log.append(&topic, &[ev("", "x")]).await.unwrap();
+    log.append_audit(vec![audit("ops", 1)]).await.unwrap();
+    assert!(log.inner.synced_mark.synced() >= log.inner.db.latest_sequence_number());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_retention_drops_only_older_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    assert!(!log.trim_audit(u64::MAX).await.unwrap(), "nothing to trim");
+    for ms in [100, 200, 300] {
+        log.append_audit(vec![audit("ops", ms)]).await.unwrap();
+    }
+    assert!(log.trim_audit(250).await.unwrap());
+    assert!(!log.trim_audit(250).await.unwrap());
+    let left = log.audit_page(&Default::default()).unwrap().records;
+    assert_eq!(
+        left.iter().map(|r| (r.id, r.time_ms)).collect::<Vec<_>>(),
+        [(3, 300)]
+    );
+}
+
+/// A data dir from before the audit log: RocksDB without the `audit`
+/// column family. It opens, gets the family, and takes records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_without_the_audit_column_family_opens_and_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = tempfile::tempdir().unwrap();
+    {
+        // Today's store, then the same files as they were before `audit`.
+        let log = open(dir.path()).await;
+        let topic = one_partition_topic(&log).await;
+        log.append(&topic, &[ev("", "kept")]).await.unwrap();
+        log.close();
+        let mut o = rocksdb::Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        let names = ["meta", "records", "time_index", "subs", "dlq", "dedup"];
+        let db = rocksdb::DB::open_cf(&o, old.path(), names).unwrap();
+        let src = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            dir.path(),
+            names.iter().chain(["audit"].iter()),
+        )
+        .unwrap();
+        for name in names {
+            let (from, to) = (src.cf_handle(name).unwrap(), db.cf_handle(name).unwrap());
+            for item in src.iterator_cf(from, rocksdb::IteratorMode::Start) {
+                let (k, v) = item.unwrap();
+                db.put_cf(to, k, v).unwrap();
+            }
+        }
+        db.flush_wal(true).unwrap();
+        let listed = rocksdb::DB::list_cf(&rocksdb::Options::default(), old.path()).unwrap();
+        assert!(!listed.contains(&"audit".to_string()), "{listed:?}");
+    }
+    let log = open(old.path()).await;
+    let topic = log.topic("t").expect("the topic survived");
+    assert_eq!(read_all(&log, &topic, 0)[0].payload, Bytes::from("kept"));
+    assert!(log
+        .audit_page(&Default::default())
+        .unwrap()
+        .records
+        .is_empty());
+    log.append_audit(vec![audit("ops", 7)]).await.unwrap();
+    assert_eq!(
+        log.audit_page(&Default::default()).unwrap().records[0].id,
+        1
+    );
+}

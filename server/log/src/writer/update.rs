@@ -22,6 +22,10 @@
 //! | `Redrive` | `dlq`: deletes the entry; `subs`: puts it on the redrive queue |
 //! | `PutRedrive` | `subs`: rewrites a redrive-queue entry (its attempts) |
 //! | `DropRedrive` | `subs`: deletes a redrive-queue entry |
+//! | `PutAudit` | `audit`: one audit record (JSON) under its time and id |
+//! | `TrimAudit` | `audit`: `DeleteRange` over the records older than a time |
+
+use eventbus_broker::AuditRecord;
 
 use crate::delivery::acks::PartitionAcks;
 use crate::delivery::dead_letter::DeadLetterEntry;
@@ -87,6 +91,11 @@ pub enum Update {
     /// Removes a redrive-queue entry (settled, dead-lettered again, or sought
     /// past).
     DropRedrive { sub: SubscriptionId, seq: u64 },
+    /// Stores one audit record under its time and id (both already
+    /// assigned).
+    PutAudit(AuditRecord),
+    /// Drops every audit record older than `before_ms` (audit retention).
+    TrimAudit { before_ms: UnixMillis },
 }
 
 /// Where [`Update::encode`] puts its writes: a RocksDB `WriteBatch` in the
@@ -187,6 +196,16 @@ impl Update {
             Update::DropRedrive { sub, seq } => {
                 out.delete(Cf::Subs, &keys::redrive_key(*sub, *seq))
             }
+            Update::PutAudit(record) => out.put(
+                Cf::Audit,
+                &keys::audit_key(record.time_ms, record.id),
+                &to_json(record),
+            ),
+            Update::TrimAudit { before_ms } => out.delete_range(
+                Cf::Audit,
+                &keys::audit_key(0, 0),
+                &keys::audit_key(*before_ms, 0),
+            ),
         }
     }
 
@@ -213,6 +232,10 @@ impl Update {
             }
             Update::PurgeDeadLetter { .. } => keys::DLQ_KEY_LEN,
             Update::DropRedrive { .. } => keys::REDRIVE_KEY_LEN,
+            // JSON adds at most about 200 bytes of names and quotes, and
+            // escapes at most 6 bytes per byte of text.
+            Update::PutAudit(record) => keys::AUDIT_KEY_LEN + 200 + 6 * record.size_bytes(),
+            Update::TrimAudit { .. } => 2 * keys::AUDIT_KEY_LEN,
         }
     }
 }
@@ -491,6 +514,36 @@ mod tests {
             keys::parse_time_index_key(d),
             Some((topic, partition, 1_000, 25))
         );
+    }
+
+    #[test]
+    fn audit_records_go_under_their_time_and_id_and_trims_cut_by_time() {
+        let record = AuditRecord {
+            id: 5,
+            time_ms: 1_000,
+            principal: "ops".into(),
+            action: "DeleteTopic".into(),
+            target: "orders".into(),
+            result: "OK".into(),
+            ..Default::default()
+        };
+        let update = Update::PutAudit(record.clone());
+        let [Raw::Put(Cf::Audit, k, v)] = &encoded(&update)[..] else {
+            panic!("one audit put: {update:?}");
+        };
+        assert_eq!(keys::parse_audit_key(k), Some((1_000, 5)));
+        assert_eq!(serde_json::from_slice::<AuditRecord>(v).unwrap(), record);
+        assert!(update.size_hint() >= k.len() + v.len());
+
+        let [Raw::DeleteRange(Cf::Audit, from, to)] =
+            &encoded(&Update::TrimAudit { before_ms: 1_000 })[..]
+        else {
+            panic!("one audit range");
+        };
+        assert_eq!(keys::parse_audit_key(from), Some((0, 0)));
+        // Everything of an earlier millisecond goes, nothing of 1000 itself.
+        assert!(keys::audit_key(999, u64::MAX).as_slice() < to.as_slice());
+        assert!(k.as_slice() >= to.as_slice());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `eventbus backup --to DIR`: asks the running server for an online backup
-//! into DIR on the server's filesystem.
+//! into DIR under the server's backup-root.
 
 use clap::Args;
 use serde_json::json;
@@ -8,9 +8,10 @@ use super::Ctx;
 
 #[derive(Args)]
 pub struct BackupArgs {
-    /// Absolute path of a new directory on the SERVER's filesystem (it must
-    /// not exist; its parent must). Best on the data dir's filesystem, where
-    /// the data files are hard-linked instead of copied.
+    /// A new directory on the SERVER, as a path relative to its configured
+    /// backup-root (it must not exist; its parent must). A backup-root on
+    /// the data dir's filesystem is best: the data files are hard-linked
+    /// instead of copied.
     #[arg(long)]
     to: String,
 }

@@ -214,23 +214,11 @@ async fn list(ctx: Ctx, args: ListArgs) -> anyhow::Result<()> {
             .text(&format!("{}\n{total} dead letters", table.render()));
     }
 
-    let limit = if args.limit == 0 {
-        usize::MAX
-    } else {
-        args.limit
-    };
-    let mut listed = Vec::new();
-    let mut more = false;
-    while let Some(e) = entries.next().await {
-        if listed.len() == limit {
-            more = true;
-            break;
-        }
-        listed.push(e?);
-    }
+    let (listed, more) = super::first(entries, args.limit).await?;
     if more {
         eprintln!(
-            "showing the first {limit} entries; use --limit 0 for all, or --group-by to count them"
+            "showing the first {} entries; use --limit 0 for all, or --group-by to count them",
+            args.limit
         );
     }
     if ctx.out.json {

@@ -6,6 +6,7 @@
 //! [`output`] owns every format decision (tables, JSON shapes, payload
 //! encoding, error lines, progress bars).
 
+mod audit;
 mod backup;
 mod dlq;
 mod output;
@@ -44,9 +45,12 @@ pub enum RemoteCommand {
     /// One-screen summary: topics with publish rates, subscriptions with
     /// backlog, lag and dead letters, disk usage.
     Status,
-    /// Write an online, consistent backup into a new directory on the
-    /// server's filesystem while it keeps serving.
+    /// Write an online, consistent backup into a new directory under the
+    /// server's backup-root while it keeps serving.
     Backup(backup::BackupArgs),
+    /// The audit log: every mutating admin call and every refused call,
+    /// with who made it, on what, and the result; oldest first.
+    Audit(audit::AuditArgs),
 }
 
 /// Clap value parser for `--server` / `EVENTBUS_SERVER`: accepts `host:port`
@@ -108,6 +112,23 @@ pub fn main(global: &GlobalArgs, command: RemoteCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The first `limit` items of a list (0: all), and whether more follow.
+pub async fn first<T>(
+    mut items: eventbus::PageStream<T>,
+    limit: usize,
+) -> anyhow::Result<(Vec<T>, bool)> {
+    use tokio_stream::StreamExt as _;
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    let mut listed = Vec::new();
+    while let Some(item) = items.next().await {
+        if listed.len() == limit {
+            return Ok((listed, true));
+        }
+        listed.push(item?);
+    }
+    Ok((listed, false))
+}
+
 async fn run(ctx: Ctx, command: RemoteCommand) -> anyhow::Result<()> {
     match command {
         RemoteCommand::Topic(cmd) => topic::run(ctx, cmd).await,
@@ -118,5 +139,6 @@ async fn run(ctx: Ctx, command: RemoteCommand) -> anyhow::Result<()> {
         RemoteCommand::Replay(args) => replay::run(ctx, args).await,
         RemoteCommand::Status => status::run(ctx).await,
         RemoteCommand::Backup(args) => backup::run(ctx, args).await,
+        RemoteCommand::Audit(args) => audit::run(ctx, args).await,
     }
 }

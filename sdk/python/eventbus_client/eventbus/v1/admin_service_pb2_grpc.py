@@ -125,6 +125,11 @@ class AdminServiceStub:
                 request_serializer=eventbus_dot_v1_dot_admin__service__pb2.CreateBackupRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_admin__service__pb2.CreateBackupResponse.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/eventbus.v1.AdminService/ListAuditRecords',
+                request_serializer=eventbus_dot_v1_dot_admin__service__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_admin__service__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -288,16 +293,40 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateBackup(self, request, context):
-        """Writes an online, consistent backup of the whole store into `dir` on
-        the SERVER's filesystem while publishes continue: a RocksDB checkpoint
-        (hard links to the immutable data files when `dir` is on the data dir's
-        filesystem, copies otherwise, plus the live WAL). Subscriptions' ack
-        state is flushed first. The backup holds every event acknowledged before
-        the call started, and possibly some acknowledged while it ran; restore
-        it offline with `eventbus restore --from DIR --data-dir NEW`.
-        INVALID_ARGUMENT if `dir` is empty, relative or inside the data dir,
-        ALREADY_EXISTS if it exists, FAILED_PRECONDITION if its parent
-        directory does not exist.
+        """Writes an online, consistent backup of the whole store into `dir`, a
+        new directory under the SERVER's configured backup-root, while
+        publishes continue: a RocksDB checkpoint (hard links to the immutable
+        data files when `dir` is on the data dir's filesystem, copies
+        otherwise, plus the live WAL). Subscriptions' ack state is flushed
+        first. The backup holds every event acknowledged before the call
+        started, and possibly some acknowledged while it ran; restore it
+        offline with `eventbus restore --from DIR --data-dir NEW`.
+        FAILED_PRECONDITION when the server has no backup-root configured.
+        INVALID_ARGUMENT if `dir` is empty, contains `..` or `.`, is an
+        absolute path outside backup-root, or lies inside the data dir.
+        FAILED_PRECONDITION, with one message for every reason, if the
+        directory exists, its parent does not, a symlink leads out of
+        backup-root, or the server cannot write there: the answer does not tell
+        which paths exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditRecords(self, request, context):
+        """Lists the audit log, oldest first, one page at a time: one record per
+        mutating admin call (CreateTopic, DeleteTopic, CreateSubscription,
+        UpdateSubscription, DeleteSubscription, PauseSubscription,
+        ResumeSubscription, SeekSubscription, RedriveDeadLetters,
+        PurgeDeadLetters, CreateBackup), written and synced before the call was
+        answered, whatever its result, and one per call refused with
+        UNAUTHENTICATED or PERMISSION_DENIED (denials may be summarised under
+        load, see AuditRecord.action). Read-only calls are not recorded.
+        Records older than the server's audit-retention (90 days unless
+        configured otherwise) are dropped. A page holds at most page_size
+        records and at most 3 MiB; it may be shorter, even empty, with a
+        next_page_token when a filter matched little of what was looked at.
+        `eventbus audit` prints it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -395,6 +424,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.CreateBackup,
                     request_deserializer=eventbus_dot_v1_dot_admin__service__pb2.CreateBackupRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_admin__service__pb2.CreateBackupResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=eventbus_dot_v1_dot_admin__service__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_admin__service__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -884,6 +918,33 @@ class AdminService:
             '/eventbus.v1.AdminService/CreateBackup',
             eventbus_dot_v1_dot_admin__service__pb2.CreateBackupRequest.SerializeToString,
             eventbus_dot_v1_dot_admin__service__pb2.CreateBackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventbus.v1.AdminService/ListAuditRecords',
+            eventbus_dot_v1_dot_admin__service__pb2.ListAuditRecordsRequest.SerializeToString,
+            eventbus_dot_v1_dot_admin__service__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

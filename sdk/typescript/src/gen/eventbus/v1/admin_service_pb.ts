@@ -41,7 +41,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file eventbus/v1/admin_service.proto.
  */
 export const file_eventbus_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9ldmVudGJ1cy92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEgtldmVudGJ1cy52MSJiChJDcmVhdGVUb3BpY1JlcXVlc3QSDQoFdG9waWMYASABKAkSEgoKcGFydGl0aW9ucxgCIAEoDRIpCglyZXRlbnRpb24YAyABKAsyFi5ldmVudGJ1cy52MS5SZXRlbnRpb24iOAoTQ3JlYXRlVG9waWNSZXNwb25zZRIhCgV0b3BpYxgBIAEoCzISLmV2ZW50YnVzLnYxLlRvcGljIiAKD0dldFRvcGljUmVxdWVzdBINCgV0b3BpYxgBIAEoCSI1ChBHZXRUb3BpY1Jlc3BvbnNlEiEKBXRvcGljGAEgASgLMhIuZXZlbnRidXMudjEuVG9waWMiOgoRTGlzdFRvcGljc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiUQoSTGlzdFRvcGljc1Jlc3BvbnNlEiIKBnRvcGljcxgBIAMoCzISLmV2ZW50YnVzLnYxLlRvcGljEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIjChJEZWxldGVUb3BpY1JlcXVlc3QSDQoFdG9waWMYASABKAkiFQoTRGVsZXRlVG9waWNSZXNwb25zZSLhAgoZQ3JlYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSMgoOc3RhcnRfcG9zaXRpb24YAyABKA4yGi5ldmVudGJ1cy52MS5TdGFydFBvc2l0aW9uEi8KDGFja19kZWFkbGluZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgxyZXRyeV9wb2xpY3kYBSABKAsyGC5ldmVudGJ1cy52MS5SZXRyeVBvbGljeRIiChVtYXhfZGVsaXZlcnlfYXR0ZW1wdHMYBiABKA1IAIgBARIjCgZmaWx0ZXIYByABKAsyEy5ldmVudGJ1cy52MS5GaWx0ZXISJwoIb3JkZXJpbmcYCCABKA4yFS5ldmVudGJ1cy52MS5PcmRlcmluZ0IYChZfbWF4X2RlbGl2ZXJ5X2F0dGVtcHRzIk0KGkNyZWF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEi8KDHN1YnNjcmlwdGlvbhgBIAEoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbiI9ChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJKChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24iUAoYTGlzdFN1YnNjcmlwdGlvbnNSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJImYKGUxpc3RTdWJzY3JpcHRpb25zUmVzcG9uc2USMAoNc3Vic2NyaXB0aW9ucxgBIAMoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki3gIKGVVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEi8KDGFja19kZWFkbGluZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgxyZXRyeV9wb2xpY3kYBCABKAsyGC5ldmVudGJ1cy52MS5SZXRyeVBvbGljeRIiChVtYXhfZGVsaXZlcnlfYXR0ZW1wdHMYBSABKA1IAIgBARIjCgZmaWx0ZXIYBiABKAsyEy5ldmVudGJ1cy52MS5GaWx0ZXISJwoIb3JkZXJpbmcYByABKA4yFS5ldmVudGJ1cy52MS5PcmRlcmluZxIvCgt1cGRhdGVfbWFzaxgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCGAoWX21heF9kZWxpdmVyeV9hdHRlbXB0cyJNChpVcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24iQAoZRGVsZXRlU3Vic2NyaXB0aW9uUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkiHAoaRGVsZXRlU3Vic2NyaXB0aW9uUmVzcG9uc2UiPwoYUGF1c2VTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJMChlQYXVzZVN1YnNjcmlwdGlvblJlc3BvbnNlEi8KDHN1YnNjcmlwdGlvbhgBIAEoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbiJAChlSZXN1bWVTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJNChpSZXN1bWVTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24i3AEKF1NlZWtTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCRI0Cg5zdGFydF9wb3NpdGlvbhgDIAEoDjIaLmV2ZW50YnVzLnYxLlN0YXJ0UG9zaXRpb25IABIqCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAEjAKB29mZnNldHMYBSABKAsyHS5ldmVudGJ1cy52MS5QYXJ0aXRpb25PZmZzZXRzSABCCAoGdGFyZ2V0IksKGFNlZWtTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24ikwEKFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEi0KBmZpbHRlchgFIAEoCzIdLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXJGaWx0ZXIiYQoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USLQoMZGVhZF9sZXR0ZXJzGAEgAygLMhcuZXZlbnRidXMudjEuRGVhZExldHRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiRwoUR2V0RGVhZExldHRlclJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEgoKAmlkGAMgASgJIkUKFUdldERlYWRMZXR0ZXJSZXNwb25zZRIsCgtkZWFkX2xldHRlchgBIAEoCzIXLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXIisgEKGVJlZHJpdmVEZWFkTGV0dGVyc1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEgsKA2lkcxgDIAMoCRItCgZmaWx0ZXIYBCABKAsyHS5ldmVudGJ1cy52MS5EZWFkTGV0dGVyRmlsdGVyEgsKA2FsbBgFIAEoCBIPCgdkcnlfcnVuGAYgASgIEhYKDm1heF9wZXJfc2Vjb25kGAcgASgNIisKGlJlZHJpdmVEZWFkTGV0dGVyc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIpgBChdQdXJnZURlYWRMZXR0ZXJzUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSCwoDaWRzGAMgAygJEi0KBmZpbHRlchgEIAEoCzIdLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXJGaWx0ZXISCwoDYWxsGAUgASgIEg8KB2RyeV9ydW4YBiABKAgiKQoYUHVyZ2VEZWFkTGV0dGVyc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIhIKEEdldFN0YXR1c1JlcXVlc3QiagoRR2V0U3RhdHVzUmVzcG9uc2USKAoGdG9waWNzGAEgAygLMhguZXZlbnRidXMudjEuVG9waWNTdGF0dXMSKwoHc3RvcmFnZRgCIAEoCzIaLmV2ZW50YnVzLnYxLlN0b3JhZ2VTdGF0dXMiiAEKC1RvcGljU3RhdHVzEiEKBXRvcGljGAEgASgLMhIuZXZlbnRidXMudjEuVG9waWMSDgoGZXZlbnRzGAIgASgEEhQKDHB1Ymxpc2hfcmF0ZRgDIAEoARIwCg1zdWJzY3JpcHRpb25zGAQgAygLMhkuZXZlbnRidXMudjEuU3Vic2NyaXB0aW9uIu4BCg1TdG9yYWdlU3RhdHVzEhAKCGRhdGFfZGlyGAEgASgJEhUKDXN0b3JhZ2VfYnl0ZXMYAiABKAQSIAoYcGVuZGluZ19jb21wYWN0aW9uX2J5dGVzGAMgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYBCABKAQSHAoUZGlza19hdmFpbGFibGVfYnl0ZXMYBSABKAQSKAoFc3RhdGUYBiABKA4yGS5ldmVudGJ1cy52MS5TdG9yYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAcgASgJEhoKEmRpc2tfcmVzZXJ2ZV9ieXRlcxgIIAEoBCIiChNDcmVhdGVCYWNrdXBSZXF1ZXN0EgsKA2RpchgBIAEoCSI3ChRDcmVhdGVCYWNrdXBSZXNwb25zZRILCgNkaXIYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCp6CgxTdG9yYWdlU3RhdGUSHQoZU1RPUkFHRV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFNUT1JBR0VfU1RBVEVfT0sQARIbChdTVE9SQUdFX1NUQVRFX0RJU0tfRlVMTBACEhgKFFNUT1JBR0VfU1RBVEVfRkFJTEVEEAMyjA0KDEFkbWluU2VydmljZRJQCgtDcmVhdGVUb3BpYxIfLmV2ZW50YnVzLnYxLkNyZWF0ZVRvcGljUmVxdWVzdBogLmV2ZW50YnVzLnYxLkNyZWF0ZVRvcGljUmVzcG9uc2USRwoIR2V0VG9waWMSHC5ldmVudGJ1cy52MS5HZXRUb3BpY1JlcXVlc3QaHS5ldmVudGJ1cy52MS5HZXRUb3BpY1Jlc3BvbnNlEk0KCkxpc3RUb3BpY3MSHi5ldmVudGJ1cy52MS5MaXN0VG9waWNzUmVxdWVzdBofLmV2ZW50YnVzLnYxLkxpc3RUb3BpY3NSZXNwb25zZRJQCgtEZWxldGVUb3BpYxIfLmV2ZW50YnVzLnYxLkRlbGV0ZVRvcGljUmVxdWVzdBogLmV2ZW50YnVzLnYxLkRlbGV0ZVRvcGljUmVzcG9uc2USZQoSQ3JlYXRlU3Vic2NyaXB0aW9uEiYuZXZlbnRidXMudjEuQ3JlYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBonLmV2ZW50YnVzLnYxLkNyZWF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlElwKD0dldFN1YnNjcmlwdGlvbhIjLmV2ZW50YnVzLnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaJC5ldmVudGJ1cy52MS5HZXRTdWJzY3JpcHRpb25SZXNwb25zZRJiChFMaXN0U3Vic2NyaXB0aW9ucxIlLmV2ZW50YnVzLnYxLkxpc3RTdWJzY3JpcHRpb25zUmVxdWVzdBomLmV2ZW50YnVzLnYxLkxpc3RTdWJzY3JpcHRpb25zUmVzcG9uc2USZQoSVXBkYXRlU3Vic2NyaXB0aW9uEiYuZXZlbnRidXMudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBonLmV2ZW50YnVzLnYxLlVwZGF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEmUKEkRlbGV0ZVN1YnNjcmlwdGlvbhImLmV2ZW50YnVzLnYxLkRlbGV0ZVN1YnNjcmlwdGlvblJlcXVlc3QaJy5ldmVudGJ1cy52MS5EZWxldGVTdWJzY3JpcHRpb25SZXNwb25zZRJiChFQYXVzZVN1YnNjcmlwdGlvbhIlLmV2ZW50YnVzLnYxLlBhdXNlU3Vic2NyaXB0aW9uUmVxdWVzdBomLmV2ZW50YnVzLnYxLlBhdXNlU3Vic2NyaXB0aW9uUmVzcG9uc2USZQoSUmVzdW1lU3Vic2NyaXB0aW9uEiYuZXZlbnRidXMudjEuUmVzdW1lU3Vic2NyaXB0aW9uUmVxdWVzdBonLmV2ZW50YnVzLnYxLlJlc3VtZVN1YnNjcmlwdGlvblJlc3BvbnNlEl8KEFNlZWtTdWJzY3JpcHRpb24SJC5ldmVudGJ1cy52MS5TZWVrU3Vic2NyaXB0aW9uUmVxdWVzdBolLmV2ZW50YnVzLnYxLlNlZWtTdWJzY3JpcHRpb25SZXNwb25zZRJcCg9MaXN0RGVhZExldHRlcnMSIy5ldmVudGJ1cy52MS5MaXN0RGVhZExldHRlcnNSZXF1ZXN0GiQuZXZlbnRidXMudjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USVgoNR2V0RGVhZExldHRlchIhLmV2ZW50YnVzLnYxLkdldERlYWRMZXR0ZXJSZXF1ZXN0GiIuZXZlbnRidXMudjEuR2V0RGVhZExldHRlclJlc3BvbnNlEmUKElJlZHJpdmVEZWFkTGV0dGVycxImLmV2ZW50YnVzLnYxLlJlZHJpdmVEZWFkTGV0dGVyc1JlcXVlc3QaJy5ldmVudGJ1cy52MS5SZWRyaXZlRGVhZExldHRlcnNSZXNwb25zZRJfChBQdXJnZURlYWRMZXR0ZXJzEiQuZXZlbnRidXMudjEuUHVyZ2VEZWFkTGV0dGVyc1JlcXVlc3QaJS5ldmVudGJ1cy52MS5QdXJnZURlYWRMZXR0ZXJzUmVzcG9uc2USSgoJR2V0U3RhdHVzEh0uZXZlbnRidXMudjEuR2V0U3RhdHVzUmVxdWVzdBoeLmV2ZW50YnVzLnYxLkdldFN0YXR1c1Jlc3BvbnNlElMKDENyZWF0ZUJhY2t1cBIgLmV2ZW50YnVzLnYxLkNyZWF0ZUJhY2t1cFJlcXVlc3QaIS5ldmVudGJ1cy52MS5DcmVhdGVCYWNrdXBSZXNwb25zZUI8WjpnaXRodWIuY29tL2V2ZW50YnVzL2V2ZW50YnVzL3Nkay9nby9ldmVudGJ1cy92MTtldmVudGJ1c3YxYgZwcm90bzM", [file_eventbus_v1_dead_letter, file_eventbus_v1_subscription, file_eventbus_v1_topic, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Ch9ldmVudGJ1cy92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEgtldmVudGJ1cy52MSJiChJDcmVhdGVUb3BpY1JlcXVlc3QSDQoFdG9waWMYASABKAkSEgoKcGFydGl0aW9ucxgCIAEoDRIpCglyZXRlbnRpb24YAyABKAsyFi5ldmVudGJ1cy52MS5SZXRlbnRpb24iOAoTQ3JlYXRlVG9waWNSZXNwb25zZRIhCgV0b3BpYxgBIAEoCzISLmV2ZW50YnVzLnYxLlRvcGljIiAKD0dldFRvcGljUmVxdWVzdBINCgV0b3BpYxgBIAEoCSI1ChBHZXRUb3BpY1Jlc3BvbnNlEiEKBXRvcGljGAEgASgLMhIuZXZlbnRidXMudjEuVG9waWMiOgoRTGlzdFRvcGljc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiUQoSTGlzdFRvcGljc1Jlc3BvbnNlEiIKBnRvcGljcxgBIAMoCzISLmV2ZW50YnVzLnYxLlRvcGljEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIjChJEZWxldGVUb3BpY1JlcXVlc3QSDQoFdG9waWMYASABKAkiFQoTRGVsZXRlVG9waWNSZXNwb25zZSLhAgoZQ3JlYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSMgoOc3RhcnRfcG9zaXRpb24YAyABKA4yGi5ldmVudGJ1cy52MS5TdGFydFBvc2l0aW9uEi8KDGFja19kZWFkbGluZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgxyZXRyeV9wb2xpY3kYBSABKAsyGC5ldmVudGJ1cy52MS5SZXRyeVBvbGljeRIiChVtYXhfZGVsaXZlcnlfYXR0ZW1wdHMYBiABKA1IAIgBARIjCgZmaWx0ZXIYByABKAsyEy5ldmVudGJ1cy52MS5GaWx0ZXISJwoIb3JkZXJpbmcYCCABKA4yFS5ldmVudGJ1cy52MS5PcmRlcmluZ0IYChZfbWF4X2RlbGl2ZXJ5X2F0dGVtcHRzIk0KGkNyZWF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEi8KDHN1YnNjcmlwdGlvbhgBIAEoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbiI9ChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJKChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24iUAoYTGlzdFN1YnNjcmlwdGlvbnNSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJImYKGUxpc3RTdWJzY3JpcHRpb25zUmVzcG9uc2USMAoNc3Vic2NyaXB0aW9ucxgBIAMoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki3gIKGVVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEi8KDGFja19kZWFkbGluZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgxyZXRyeV9wb2xpY3kYBCABKAsyGC5ldmVudGJ1cy52MS5SZXRyeVBvbGljeRIiChVtYXhfZGVsaXZlcnlfYXR0ZW1wdHMYBSABKA1IAIgBARIjCgZmaWx0ZXIYBiABKAsyEy5ldmVudGJ1cy52MS5GaWx0ZXISJwoIb3JkZXJpbmcYByABKA4yFS5ldmVudGJ1cy52MS5PcmRlcmluZxIvCgt1cGRhdGVfbWFzaxgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCGAoWX21heF9kZWxpdmVyeV9hdHRlbXB0cyJNChpVcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24iQAoZRGVsZXRlU3Vic2NyaXB0aW9uUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkiHAoaRGVsZXRlU3Vic2NyaXB0aW9uUmVzcG9uc2UiPwoYUGF1c2VTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJMChlQYXVzZVN1YnNjcmlwdGlvblJlc3BvbnNlEi8KDHN1YnNjcmlwdGlvbhgBIAEoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbiJAChlSZXN1bWVTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJNChpSZXN1bWVTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24i3AEKF1NlZWtTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCRI0Cg5zdGFydF9wb3NpdGlvbhgDIAEoDjIaLmV2ZW50YnVzLnYxLlN0YXJ0UG9zaXRpb25IABIqCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAEjAKB29mZnNldHMYBSABKAsyHS5ldmVudGJ1cy52MS5QYXJ0aXRpb25PZmZzZXRzSABCCAoGdGFyZ2V0IksKGFNlZWtTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24ikwEKFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEi0KBmZpbHRlchgFIAEoCzIdLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXJGaWx0ZXIiYQoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USLQoMZGVhZF9sZXR0ZXJzGAEgAygLMhcuZXZlbnRidXMudjEuRGVhZExldHRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiRwoUR2V0RGVhZExldHRlclJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEgoKAmlkGAMgASgJIkUKFUdldERlYWRMZXR0ZXJSZXNwb25zZRIsCgtkZWFkX2xldHRlchgBIAEoCzIXLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXIisgEKGVJlZHJpdmVEZWFkTGV0dGVyc1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEgsKA2lkcxgDIAMoCRItCgZmaWx0ZXIYBCABKAsyHS5ldmVudGJ1cy52MS5EZWFkTGV0dGVyRmlsdGVyEgsKA2FsbBgFIAEoCBIPCgdkcnlfcnVuGAYgASgIEhYKDm1heF9wZXJfc2Vjb25kGAcgASgNIisKGlJlZHJpdmVEZWFkTGV0dGVyc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIpgBChdQdXJnZURlYWRMZXR0ZXJzUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSCwoDaWRzGAMgAygJEi0KBmZpbHRlchgEIAEoCzIdLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXJGaWx0ZXISCwoDYWxsGAUgASgIEg8KB2RyeV9ydW4YBiABKAgiKQoYUHVyZ2VEZWFkTGV0dGVyc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIhIKEEdldFN0YXR1c1JlcXVlc3QiagoRR2V0U3RhdHVzUmVzcG9uc2USKAoGdG9waWNzGAEgAygLMhguZXZlbnRidXMudjEuVG9waWNTdGF0dXMSKwoHc3RvcmFnZRgCIAEoCzIaLmV2ZW50YnVzLnYxLlN0b3JhZ2VTdGF0dXMiiAEKC1RvcGljU3RhdHVzEiEKBXRvcGljGAEgASgLMhIuZXZlbnRidXMudjEuVG9waWMSDgoGZXZlbnRzGAIgASgEEhQKDHB1Ymxpc2hfcmF0ZRgDIAEoARIwCg1zdWJzY3JpcHRpb25zGAQgAygLMhkuZXZlbnRidXMudjEuU3Vic2NyaXB0aW9uIu4BCg1TdG9yYWdlU3RhdHVzEhAKCGRhdGFfZGlyGAEgASgJEhUKDXN0b3JhZ2VfYnl0ZXMYAiABKAQSIAoYcGVuZGluZ19jb21wYWN0aW9uX2J5dGVzGAMgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYBCABKAQSHAoUZGlza19hdmFpbGFibGVfYnl0ZXMYBSABKAQSKAoFc3RhdGUYBiABKA4yGS5ldmVudGJ1cy52MS5TdG9yYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAcgASgJEhoKEmRpc2tfcmVzZXJ2ZV9ieXRlcxgIIAEoBCIiChNDcmVhdGVCYWNrdXBSZXF1ZXN0EgsKA2RpchgBIAEoCSI3ChRDcmVhdGVCYWNrdXBSZXNwb25zZRILCgNkaXIYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCKxAQoXTGlzdEF1ZGl0UmVjb3Jkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgFIAEoCSJeChhMaXN0QXVkaXRSZWNvcmRzUmVzcG9uc2USKQoHcmVjb3JkcxgBIAMoCzIYLmV2ZW50YnVzLnYxLkF1ZGl0UmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLRAQoLQXVkaXRSZWNvcmQSCgoCaWQYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEg4KBnRlbmFudBgEIAEoCRIOCgZhY3Rpb24YBSABKAkSDgoGdGFyZ2V0GAYgASgJEhUKDXBhcmFtc19zaGEyNTYYByABKAkSDgoGcmVzdWx0GAggASgJEhIKCnJlcXVlc3RfaWQYCSABKAkSDgoGZGV0YWlsGAogASgJKnoKDFN0b3JhZ2VTdGF0ZRIdChlTVE9SQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQU1RPUkFHRV9TVEFURV9PSxABEhsKF1NUT1JBR0VfU1RBVEVfRElTS19GVUxMEAISGAoUU1RPUkFHRV9TVEFURV9GQUlMRUQQAzLtDQoMQWRtaW5TZXJ2aWNlElAKC0NyZWF0ZVRvcGljEh8uZXZlbnRidXMudjEuQ3JlYXRlVG9waWNSZXF1ZXN0GiAuZXZlbnRidXMudjEuQ3JlYXRlVG9waWNSZXNwb25zZRJHCghHZXRUb3BpYxIcLmV2ZW50YnVzLnYxLkdldFRvcGljUmVxdWVzdBodLmV2ZW50YnVzLnYxLkdldFRvcGljUmVzcG9uc2USTQoKTGlzdFRvcGljcxIeLmV2ZW50YnVzLnYxLkxpc3RUb3BpY3NSZXF1ZXN0Gh8uZXZlbnRidXMudjEuTGlzdFRvcGljc1Jlc3BvbnNlElAKC0RlbGV0ZVRvcGljEh8uZXZlbnRidXMudjEuRGVsZXRlVG9waWNSZXF1ZXN0GiAuZXZlbnRidXMudjEuRGVsZXRlVG9waWNSZXNwb25zZRJlChJDcmVhdGVTdWJzY3JpcHRpb24SJi5ldmVudGJ1cy52MS5DcmVhdGVTdWJzY3JpcHRpb25SZXF1ZXN0GicuZXZlbnRidXMudjEuQ3JlYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USXAoPR2V0U3Vic2NyaXB0aW9uEiMuZXZlbnRidXMudjEuR2V0U3Vic2NyaXB0aW9uUmVxdWVzdBokLmV2ZW50YnVzLnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEmIKEUxpc3RTdWJzY3JpcHRpb25zEiUuZXZlbnRidXMudjEuTGlzdFN1YnNjcmlwdGlvbnNSZXF1ZXN0GiYuZXZlbnRidXMudjEuTGlzdFN1YnNjcmlwdGlvbnNSZXNwb25zZRJlChJVcGRhdGVTdWJzY3JpcHRpb24SJi5ldmVudGJ1cy52MS5VcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0GicuZXZlbnRidXMudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USZQoSRGVsZXRlU3Vic2NyaXB0aW9uEiYuZXZlbnRidXMudjEuRGVsZXRlU3Vic2NyaXB0aW9uUmVxdWVzdBonLmV2ZW50YnVzLnYxLkRlbGV0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEmIKEVBhdXNlU3Vic2NyaXB0aW9uEiUuZXZlbnRidXMudjEuUGF1c2VTdWJzY3JpcHRpb25SZXF1ZXN0GiYuZXZlbnRidXMudjEuUGF1c2VTdWJzY3JpcHRpb25SZXNwb25zZRJlChJSZXN1bWVTdWJzY3JpcHRpb24SJi5ldmVudGJ1cy52MS5SZXN1bWVTdWJzY3JpcHRpb25SZXF1ZXN0GicuZXZlbnRidXMudjEuUmVzdW1lU3Vic2NyaXB0aW9uUmVzcG9uc2USXwoQU2Vla1N1YnNjcmlwdGlvbhIkLmV2ZW50YnVzLnYxLlNlZWtTdWJzY3JpcHRpb25SZXF1ZXN0GiUuZXZlbnRidXMudjEuU2Vla1N1YnNjcmlwdGlvblJlc3BvbnNlElwKD0xpc3REZWFkTGV0dGVycxIjLmV2ZW50YnVzLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaJC5ldmVudGJ1cy52MS5MaXN0RGVhZExldHRlcnNSZXNwb25zZRJWCg1HZXREZWFkTGV0dGVyEiEuZXZlbnRidXMudjEuR2V0RGVhZExldHRlclJlcXVlc3QaIi5ldmVudGJ1cy52MS5HZXREZWFkTGV0dGVyUmVzcG9uc2USZQoSUmVkcml2ZURlYWRMZXR0ZXJzEiYuZXZlbnRidXMudjEuUmVkcml2ZURlYWRMZXR0ZXJzUmVxdWVzdBonLmV2ZW50YnVzLnYxLlJlZHJpdmVEZWFkTGV0dGVyc1Jlc3BvbnNlEl8KEFB1cmdlRGVhZExldHRlcnMSJC5ldmVudGJ1cy52MS5QdXJnZURlYWRMZXR0ZXJzUmVxdWVzdBolLmV2ZW50YnVzLnYxLlB1cmdlRGVhZExldHRlcnNSZXNwb25zZRJKCglHZXRTdGF0dXMSHS5ldmVudGJ1cy52MS5HZXRTdGF0dXNSZXF1ZXN0Gh4uZXZlbnRidXMudjEuR2V0U3RhdHVzUmVzcG9uc2USUwoMQ3JlYXRlQmFja3VwEiAuZXZlbnRidXMudjEuQ3JlYXRlQmFja3VwUmVxdWVzdBohLmV2ZW50YnVzLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEl8KEExpc3RBdWRpdFJlY29yZHMSJC5ldmVudGJ1cy52MS5MaXN0QXVkaXRSZWNvcmRzUmVxdWVzdBolLmV2ZW50YnVzLnYxLkxpc3RBdWRpdFJlY29yZHNSZXNwb25zZUI8WjpnaXRodWIuY29tL2V2ZW50YnVzL2V2ZW50YnVzL3Nkay9nby9ldmVudGJ1cy92MTtldmVudGJ1c3YxYgZwcm90bzM", [file_eventbus_v1_dead_letter, file_eventbus_v1_subscription, file_eventbus_v1_topic, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Request for AdminService.CreateTopic.
@@ -1172,7 +1172,8 @@ export const TopicStatusSchema: GenMessage<TopicStatus> = /*@__PURE__*/
  */
 export type StorageStatus = Message<"eventbus.v1.StorageStatus"> & {
   /**
-   * The server's data directory.
+   * The server's data directory; empty unless the caller holds the global
+   * admin grant (always shown on a server without authentication).
    *
    * @generated from field: string data_dir = 1;
    */
@@ -1243,9 +1244,9 @@ export const StorageStatusSchema: GenMessage<StorageStatus> = /*@__PURE__*/
  */
 export type CreateBackupRequest = Message<"eventbus.v1.CreateBackupRequest"> & {
   /**
-   * Absolute path of a directory to create on the server's filesystem for
-   * the backup, outside the data dir. It must not exist; its parent must.
-   * Required.
+   * The directory to create for the backup, as a path relative to the
+   * server's backup-root (an absolute path is accepted when it lies under
+   * backup-root). It must not exist; its parent must. Required.
    *
    * @generated from field: string dir = 1;
    */
@@ -1266,7 +1267,8 @@ export const CreateBackupRequestSchema: GenMessage<CreateBackupRequest> = /*@__P
  */
 export type CreateBackupResponse = Message<"eventbus.v1.CreateBackupResponse"> & {
   /**
-   * The backup directory, as written.
+   * The backup directory as written: its absolute path on the server (what
+   * `eventbus restore --from` takes).
    *
    * @generated from field: string dir = 1;
    */
@@ -1286,6 +1288,180 @@ export type CreateBackupResponse = Message<"eventbus.v1.CreateBackupResponse"> &
  */
 export const CreateBackupResponseSchema: GenMessage<CreateBackupResponse> = /*@__PURE__*/
   messageDesc(file_eventbus_v1_admin_service, 37);
+
+/**
+ * Request for AdminService.ListAuditRecords.
+ *
+ * @generated from message eventbus.v1.ListAuditRecordsRequest
+ */
+export type ListAuditRecordsRequest = Message<"eventbus.v1.ListAuditRecordsRequest"> & {
+  /**
+   * Maximum records per page. 0 means 100; values above max-page-size
+   * (1000 by default) are capped.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * Empty for the first page, else next_page_token from the previous
+   * response (with the other fields unchanged).
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only records at or after this time. Unset: from the oldest.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Only records before this time. Unset: up to the newest.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 4;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Only records of this principal (exact name, `anonymous` for callers of
+   * a server without authentication). Empty: everyone's.
+   *
+   * @generated from field: string principal = 5;
+   */
+  principal: string;
+};
+
+/**
+ * Describes the message eventbus.v1.ListAuditRecordsRequest.
+ * Use `create(ListAuditRecordsRequestSchema)` to create a new message.
+ */
+export const ListAuditRecordsRequestSchema: GenMessage<ListAuditRecordsRequest> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_admin_service, 38);
+
+/**
+ * Response of AdminService.ListAuditRecords.
+ *
+ * @generated from message eventbus.v1.ListAuditRecordsResponse
+ */
+export type ListAuditRecordsResponse = Message<"eventbus.v1.ListAuditRecordsResponse"> & {
+  /**
+   * Records of this page, oldest first.
+   *
+   * @generated from field: repeated eventbus.v1.AuditRecord records = 1;
+   */
+  records: AuditRecord[];
+
+  /**
+   * Token for the next page. Empty when there are no more records.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message eventbus.v1.ListAuditRecordsResponse.
+ * Use `create(ListAuditRecordsResponseSchema)` to create a new message.
+ */
+export const ListAuditRecordsResponseSchema: GenMessage<ListAuditRecordsResponse> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_admin_service, 39);
+
+/**
+ * One entry of the audit log.
+ *
+ * @generated from message eventbus.v1.AuditRecord
+ */
+export type AuditRecord = Message<"eventbus.v1.AuditRecord"> & {
+  /**
+   * The record's id: increasing in log order, never reused.
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * When the call was answered (never earlier than the record before).
+   *
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Who called: the authenticated principal's name, or `anonymous` on a
+   * server without authentication.
+   *
+   * @generated from field: string principal = 3;
+   */
+  principal: string;
+
+  /**
+   * The caller's tenant; empty when it is bound to none.
+   *
+   * @generated from field: string tenant = 4;
+   */
+  tenant: string;
+
+  /**
+   * The RPC, e.g. `DeleteTopic`. `DenialsDropped` stands for refused calls
+   * over the denial rate limit that were counted instead of recorded one by
+   * one; its `detail` says how many.
+   *
+   * @generated from field: string action = 5;
+   */
+  action: string;
+
+  /**
+   * What the call named: a topic, `topic/subscription`, or the backup
+   * directory; empty when it named nothing.
+   *
+   * @generated from field: string target = 6;
+   */
+  target: string;
+
+  /**
+   * Hex SHA-256 of the request's parameters: the request message as the
+   * server decoded it, encoded again as protobuf (fields in number order,
+   * unknown fields dropped). The same parameters give the same digest, so a
+   * record can be matched with a request without storing the request.
+   *
+   * @generated from field: string params_sha256 = 7;
+   */
+  paramsSha256: string;
+
+  /**
+   * The outcome as a gRPC status code name: `OK`, `NOT_FOUND`,
+   * `PERMISSION_DENIED`, ...
+   *
+   * @generated from field: string result = 8;
+   */
+  result: string;
+
+  /**
+   * The call's request id (the `x-request-id` header the client sent, or
+   * the one the server made up and returned).
+   *
+   * @generated from field: string request_id = 9;
+   */
+  requestId: string;
+
+  /**
+   * More words when needed, e.g. how many denials a `DenialsDropped`
+   * record stands for. Usually empty.
+   *
+   * @generated from field: string detail = 10;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message eventbus.v1.AuditRecord.
+ * Use `create(AuditRecordSchema)` to create a new message.
+ */
+export const AuditRecordSchema: GenMessage<AuditRecord> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_admin_service, 40);
 
 /**
  * The state of the server's write path.
@@ -1545,16 +1721,21 @@ export const AdminService: GenService<{
     output: typeof GetStatusResponseSchema;
   },
   /**
-   * Writes an online, consistent backup of the whole store into `dir` on
-   * the SERVER's filesystem while publishes continue: a RocksDB checkpoint
-   * (hard links to the immutable data files when `dir` is on the data dir's
-   * filesystem, copies otherwise, plus the live WAL). Subscriptions' ack
-   * state is flushed first. The backup holds every event acknowledged before
-   * the call started, and possibly some acknowledged while it ran; restore
-   * it offline with `eventbus restore --from DIR --data-dir NEW`.
-   * INVALID_ARGUMENT if `dir` is empty, relative or inside the data dir,
-   * ALREADY_EXISTS if it exists, FAILED_PRECONDITION if its parent
-   * directory does not exist.
+   * Writes an online, consistent backup of the whole store into `dir`, a
+   * new directory under the SERVER's configured backup-root, while
+   * publishes continue: a RocksDB checkpoint (hard links to the immutable
+   * data files when `dir` is on the data dir's filesystem, copies
+   * otherwise, plus the live WAL). Subscriptions' ack state is flushed
+   * first. The backup holds every event acknowledged before the call
+   * started, and possibly some acknowledged while it ran; restore it
+   * offline with `eventbus restore --from DIR --data-dir NEW`.
+   * FAILED_PRECONDITION when the server has no backup-root configured.
+   * INVALID_ARGUMENT if `dir` is empty, contains `..` or `.`, is an
+   * absolute path outside backup-root, or lies inside the data dir.
+   * FAILED_PRECONDITION, with one message for every reason, if the
+   * directory exists, its parent does not, a symlink leads out of
+   * backup-root, or the server cannot write there: the answer does not tell
+   * which paths exist.
    *
    * @generated from rpc eventbus.v1.AdminService.CreateBackup
    */
@@ -1562,6 +1743,28 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof CreateBackupRequestSchema;
     output: typeof CreateBackupResponseSchema;
+  },
+  /**
+   * Lists the audit log, oldest first, one page at a time: one record per
+   * mutating admin call (CreateTopic, DeleteTopic, CreateSubscription,
+   * UpdateSubscription, DeleteSubscription, PauseSubscription,
+   * ResumeSubscription, SeekSubscription, RedriveDeadLetters,
+   * PurgeDeadLetters, CreateBackup), written and synced before the call was
+   * answered, whatever its result, and one per call refused with
+   * UNAUTHENTICATED or PERMISSION_DENIED (denials may be summarised under
+   * load, see AuditRecord.action). Read-only calls are not recorded.
+   * Records older than the server's audit-retention (90 days unless
+   * configured otherwise) are dropped. A page holds at most page_size
+   * records and at most 3 MiB; it may be shorter, even empty, with a
+   * next_page_token when a filter matched little of what was looked at.
+   * `eventbus audit` prints it.
+   *
+   * @generated from rpc eventbus.v1.AdminService.ListAuditRecords
+   */
+  listAuditRecords: {
+    methodKind: "unary";
+    input: typeof ListAuditRecordsRequestSchema;
+    output: typeof ListAuditRecordsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_eventbus_v1_admin_service, 0);
