@@ -81,7 +81,7 @@ pub fn main(global: &GlobalArgs, command: RemoteCommand) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         // Connects on first use, so an unreachable server surfaces as the
         // UNAVAILABLE status of the first call, reported like any other error.
-        let client = Client::builder(&global.server).connect_lazy()?;
+        let client = global.client_builder()?.connect_lazy()?;
         let ctx = Ctx {
             admin: client.admin(),
             client,
