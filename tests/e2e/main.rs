@@ -4,6 +4,7 @@
 mod backup;
 mod big_events;
 mod cli;
+mod connections;
 mod corruption;
 mod crash;
 mod dead_letters;
@@ -25,4 +26,5 @@ mod sdk;
 mod sdk_admin;
 mod seek;
 mod support;
+mod tls;
 mod tracing;
