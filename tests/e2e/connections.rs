@@ -482,9 +482,15 @@ async fn load_shedding_refuses_excess_calls_but_not_open_streams() {
     let results = futures_join_all(calls).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let shed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    println!("load shedding: {ok} of 50 concurrent publishes ran, {} shed", shed.len());
+    println!(
+        "load shedding: {ok} of 50 concurrent publishes ran, {} shed",
+        shed.len()
+    );
     assert!(ok >= 1, "at least the first call runs");
-    assert!(!shed.is_empty(), "concurrent calls beyond the limit of 1 are shed");
+    assert!(
+        !shed.is_empty(),
+        "concurrent calls beyond the limit of 1 are shed"
+    );
     for err in &shed {
         assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     }

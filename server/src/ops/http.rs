@@ -9,13 +9,14 @@
 
 use std::sync::Arc;
 
-use super::{sample, Ops};
-use crate::transport::HttpIncoming;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+
+use super::{sample, Ops};
+use crate::transport::HttpIncoming;
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
