@@ -411,9 +411,27 @@ def check_wiring(docs, origin, config):
     ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
     if ports.get("grpc") != 50051 or ports.get("metrics") != 9090:
         R.error(where, f"container ports must be grpc:50051 and metrics:9090, are {ports}")
-    for probe in ("livenessProbe", "readinessProbe"):
-        if (c.get(probe) or {}).get("grpc", {}).get("port") != 50051:
-            R.error(where, f"{probe} must be a native gRPC probe on port 50051")
+    # Probes go to the metrics port: the kubelet's gRPC probe speaks no TLS
+    # and carries no credentials. With TLS on, the metrics port speaks HTTPS.
+    env = {e.get("name"): e.get("value") for e in c.get("env", [])}
+    tls_on = bool(env.get("EVENTBUS_TLS__CERT_FILE")) or bool((config or {}).get("tls", {}).get("cert-file"))
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = (c.get(probe) or {}).get("httpGet", {})
+        if get.get("port") not in ("metrics", 9090) or get.get("path") != "/readyz":
+            R.error(where, f"{probe} must be an httpGet of /readyz on the metrics port (gRPC probes "
+                           "speak no TLS and carry no credentials)")
+        if get.get("scheme", "HTTP") != ("HTTPS" if tls_on else "HTTP"):
+            R.error(where, f"{probe} scheme must be {'HTTPS' if tls_on else 'HTTP'}: the metrics port "
+                           f"speaks {'TLS' if tls_on else 'plaintext'}")
+    if tls_on:
+        tls_dir = os.path.dirname(env.get("EVENTBUS_TLS__CERT_FILE") or config["tls"]["cert-file"])
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        secret_mounts = [m for m in c.get("volumeMounts", [])
+                         if volumes.get(m["name"], {}).get("secret")]
+        if not any(m["mountPath"].rstrip("/") == tls_dir for m in secret_mounts):
+            R.error(where, f"TLS files are read from {tls_dir}, but no Secret volume is mounted there")
+        if any("subPath" in m for m in secret_mounts):
+            R.error(where, "a Secret mounted with subPath never sees updates: certificates would not rotate")
     if "resources" not in c or "memory" not in c["resources"].get("limits", {}):
         R.error(where, "container needs resource requests and a memory limit")
 

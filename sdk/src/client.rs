@@ -1,11 +1,12 @@
 //! The connection: [`Client`] and its [`ClientBuilder`].
 
+use std::path::Path;
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::admin::Admin;
 use crate::error::{Error, Result};
@@ -61,14 +62,90 @@ fn secret_header(value: String, what: &str) -> Result<MetadataValue<Ascii>> {
     Ok(v)
 }
 
-/// TLS settings for [`ClientBuilder::tls`]. The server speaks plaintext HTTP/2
-/// today; this is where TLS will be configured once it supports it.
-#[derive(Clone, Debug, Default)]
+/// TLS settings for [`ClientBuilder::tls`]. An `https://` URL without them
+/// uses TLS with the system's trusted roots.
+#[derive(Clone, Default)]
 pub struct TlsConfig {
     /// PEM-encoded CA certificate(s) to trust instead of the system roots.
     pub ca_pem: Option<Vec<u8>>,
-    /// Server name to verify, when it differs from the URL's host.
+    /// Server name to verify, when it differs from the URL's host (e.g.
+    /// connecting to `127.0.0.1` or through a tunnel).
     pub domain: Option<String>,
+    /// PEM client certificate (chain) presented for mutual TLS; needs
+    /// `client_key_pem`.
+    pub client_cert_pem: Option<Vec<u8>>,
+    /// PEM private key of `client_cert_pem`.
+    pub client_key_pem: Option<Vec<u8>>,
+}
+
+/// Never prints the private key.
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
+            .field("domain", &self.domain)
+            .field(
+                "client_cert_pem",
+                &self.client_cert_pem.as_ref().map(|p| p.len()),
+            )
+            .field(
+                "client_key_pem",
+                &self.client_key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl TlsConfig {
+    /// Reads the PEM files that are given: a CA to trust (else the system
+    /// roots), and a client certificate with its key for mutual TLS.
+    pub fn from_files(
+        ca: Option<&Path>,
+        client_cert: Option<&Path>,
+        client_key: Option<&Path>,
+    ) -> Result<TlsConfig> {
+        let read = |path: Option<&Path>, what: &str| -> Result<Option<Vec<u8>>> {
+            path.map(|p| {
+                std::fs::read(p).map_err(|e| {
+                    Error::InvalidArgument(format!("reading the {what} {}: {e}", p.display()))
+                })
+            })
+            .transpose()
+        };
+        Ok(TlsConfig {
+            ca_pem: read(ca, "TLS CA file")?,
+            domain: None,
+            client_cert_pem: read(client_cert, "TLS client certificate")?,
+            client_key_pem: read(client_key, "TLS client key")?,
+        })
+    }
+
+    /// Verify the server's certificate for `domain` instead of the URL's host.
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    fn client_config(&self) -> Result<ClientTlsConfig> {
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.ca_pem {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+            None => tls.with_native_roots(),
+        };
+        match (&self.client_cert_pem, &self.client_key_pem) {
+            (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(cert, key)),
+            (None, None) => {}
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "a TLS client certificate needs its key, and a key its certificate".into(),
+                ))
+            }
+        }
+        if let Some(domain) = &self.domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        Ok(tls)
+    }
 }
 
 /// Configures a [`Client`]. Start with [`Client::builder`].
@@ -108,8 +185,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects over TLS. Not supported by the server yet: `connect` returns
-    /// [`Error::InvalidArgument`] until it is.
+    /// Connects over TLS with these settings (CA, client certificate for
+    /// mTLS, server name). A bare `host:port` then means `https://`; an
+    /// `http://` URL is an error.
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -130,17 +208,19 @@ impl ClientBuilder {
     }
 
     fn endpoint(self) -> Result<(Endpoint, Credentials)> {
-        if self.tls.is_some() {
-            return Err(Error::InvalidArgument(
-                "TLS is not supported by the eventbus server yet; connect with an http:// URL"
-                    .into(),
-            ));
-        }
         let url = if self.url.contains("://") {
             self.url
+        } else if self.tls.is_some() {
+            format!("https://{}", self.url)
         } else {
             format!("http://{}", self.url)
         };
+        let https = url.starts_with("https://");
+        if self.tls.is_some() && !https {
+            return Err(Error::InvalidArgument(format!(
+                "TLS settings given, but {url:?} is not an https:// URL"
+            )));
+        }
         let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| Error::InvalidArgument(format!("server URL {url:?}: {e}")))?
             .connect_timeout(self.connect_timeout)
@@ -149,6 +229,12 @@ impl ClientBuilder {
             .keep_alive_while_idle(true);
         if let Some(t) = self.request_timeout {
             endpoint = endpoint.timeout(t);
+        }
+        if https {
+            let tls = self.tls.unwrap_or_default().client_config()?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
         }
         let bearer = match self.bearer_token {
             None => None,
@@ -255,13 +341,31 @@ impl Client {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rejects_tls_until_the_server_supports_it() {
-        let err = Client::builder("https://127.0.0.1:1")
+    #[tokio::test]
+    async fn tls_needs_https_and_a_whole_client_identity() {
+        let err = Client::builder("http://127.0.0.1:1")
             .tls(TlsConfig::default())
             .connect_lazy()
             .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        let half = TlsConfig {
+            client_cert_pem: Some(b"cert".to_vec()),
+            ..TlsConfig::default()
+        };
+        let err = Client::builder("127.0.0.1:1")
+            .tls(half)
+            .connect_lazy()
+            .unwrap_err();
+        assert!(err.to_string().contains("needs its key"), "{err}");
+        // A bare host:port with TLS settings means https://.
+        Client::builder("127.0.0.1:1")
+            .tls(TlsConfig::default())
+            .connect_lazy()
+            .unwrap();
+        let err = TlsConfig::from_files(Some(Path::new("/nonexistent/ca.pem")), None, None)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[tokio::test]

@@ -5,8 +5,10 @@
 //! error everywhere, so a typo never silently falls back to a default.
 //!
 //! Environment variables use the key in upper case with `_` for `-`, e.g.
-//! `EVENTBUS_DATA_DIR=/var/lib/eventbus`. `EVENTBUS_CONFIG` and `EVENTBUS_SERVER`
-//! are reserved for the CLI and are not config keys.
+//! `EVENTBUS_DATA_DIR=/var/lib/eventbus`, and `__` for a table, e.g.
+//! `EVENTBUS_TLS__CERT_FILE` for `cert-file` in `[tls]`. `EVENTBUS_CONFIG`,
+//! `EVENTBUS_SERVER` and `EVENTBUS_TLS_CA`/`_CERT`/`_KEY`/`_SERVER_NAME` are reserved for
+//! the CLI and are not config keys.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,14 @@ use crate::grpc::message_size::MAX_EVENT_BYTES_CAP;
 /// Environment variables with this prefix are config keys.
 pub const ENV_PREFIX: &str = "EVENTBUS_";
 /// Environment variables with the prefix that are not config keys.
-const RESERVED_ENV: [&str; 2] = ["CONFIG", "SERVER"];
+const RESERVED_ENV: [&str; 6] = [
+    "CONFIG",
+    "SERVER",
+    "TLS_CA",
+    "TLS_CERT",
+    "TLS_KEY",
+    "TLS_SERVER_NAME",
+];
 
 /// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT*`,
 /// `<SERVICE>_PORT` and `<SERVICE>_PORT_<n>_<PROTO>*` for every Service in the
@@ -183,6 +192,15 @@ pub struct Config {
     /// Authentication and grants (`[auth]`): API keys, JWT, client
     /// certificates, principals. Empty (default): no authentication.
     pub auth: crate::auth::AuthConfig,
+
+    /// TLS and mTLS on both ports, from PEM files reloaded when they change
+    /// (`[tls]`, see [`crate::transport::TlsConfig`]). Empty (default):
+    /// plaintext.
+    pub tls: crate::transport::TlsConfig,
+
+    /// HTTP/2 and connection limits of the gRPC port (`[connections]`, see
+    /// [`crate::transport::ConnectionLimits`]).
+    pub connections: crate::transport::ConnectionLimits,
 }
 
 /// The limit that `max-events-per-publish` may not exceed.
@@ -234,6 +252,8 @@ impl Default for Config {
             backup_root: None,
             insecure: false,
             auth: Default::default(),
+            tls: Default::default(),
+            connections: Default::default(),
         }
     }
 }
@@ -274,7 +294,8 @@ impl Config {
                     .any(|r| k.as_str().eq_ignore_ascii_case(r))
                     && !is_service_link(k.as_str())
             })
-            .map(|k| k.as_str().replace('_', "-").into());
+            // `__` nests: EVENTBUS_TLS__CERT_FILE is `cert-file` in `[tls]`.
+            .map(|k| k.as_str().replace("__", ".").replace('_', "-").into());
         let config: Config = figment
             .merge(env)
             .merge(Serialized::defaults(overrides))
@@ -350,6 +371,8 @@ impl Config {
             );
         }
         self.check_exposure(self.listen, self.metrics_listen)?;
+        self.tls.validate()?;
+        self.connections.validate()?;
         Ok(())
     }
 
@@ -361,7 +384,9 @@ impl Config {
         grpc: SocketAddr,
         http: SocketAddr,
     ) -> anyhow::Result<Option<String>> {
-        if self.auth.enabled() {
+        // mTLS admits only holders of a certificate from the client CA: that
+        // is authentication too, even without [auth].
+        if self.auth.enabled() || self.tls.client_ca_file.is_some() {
             return Ok(None);
         }
         let exposed: Vec<String> = [("listen", grpc), ("metrics-listen", http)]
@@ -650,6 +675,32 @@ mod tests {
             let err =
                 Config::load(Some(Path::new("relative.toml")), &Overrides::default()).unwrap_err();
             assert!(format!("{err:#}").contains("backup-root"), "{err:#}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_and_connection_tables_load_from_file_and_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "eventbus.toml",
+                "[tls]\ncert-file = \"/tls/tls.crt\"\nkey-file = \"/tls/tls.key\"\n\
+                 [connections]\nmax-concurrent-streams = 100\n",
+            )?;
+            jail.set_env("EVENTBUS_TLS__CLIENT_CA_FILE", "/tls/ca.crt");
+            jail.set_env("EVENTBUS_CONNECTIONS__HANDSHAKE_TIMEOUT", "3s");
+            // The CLI's TLS variables are not config keys.
+            jail.set_env("EVENTBUS_TLS_CA", "/client/ca.crt");
+            let c = Config::load(Some(Path::new("eventbus.toml")), &Overrides::default()).unwrap();
+            assert_eq!(c.tls.cert_file, Some(PathBuf::from("/tls/tls.crt")));
+            assert_eq!(c.tls.client_ca_file, Some(PathBuf::from("/tls/ca.crt")));
+            assert_eq!(c.connections.max_concurrent_streams, 100);
+            assert_eq!(c.connections.handshake_timeout, Duration::from_secs(3));
+            assert_eq!(c.connections.max_connections, 10_000);
+            jail.create_file("half.toml", "[tls]\ncert-file = \"/tls/tls.crt\"\n")?;
+            let err =
+                Config::load(Some(Path::new("half.toml")), &Overrides::default()).unwrap_err();
+            assert!(format!("{err:#}").contains("tls.key-file"), "{err:#}");
             Ok(())
         });
     }

@@ -12,6 +12,8 @@
 //! * [`grpc`]: one file per RPC; [`grpc::status`] is the only error mapping.
 //! * [`ops`]: Prometheus metrics and the HTTP side port (/metrics, /healthz, /readyz).
 //! * [`signal`]: SIGTERM / SIGINT.
+//! * [`transport`]: TLS/mTLS with certificate reload, the accept loop and
+//!   the HTTP/2 and connection limits of both ports.
 
 pub mod audit;
 pub mod auth;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod grpc;
 pub mod ops;
 pub mod signal;
+pub mod transport;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,8 +35,6 @@ use eventbus_proto::v1::admin_service_server::AdminServiceServer;
 use eventbus_proto::v1::event_service_server::EventServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 pub use config::Config;
@@ -76,17 +77,20 @@ pub async fn run_with_listeners(
     if let Some(warning) = exposure {
         tracing::warn!("{warning}");
     }
+    // TLS files are loaded before anything listens: a certificate that does
+    // not load stops the server here.
+    let transport = transport::Transport::new(&config.tls, &config.connections).await?;
     let ops = ops::Ops::new(
         ops::recorder::install()?,
         config.metrics_max_label_values,
         config.data_dir.clone(),
     );
     // Live before storage opens (a long WAL replay is not a hang), ready after.
-    tracing::info!(addr = %http.local_addr()?, "metrics serving");
+    tracing::info!(addr = %http.local_addr()?, tls = transport.tls(), "metrics serving");
     let http_stop = CancellationToken::new();
     let http_task = tokio::spawn(ops::http::serve(
         ops.clone(),
-        http,
+        transport.http(http)?,
         http_stop.clone().cancelled_owned(),
     ));
     // However this function ends, the HTTP port closes with it.
@@ -140,7 +144,7 @@ pub async fn run_with_listeners(
     // Storage is open: report SERVING, for the whole server ("") and per service.
     set_health(&health, ServingStatus::Serving).await;
     let storage_watch = tokio::spawn(follow_storage_health(broker.watch_health(), health.clone()));
-    tracing::info!(addr = %listener.local_addr()?, "eventbus serving");
+    tracing::info!(addr = %listener.local_addr()?, tls = transport.tls(), "eventbus serving");
 
     let drain = {
         let health = health.clone();
@@ -156,8 +160,8 @@ pub async fn run_with_listeners(
             streams.cancel();
         }
     };
-    let serve = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+    let router = transport
+        .server()
         .layer(ops::rpc::RpcMetricsLayer {
             auth,
             ops: ops.clone(),
@@ -166,11 +170,8 @@ pub async fn run_with_listeners(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(events)
-        .add_service(admin)
-        // TCP_NODELAY: without it Nagle holds back small responses until the
-        // client's delayed ACK (~40 ms), which capped publish throughput at
-        // a few thousand events/s regardless of durability mode.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), drain);
+        .add_service(admin);
+    let serve = transport::serve_grpc(router, transport.grpc(listener)?, drain);
 
     // The grace period starts when shutdown does, not when serving does.
     let serve = async {

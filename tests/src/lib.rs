@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 pub use eventbus_proto::v1;
 
 pub mod kill_loop;
+pub mod tls;
 
 /// Where a test server keeps its data: a fresh temp dir, or one carried over
 /// from a previous server.
@@ -53,6 +54,23 @@ impl TestServer {
     /// A server whose config `tweak` may change (the listen address and data dir
     /// are set by the harness).
     pub async fn start_with(dir: DataDir, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with_channel(dir, tweak, |addr| {
+            Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect_timeout(Duration::from_secs(5))
+                .connect_lazy()
+        })
+        .await
+    }
+
+    /// [`TestServer::start_with`], with the harness's own client (readiness
+    /// check, [`TestServer::events`], [`TestServer::admin`]) on the channel
+    /// `connect` makes: e.g. TLS for a server with `[tls]` set.
+    pub async fn start_with_channel(
+        dir: DataDir,
+        tweak: impl FnOnce(&mut Config),
+        connect: impl FnOnce(SocketAddr) -> Channel,
+    ) -> TestServer {
         let dir = match dir {
             DataDir::Fresh => tempfile::tempdir().expect("temp dir"),
             DataDir::Reuse(d) => d,
@@ -85,10 +103,7 @@ impl TestServer {
                 let _ = rx.await;
             },
         ));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let channel = connect(addr);
         let server = TestServer {
             addr,
             metrics_addr,
@@ -440,6 +455,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .expect("send request");
     let mut raw = String::new();
     s.read_to_string(&mut raw).await.expect("read response");
+    parse_http_response(&raw)
+}
+
+/// (status, body) of a raw HTTP/1 response.
+pub fn parse_http_response(raw: &str) -> (u16, String) {
     let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP response");
     let status = head
         .split_whitespace()

@@ -240,9 +240,10 @@ fn step(
     Step { what, cmd }
 }
 
-/// `cargo xtask test-clients`: one real server on 127.0.0.1:0, then the Rust
-/// SDK's examples and every other language's smoke test and example against
-/// it. All languages run even if
+/// `cargo xtask test-clients`: real servers on 127.0.0.1:0, then the Rust
+/// SDK's examples (plaintext) and every other language's smoke test and
+/// example against a server that requires mutual TLS, with the clients
+/// configured by the `EVENTBUS_TLS_*` variables. All languages run even if
 /// one fails; the summary lists each, and any failure fails the task.
 /// Expects the toolchains (bootstrap, bootstrap-clients) and a built
 /// workspace; the callers in main.rs provide them.
@@ -250,7 +251,18 @@ pub fn test_clients() -> Result<()> {
     let data = tempfile::tempdir()?;
     let gopath = tempfile::tempdir()?;
     let server = Server::start(data.path())?;
-    eprintln!("xtask: testing the clients against {}", server.addr);
+    let tls_data = tempfile::tempdir()?;
+    let certs = tempfile::tempdir()?;
+    let tls = TestCerts::write(certs.path())?;
+    let tls_server = Server::start_bin(
+        &crate::target_dir().join("debug/eventbus"),
+        tls_data.path(),
+        &["--config", &tls.server_config.to_string_lossy()],
+    )?;
+    eprintln!(
+        "xtask: testing the clients against {} (plaintext) and {} (mTLS)",
+        server.addr, tls_server.addr
+    );
 
     let root = root();
     let py_dir = root.join("sdk/python");
@@ -342,6 +354,7 @@ pub fn test_clients() -> Result<()> {
                     &[
                         "vet",
                         &format!("{GO_IMPORT_ROOT}/eventbus/v1"),
+                        &format!("{GO_IMPORT_ROOT}/transport"),
                         &format!("{GO_IMPORT_ROOT}/smoke"),
                         &format!("{GO_IMPORT_ROOT}/examples/quickstart"),
                     ],
@@ -367,9 +380,15 @@ pub fn test_clients() -> Result<()> {
     for (lang, steps) in languages {
         for mut s in steps {
             s.cmd
-                .env("EVENTBUS_ADDR", &server.addr)
                 .env("PYTHONPATH", &py_dir)
                 .env("PYTHONDONTWRITEBYTECODE", "1");
+            if lang == "rust" {
+                s.cmd.env("EVENTBUS_ADDR", &server.addr);
+            } else {
+                s.cmd
+                    .env("EVENTBUS_ADDR", &tls_server.addr)
+                    .envs(tls.client_env());
+            }
             if lang == "go" {
                 s.cmd.envs(go_env.iter().map(|(k, v)| (k, v)));
             }
@@ -381,8 +400,9 @@ pub fn test_clients() -> Result<()> {
         }
     }
     server.terminate()?;
+    tls_server.terminate()?;
 
-    eprintln!("xtask: client results against one server:");
+    eprintln!("xtask: client results:");
     for (lang, what, ok, took) in &report {
         eprintln!(
             "  {lang:<11} {what:<12} {:<4} {:>6.1}s",
@@ -400,6 +420,72 @@ pub fn test_clients() -> Result<()> {
         "client tests failed: {}",
         failed.join(", ")
     );
-    eprintln!("xtask: client tests passed (rust examples, python, typescript, go)");
+    eprintln!("xtask: client tests passed (rust examples; python, typescript and go over mTLS)");
     Ok(())
+}
+
+/// A CA, a server certificate for `localhost`/127.0.0.1 and a client
+/// certificate, as PEM files, plus a server config requiring mTLS.
+struct TestCerts {
+    dir: PathBuf,
+    server_config: PathBuf,
+}
+
+impl TestCerts {
+    fn write(dir: &Path) -> Result<TestCerts> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose, SanType,
+        };
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name
+            .push(DnType::CommonName, "eventbus test-clients CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text);
+        write("ca.crt", &ca.pem())?;
+        let mut server = CertificateParams::new(vec!["localhost".to_string()])?;
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        let key = KeyPair::generate()?;
+        write("server.crt", &server.signed_by(&key, &ca)?.pem())?;
+        write("server.key", &key.serialize_pem())?;
+        let mut client = CertificateParams::default();
+        client.subject_alt_names = vec![SanType::URI(
+            "spiffe://eventbus.test/test-clients".try_into()?,
+        )];
+        let key = KeyPair::generate()?;
+        write("client.crt", &client.signed_by(&key, &ca)?.pem())?;
+        write("client.key", &key.serialize_pem())?;
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let server_config = dir.join("eventbus.toml");
+        std::fs::write(
+            &server_config,
+            format!(
+                "[tls]\ncert-file = {:?}\nkey-file = {:?}\nclient-ca-file = {:?}\n",
+                path("server.crt"),
+                path("server.key"),
+                path("ca.crt")
+            ),
+        )?;
+        Ok(TestCerts {
+            dir: dir.to_path_buf(),
+            server_config,
+        })
+    }
+
+    /// The client side: the variables every language's client reads.
+    fn client_env(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("EVENTBUS_TLS_CA", self.dir.join("ca.crt")),
+            ("EVENTBUS_TLS_CERT", self.dir.join("client.crt")),
+            ("EVENTBUS_TLS_KEY", self.dir.join("client.key")),
+            ("EVENTBUS_TLS_SERVER_NAME", PathBuf::from("localhost")),
+        ]
+    }
 }

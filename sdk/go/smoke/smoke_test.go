@@ -17,6 +17,7 @@ import (
 	"time"
 
 	eventbusv1 "github.com/eventbus/eventbus/sdk/go/eventbus/v1"
+	"github.com/eventbus/eventbus/sdk/go/transport"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -33,7 +34,13 @@ func dial(t *testing.T) (eventbusv1.EventServiceClient, eventbusv1.AdminServiceC
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	conn, err := grpc.DialContext(ctx, addr, grpc.WithInsecure(), grpc.WithBlock())
+	// TLS (and mTLS) when EVENTBUS_TLS_* are set, as `cargo xtask
+	// test-clients` does.
+	creds, err := transport.FromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.DialContext(ctx, addr, creds, grpc.WithBlock())
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}

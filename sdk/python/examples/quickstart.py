@@ -1,6 +1,7 @@
 """Publish, consume with ack, dead-letter and list dead letters.
 
     EVENTBUS_ADDR=127.0.0.1:50051 python examples/quickstart.py
+    EVENTBUS_ADDR=eventbus.example.com:50051 EVENTBUS_TLS_CA=ca.crt python examples/quickstart.py
 
 (from sdk/python, or with the eventbus_client package installed).
 """
@@ -17,7 +18,9 @@ addr = os.environ.get("EVENTBUS_ADDR", "127.0.0.1:50051")
 topic = f"orders-{uuid.uuid4().hex[:8]}"  # auto-created on first publish
 sub = "billing"  # auto-created on first subscribe, from the earliest event
 
-with eventbus_client.connect(addr) as client:
+# TLS: EVENTBUS_TLS_CA (trust this CA), EVENTBUS_TLS_CERT + EVENTBUS_TLS_KEY
+# (mTLS), EVENTBUS_TLS_SERVER_NAME; plaintext when none is set.
+with eventbus_client.connect(addr, tls=eventbus_client.TLS.from_env()) as client:
     resp = client.events.Publish(es.PublishRequest(topic=topic, events=[
         event_pb2.PublishEvent(key="customer-42", type="order.created",
                                payload=b'{"id": 1}', content_type="application/json"),

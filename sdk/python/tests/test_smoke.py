@@ -29,7 +29,9 @@ class SmokeTest(unittest.TestCase):
     def setUpClass(cls) -> None:
         if not ADDR:
             raise RuntimeError("set EVENTBUS_ADDR=host:port of a running eventbus server")
-        cls.client = eventbus_client.connect(ADDR)
+        # TLS (and mTLS) when EVENTBUS_TLS_* are set, as `cargo xtask
+        # test-clients` does.
+        cls.client = eventbus_client.connect(ADDR, tls=eventbus_client.TLS.from_env())
         grpc.channel_ready_future(cls.client.channel).result(timeout=TIMEOUT)
 
     @classmethod

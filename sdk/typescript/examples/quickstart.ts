@@ -2,9 +2,11 @@
 //
 //   EVENTBUS_ADDR=127.0.0.1:50051 npx tsx examples/quickstart.ts
 import { randomUUID } from "node:crypto";
-import { connect } from "../src/index.js";
+import { connect, tlsFromEnv } from "../src/index.js";
 
-const client = connect(process.env.EVENTBUS_ADDR ?? "127.0.0.1:50051");
+// TLS: EVENTBUS_TLS_CA (trust this CA), EVENTBUS_TLS_CERT + EVENTBUS_TLS_KEY
+// (mTLS), EVENTBUS_TLS_SERVER_NAME; plaintext when none is set.
+const client = connect(process.env.EVENTBUS_ADDR ?? "127.0.0.1:50051", tlsFromEnv());
 const topic = `orders-${randomUUID().slice(0, 8)}`; // auto-created on first publish
 const subscription = "billing"; // auto-created on first subscribe, from the earliest event
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));

@@ -7,11 +7,12 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { test } from "node:test";
-import { Code, ConnectError, connect, type Delivery } from "../src/index.js";
+import { Code, ConnectError, connect, tlsFromEnv, type Delivery } from "../src/index.js";
 
 const addr = process.env.EVENTBUS_ADDR;
 if (!addr) throw new Error("set EVENTBUS_ADDR=host:port of a running eventbus server");
-const client = connect(addr);
+// TLS (and mTLS) when EVENTBUS_TLS_* are set, as `cargo xtask test-clients` does.
+const client = connect(addr, tlsFromEnv());
 const timeoutMs = 20_000;
 const text = new TextEncoder();
 const untext = new TextDecoder();

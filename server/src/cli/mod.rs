@@ -11,14 +11,21 @@ mod remote;
 mod restore;
 mod serve;
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
+use eventbus::{Client, ClientBuilder, TlsConfig};
 
 use crate::config::Config;
 
 /// Printed at the end of `eventbus --help`, so scripts know what to expect.
 const AFTER_HELP: &str = "\
 Server address: --server, else $EVENTBUS_SERVER, else http://127.0.0.1:50051
-(`host:port` without a scheme means http://).
+(`host:port` without a scheme means http://). TLS: an https:// address uses
+the system's trusted CAs; --tls-ca ($EVENTBUS_TLS_CA) trusts that CA instead,
+--tls-cert and --tls-key ($EVENTBUS_TLS_CERT, $EVENTBUS_TLS_KEY) present a
+client certificate (mTLS). Any --tls-* flag turns an http:// address into
+https://.
 
 Output: human-readable tables by default. --json prints one JSON document, or
 JSON lines (one object per line) for streams: publish results, subscribe,
@@ -74,6 +81,72 @@ pub struct GlobalArgs {
     /// An API key sent as `x-api-key` (prefer the environment variable).
     #[arg(long, global = true, env = "EVENTBUS_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// CA certificate(s), PEM, that the server's TLS certificate must chain
+    /// to (instead of the system's). Turns TLS on.
+    #[arg(long, global = true, env = "EVENTBUS_TLS_CA", value_name = "PEM_FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate, PEM, for servers that require mTLS (with
+    /// --tls-key). Turns TLS on.
+    #[arg(
+        long,
+        global = true,
+        env = "EVENTBUS_TLS_CERT",
+        value_name = "PEM_FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key, PEM, of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "EVENTBUS_TLS_KEY",
+        value_name = "PEM_FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Name to verify the server's certificate against, when it differs
+    /// from the host in --server (e.g. a tunnel to 127.0.0.1).
+    #[arg(
+        long,
+        global = true,
+        env = "EVENTBUS_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
+}
+
+impl GlobalArgs {
+    /// An SDK client builder for --server with the --tls-* settings and
+    /// the credentials (--token, --api-key).
+    pub fn client_builder(&self) -> anyhow::Result<ClientBuilder> {
+        let mut builder = self.transport_builder()?;
+        if let Some(token) = &self.token {
+            builder = builder.bearer_token(token);
+        }
+        if let Some(key) = &self.api_key {
+            builder = builder.api_key(key);
+        }
+        Ok(builder)
+    }
+
+    fn transport_builder(&self) -> anyhow::Result<ClientBuilder> {
+        let tls_flags =
+            self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some();
+        if !tls_flags {
+            return Ok(Client::builder(&self.server));
+        }
+        let mut tls = TlsConfig::from_files(
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )?;
+        tls.domain = self.tls_server_name.clone();
+        let server = match self.server.strip_prefix("http://") {
+            Some(rest) => format!("https://{rest}"),
+            None => self.server.clone(),
+        };
+        Ok(Client::builder(server).tls(tls))
+    }
 }
 
 #[derive(Subcommand)]
@@ -131,7 +204,7 @@ pub fn main() -> anyhow::Result<()> {
             print!("{}", Config::default_toml());
             Ok(())
         }
-        Command::Bench(args) => bench::run(&cli.global.server, args),
+        Command::Bench(args) => bench::run(cli.global.client_builder()?, args),
         Command::Restore(args) => restore::run(args),
         Command::HashKey { new } => hash_key(new),
         Command::Remote(command) => remote::main(&cli.global, command),

@@ -2,6 +2,10 @@
 //! the process answers) and `/readyz` (readiness: storage open, write path not
 //! stopped, not shutting down; a full data disk is reported, not failed). It starts before storage opens, so a long
 //! recovery reads as live but not ready.
+//!
+//! With `[tls]` set it speaks TLS with the server's certificate, but never
+//! asks for a client certificate, even when the gRPC port requires one:
+//! Kubernetes probes (`httpGet`, `scheme: HTTPS`) carry no credentials.
 
 use std::sync::Arc;
 
@@ -10,14 +14,14 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
 
 use super::{sample, Ops};
+use crate::transport::HttpIncoming;
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     ops: Arc<Ops>,
-    listener: TcpListener,
+    incoming: HttpIncoming,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -25,9 +29,10 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(ops);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match incoming {
+        HttpIncoming::Plain(c) => axum::serve(c, app).with_graceful_shutdown(shutdown).await,
+        HttpIncoming::Tls(c) => axum::serve(c, app).with_graceful_shutdown(shutdown).await,
+    }
 }
 
 async fn metrics(State(ops): State<Arc<Ops>>) -> impl IntoResponse {

@@ -30,6 +30,7 @@ use super::telemetry::HeaderExtractor;
 use super::trace::{trace_id, valid_traceparent, TRACEPARENT};
 use crate::auth::authenticate::Authenticator;
 use crate::grpc::context::{Caller, RequestContext};
+use crate::transport::peer_identity;
 
 /// The request-id header: taken from the client when present, echoed back.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -129,12 +130,6 @@ where
             .instrument(span),
         )
     }
-}
-
-/// The verified client certificate's identity, once mTLS is in place
-/// (the transport module fills it).
-fn peer_identity(_extensions: &http::Extensions) -> Option<String> {
-    None
 }
 
 /// Counts the call, and logs it when it failed.

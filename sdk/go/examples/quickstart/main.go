@@ -12,6 +12,7 @@ import (
 	"time"
 
 	eventbusv1 "github.com/eventbus/eventbus/sdk/go/eventbus/v1"
+	"github.com/eventbus/eventbus/sdk/go/transport"
 	"google.golang.org/grpc"
 )
 
@@ -22,7 +23,13 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := grpc.DialContext(ctx, addr, grpc.WithInsecure(), grpc.WithBlock())
+	// TLS: EVENTBUS_TLS_CA (trust this CA), EVENTBUS_TLS_CERT + EVENTBUS_TLS_KEY
+	// (mTLS), EVENTBUS_TLS_SERVER_NAME; plaintext when none is set.
+	creds, err := transport.FromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn, err := grpc.DialContext(ctx, addr, creds, grpc.WithBlock())
 	if err != nil {
 		log.Fatalf("dial %s: %v", addr, err)
 	}

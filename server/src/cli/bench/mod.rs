@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use eventbus::{Client, SubscriberConfig, Subscription, SubscriptionSettings};
+use eventbus::{Client, ClientBuilder, SubscriberConfig, Subscription, SubscriptionSettings};
 
 /// Flags (peerbench's names and defaults).
 #[derive(Args, Clone, Debug)]
@@ -99,13 +99,15 @@ pub(crate) fn stamp_of(payload: &[u8]) -> u64 {
 }
 
 /// One connection per worker: the peers' clients use separate connections too.
-pub(crate) async fn connect(server: &str, n: usize) -> anyhow::Result<Vec<Client>> {
+pub(crate) async fn connect(server: &ClientBuilder, n: usize) -> anyhow::Result<Vec<Client>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
         out.push(
-            Client::connect(server)
+            server
+                .clone()
+                .connect()
                 .await
-                .with_context(|| format!("connecting to {server}"))?,
+                .context("connecting to the server")?,
         );
     }
     Ok(out)
@@ -155,17 +157,17 @@ pub(crate) struct Outcome {
     pub timed_out: Vec<&'static str>,
 }
 
-pub fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(server: ClientBuilder, args: BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     now_ns();
-    let line = runtime.block_on(bench(server, &args))?;
+    let line = runtime.block_on(bench(&server, &args))?;
     println!("{line}");
     Ok(())
 }
 
-async fn bench(server: &str, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
+async fn bench(server: &ClientBuilder, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let clients = connect(server, a.publishers).await?;
     let timeout = Duration::from_secs(a.phase_timeout);
     let mut o = Outcome::default();

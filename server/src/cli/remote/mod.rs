@@ -85,14 +85,7 @@ pub fn main(global: &GlobalArgs, command: RemoteCommand) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         // Connects on first use, so an unreachable server surfaces as the
         // UNAVAILABLE status of the first call, reported like any other error.
-        let mut builder = Client::builder(&global.server);
-        if let Some(token) = &global.token {
-            builder = builder.bearer_token(token);
-        }
-        if let Some(key) = &global.api_key {
-            builder = builder.api_key(key);
-        }
-        let client = builder.connect_lazy()?;
+        let client = global.client_builder()?.connect_lazy()?;
         let ctx = Ctx {
             admin: client.admin(),
             client,
