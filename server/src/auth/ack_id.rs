@@ -20,7 +20,6 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use tonic::Status;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -144,15 +143,20 @@ impl AckIdSealer {
 }
 
 impl Refused {
-    /// The status a settle call gets for `sealed`.
-    pub fn status(&self, sealed: &str) -> Status {
+    /// The broker error a settle call gets for `sealed`: INVALID_ARGUMENT
+    /// for an id that does not verify, PERMISSION_DENIED for another
+    /// principal's.
+    pub fn into_error(self, sealed: &str) -> eventbus_broker::Error {
         let shown: String = sealed.chars().take(64).collect();
         match self {
-            Refused::Forged => Status::invalid_argument(format!(
-                "invalid ack_ids: {shown:?} is not an ack id of this subscription; pass the \
-                 ack_id of a delivery unchanged"
-            )),
-            Refused::OtherPrincipal => Status::permission_denied(format!(
+            Refused::Forged => eventbus_broker::Error::invalid(
+                "ack_ids",
+                format!(
+                    "{shown:?} is not an ack id of this subscription (it was altered, or \
+                     belongs to another subscription); pass the ack_id of a delivery unchanged"
+                ),
+            ),
+            Refused::OtherPrincipal => eventbus_broker::Error::PermissionDenied(format!(
                 "ack id {shown:?} was delivered to another principal; only the member it was \
                  delivered to may settle it"
             )),

@@ -24,7 +24,7 @@ use eventbus_broker::*;
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
-use super::ack_id::{AckIdSealer, Refused};
+use super::ack_id::AckIdSealer;
 use super::quota::Quotas;
 use crate::grpc::context::Caller;
 
@@ -168,20 +168,7 @@ impl Scoped {
                 self.sealer
                     .open(topic, name, self.caller.name(), id)
                     .map(str::to_string)
-                    .map_err(|refused| match refused {
-                        Refused::Forged => Error::invalid(
-                            "ack_ids",
-                            format!(
-                                "{:?} is not an ack id of this subscription (it was altered, \
-                                 or belongs to another subscription); pass the ack_id of a \
-                                 delivery unchanged",
-                                id.chars().take(64).collect::<String>()
-                            ),
-                        ),
-                        Refused::OtherPrincipal => {
-                            Error::PermissionDenied(refused.status(id).message().to_string())
-                        }
-                    })
+                    .map_err(|refused| refused.into_error(id))
             })
             .collect()
     }

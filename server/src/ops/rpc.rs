@@ -85,16 +85,19 @@ where
         let traceparent = header(TRACEPARENT).and_then(valid_traceparent);
         let trace_id = traceparent.and_then(trace_id).unwrap_or_default();
         let span = tracing::info_span!("rpc", method, request_id = %request_id, trace_id);
-        let caller = match &self.auth {
+        let (caller, refusal) = match &self.auth {
             Some(auth) if !Authenticator::is_open(req.uri().path()) => {
-                auth.authenticate(req.headers(), peer_identity(req.extensions()))
+                match auth.authenticate(req.headers(), peer_identity(req.extensions())) {
+                    Ok(caller) => (caller, None),
+                    Err(status) => (Caller::Anonymous, Some(status)),
+                }
             }
-            _ => Ok(Caller::Anonymous),
+            _ => (Caller::Anonymous, None),
         };
         let context = RequestContext {
             request_id: request_id.clone(),
             traceparent: traceparent.map(str::to_string),
-            caller: caller.clone().unwrap_or_default(),
+            caller,
         };
         // With OTLP export on, the span joins the caller's trace (a no-op
         // propagator otherwise).
@@ -102,19 +105,23 @@ where
             p.extract(&HeaderExtractor(req.headers()))
         });
         let _ = span.set_parent(parent);
-        let mut req = req;
-        req.extensions_mut().insert(context.clone());
-        // A refused call never reaches the service; it is audited first.
-        let call = caller.map(|_| {
-            let _entered = span.enter();
-            self.inner.call(req)
-        });
+        // A refused call never reaches the service; it is audited first, so
+        // only then is the context kept here instead of going with the call.
+        let call = match refusal {
+            None => {
+                let mut req = req;
+                req.extensions_mut().insert(context);
+                let _entered = span.enter();
+                Ok(self.inner.call(req))
+            }
+            Some(status) => Err((status, context)),
+        };
         let ops = self.ops.clone();
         Box::pin(
             async move {
                 let mut res = match call {
                     Ok(fut) => fut.await,
-                    Err(status) => {
+                    Err((status, context)) => {
                         ops.audit.denied(&context, method, "", status.code()).await;
                         Ok(status.into_http())
                     }
