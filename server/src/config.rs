@@ -457,7 +457,9 @@ impl Config {
     pub fn log_options(&self) -> Options {
         let mut o = Options::new(&self.data_dir);
         o.durability = self.durability;
-        o.auto_create = self.auto_create;
+        // Never in the engine: the gateway creates on first use, as the
+        // caller (auth::scope), so creation quotas count those topics too.
+        o.auto_create = false;
         o.default_partitions = self.default_partitions;
         o.max_event_bytes = self.max_event_bytes;
         o.default_ack_deadline = self.default_ack_deadline;

@@ -130,6 +130,7 @@ pub async fn run_with_listeners(
             u32::try_from(config.max_events_per_publish).unwrap_or(u32::MAX),
             u32::try_from(config.max_request_bytes).unwrap_or(u32::MAX),
         )),
+        auto_create: config.auto_create,
     };
     let streams = CancellationToken::new();
     let events = grpc::EventServer::new(

@@ -646,6 +646,130 @@ async fn a_principal_over_its_quota_waits_and_the_others_do_not() {
     assert!(reopened.is_ok(), "the stream slot was never freed");
 }
 
+/// Topics and subscriptions count against their creator's quota, whether
+/// created explicitly or by first use; deleting one frees room; another
+/// principal has its own count; the creator shows in the answers.
+#[tokio::test]
+async fn creation_quotas_count_what_each_principal_created() {
+    let s = TestServer::start_with(DataDir::Fresh, |c| {
+        auth_config(c);
+        c.auth.quotas.topics = 2;
+        c.auth.quotas.subscriptions = 2;
+    })
+    .await;
+    const PUB: &str = "key-pub-000000000000";
+    const OPS: &str = "key-ops-000000000000";
+    let mut admin = s.admin();
+    let create_topic = |topic: &str, key: &str| {
+        as_key(
+            v1::CreateTopicRequest {
+                topic: topic.into(),
+                ..Default::default()
+            },
+            key,
+        )
+    };
+    // One explicit, one on first publish: two, the quota.
+    let created = admin
+        .create_topic(create_topic("orders.a", OPS))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.topic.unwrap().creator, "ops");
+    admin
+        .create_topic(create_topic("orders.b", OPS))
+        .await
+        .unwrap();
+    publish_as(&s, PUB, "orders.c").await.unwrap();
+    publish_as(&s, PUB, "orders.d").await.unwrap();
+    let got = admin
+        .get_topic(as_key(
+            v1::GetTopicRequest {
+                topic: "orders.c".into(),
+            },
+            OPS,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.topic.unwrap().creator, "pub");
+
+    // A third, either way, is refused with RetryInfo, and nothing is made.
+    let err = publish_as(&s, PUB, "orders.e")
+        .await
+        .expect_err("third topic");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("auth.quotas.topics"), "{err:?}");
+    use tonic_types::StatusExt as _;
+    assert!(err.get_details_retry_info().is_some(), "{err:?}");
+    let err = admin
+        .create_topic(create_topic("orders.e", OPS))
+        .await
+        .expect_err("ops' third topic");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let missing = admin
+        .get_topic(as_key(
+            v1::GetTopicRequest {
+                topic: "orders.e".into(),
+            },
+            OPS,
+        ))
+        .await
+        .expect_err("not created");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+
+    // Deleting one of ops' topics frees room for ops.
+    admin
+        .delete_topic(as_key(
+            v1::DeleteTopicRequest {
+                topic: "orders.b".into(),
+            },
+            OPS,
+        ))
+        .await
+        .unwrap();
+    admin
+        .create_topic(create_topic("orders.e", OPS))
+        .await
+        .unwrap();
+
+    // Subscriptions: two, by request or by subscribing; a third is refused.
+    let create_sub = |name: &str| {
+        as_key(
+            v1::CreateSubscriptionRequest {
+                topic: "orders.a".into(),
+                subscription: name.into(),
+                ..Default::default()
+            },
+            OPS,
+        )
+    };
+    let sub = admin.create_subscription(create_sub("s1")).await.unwrap();
+    assert_eq!(sub.into_inner().subscription.unwrap().creator, "ops");
+    let mut events = s.events();
+    let stream = events
+        .subscribe(as_key(
+            SubscribeRequest {
+                topic: "orders.a".into(),
+                subscription: "s2".into(),
+                max_in_flight: 1,
+            },
+            OPS,
+        ))
+        .await
+        .unwrap();
+    drop(stream);
+    let err = admin
+        .create_subscription(create_sub("s3"))
+        .await
+        .expect_err("third subscription");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("auth.quotas.subscriptions"),
+        "{err:?}"
+    );
+}
+
 /// The server's whole log, at debug level, while valid and invalid keys and
 /// tokens are used: none of them appears in any line.
 #[tokio::test]

@@ -241,6 +241,87 @@ async fn sdk_with_a_valid_client_certificate_publishes_and_subscribes() {
     assert!(cause.contains("CertificateRequired"), "{cause}");
 }
 
+/// With `client-certificates = true`, a verified certificate is the caller:
+/// its URI SAN names a configured principal, whose grants and tenant apply;
+/// a trusted certificate naming no configured principal has no grants.
+#[tokio::test]
+async fn a_client_certificate_is_a_principal_with_its_configured_grants() {
+    use eventbus_server::auth::{AuthConfig, Grant, PrincipalConfig};
+    use eventbus_tests::v1::admin_service_client::AdminServiceClient;
+    const WRITER: &str = "spiffe://eventbus.test/orders-writer";
+    const ACME: &str = "spiffe://eventbus.test/acme-admin";
+    let server_ca = Ca::new("server-ca");
+    let client_ca = Ca::new("client-ca");
+    let writer = client_ca.client_cert(WRITER);
+    let acme = client_ca.client_cert(ACME);
+    let stranger = client_ca.client_cert("spiffe://eventbus.test/stranger");
+    let files = TlsFiles::write(&server_ca.server_cert(), Some(&client_ca));
+    let tls = files.config(true);
+    let principal = |name: &str, tenant: Option<&str>, grants: &[&str]| PrincipalConfig {
+        name: name.into(),
+        tenant: tenant.map(str::to_string),
+        grants: grants
+            .iter()
+            .map(|g| Grant::try_from(g.to_string()).unwrap())
+            .collect(),
+    };
+    let server = TestServer::start_with_channel(
+        DataDir::Fresh,
+        |c| {
+            c.tls = tls;
+            c.auth = AuthConfig {
+                client_certificates: true,
+                principals: vec![
+                    principal(WRITER, None, &["publish:orders.>"]),
+                    principal(ACME, Some("acme"), &["admin:>"]),
+                ],
+                ..AuthConfig::default()
+            };
+        },
+        |addr| tls_channel(addr, &server_ca, Some(&writer)),
+    )
+    .await;
+    let as_cert = |cert| tls_channel(server.addr, &server_ca, Some(cert));
+
+    // The writer publishes under its grant, and is its topic's creator.
+    try_publish(as_cert(&writer), "orders.created")
+        .await
+        .expect("publish:orders.> covers orders.created");
+    let err = try_publish(as_cert(&writer), "payments")
+        .await
+        .expect_err("no grant on payments");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("publish:payments"), "{err:?}");
+    let err = AdminServiceClient::new(as_cert(&writer))
+        .delete_topic(eventbus_tests::v1::DeleteTopicRequest {
+            topic: "orders.created".into(),
+        })
+        .await
+        .expect_err("publish is not admin");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // A trusted certificate of no configured principal: authenticated, no grants.
+    let err = try_publish(as_cert(&stranger), "orders.created")
+        .await
+        .expect_err("no grants");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // The acme admin works in its tenant's namespace only.
+    let mut acme_admin = AdminServiceClient::new(as_cert(&acme));
+    try_publish(as_cert(&acme), "orders.created")
+        .await
+        .expect("acme's own orders.created");
+    let topics = acme_admin
+        .list_topics(eventbus_tests::v1::ListTopicsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .topics;
+    let names: Vec<_> = topics.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["orders.created"], "acme sees only its own topic");
+    assert_eq!(topics[0].creator, ACME);
+}
+
 /// A tower layer that records `peer_identity` of every request it sees, as
 /// the authentication layer will.
 #[derive(Clone)]

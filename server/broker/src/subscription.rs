@@ -103,6 +103,8 @@ pub struct NewSubscription {
     pub max_delivery_attempts: Option<u32>,
     pub filter: Filter,
     pub ordering: Ordering,
+    /// The principal creating it (see [`crate::TopicConfig::creator`]).
+    pub creator: Option<String>,
 }
 
 /// A subscription at one moment: its settings and its statistics.
@@ -117,6 +119,8 @@ pub struct SubscriptionInfo {
     pub paused: bool,
     pub start_position: StartPosition,
     pub created_ms: UnixMillis,
+    /// The principal that created it, if one did.
+    pub creator: Option<String>,
     pub stats: SubscriptionStats,
 }
 

@@ -13,11 +13,15 @@ pub struct Retention {
 }
 
 /// Settings for a new topic.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct TopicConfig {
     /// 0 means the server default.
     pub partitions: u32,
     pub retention: Retention,
+    /// The principal creating it, kept so that per-principal creation
+    /// quotas can count what each one holds. `None`: nobody in particular
+    /// (no authentication configured, or an embedded caller).
+    pub creator: Option<String>,
 }
 
 /// The offsets one partition retains: `start..end` (empty when equal).
@@ -39,6 +43,8 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionBounds>,
     pub retention: Retention,
     pub created_ms: UnixMillis,
+    /// The principal that created it, if one did.
+    pub creator: Option<String>,
 }
 
 impl TopicInfo {

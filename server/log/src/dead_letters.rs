@@ -9,9 +9,7 @@ use crate::error::{Error, Result};
 use crate::keys::parse_dlq_key;
 use crate::types::{StoredEvent, TopicId};
 
-pub use eventbus_broker::dead_letter::{
-    DeadLetter, DeadLetterQuery, DeadLetterSelector, MAX_PAGE_BYTES,
-};
+pub use eventbus_broker::dead_letter::{DeadLetter, MAX_PAGE_BYTES};
 
 /// A decoded queue entry with its event: what redrive moves back.
 #[derive(Debug, Clone)]

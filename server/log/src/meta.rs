@@ -19,6 +19,10 @@ pub struct TopicMeta {
     #[serde(default)]
     pub retention: Retention,
     pub created_ms: UnixMillis,
+    /// The principal that created it; absent in records older than
+    /// creation quotas, and for topics nobody in particular created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,9 @@ pub struct SubscriptionMeta {
     pub paused: bool,
     pub start_position: StartPosition,
     pub created_ms: UnixMillis,
+    /// As [`TopicMeta::creator`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
 }
 
 #[cfg(test)]
@@ -47,6 +54,7 @@ mod tests {
             paused: true,
             start_position: StartPosition::Latest,
             created_ms: 5,
+            creator: Some("svc".into()),
         };
         let json = serde_json::to_vec(&meta).unwrap();
         assert_eq!(

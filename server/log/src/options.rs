@@ -14,6 +14,9 @@ pub struct Options {
     /// When a publish is acknowledged. Default: [`Durability::Fsync`].
     pub durability: Durability,
     /// Create unknown topics and subscriptions on first use. Default: true.
+    /// The server turns this off and creates them at its gateway instead
+    /// (`auth::scope`), where each creation has a principal to be counted
+    /// against and recorded as its creator.
     pub auto_create: bool,
     /// Partitions of a topic created without an explicit count. Default: 4.
     pub default_partitions: u32,

@@ -1,5 +1,6 @@
 //! Quotas per principal: publish events/s and bytes/s (token buckets with a
-//! burst, `governor`), and open Subscribe streams.
+//! burst, `governor`), open Subscribe streams, and the topics and
+//! subscriptions it holds (those it created, counted at each creation).
 //!
 //! Over a quota the call is RESOURCE_EXHAUSTED with `RetryInfo` (when the
 //! bucket has room again) and a `QuotaFailure` naming the quota, and nothing
@@ -35,6 +36,11 @@ pub struct QuotaConfig {
     pub publish_bytes_burst: u32,
     /// Subscribe streams a principal may hold open at once.
     pub subscribe_streams: u32,
+    /// Topics a principal may hold: created by it (explicitly or on first
+    /// use) and not deleted.
+    pub topics: u32,
+    /// Subscriptions a principal may hold, on all topics together.
+    pub subscriptions: u32,
 }
 
 /// The live buckets and stream counts.
@@ -43,6 +49,11 @@ pub struct Quotas {
     bytes: Option<DefaultKeyedRateLimiter<String>>,
     streams: u32,
     open: Mutex<HashMap<String, Arc<Semaphore>>>,
+    topics: u32,
+    subscriptions: u32,
+    /// One creation at a time per principal, so that two concurrent creates
+    /// cannot both see room for one more.
+    creating: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Quotas {
@@ -76,7 +87,56 @@ impl Quotas {
             ),
             streams: config.subscribe_streams,
             open: Mutex::new(HashMap::new()),
+            topics: config.topics,
+            subscriptions: config.subscriptions,
+            creating: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The most topics, or subscriptions, one principal may hold; `None`
+    /// for no limit.
+    pub fn holding_limit(&self, kind: Holding) -> Option<u32> {
+        let limit = match kind {
+            Holding::Topics => self.topics,
+            Holding::Subscriptions => self.subscriptions,
+        };
+        (limit > 0).then_some(limit)
+    }
+
+    /// `principal`'s turn to create something, held while it counts what it
+    /// holds and creates.
+    pub async fn creation_turn(&self, principal: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = self
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(principal.to_string())
+            .or_default()
+            .clone();
+        turn.lock_owned().await
+    }
+
+    /// Refuses one more of `kind` when `principal` already holds `held`.
+    pub fn may_create(&self, principal: &str, kind: Holding, held: usize) -> Result<(), Error> {
+        let Some(limit) = self.holding_limit(kind) else {
+            return Ok(());
+        };
+        if held < limit as usize {
+            return Ok(());
+        }
+        let quota = match kind {
+            Holding::Topics => "topics",
+            Holding::Subscriptions => "subscriptions",
+        };
+        Err(Error::QuotaExceeded {
+            quota,
+            message: format!(
+                "principal {principal:?} holds {held} {quota}, its quota \
+                 (auth.quotas.{quota}); delete one it created first"
+            ),
+            // Nothing frees on its own: a retry helps only after a delete.
+            retry_after: Duration::from_secs(60),
+        })
     }
 
     /// Takes `events` events of `bytes` bytes from `principal`'s buckets, or
@@ -132,6 +192,13 @@ impl Quotas {
     }
 }
 
+/// What a principal holds, counted by creation quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    Topics,
+    Subscriptions,
+}
+
 fn exhausted(principal: &str, quota: &'static str, wait: Duration) -> Error {
     Error::QuotaExceeded {
         quota,
@@ -179,6 +246,25 @@ mod tests {
         );
         q.publish("a", 1, 1 << 20).unwrap();
         assert!(q.publish("a", 1, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn holdings_are_refused_at_the_limit_and_unlimited_at_zero() {
+        let q = Quotas::new(
+            &QuotaConfig {
+                topics: 2,
+                ..Default::default()
+            },
+            1,
+            1,
+        );
+        q.may_create("a", Holding::Topics, 1).unwrap();
+        let Err(Error::QuotaExceeded { quota, .. }) = q.may_create("a", Holding::Topics, 2) else {
+            panic!("at the limit");
+        };
+        assert_eq!(quota, "topics");
+        q.may_create("a", Holding::Subscriptions, 1_000_000)
+            .unwrap();
     }
 
     #[test]

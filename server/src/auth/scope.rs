@@ -14,6 +14,11 @@
 //! * **Listings** hold only the topics the caller has a grant on.
 //! * **Ack ids** are sealed to the subscription and the principal on the
 //!   way out and opened on the way in ([`super::ack_id`]).
+//! * **Creation** is done as the caller: every topic and subscription
+//!   records its creator and counts against that principal's quotas. This
+//!   includes creation on first use (publish or subscribe to a missing
+//!   name), which is why the engine's own auto-create is off in the server
+//!   and done here.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,8 +30,8 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
 use super::ack_id::AckIdSealer;
-use super::quota::Quotas;
-use crate::grpc::context::Caller;
+use super::quota::{Holding, Quotas};
+use crate::grpc::context::{Caller, Gate};
 
 /// Separates a tenant from its topic names in the broker's namespace.
 pub const TENANT_SEPARATOR: char = '/';
@@ -39,15 +44,12 @@ pub struct Scoped {
     prefix: String,
     sealer: Arc<AckIdSealer>,
     quotas: Arc<Quotas>,
+    /// Create missing topics and subscriptions on first use.
+    auto_create: bool,
 }
 
 impl Scoped {
-    pub fn new(
-        inner: Arc<dyn Broker>,
-        caller: Caller,
-        sealer: Arc<AckIdSealer>,
-        quotas: Arc<Quotas>,
-    ) -> Scoped {
+    pub fn new(inner: Arc<dyn Broker>, caller: Caller, gate: &Gate) -> Scoped {
         let prefix = caller
             .tenant()
             .map(|t| format!("{t}{TENANT_SEPARATOR}"))
@@ -56,8 +58,9 @@ impl Scoped {
             inner,
             caller,
             prefix,
-            sealer,
-            quotas,
+            sealer: gate.sealer.clone(),
+            quotas: gate.quotas.clone(),
+            auto_create: gate.auto_create,
         }
     }
 
@@ -160,6 +163,106 @@ impl Scoped {
         f(name).await.map_err(|e| self.error_out(e))
     }
 
+    /// Runs `op` on the broker's topic name, like [`Scoped::on`]. When the
+    /// topic is missing (or, given `subscription`, that subscription) and
+    /// auto-create is on, creates what is missing as the caller and runs
+    /// `op` once more for each.
+    async fn on_creating<T, F, Fut>(
+        &self,
+        topic: &str,
+        subscription: Option<&str>,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let name = self.topic(topic).map_err(|e| self.error_out(e))?;
+        // At most the topic, then the subscription, is missing.
+        for _ in 0..2 {
+            let created = match op(name.clone()).await {
+                Err(Error::TopicNotFound(_)) if self.auto_create => self
+                    .create_topic_as_caller(&name, TopicConfig::default())
+                    .await
+                    .map(drop),
+                Err(Error::SubscriptionNotFound { .. })
+                    if self.auto_create && subscription.is_some() =>
+                {
+                    let sub = subscription.unwrap_or_default();
+                    self.create_subscription_as_caller(&name, sub, NewSubscription::default())
+                        .await
+                        .map(drop)
+                }
+                done => return done.map_err(|e| self.error_out(e)),
+            };
+            match created {
+                // Lost a race with another creator: theirs will do.
+                Ok(()) | Err(Error::TopicExists(_) | Error::SubscriptionExists { .. }) => {}
+                Err(e) => return Err(self.error_out(e)),
+            }
+        }
+        op(name).await.map_err(|e| self.error_out(e))
+    }
+
+    /// Creates the broker's topic `name`, recording the caller as its creator
+    /// and counting it against the caller's topic quota.
+    async fn create_topic_as_caller(
+        &self,
+        name: &str,
+        mut config: TopicConfig,
+    ) -> Result<TopicInfo> {
+        let Caller::Principal(p) = &self.caller else {
+            return self.inner.create_topic(name, config).await;
+        };
+        config.creator = Some(p.name.clone());
+        if self.quotas.holding_limit(Holding::Topics).is_none() {
+            return self.inner.create_topic(name, config).await;
+        }
+        let _turn = self.quotas.creation_turn(&p.name).await;
+        let held = self
+            .inner
+            .list_topics()
+            .await?
+            .iter()
+            .filter(|t| t.creator.as_deref() == Some(p.name.as_str()))
+            .count();
+        self.quotas.may_create(&p.name, Holding::Topics, held)?;
+        self.inner.create_topic(name, config).await
+    }
+
+    /// As [`Scoped::create_topic_as_caller`], for a subscription.
+    async fn create_subscription_as_caller(
+        &self,
+        topic: &str,
+        name: &str,
+        mut new: NewSubscription,
+    ) -> Result<SubscriptionInfo> {
+        let Caller::Principal(p) = &self.caller else {
+            return self.inner.create_subscription(topic, name, new).await;
+        };
+        new.creator = Some(p.name.clone());
+        if self.quotas.holding_limit(Holding::Subscriptions).is_none() {
+            return self.inner.create_subscription(topic, name, new).await;
+        }
+        let _turn = self.quotas.creation_turn(&p.name).await;
+        let mut held = 0;
+        // Creation is rare; counting walks every subscription (the engine
+        // keeps no index by creator).
+        for t in self.inner.list_topics().await? {
+            let (subs, _) = self
+                .inner
+                .list_subscriptions(&t.name, None, usize::MAX)
+                .await?;
+            held += subs
+                .iter()
+                .filter(|s| s.creator.as_deref() == Some(p.name.as_str()))
+                .count();
+        }
+        self.quotas
+            .may_create(&p.name, Holding::Subscriptions, held)?;
+        self.inner.create_subscription(topic, name, new).await
+    }
+
     /// The backend's ack ids inside the caller's sealed ones.
     fn open_ids(&self, topic: &str, name: &str, sealed: &[String]) -> Result<Vec<String>> {
         sealed
@@ -191,10 +294,9 @@ impl Broker for Scoped {
             let bytes = events.iter().map(event_bytes).sum();
             self.quotas.publish(&p.name, events.len(), bytes)?;
         }
-        self.on(
-            topic,
-            |t| async move { self.inner.publish(&t, events).await },
-        )
+        self.on_creating(topic, None, |t| async move {
+            self.inner.publish(&t, events).await
+        })
         .await
     }
 
@@ -209,7 +311,7 @@ impl Broker for Scoped {
     async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
         let info = self
             .on(name, |t| async move {
-                self.inner.create_topic(&t, config).await
+                self.create_topic_as_caller(&t, config).await
             })
             .await?;
         Ok(self.topic_out(info))
@@ -243,8 +345,9 @@ impl Broker for Scoped {
         new: NewSubscription,
     ) -> Result<SubscriptionInfo> {
         let info = self
-            .on(topic, |t| async move {
-                self.inner.create_subscription(&t, name, new).await
+            .on_creating(topic, None, |t| {
+                let new = new.clone();
+                async move { self.create_subscription_as_caller(&t, name, new).await }
             })
             .await?;
         Ok(self.subscription_out(info))
@@ -322,10 +425,10 @@ impl Broker for Scoped {
             Caller::Anonymous => None,
         };
         let membership = self
-            .inner
-            .subscribe(&internal, name, max_in_flight)
-            .await
-            .map_err(|e| self.error_out(e))?;
+            .on_creating(topic, Some(name), |t| async move {
+                self.inner.subscribe(&t, name, max_in_flight).await
+            })
+            .await?;
         let sealer = self.sealer.clone();
         let principal = self.caller.name().to_string();
         let subscription = name.to_string();

@@ -93,6 +93,8 @@ pub struct Call<'a> {
 pub struct Gate {
     pub sealer: Arc<AckIdSealer>,
     pub quotas: Arc<Quotas>,
+    /// Create unknown topics and subscriptions on first use (`auto-create`).
+    pub auto_create: bool,
 }
 
 impl<'a> Call<'a> {
@@ -120,12 +122,8 @@ impl<'a> Call<'a> {
                 .await;
             return Err(denied);
         }
-        let broker: Arc<dyn Broker> = Arc::new(Scoped::new(
-            broker.clone(),
-            ctx.caller.clone(),
-            gate.sealer.clone(),
-            gate.quotas.clone(),
-        ));
+        let broker: Arc<dyn Broker> =
+            Arc::new(Scoped::new(broker.clone(), ctx.caller.clone(), gate));
         Ok((Call { ctx, broker, ops }, msg))
     }
 }

@@ -150,6 +150,7 @@ pub fn topic(t: &TopicInfo) -> v1::Topic {
             max_bytes: t.retention.max_bytes.unwrap_or(0),
         }),
         create_time: Some(millis_to_timestamp(t.created_ms)),
+        creator: t.creator.clone().unwrap_or_default(),
         partition_info: t
             .partitions
             .iter()
@@ -195,6 +196,7 @@ pub fn subscription(info: &SubscriptionInfo) -> v1::Subscription {
         } as i32,
         paused: *paused,
         create_time: Some(millis_to_timestamp(*created_ms)),
+        creator: info.creator.clone().unwrap_or_default(),
         stats: Some(v1::SubscriptionStats {
             backlog: s.backlog,
             in_flight: s.in_flight,

@@ -52,5 +52,7 @@ pub fn parse(req: &CreateSubscriptionRequest) -> Result<NewSubscription, Status>
         max_delivery_attempts: req.max_delivery_attempts,
         filter,
         ordering,
+        // The caller's scope names it (auth::scope), not the request.
+        creator: None,
     })
 }

@@ -43,5 +43,7 @@ pub fn parse(req: &CreateTopicRequest) -> Result<TopicConfig, Status> {
     Ok(TopicConfig {
         partitions: req.partitions,
         retention,
+        // The caller's scope names it (auth::scope), not the request.
+        creator: None,
     })
 }

@@ -262,6 +262,7 @@ fn topic_info(t: &TopicState) -> TopicInfo {
             .collect(),
         retention: t.meta.retention,
         created_ms: t.meta.created_ms,
+        creator: t.meta.creator.clone(),
     }
 }
 

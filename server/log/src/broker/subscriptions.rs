@@ -44,7 +44,7 @@ impl LogBroker {
             });
         }
         let handle = self
-            .start_subscription(&topic, name, config, new.start_position)
+            .start_subscription(&topic, name, config, new.start_position, new.creator)
             .await?;
         self.info(&handle).await
     }
@@ -121,6 +121,7 @@ impl LogBroker {
         name: &str,
         config: SubscriptionConfig,
         start: StartPosition,
+        creator: Option<String>,
     ) -> Result<Arc<SubscriptionHandle>> {
         self.options()
             .limits
@@ -133,6 +134,7 @@ impl LogBroker {
             paused: false,
             start_position: start,
             created_ms: now_ms(),
+            creator,
         };
         // A LATEST subscription starts at the current ends; the floors are written
         // in the same batch as the metadata, so it can never start anywhere else.
@@ -210,7 +212,7 @@ impl LogBroker {
             return Ok(h);
         }
         let config = self.subscription_config(&NewSubscription::default())?;
-        self.start_subscription(&topic_state, name, config, StartPosition::Earliest)
+        self.start_subscription(&topic_state, name, config, StartPosition::Earliest, None)
             .await
     }
 
@@ -418,6 +420,7 @@ impl LogBroker {
             paused: meta.paused,
             start_position: meta.start_position,
             created_ms: meta.created_ms,
+            creator: meta.creator.clone(),
             stats: public_stats(stats),
         })
     }

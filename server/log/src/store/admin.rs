@@ -49,6 +49,7 @@ impl Log {
             partitions,
             retention: config.retention,
             created_ms: now_ms(),
+            creator: config.creator,
         };
         let mut next = *ids;
         next.next_topic += 1;

@@ -334,6 +334,7 @@ mod tests {
             paused: true,
             start_position: StartPosition::Latest,
             created_ms: 99,
+            creator: None,
         }
     }
 
@@ -464,6 +465,7 @@ mod tests {
                 max_bytes: None,
             },
             created_ms: 5,
+            creator: Some("ops".into()),
         };
         let [Raw::Put(Cf::Meta, k, v)] = &encoded(&Update::PutTopic(topic.clone()))[..] else {
             panic!("one meta put");

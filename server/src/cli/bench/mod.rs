@@ -11,8 +11,11 @@
 //! * latency: one publisher paced at `--rate` for `--latency-secs`;
 //!   latency = receipt time minus the *scheduled* send time, so a stall shows
 //!   up as latency instead of as fewer sends (no coordinated omission).
+//!   With `--flood-api-key`, a second principal floods the server meanwhile
+//!   ([`flood`]): the quota-isolation measurement.
 
 mod consume;
+mod flood;
 mod latency;
 mod publish;
 
@@ -69,6 +72,15 @@ pub struct BenchArgs {
     /// every event carries one, as the SDK does.
     #[arg(long)]
     pub no_idempotency: bool,
+    /// During the latency phase, publish as fast as possible as the principal
+    /// of this API key (a flooding neighbour), ignoring RetryInfo. Its events
+    /// accepted and refused go in the JSON line.
+    #[arg(long, env = "EVENTBUS_BENCH_FLOOD_API_KEY", hide_env_values = true)]
+    pub flood_api_key: Option<String>,
+    /// Connections of the flooding neighbour, each with 8 publishes of 100
+    /// events in flight.
+    #[arg(long, default_value_t = 4)]
+    pub flood_connections: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -154,6 +166,7 @@ pub(crate) struct Outcome {
     pub consumed: u64,
     pub consume_secs: f64,
     pub latency: Option<latency::Latency>,
+    pub flood: Option<flood::FloodCounts>,
     pub timed_out: Vec<&'static str>,
 }
 
@@ -180,7 +193,14 @@ async fn bench(server: &ClientBuilder, a: &BenchArgs) -> anyhow::Result<serde_js
         consume::run(&clients, &topic, a, o.pub_ok, timeout, &mut o).await?;
     }
     if wants(Phase::Latency) && a.latency_secs > 0 {
+        let flood = match &a.flood_api_key {
+            Some(key) => Some(flood::Flood::start(server, key, a).await?),
+            None => None,
+        };
         latency::run(&clients, a, timeout, &mut o).await?;
+        if let Some(flood) = flood {
+            o.flood = Some(flood.stop().await);
+        }
     }
     Ok(report(a, &o))
 }
@@ -230,6 +250,10 @@ fn report(a: &BenchArgs, o: &Outcome) -> serde_json::Value {
             j[k] = l.hist.value_at_quantile(q).into();
         }
         j["lat_max_us"] = l.hist.max().into();
+    }
+    if let Some(f) = &o.flood {
+        j["flood_accepted"] = f.accepted.into();
+        j["flood_refused"] = f.refused.into();
     }
     if !o.timed_out.is_empty() {
         j["timed_out"] = o.timed_out.clone().into();

@@ -270,6 +270,7 @@ fn describe_text(s: &Subscription) -> String {
         ("subscription", s.name.clone()),
         ("paused", yes_no(s.paused)),
         ("created", ts_text(&s.create_time)),
+        ("creator", s.creator.clone()),
         ("ack deadline", dur_text(&s.ack_deadline)),
         ("max delivery attempts", match s.max_delivery_attempts {
             0 => "unlimited".to_string(),
@@ -313,6 +314,7 @@ pub fn subscription_json(s: &Subscription) -> Value {
         "name": s.name,
         "paused": s.paused,
         "create_time": ts_json(&s.create_time),
+        "creator": s.creator,
         "ack_deadline_seconds": secs_json(&s.ack_deadline),
         "max_delivery_attempts": s.max_delivery_attempts,
         "retry_policy": s.retry_policy.as_ref().map(|r| json!({

@@ -87,6 +87,7 @@ pub async fn run(ctx: Ctx, cmd: TopicCommand) -> anyhow::Result<()> {
                 ("partitions", topic.partitions.to_string()),
                 ("retention", retention_text(&topic.retention)),
                 ("created", ts_text(&topic.create_time)),
+                ("creator", topic.creator.clone()),
                 ("events", format!("{} retained", retained(&topic))),
             ]);
             let mut table = Table::new(&["PARTITION", "START", "END", "EVENTS"]);
@@ -145,6 +146,7 @@ pub fn topic_json(t: &Topic) -> Value {
             "max_bytes": t.retention.as_ref().map(|r| r.max_bytes).unwrap_or(0),
         },
         "create_time": ts_json(&t.create_time),
+        "creator": t.creator,
         "events": retained(t),
         "partition_info": t.partition_info.iter().map(|p| json!({
             "partition": p.partition,

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65ventbus/v1/subscription.proto\x12\x0b\x65ventbus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n\x0bRetryPolicy\x12.\n\x0bmin_backoff\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"L\n\x06\x46ilter\x12\r\n\x05types\x18\x01 \x03(\t\x12\x33\n\nattributes\x18\x02 \x03(\x0b\x32\x1f.eventbus.v1.AttributeCondition\"\x95\x01\n\x12\x41ttributeCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x02\x65q\x18\x02 \x01(\tH\x00\x12\x0c\n\x02ne\x18\x03 \x01(\tH\x00\x12%\n\x02in\x18\x04 \x01(\x0b\x32\x17.eventbus.v1.StringListH\x00\x12\x10\n\x06\x65xists\x18\x05 \x01(\x08H\x00\x12\x10\n\x06prefix\x18\x06 \x01(\tH\x00\x42\x0b\n\tcondition\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xe9\x02\n\x0cSubscription\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0c\x61\x63k_deadline\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0cretry_policy\x18\x04 \x01(\x0b\x32\x18.eventbus.v1.RetryPolicy\x12\x1d\n\x15max_delivery_attempts\x18\x05 \x01(\r\x12#\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x13.eventbus.v1.Filter\x12\'\n\x08ordering\x18\x07 \x01(\x0e\x32\x15.eventbus.v1.Ordering\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x05stats\x18\n \x01(\x0b\x32\x1e.eventbus.v1.SubscriptionStats\"\xe0\x02\n\x11SubscriptionStats\x12\x0f\n\x07\x62\x61\x63klog\x18\x01 \x01(\x04\x12\x11\n\tin_flight\x18\x02 \x01(\x04\x12\x35\n\x12oldest_unacked_age\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x05 \x01(\x04\x12\x0e\n\x06nacked\x18\x06 \x01(\x04\x12\x13\n\x0bredelivered\x18\x07 \x01(\x04\x12\x15\n\rdead_lettered\x18\x08 \x01(\x04\x12\x10\n\x08\x66iltered\x18\t \x01(\x04\x12\x19\n\x11\x64\x65\x61\x64_letter_count\x18\n \x01(\x04\x12\x39\n\x16oldest_dead_letter_age\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11lost_to_retention\x18\x0c \x01(\x04\x12\x0f\n\x07members\x18\r \x01(\r\"A\n\x10PartitionOffsets\x12-\n\x07offsets\x18\x01 \x03(\x0b\x32\x1c.eventbus.v1.PartitionOffset\"4\n\x0fPartitionOffset\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04*g\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n\x15START_POSITION_LATEST\x10\x02*I\n\x08Ordering\x12\x18\n\x14ORDERING_UNSPECIFIED\x10\x00\x12\x11\n\rORDERING_NONE\x10\x01\x12\x10\n\x0cORDERING_KEY\x10\x02\x42<Z:github.com/eventbus/eventbus/sdk/go/eventbus/v1;eventbusv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65ventbus/v1/subscription.proto\x12\x0b\x65ventbus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n\x0bRetryPolicy\x12.\n\x0bmin_backoff\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"L\n\x06\x46ilter\x12\r\n\x05types\x18\x01 \x03(\t\x12\x33\n\nattributes\x18\x02 \x03(\x0b\x32\x1f.eventbus.v1.AttributeCondition\"\x95\x01\n\x12\x41ttributeCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x02\x65q\x18\x02 \x01(\tH\x00\x12\x0c\n\x02ne\x18\x03 \x01(\tH\x00\x12%\n\x02in\x18\x04 \x01(\x0b\x32\x17.eventbus.v1.StringListH\x00\x12\x10\n\x06\x65xists\x18\x05 \x01(\x08H\x00\x12\x10\n\x06prefix\x18\x06 \x01(\tH\x00\x42\x0b\n\tcondition\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xfa\x02\n\x0cSubscription\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0c\x61\x63k_deadline\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0cretry_policy\x18\x04 \x01(\x0b\x32\x18.eventbus.v1.RetryPolicy\x12\x1d\n\x15max_delivery_attempts\x18\x05 \x01(\r\x12#\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x13.eventbus.v1.Filter\x12\'\n\x08ordering\x18\x07 \x01(\x0e\x32\x15.eventbus.v1.Ordering\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x05stats\x18\n \x01(\x0b\x32\x1e.eventbus.v1.SubscriptionStats\x12\x0f\n\x07\x63reator\x18\x0b \x01(\t\"\xe0\x02\n\x11SubscriptionStats\x12\x0f\n\x07\x62\x61\x63klog\x18\x01 \x01(\x04\x12\x11\n\tin_flight\x18\x02 \x01(\x04\x12\x35\n\x12oldest_unacked_age\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tdelivered\x18\x04 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x05 \x01(\x04\x12\x0e\n\x06nacked\x18\x06 \x01(\x04\x12\x13\n\x0bredelivered\x18\x07 \x01(\x04\x12\x15\n\rdead_lettered\x18\x08 \x01(\x04\x12\x10\n\x08\x66iltered\x18\t \x01(\x04\x12\x19\n\x11\x64\x65\x61\x64_letter_count\x18\n \x01(\x04\x12\x39\n\x16oldest_dead_letter_age\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11lost_to_retention\x18\x0c \x01(\x04\x12\x0f\n\x07members\x18\r \x01(\r\"A\n\x10PartitionOffsets\x12-\n\x07offsets\x18\x01 \x03(\x0b\x32\x1c.eventbus.v1.PartitionOffset\"4\n\x0fPartitionOffset\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04*g\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n\x15START_POSITION_LATEST\x10\x02*I\n\x08Ordering\x12\x18\n\x14ORDERING_UNSPECIFIED\x10\x00\x12\x11\n\rORDERING_NONE\x10\x01\x12\x10\n\x0cORDERING_KEY\x10\x02\x42<Z:github.com/eventbus/eventbus/sdk/go/eventbus/v1;eventbusv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eventbus.v1.subscription_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z:github.com/eventbus/eventbus/sdk/go/eventbus/v1;eventbusv1'
-  _globals['_STARTPOSITION']._serialized_start=1323
-  _globals['_STARTPOSITION']._serialized_end=1426
-  _globals['_ORDERING']._serialized_start=1428
-  _globals['_ORDERING']._serialized_end=1501
+  _globals['_STARTPOSITION']._serialized_start=1340
+  _globals['_STARTPOSITION']._serialized_end=1443
+  _globals['_ORDERING']._serialized_start=1445
+  _globals['_ORDERING']._serialized_end=1518
   _globals['_RETRYPOLICY']._serialized_start=112
   _globals['_RETRYPOLICY']._serialized_end=221
   _globals['_FILTER']._serialized_start=223
@@ -47,11 +47,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STRINGLIST']._serialized_start=453
   _globals['_STRINGLIST']._serialized_end=481
   _globals['_SUBSCRIPTION']._serialized_start=484
-  _globals['_SUBSCRIPTION']._serialized_end=845
-  _globals['_SUBSCRIPTIONSTATS']._serialized_start=848
-  _globals['_SUBSCRIPTIONSTATS']._serialized_end=1200
-  _globals['_PARTITIONOFFSETS']._serialized_start=1202
-  _globals['_PARTITIONOFFSETS']._serialized_end=1267
-  _globals['_PARTITIONOFFSET']._serialized_start=1269
-  _globals['_PARTITIONOFFSET']._serialized_end=1321
+  _globals['_SUBSCRIPTION']._serialized_end=862
+  _globals['_SUBSCRIPTIONSTATS']._serialized_start=865
+  _globals['_SUBSCRIPTIONSTATS']._serialized_end=1217
+  _globals['_PARTITIONOFFSETS']._serialized_start=1219
+  _globals['_PARTITIONOFFSETS']._serialized_end=1284
+  _globals['_PARTITIONOFFSET']._serialized_start=1286
+  _globals['_PARTITIONOFFSET']._serialized_end=1338
 # @@protoc_insertion_point(module_scope)

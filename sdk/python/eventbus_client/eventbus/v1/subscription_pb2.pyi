@@ -67,7 +67,7 @@ class StringList(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("topic", "name", "ack_deadline", "retry_policy", "max_delivery_attempts", "filter", "ordering", "paused", "create_time", "stats")
+    __slots__ = ("topic", "name", "ack_deadline", "retry_policy", "max_delivery_attempts", "filter", "ordering", "paused", "create_time", "stats", "creator")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ACK_DEADLINE_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class Subscription(_message.Message):
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_FIELD_NUMBER: _ClassVar[int]
     topic: str
     name: str
     ack_deadline: _duration_pb2.Duration
@@ -88,7 +89,8 @@ class Subscription(_message.Message):
     paused: bool
     create_time: _timestamp_pb2.Timestamp
     stats: SubscriptionStats
-    def __init__(self, topic: _Optional[str] = ..., name: _Optional[str] = ..., ack_deadline: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_delivery_attempts: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., ordering: _Optional[_Union[Ordering, str]] = ..., paused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stats: _Optional[_Union[SubscriptionStats, _Mapping]] = ...) -> None: ...
+    creator: str
+    def __init__(self, topic: _Optional[str] = ..., name: _Optional[str] = ..., ack_deadline: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_delivery_attempts: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., ordering: _Optional[_Union[Ordering, str]] = ..., paused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stats: _Optional[_Union[SubscriptionStats, _Mapping]] = ..., creator: _Optional[str] = ...) -> None: ...
 
 class SubscriptionStats(_message.Message):
     __slots__ = ("backlog", "in_flight", "oldest_unacked_age", "delivered", "acked", "nacked", "redelivered", "dead_lettered", "filtered", "dead_letter_count", "oldest_dead_letter_age", "lost_to_retention", "members")

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65ventbus/v1/topic.proto\x12\x0b\x65ventbus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\tRetention\x12*\n\x07max_age\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"\xb9\x01\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\r\x12)\n\tretention\x18\x03 \x01(\x0b\x32\x16.eventbus.v1.Retention\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0epartition_info\x18\x05 \x03(\x0b\x32\x1a.eventbus.v1.PartitionInfo\"L\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x14\n\x0cstart_offset\x18\x02 \x01(\x04\x12\x12\n\nend_offset\x18\x03 \x01(\x04\x42<Z:github.com/eventbus/eventbus/sdk/go/eventbus/v1;eventbusv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65ventbus/v1/topic.proto\x12\x0b\x65ventbus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\tRetention\x12*\n\x07max_age\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\"\xca\x01\n\x05Topic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\r\x12)\n\tretention\x18\x03 \x01(\x0b\x32\x16.eventbus.v1.Retention\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0epartition_info\x18\x05 \x03(\x0b\x32\x1a.eventbus.v1.PartitionInfo\x12\x0f\n\x07\x63reator\x18\x06 \x01(\t\"L\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x14\n\x0cstart_offset\x18\x02 \x01(\x04\x12\x12\n\nend_offset\x18\x03 \x01(\x04\x42<Z:github.com/eventbus/eventbus/sdk/go/eventbus/v1;eventbusv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETENTION']._serialized_start=105
   _globals['_RETENTION']._serialized_end=179
   _globals['_TOPIC']._serialized_start=182
-  _globals['_TOPIC']._serialized_end=367
-  _globals['_PARTITIONINFO']._serialized_start=369
-  _globals['_PARTITIONINFO']._serialized_end=445
+  _globals['_TOPIC']._serialized_end=384
+  _globals['_PARTITIONINFO']._serialized_start=386
+  _globals['_PARTITIONINFO']._serialized_end=462
 # @@protoc_insertion_point(module_scope)

@@ -19,18 +19,20 @@ class Retention(_message.Message):
     def __init__(self, max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_bytes: _Optional[int] = ...) -> None: ...
 
 class Topic(_message.Message):
-    __slots__ = ("name", "partitions", "retention", "create_time", "partition_info")
+    __slots__ = ("name", "partitions", "retention", "create_time", "partition_info", "creator")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     RETENTION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     PARTITION_INFO_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     partitions: int
     retention: Retention
     create_time: _timestamp_pb2.Timestamp
     partition_info: _containers.RepeatedCompositeFieldContainer[PartitionInfo]
-    def __init__(self, name: _Optional[str] = ..., partitions: _Optional[int] = ..., retention: _Optional[_Union[Retention, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., partition_info: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ...) -> None: ...
+    creator: str
+    def __init__(self, name: _Optional[str] = ..., partitions: _Optional[int] = ..., retention: _Optional[_Union[Retention, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., partition_info: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ..., creator: _Optional[str] = ...) -> None: ...
 
 class PartitionInfo(_message.Message):
     __slots__ = ("partition", "start_offset", "end_offset")

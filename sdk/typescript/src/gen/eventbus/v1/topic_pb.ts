@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file eventbus/v1/topic.proto.
  */
 export const file_eventbus_v1_topic: GenFile = /*@__PURE__*/
-  fileDesc("ChdldmVudGJ1cy92MS90b3BpYy5wcm90bxILZXZlbnRidXMudjEiSgoJUmV0ZW50aW9uEioKB21heF9hZ2UYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbWF4X2J5dGVzGAIgASgEIrkBCgVUb3BpYxIMCgRuYW1lGAEgASgJEhIKCnBhcnRpdGlvbnMYAiABKA0SKQoJcmV0ZW50aW9uGAMgASgLMhYuZXZlbnRidXMudjEuUmV0ZW50aW9uEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5wYXJ0aXRpb25faW5mbxgFIAMoCzIaLmV2ZW50YnVzLnYxLlBhcnRpdGlvbkluZm8iTAoNUGFydGl0aW9uSW5mbxIRCglwYXJ0aXRpb24YASABKA0SFAoMc3RhcnRfb2Zmc2V0GAIgASgEEhIKCmVuZF9vZmZzZXQYAyABKARCPFo6Z2l0aHViLmNvbS9ldmVudGJ1cy9ldmVudGJ1cy9zZGsvZ28vZXZlbnRidXMvdjE7ZXZlbnRidXN2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChdldmVudGJ1cy92MS90b3BpYy5wcm90bxILZXZlbnRidXMudjEiSgoJUmV0ZW50aW9uEioKB21heF9hZ2UYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJbWF4X2J5dGVzGAIgASgEIsoBCgVUb3BpYxIMCgRuYW1lGAEgASgJEhIKCnBhcnRpdGlvbnMYAiABKA0SKQoJcmV0ZW50aW9uGAMgASgLMhYuZXZlbnRidXMudjEuUmV0ZW50aW9uEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5wYXJ0aXRpb25faW5mbxgFIAMoCzIaLmV2ZW50YnVzLnYxLlBhcnRpdGlvbkluZm8SDwoHY3JlYXRvchgGIAEoCSJMCg1QYXJ0aXRpb25JbmZvEhEKCXBhcnRpdGlvbhgBIAEoDRIUCgxzdGFydF9vZmZzZXQYAiABKAQSEgoKZW5kX29mZnNldBgDIAEoBEI8WjpnaXRodWIuY29tL2V2ZW50YnVzL2V2ZW50YnVzL3Nkay9nby9ldmVudGJ1cy92MTtldmVudGJ1c3YxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * How long a topic keeps events. Each limit is independent; an event is
@@ -93,6 +93,15 @@ export type Topic = Message<"eventbus.v1.Topic"> & {
    * @generated from field: repeated eventbus.v1.PartitionInfo partition_info = 5;
    */
   partitionInfo: PartitionInfo[];
+
+  /**
+   * Principal that created the topic, explicitly or by first use
+   * (auto-create); it counts against that principal's
+   * `auth.quotas.topics`. Empty when nobody authenticated did.
+   *
+   * @generated from field: string creator = 6;
+   */
+  creator: string;
 };
 
 /**
