@@ -52,6 +52,10 @@ fn is_service_link(key: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
+    /// The file this config was loaded from, which SIGHUP re-reads to reload
+    /// `[auth]`. Not a setting.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
     /// Address the gRPC server listens on. Default: `127.0.0.1:50051`.
     pub listen: SocketAddr,
     /// Directory for the RocksDB files. Default: `./data`.
@@ -210,6 +214,7 @@ impl Default for Config {
     fn default() -> Self {
         let log = Options::new("./data");
         Config {
+            config_file: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: log.data_dir,
             durability: log.durability,
@@ -296,12 +301,13 @@ impl Config {
             })
             // `__` nests: EVENTBUS_TLS__CERT_FILE is `cert-file` in `[tls]`.
             .map(|k| k.as_str().replace("__", ".").replace('_', "-").into());
-        let config: Config = figment
+        let mut config: Config = figment
             .merge(env)
             .merge(Serialized::defaults(overrides))
             .extract()
             .context("invalid configuration")?;
         config.validate()?;
+        config.config_file = file.map(Path::to_path_buf);
         Ok(config)
     }
 

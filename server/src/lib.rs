@@ -121,6 +121,12 @@ pub async fn run_with_listeners(
     let auth = auth::authenticate::Authenticator::new(&config.auth)
         .await
         .context("invalid [auth] config")?;
+    let _auth_reload = auth.clone().map(|auth| {
+        tokio_util::task::AbortOnDropHandle::new(signal::reload_auth_on_hangup(
+            auth,
+            config.config_file.clone(),
+        ))
+    });
     let gate = grpc::context::Gate {
         sealer: Arc::new(auth::ack_id::AckIdSealer::load_or_create(
             &config.data_dir.join(auth::ack_id::KEY_FILE),
@@ -131,6 +137,7 @@ pub async fn run_with_listeners(
             u32::try_from(config.max_request_bytes).unwrap_or(u32::MAX),
         )),
         auto_create: config.auto_create,
+        auth: auth.clone(),
     };
     let streams = CancellationToken::new();
     let events = grpc::EventServer::new(

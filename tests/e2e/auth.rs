@@ -529,6 +529,7 @@ async fn an_ack_id_settles_only_for_the_principal_it_was_delivered_to() {
         .unwrap();
     let mut events: EventServiceClient<_> = s.events();
     let mut stream = events
+        .clone()
         .subscribe(as_key(
             SubscribeRequest {
                 topic: "orders.a".into(),
@@ -768,6 +769,124 @@ async fn creation_quotas_count_what_each_principal_created() {
         err.message().contains("auth.quotas.subscriptions"),
         "{err:?}"
     );
+}
+
+/// A Subscribe stream lives no longer than the token that opened it: it
+/// ends with UNAUTHENTICATED once `exp` (plus the leeway) has passed.
+#[tokio::test]
+async fn a_stream_opened_with_a_token_ends_when_the_token_expires() {
+    let s = TestServer::start_with(DataDir::Fresh, |c| {
+        auth_config(c);
+        c.auth.jwt.as_mut().unwrap().leeway_secs = 0;
+    })
+    .await;
+    let mut c = claims("reader");
+    c["exp"] = json!(now() + 2);
+    c["eventbus_grants"] = json!(["subscribe:orders.>"]);
+    let token = sign(Algorithm::RS256, "rsa-1", "rsa.pem", &c);
+    let mut stream = s
+        .events()
+        .subscribe(with(
+            SubscribeRequest {
+                topic: "orders.a".into(),
+                subscription: "s".into(),
+                max_in_flight: 1,
+            },
+            "authorization",
+            &format!("Bearer {token}"),
+        ))
+        .await
+        .expect("a valid token")
+        .into_inner();
+    let status = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("the stream ends once the token expires")
+        .expect_err("with a status");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{status:?}");
+}
+
+/// `[auth]` reloads on SIGHUP: a removed key is refused at once, and a
+/// Subscribe stream opened with it ends with UNAUTHENTICATED, so a revoked
+/// principal receives nothing more; other keys keep working, and a config
+/// that does not load leaves the previous one in force.
+#[tokio::test]
+async fn a_key_removed_by_a_reload_is_refused_and_its_open_stream_ends() {
+    use eventbus_tests::{temp_dir, ChildServer};
+    const BIN: &str = env!("CARGO_BIN_EXE_eventbus-under-test");
+    const KEEP: &str = "key-keep-00000000000";
+    const REVOKE: &str = "key-revoke-000000000";
+    let (dir, data) = temp_dir();
+    let file = dir.path().join("eventbus.toml");
+    let write_config = |keys: &[(&str, &str)]| {
+        let mut toml = String::new();
+        for (principal, key) in keys {
+            toml.push_str(&format!(
+                "[[auth.api-keys]]\nprincipal = \"{principal}\"\nsha256 = \"{}\"\ngrants = [\"admin:>\"]\n",
+                hash_key_hex(key)
+            ));
+        }
+        std::fs::write(&file, toml).unwrap();
+    };
+    write_config(&[("keep", KEEP), ("revoke", REVOKE)]);
+    let server = ChildServer::start(BIN, &data, &["--config", file.to_str().unwrap()]).await;
+    let events = EventServiceClient::new(server.channel().await);
+    let publish = |key: &'static str| {
+        let mut events = events.clone();
+        async move {
+            events
+                .publish(as_key(publish_req("orders.a"), key))
+                .await
+                .map(|_| ())
+        }
+    };
+    publish(REVOKE).await.expect("configured");
+    let mut stream = events
+        .clone()
+        .subscribe(as_key(
+            SubscribeRequest {
+                topic: "orders.a".into(),
+                subscription: "s".into(),
+                max_in_flight: 10,
+            },
+            REVOKE,
+        ))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let first = recv_n(&mut stream, 1).await;
+    assert_eq!(first.len(), 1);
+
+    // A config that does not load changes nothing.
+    std::fs::write(&file, "[[auth.api-keys]]\nprincipal = 7\n").unwrap();
+    server.hangup();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    publish(REVOKE)
+        .await
+        .expect("the old [auth] stays in force");
+
+    // Revoke: the key is refused, and the open stream ends.
+    write_config(&[("keep", KEEP)]);
+    server.hangup();
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the revoked principal's stream ends");
+    let status = ended.expect("ends with a status, not silently");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let err = publish(REVOKE).await.expect_err("revoked");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    publish(KEEP).await.expect("another key keeps working");
+    let log = server.log_lines().join("\n");
+    assert!(log.contains("SIGHUP: [auth] reloaded"), "{log}");
+    assert!(log.contains("reloading [auth] failed"), "{log}");
 }
 
 /// The server's whole log, at debug level, while valid and invalid keys and

@@ -353,6 +353,16 @@ impl ChildServer {
         self.child.kill().await.expect("kill -9");
     }
 
+    /// SIGHUP: reload `[auth]` from the config file.
+    pub fn hangup(&self) {
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success(), "kill -HUP: {status}");
+    }
+
     /// SIGTERM and wait; returns the exit code.
     pub async fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().expect("pid") as i32;

@@ -33,7 +33,7 @@ impl ApiKeys {
                 Arc::new(Principal {
                     name: key.principal.clone(),
                     tenant: key.tenant.clone(),
-                    credential: Credential::ApiKey,
+                    credential: Credential::ApiKey { hash },
                     grants: key.grants.clone(),
                 }),
             ));
@@ -53,6 +53,13 @@ impl ApiKeys {
             }
         }
         found
+    }
+
+    /// Whether the key of `hash` is still configured for exactly `principal`.
+    pub fn holds(&self, hash: &[u8; 32], principal: &Principal) -> bool {
+        self.keys
+            .iter()
+            .any(|(known, p)| known == hash && **p == *principal)
     }
 }
 

@@ -157,7 +157,14 @@ impl JwtVerifier {
         Ok(Principal {
             name: name.to_string(),
             tenant,
-            credential: Credential::Jwt,
+            credential: Credential::Jwt {
+                // Required and checked by `verify`.
+                valid_until: claims
+                    .get("exp")
+                    .and_then(Value::as_f64)
+                    .map_or(0, |exp| exp as u64)
+                    .saturating_add(self.config.leeway_secs),
+            },
             grants,
         })
     }

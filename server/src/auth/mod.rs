@@ -95,15 +95,25 @@ impl fmt::Display for Grant {
     }
 }
 
-/// How a principal proved who it is.
+/// How a principal proved who it is, with what it takes to check later
+/// (after a reload of `[auth]`, or as time passes) that the proof still
+/// holds: open Subscribe streams end when it no longer does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {
     /// A client certificate the server's TLS layer verified (mTLS).
     Certificate,
     /// A JWT bearer token verified against the configured keys.
-    Jwt,
+    Jwt {
+        /// When the token stops being valid: its `exp` plus the leeway,
+        /// in seconds since the Unix epoch.
+        valid_until: u64,
+    },
     /// A static API key whose hash is in the config.
-    ApiKey,
+    ApiKey {
+        /// The configured SHA-256 of the key, so a reload can tell whether
+        /// this very key is still configured.
+        hash: [u8; 32],
+    },
 }
 
 /// An authenticated caller.

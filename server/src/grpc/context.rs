@@ -8,6 +8,8 @@
 //! (issue 13) fills [`Caller`] in the same layer, and the permission check
 //! reads it here, before the handler runs.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use eventbus_broker::Broker;
@@ -17,6 +19,7 @@ use tonic::Status;
 
 use super::guard::Guarded;
 use crate::auth::ack_id::AckIdSealer;
+use crate::auth::authenticate::Authenticator;
 use crate::auth::quota::Quotas;
 use crate::auth::scope::Scoped;
 use crate::auth::Principal;
@@ -86,6 +89,7 @@ pub struct Call<'a> {
     /// its topics in listings, its sealed ack ids.
     pub broker: Arc<dyn Broker>,
     pub ops: &'a Ops,
+    gate: &'a Gate,
 }
 
 /// What every call is checked and scoped with, shared by both services.
@@ -95,6 +99,8 @@ pub struct Gate {
     pub quotas: Arc<Quotas>,
     /// Create unknown topics and subscriptions on first use (`auto-create`).
     pub auto_create: bool,
+    /// The credentials accepted; None when the server authenticates no one.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl<'a> Call<'a> {
@@ -105,7 +111,7 @@ impl<'a> Call<'a> {
     /// A denied call is recorded in the audit log before the answer.
     pub async fn authorize<T: Guarded>(
         broker: &Arc<dyn Broker>,
-        gate: &Gate,
+        gate: &'a Gate,
         ops: &'a Ops,
         req: Request<T>,
     ) -> Result<(Call<'a>, T), Status> {
@@ -124,6 +130,24 @@ impl<'a> Call<'a> {
         }
         let broker: Arc<dyn Broker> =
             Arc::new(Scoped::new(broker.clone(), ctx.caller.clone(), gate));
-        Ok((Call { ctx, broker, ops }, msg))
+        Ok((
+            Call {
+                ctx,
+                broker,
+                ops,
+                gate,
+            },
+            msg,
+        ))
+    }
+
+    /// Resolves, with the status to end a stream with, once the server no
+    /// longer accepts this caller's credentials (a reload of `[auth]`, an
+    /// expired token). Never, when nobody is authenticated.
+    pub fn until_refused(&self) -> Pin<Box<dyn Future<Output = Status> + Send>> {
+        match &self.gate.auth {
+            Some(auth) => Box::pin(auth.clone().until_refused(self.ctx.caller.clone())),
+            None => Box::pin(std::future::pending()),
+        }
     }
 }

@@ -85,7 +85,7 @@ mod tests {
         Caller::Principal(Arc::new(Principal {
             name: "p".into(),
             tenant: tenant.map(str::to_string),
-            credential: Credential::ApiKey,
+            credential: Credential::ApiKey { hash: [0; 32] },
             grants: grants
                 .iter()
                 .map(|g| Grant::try_from(g.to_string()).unwrap())

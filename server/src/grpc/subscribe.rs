@@ -3,7 +3,8 @@
 //! The response stream polls the member's bounded channel directly, so a client
 //! that stops reading is backpressured by HTTP/2 flow control and, behind it, by
 //! its `max_in_flight` credit. When shutdown starts the stream ends with
-//! UNAVAILABLE, telling clients to reconnect.
+//! UNAVAILABLE, telling clients to reconnect; when the caller's credentials
+//! stop being accepted, with UNAUTHENTICATED.
 //!
 //! A batch from the delivery engine is sent as one or more messages of at most
 //! 4 MiB each ([`message_size`]), converted one delivery at a time as they are
@@ -48,6 +49,7 @@ pub async fn handle(
         unsent: Vec::new().into_iter(),
         carry: None,
         shutdown: Box::pin(shutdown.clone().cancelled_owned()),
+        refused: call.until_refused(),
         done: false,
         _open: OpenStream::new(),
     })
@@ -77,6 +79,10 @@ pub struct SubscribeStream {
     /// A converted delivery that did not fit the previous message.
     carry: Option<v1::Delivery>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Resolves when the caller's credentials stop being accepted (revoked
+    /// by a reload of `[auth]`, or an expired token): the stream ends with
+    /// UNAUTHENTICATED, so a revoked principal receives nothing more.
+    refused: Pin<Box<dyn std::future::Future<Output = Status> + Send>>,
     done: bool,
     _open: OpenStream,
 }
@@ -101,6 +107,10 @@ impl Stream for SubscribeStream {
         if self.shutdown.as_mut().poll(cx).is_ready() {
             self.done = true;
             return Poll::Ready(Some(Err(to_status(eventbus_broker::Error::ShuttingDown))));
+        }
+        if let Poll::Ready(status) = self.refused.as_mut().poll(cx) {
+            self.done = true;
+            return Poll::Ready(Some(Err(status)));
         }
         loop {
             let deliveries = self.next_message();
