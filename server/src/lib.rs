@@ -139,6 +139,7 @@ pub async fn run_with_listeners(
         auto_create: config.auto_create,
         auth: auth.clone(),
     };
+    let quotas = gate.quotas.clone();
     let streams = CancellationToken::new();
     let events = grpc::EventServer::new(
         grpc::EventSvc::new(broker.clone(), gate.clone(), streams.clone(), ops.clone()),
@@ -172,6 +173,7 @@ pub async fn run_with_listeners(
         .server()
         .layer(ops::rpc::RpcMetricsLayer {
             auth,
+            quotas,
             ops: ops.clone(),
         })
         .add_service(health_service)

@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 pub use eventbus_proto::v1;
 
 pub mod kill_loop;
+pub mod nats;
 pub mod tls;
 
 /// Where a test server keeps its data: a fresh temp dir, or one carried over

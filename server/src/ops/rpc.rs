@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use prost::Message as _;
 use prost_types::FileDescriptorSet;
 
-use tonic::Code;
+use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -29,18 +29,25 @@ use super::names::{RPC_ERRORS, RPC_REQUESTS};
 use super::telemetry::HeaderExtractor;
 use super::trace::{trace_id, valid_traceparent, TRACEPARENT};
 use crate::auth::authenticate::Authenticator;
+use crate::auth::quota::Quotas;
 use crate::grpc::context::{Caller, RequestContext};
+use crate::grpc::status::to_status;
 use crate::transport::peer_identity;
 
 /// The request-id header: taken from the client when present, echoed back.
 pub const REQUEST_ID: &str = "x-request-id";
 use eventbus::code_name;
 
+/// The path of Publish, which a principal waiting out its publish quota is
+/// refused before the request is decoded.
+const PUBLISH_PATH: &str = "/eventbus.v1.EventService/Publish";
+
 /// The layer; `auth` is None when the server authenticates no one. Refused
 /// credentials are recorded in `ops`'s audit log.
 #[derive(Clone)]
 pub struct RpcMetricsLayer {
     pub auth: Option<Arc<Authenticator>>,
+    pub quotas: Arc<Quotas>,
     pub ops: Arc<super::Ops>,
 }
 
@@ -51,6 +58,7 @@ impl<S> Layer<S> for RpcMetricsLayer {
         RpcMetrics {
             inner,
             auth: self.auth.clone(),
+            quotas: self.quotas.clone(),
             ops: self.ops.clone(),
         }
     }
@@ -60,6 +68,7 @@ impl<S> Layer<S> for RpcMetricsLayer {
 pub struct RpcMetrics<S> {
     inner: S,
     auth: Option<Arc<Authenticator>>,
+    quotas: Arc<Quotas>,
     ops: Arc<super::Ops>,
 }
 
@@ -94,6 +103,12 @@ where
             }
             _ => (Caller::Anonymous, None),
         };
+        // Over its publish quota: refused before the body is decoded, and
+        // not audited (a quota is not a denial).
+        let over_quota = match (&caller, req.uri().path()) {
+            (Caller::Principal(p), PUBLISH_PATH) => self.quotas.refused_until(&p.name),
+            _ => None,
+        };
         let context = RequestContext {
             request_id: request_id.clone(),
             traceparent: traceparent.map(str::to_string),
@@ -107,24 +122,26 @@ where
         let _ = span.set_parent(parent);
         // A refused call never reaches the service; it is audited first, so
         // only then is the context kept here instead of going with the call.
-        let call = match refusal {
-            None => {
+        let route = match (refusal, over_quota) {
+            (Some(status), _) => Route::Refuse(status, context),
+            (None, Some(over)) => Route::Shed(to_status(over)),
+            (None, None) => {
                 let mut req = req;
                 req.extensions_mut().insert(context);
                 let _entered = span.enter();
-                Ok(self.inner.call(req))
+                Route::Serve(self.inner.call(req))
             }
-            Some(status) => Err((status, context)),
         };
         let ops = self.ops.clone();
         Box::pin(
             async move {
-                let mut res = match call {
-                    Ok(fut) => fut.await,
-                    Err((status, context)) => {
+                let mut res = match route {
+                    Route::Serve(fut) => fut.await,
+                    Route::Refuse(status, context) => {
                         ops.audit.denied(&context, method, "", status.code()).await;
                         Ok(status.into_http())
                     }
+                    Route::Shed(status) => Ok(status.into_http()),
                 };
                 if let Ok(resp) = &mut res {
                     if let Ok(v) = http::HeaderValue::from_str(&request_id) {
@@ -137,6 +154,16 @@ where
             .instrument(span),
         )
     }
+}
+
+/// Where the layer sends a request.
+enum Route<F> {
+    /// To the service.
+    Serve(F),
+    /// Refused credentials: answered here, and audited.
+    Refuse(Status, RequestContext),
+    /// Over a quota: answered here, not audited.
+    Shed(Status),
 }
 
 /// Counts the call, and logs it when it failed.

