@@ -58,6 +58,15 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Address the gRPC server listens on. Default: `127.0.0.1:50051`.
     pub listen: SocketAddr,
+    /// Where events live: `rocksdb` (one node, in `data-dir`; the default)
+    /// or `jetstream` (cluster mode: a stateless gateway over the NATS
+    /// JetStream cluster at `nats-url`).
+    pub storage: Storage,
+    /// Cluster mode: the NATS servers, `nats://host:port`, comma-separated.
+    pub nats_url: String,
+    /// Cluster mode: replicas of every stream (3: a publish is acknowledged
+    /// by a quorum of 2). 1 only for a single-node test server.
+    pub nats_replicas: usize,
     /// Directory for the RocksDB files. Default: `./data`.
     pub data_dir: PathBuf,
     /// `fsync` (default): a publish is acknowledged after the WAL is synced.
@@ -216,6 +225,9 @@ impl Default for Config {
         Config {
             config_file: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            storage: Storage::Rocksdb,
+            nats_url: "nats://127.0.0.1:4222".to_string(),
+            nats_replicas: 3,
             data_dir: log.data_dir,
             durability: log.durability,
             auto_create: log.auto_create,
@@ -268,6 +280,10 @@ impl Default for Config {
 #[serde(rename_all = "kebab-case")]
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
@@ -279,7 +295,28 @@ pub struct Overrides {
     pub insecure: Option<bool>,
 }
 
+/// The backend (`storage` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Storage {
+    /// One node: RocksDB in `data-dir`.
+    Rocksdb,
+    /// Cluster mode: NATS JetStream at `nats-url`.
+    Jetstream,
+}
+
 impl Config {
+    /// The JetStream backend's options this config implies.
+    pub fn jetstream_options(&self) -> eventbus_jetstream::Options {
+        eventbus_jetstream::Options {
+            urls: self.nats_url.clone(),
+            replicas: self.nats_replicas,
+            default_partitions: self.default_partitions,
+            dedup_window: self.dedup_window,
+            limits: self.limits(),
+        }
+    }
+
     /// Loads the config: defaults, then `file`, then the environment, then
     /// `overrides`. Fails on unknown keys or invalid values.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {

@@ -99,12 +99,27 @@ pub async fn run_with_listeners(
     // The one place that knows the backend: everything below holds the
     // contract (`Arc<dyn Broker>`), and only shutdown needs the RocksDB
     // broker back, to close the store.
-    let log_broker = Arc::new(
-        LogBroker::open(config.log_options())
-            .await
-            .with_context(|| format!("opening the data dir {}", config.data_dir.display()))?,
-    );
-    let broker: Arc<dyn Broker> = log_broker.clone();
+    let (broker, log_broker): (Arc<dyn Broker>, Option<Arc<LogBroker>>) =
+        match config.storage {
+            config::Storage::Rocksdb => {
+                let log = Arc::new(LogBroker::open(config.log_options()).await.with_context(
+                    || format!("opening the data dir {}", config.data_dir.display()),
+                )?);
+                (log.clone(), Some(log))
+            }
+            config::Storage::Jetstream => {
+                let js = eventbus_jetstream::JetStreamBroker::connect(config.jetstream_options())
+                    .await
+                    .with_context(|| {
+                        format!("connecting to NATS JetStream at {}", config.nats_url)
+                    })?;
+                tracing::info!(
+                    nats = config.nats_url,
+                    "cluster mode: a gateway over NATS JetStream"
+                );
+                (Arc::new(js), None)
+            }
+        };
     ops.storage_opened(&broker);
     let rate_sampler = tokio::spawn(ops::run_rate_sampler(ops.clone()));
 
@@ -203,7 +218,9 @@ pub async fn run_with_listeners(
     rate_sampler.abort();
     let _ = rate_sampler.await;
     drop(broker);
-    close_broker(log_broker, config.shutdown_grace).await;
+    if let Some(log_broker) = log_broker {
+        close_broker(log_broker, config.shutdown_grace).await;
+    }
     http_stop.cancel();
     if let Ok(Err(e)) = http_task.await {
         tracing::warn!(error = %e, "the metrics port failed");

@@ -7,30 +7,36 @@ use std::sync::Arc;
 use crate::auth::authenticate::Authenticator;
 use crate::config::{Config, Overrides};
 
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Registers for SIGTERM and SIGINT at once (a signal that arrives before
+/// the returned future is first polled is still seen, instead of killing
+/// the process with the default action) and resolves on the first.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let term = listen(SignalKind::terminate(), "SIGTERM");
+    let int = listen(SignalKind::interrupt(), "SIGINT");
+    async move {
+        tokio::select! {
+            _ = recv(term) => tracing::info!("SIGTERM received"),
+            _ = recv(int) => tracing::info!("SIGINT received"),
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    }
+}
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// The stream of `kind`, registered now; None (logged) when it cannot be.
+fn listen(kind: SignalKind, name: &str) -> Option<Signal> {
+    signal(kind)
+        .inspect_err(|e| tracing::error!(error = %e, "cannot listen for {name}"))
+        .ok()
+}
+
+/// The next signal of `stream`; never, without one.
+async fn recv(stream: Option<Signal>) {
+    match stream {
+        Some(mut s) => {
+            s.recv().await;
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+        None => std::future::pending().await,
     }
 }
 
@@ -43,33 +49,27 @@ pub fn reload_auth_on_hangup(
     auth: Arc<Authenticator>,
     file: Option<PathBuf>,
 ) -> tokio::task::JoinHandle<()> {
+    // Registered before this returns, so an early SIGHUP cannot kill the
+    // process with the default action.
+    let hangups = listen(SignalKind::hangup(), "SIGHUP");
     tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut hangups = match signal(SignalKind::hangup()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGHUP; [auth] reloads need a restart");
-                    return;
-                }
+        let Some(mut hangups) = hangups else {
+            tracing::error!("[auth] reloads need a restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let loaded = Config::load(file.as_deref(), &Overrides::default());
+            let result = match loaded {
+                Ok(config) => auth.reload(&config.auth).await,
+                Err(e) => Err(e),
             };
-            while hangups.recv().await.is_some() {
-                let loaded = Config::load(file.as_deref(), &Overrides::default());
-                let result = match loaded {
-                    Ok(config) => auth.reload(&config.auth).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => tracing::info!("SIGHUP: [auth] reloaded"),
-                    Err(e) => tracing::error!(
-                        error = format!("{e:#}"),
-                        "SIGHUP: reloading [auth] failed; the previous [auth] stays in force"
-                    ),
-                }
+            match result {
+                Ok(()) => tracing::info!("SIGHUP: [auth] reloaded"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: reloading [auth] failed; the previous [auth] stays in force"
+                ),
             }
         }
-        #[cfg(not(unix))]
-        let _ = (auth, file);
     })
 }

@@ -6,6 +6,7 @@ mod auth;
 mod backup;
 mod big_events;
 mod cli;
+mod cluster;
 mod connections;
 mod corruption;
 mod crash;

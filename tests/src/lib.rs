@@ -105,7 +105,7 @@ impl TestServer {
             },
         ));
         let channel = connect(addr);
-        let server = TestServer {
+        let mut server = TestServer {
             addr,
             metrics_addr,
             dir: Some(dir),
@@ -117,10 +117,15 @@ impl TestServer {
         server
     }
 
-    /// Waits until the health service answers SERVING.
-    async fn wait_ready(&self) {
+    /// Waits until the health service answers SERVING; a server that
+    /// stopped instead fails the test with its error.
+    async fn wait_ready(&mut self) {
         let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
-        for _ in 0..500 {
+        for _ in 0..3000 {
+            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+                let ended = self.task.take().expect("the task").await;
+                panic!("server on {} stopped before serving: {ended:?}", self.addr);
+            }
             let req = tonic_health::pb::HealthCheckRequest {
                 service: String::new(),
             };

@@ -150,12 +150,22 @@ impl NatsCluster {
             .join(",")
     }
 
-    /// Waits until node `i` answers `/healthz?js-enabled-only=true`.
+    /// Waits until node `i` has JetStream on and, in a cluster, knows its
+    /// meta leader (`/jsz`), so JetStream API requests are answered.
     pub fn wait_ready(&self, i: usize) {
         let node = &self.nodes[i];
+        let clustered = self.nodes.len() > 1;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http_ok(node.monitor_port, "/healthz?js-enabled-only=true") {
+            let leader = || {
+                http_get(node.monitor_port, "/jsz")
+                    .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+                    .and_then(|j| j["meta_cluster"]["leader"].as_str().map(str::to_string))
+                    .is_some_and(|l| !l.is_empty())
+            };
+            if http_get(node.monitor_port, "/healthz?js-enabled-only=true").is_some()
+                && (!clustered || leader())
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -224,19 +234,20 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-/// Whether `GET path` on 127.0.0.1:`port` answers 200.
-fn http_ok(port: u16, path: &str) -> bool {
+/// The body of `GET path` on 127.0.0.1:`port` when it answers 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .is_err()
-    {
-        return false;
-    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
-    reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200")
+    let ok = reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200");
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    if ok {
+        body
+    } else {
+        None
+    }
 }

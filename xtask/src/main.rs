@@ -4,7 +4,7 @@
 //! |----------------|---------------------------------------------------------------------|
 //! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
 //! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
-//! | `test`         | bootstrap, lint-proto, every Rust test (plus the failpoint tests), the short fuzzing tier, the README tour, then `check` and `test-clients` |
+//! | `test`         | bootstrap (and scripts/bootstrap-nats.sh), lint-proto, every Rust test (plus the failpoint tests), the short fuzzing tier, the README tour, then `check` and `test-clients` |
 //! | `lint`         | `cargo fmt --check` (also on `fuzz/`), `cargo clippy -D warnings`, then `deny` |
 //! | `deny`         | `cargo deny --offline check advisories bans licenses sources` (deny.toml) against the RustSec snapshot in ../shared/advisory-db; installs cargo-deny and the snapshot first (scripts/bootstrap-deny.sh) |
 //! | `fuzz [--time SECS] [--write-seeds] [TARGET...]` | builds the cargo fuzz targets of `fuzz/` and runs each for SECS s (default 15); fails on a crash |
@@ -54,6 +54,8 @@ fn main() -> Result<()> {
         }
         "test" => {
             bootstrap()?;
+            // nats-server for the cluster-mode tests (tests/e2e/cluster.rs).
+            run(Command::new("bash").arg(root().join("scripts/bootstrap-nats.sh")))?;
             lint_proto()?;
             deploy::validate()?;
             run(cargo().args(["test", "--workspace", "--all-targets"]))?;

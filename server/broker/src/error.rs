@@ -108,6 +108,10 @@ pub enum Error {
     /// principal). Backends do not raise it; the caller's scope does.
     #[error("{0}")]
     PermissionDenied(String),
+
+    /// This backend does not do this (yet); the message says what to use.
+    #[error("{0}")]
+    Unimplemented(String),
 }
 
 impl Error {

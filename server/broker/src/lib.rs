@@ -31,6 +31,7 @@ pub mod error;
 pub mod filter;
 pub mod limits;
 pub mod names;
+pub mod partitioner;
 pub mod replay;
 pub mod status;
 pub mod subscription;

@@ -34,7 +34,7 @@ pub(crate) mod keys;
 pub(crate) mod meta;
 pub mod metric_names;
 pub mod options;
-pub(crate) mod partitioner;
+pub(crate) use eventbus_broker::partitioner;
 pub(crate) mod space;
 pub(crate) mod store;
 pub(crate) mod synced_mark;

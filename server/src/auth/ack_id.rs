@@ -70,6 +70,11 @@ impl AckIdSealer {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = rand::random();
+                // A gateway (cluster mode) has no store that made the dir.
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
                 write_new(path, &key)
                     .with_context(|| format!("creating the ack-id key {}", path.display()))?;
                 Ok(AckIdSealer::new(key))

@@ -31,6 +31,13 @@ pub struct ServeArgs {
     /// flag it logs a warning at start.
     #[arg(long)]
     insecure: bool,
+    /// Where events live [default: rocksdb]: `jetstream` runs this server as
+    /// a stateless gateway over the NATS JetStream cluster at --nats-url.
+    #[arg(long, value_enum)]
+    storage: Option<crate::config::Storage>,
+    /// Cluster mode: NATS servers, `nats://host:port`, comma-separated.
+    #[arg(long)]
+    nats_url: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -59,6 +66,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
         metrics_listen: args.metrics_listen,
         insecure: args.insecure.then_some(true),
+        storage: args.storage,
+        nats_url: args.nats_url,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

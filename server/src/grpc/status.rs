@@ -51,6 +51,7 @@ pub fn to_status(err: Error) -> Status {
             Status::unavailable(message)
         }
         Error::PermissionDenied(_) => Status::permission_denied(message),
+        Error::Unimplemented(_) => Status::unimplemented(message),
         Error::QuotaExceeded {
             quota, retry_after, ..
         } => {

@@ -1,0 +1,75 @@
+//! How an event is stored in a JetStream message: the payload and every
+//! field of the event in one protobuf body, so nothing depends on header
+//! name rules (attribute keys are case-sensitive; NATS header names are
+//! not meant to be). The idempotency key also travels as `Nats-Msg-Id`,
+//! where the stream's duplicate window sees it.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use eventbus_broker::{Error, NewEvent, Result};
+use prost::Message;
+
+/// One stored event, as encoded in a message body.
+#[derive(Clone, PartialEq, Message)]
+pub struct Envelope {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub event_type: String,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub payload: Bytes,
+    #[prost(string, tag = "4")]
+    pub content_type: String,
+    #[prost(btree_map = "string, string", tag = "5")]
+    pub attributes: BTreeMap<String, String>,
+    #[prost(string, tag = "6")]
+    pub idempotency_key: String,
+    /// Milliseconds since the epoch; absent when the publisher set none.
+    #[prost(uint64, optional, tag = "7")]
+    pub event_time: Option<u64>,
+}
+
+impl Envelope {
+    pub fn of(e: &NewEvent) -> Envelope {
+        Envelope {
+            key: e.key.clone(),
+            event_type: e.event_type.clone(),
+            payload: e.payload.clone(),
+            content_type: e.content_type.clone(),
+            attributes: e.attributes.clone(),
+            idempotency_key: e.idempotency_key.clone(),
+            event_time: e.event_time,
+        }
+    }
+
+    /// The body of a message at `location`, or DATA_LOSS when it does not
+    /// decode.
+    pub fn decode_at(body: Bytes, location: impl FnOnce() -> String) -> Result<Envelope> {
+        Envelope::decode(body).map_err(|e| Error::corruption(location(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_round_trips_and_garbage_is_data_loss() {
+        let e = NewEvent {
+            key: "k".into(),
+            event_type: "order.created".into(),
+            payload: Bytes::from_static(b"{}"),
+            content_type: "application/json".into(),
+            attributes: [("Region".to_string(), "eu".to_string())].into(),
+            idempotency_key: "i-1".into(),
+            event_time: Some(7),
+        };
+        let body = Bytes::from(Envelope::of(&e).encode_to_vec());
+        let back = Envelope::decode_at(body, String::new).unwrap();
+        assert_eq!(back, Envelope::of(&e));
+        let err =
+            Envelope::decode_at(Bytes::from_static(&[0xff, 0xff]), || "here".into()).unwrap_err();
+        assert!(err.is_damage(), "{err:?}");
+    }
+}

@@ -1,0 +1,167 @@
+//! Replay on JetStream: each selected partition read in turn by an ordered
+//! consumer (no ack state, recreated by the client if it falls behind),
+//! from the start offset's sequence or start time, up to the end the
+//! request names; batches of at most [`BATCH`] events. Type patterns are
+//! matched in the gateway.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use eventbus_broker::filter::type_matches;
+use eventbus_broker::{
+    BoxStream, Error, ReplayEnd, ReplayItem, ReplayRequest, ReplayStart, Result, StoredEvent,
+};
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+
+use crate::envelope::Envelope;
+use crate::nats_error;
+use crate::topics::{stream_name, TopicMeta, Topics};
+
+pub use eventbus_broker::replay::select_partitions;
+
+/// Events per replay batch.
+const BATCH: usize = 256;
+
+pub async fn start(
+    topics: &Topics,
+    meta: Arc<TopicMeta>,
+    partitions: Vec<u32>,
+    request: ReplayRequest,
+) -> Result<BoxStream<Result<ReplayItem>>> {
+    if request.end == ReplayEnd::Follow {
+        return Err(Error::Unimplemented(
+            "Replay with follow is not available in cluster mode yet (issue 14)".into(),
+        ));
+    }
+    // Each partition's end is fixed now, as on one node.
+    let mut plan = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let mut stream = topics.stream(meta.id, p).await?;
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| nats_error("reading a partition's state", e))?
+            .state
+            .clone();
+        plan.push((p, stream, state.first_sequence, state.last_sequence));
+    }
+    // Bounded: a slow reader holds the reading task at the channel.
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        for (p, stream, first, last) in plan {
+            if let Err(e) = read_partition(&meta, p, &stream, first, last, &request, &tx).await {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+        let _ = tx.send(Ok(ReplayItem::CaughtUp)).await;
+    });
+    Ok(Box::pin(tokio_stream_from(rx)))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn read_partition(
+    meta: &TopicMeta,
+    p: u32,
+    stream: &async_nats::jetstream::stream::Stream,
+    first: u64,
+    last: u64,
+    request: &ReplayRequest,
+    tx: &mpsc::Sender<Result<ReplayItem>>,
+) -> Result<()> {
+    // Sequences are offsets + 1.
+    let start_seq = match request.start {
+        ReplayStart::Earliest => first,
+        ReplayStart::Offset(o) => (o + 1).max(first),
+        ReplayStart::Time(_) => first,
+    };
+    let end_seq = match request.end {
+        ReplayEnd::Offset(o) => o.min(last),
+        _ => last,
+    };
+    if last == 0 || start_seq > end_seq {
+        return Ok(());
+    }
+    let deliver_policy = match request.start {
+        ReplayStart::Time(ms) => DeliverPolicy::ByStartTime {
+            start_time: time_of(ms)?,
+        },
+        _ => DeliverPolicy::ByStartSequence {
+            start_sequence: start_seq,
+        },
+    };
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_error("starting a replay", e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| nats_error("starting a replay", e))?;
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| nats_error("replaying", e))?;
+        let info = message.info().map_err(|e| nats_error("replaying", e))?;
+        let seq = info.stream_sequence;
+        let publish_time = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
+        if seq > end_seq {
+            break;
+        }
+        if let ReplayEnd::Time(end) = request.end {
+            if publish_time >= end {
+                break;
+            }
+        }
+        let envelope = Envelope::decode_at(message.payload.clone(), || {
+            format!("{} sequence {seq}", stream_name(meta.id, p))
+        })?;
+        let done = seq == end_seq;
+        if request.types.is_empty()
+            || request
+                .types
+                .iter()
+                .any(|t| type_matches(t, &envelope.event_type))
+        {
+            batch.push(StoredEvent {
+                topic_id: meta.topic_id(),
+                partition: p,
+                offset: seq - 1,
+                publish_time,
+                key: envelope.key,
+                event_type: envelope.event_type,
+                payload: envelope.payload,
+                content_type: envelope.content_type,
+                attributes: envelope.attributes,
+                idempotency_key: envelope.idempotency_key,
+                event_time: envelope.event_time,
+            });
+        }
+        if batch.len() == BATCH || (done && !batch.is_empty()) {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send(Ok(ReplayItem::Events(full))).await.is_err() {
+                return Ok(());
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(ReplayItem::Events(batch))).await;
+    }
+    Ok(())
+}
+
+fn time_of(ms: u64) -> Result<time::OffsetDateTime> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|e| Error::invalid("start_time", e.to_string()))
+}

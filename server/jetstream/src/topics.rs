@@ -1,0 +1,365 @@
+//! Topics on JetStream: one stream per partition, the topic's metadata in a
+//! KV bucket, and a cache of it in the gateway.
+//!
+//! * Stream `EB_T<id>_P<p>` holds partition `p` of topic id `<id>` on the
+//!   subject `eb.t<id>.p<p>`; offset = stream sequence - 1, dense because only
+//!   the front is ever removed (retention), never a message in the middle
+//!   (`deny_delete`).
+//! * KV bucket `eventbus-topics`: key = `t_` + the topic name in hex (KV
+//!   keys refuse names such as `a..b` or `a.` that topics allow), value =
+//!   [`TopicMeta`] as JSON; key `next-id` is the id counter, advanced by
+//!   compare-and-set, so ids are never reused even across gateways.
+//! * Creation makes the streams first and the KV entry last (a create-only
+//!   put): the entry is what makes a topic exist, so a topic is never seen
+//!   half made, and two gateways creating one name cannot both win.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use eventbus_broker::{now_ms, Error, Result, Retention, TopicConfig, TopicId, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+use crate::{nats_error, Options};
+
+/// The KV bucket of topic metadata.
+pub const TOPICS_BUCKET: &str = "eventbus-topics";
+/// The id counter's key (topic keys start with `t_`).
+const NEXT_ID_KEY: &str = "next-id";
+const TOPIC_KEY_PREFIX: &str = "t_";
+
+/// The KV key of topic `name`.
+fn key_of(name: &str) -> String {
+    let mut key = String::with_capacity(TOPIC_KEY_PREFIX.len() + 2 * name.len());
+    key.push_str(TOPIC_KEY_PREFIX);
+    for b in name.bytes() {
+        key.push_str(&format!("{b:02x}"));
+    }
+    key
+}
+
+/// The topic name of a KV key; None for other keys.
+fn name_of(key: &str) -> Option<String> {
+    let hex = key.strip_prefix(TOPIC_KEY_PREFIX)?;
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// A topic as the cluster stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub id: u32,
+    pub name: String,
+    pub partitions: u32,
+    #[serde(default)]
+    pub retention: Retention,
+    pub created_ms: UnixMillis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
+}
+
+impl TopicMeta {
+    pub fn topic_id(&self) -> TopicId {
+        TopicId(self.id)
+    }
+}
+
+/// Partition `p` of topic id `id`: its stream and its subject.
+pub fn stream_name(id: u32, p: u32) -> String {
+    format!("EB_T{id}_P{p}")
+}
+
+pub fn subject(id: u32, p: u32) -> String {
+    format!("eb.t{id}.p{p}")
+}
+
+/// The topics: KV-backed, cached per gateway.
+pub struct Topics {
+    js: jetstream::Context,
+    kv: kv::Store,
+    options: Arc<Options>,
+    cache: ArcSwap<HashMap<String, Arc<TopicMeta>>>,
+}
+
+impl Topics {
+    pub async fn open(js: jetstream::Context, options: Arc<Options>) -> Result<Topics> {
+        let config = kv::Config {
+            bucket: TOPICS_BUCKET.to_string(),
+            history: 1,
+            num_replicas: options.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        // A cluster still electing its meta leader does not answer yet:
+        // a gateway started with it waits (up to 30 s) instead of failing.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let kv_created = loop {
+            match js.create_or_update_key_value(config.clone()).await {
+                Ok(kv) => break kv,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "NATS JetStream is not answering yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(nats_error("opening the topic metadata bucket", e)),
+            }
+        };
+        // Reads must come from the bucket's stream leader. With direct gets
+        // (the KV default) any replica answers, and one that has not caught
+        // up (just restarted, say) answers "no such topic" for a topic that
+        // exists, or does not answer at all.
+        let name = format!("KV_{TOPICS_BUCKET}");
+        let mut stream = js
+            .get_stream(&name)
+            .await
+            .map_err(|e| nats_error("opening the topic metadata bucket", e))?;
+        let mut config = stream
+            .info()
+            .await
+            .map_err(|e| nats_error("opening the topic metadata bucket", e))?
+            .config
+            .clone();
+        if config.allow_direct {
+            config.allow_direct = false;
+            js.update_stream(config)
+                .await
+                .map_err(|e| nats_error("making topic metadata reads consistent", e))?;
+        }
+        let kv = js
+            .get_key_value(TOPICS_BUCKET)
+            .await
+            .map_err(|e| nats_error("opening the topic metadata bucket", e))?;
+        drop(kv_created);
+        Ok(Topics {
+            js,
+            kv,
+            options,
+            cache: ArcSwap::from_pointee(HashMap::new()),
+        })
+    }
+
+    /// The topic named `name`, from the cache or the bucket.
+    pub async fn get(&self, name: &str) -> Result<Arc<TopicMeta>> {
+        if let Some(t) = self.cache.load().get(name) {
+            return Ok(t.clone());
+        }
+        self.load(name).await
+    }
+
+    /// Reads `name` from the bucket, refreshing the cache (after another
+    /// gateway deleted or recreated it).
+    pub async fn load(&self, name: &str) -> Result<Arc<TopicMeta>> {
+        let value = self
+            .kv
+            .get(key_of(name))
+            .await
+            .map_err(|e| nats_error("reading topic metadata", e))?;
+        let Some(value) = value else {
+            self.forget(name);
+            return Err(Error::TopicNotFound(name.to_string()));
+        };
+        let meta: Arc<TopicMeta> = Arc::new(decode_meta(name, &value)?);
+        self.cache.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(name.to_string(), meta.clone());
+            m
+        });
+        Ok(meta)
+    }
+
+    pub fn forget(&self, name: &str) {
+        if self.cache.load().contains_key(name) {
+            self.cache.rcu(|m| {
+                let mut m = HashMap::clone(m);
+                m.remove(name);
+                m
+            });
+        }
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list(&self) -> Result<Vec<Arc<TopicMeta>>> {
+        use futures_util::TryStreamExt as _;
+        let keys: Vec<String> = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| nats_error("listing topics", e))?
+            .try_collect()
+            .await
+            .map_err(|e| nats_error("listing topics", e))?;
+        let mut out = Vec::new();
+        for name in keys.iter().filter_map(|k| name_of(k)) {
+            match self.load(&name).await {
+                Ok(t) => out.push(t),
+                // Deleted while listing.
+                Err(Error::TopicNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub async fn create(&self, name: &str, config: TopicConfig) -> Result<Arc<TopicMeta>> {
+        if self.get(name).await.is_ok() {
+            return Err(Error::TopicExists(name.to_string()));
+        }
+        let partitions = match config.partitions {
+            0 => self.options.default_partitions,
+            n => n,
+        };
+        let id = self.next_id().await?;
+        for p in 0..partitions {
+            self.js
+                .create_stream(self.stream_config(id, p, &config.retention))
+                .await
+                .map_err(|e| nats_error("creating a partition stream", e))?;
+        }
+        let meta = TopicMeta {
+            id,
+            name: name.to_string(),
+            partitions,
+            retention: config.retention,
+            created_ms: now_ms(),
+            creator: config.creator,
+        };
+        let value =
+            Bytes::from(serde_json::to_vec(&meta).map_err(|e| Error::Storage(e.to_string()))?);
+        match self.kv.create(key_of(name), value).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                // Another gateway won the name: our streams are orphans.
+                self.delete_streams(id, partitions).await;
+                return Err(Error::TopicExists(name.to_string()));
+            }
+            Err(e) => {
+                self.delete_streams(id, partitions).await;
+                return Err(nats_error("storing topic metadata", e));
+            }
+        }
+        tracing::info!(topic = name, id, partitions, "topic created");
+        self.load(name).await
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let meta = self.load(name).await?;
+        self.kv
+            .purge(key_of(name))
+            .await
+            .map_err(|e| nats_error("deleting topic metadata", e))?;
+        self.forget(name);
+        self.delete_streams(meta.id, meta.partitions).await;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Deletes a topic's partition streams; one that is already gone is fine.
+    async fn delete_streams(&self, id: u32, partitions: u32) {
+        for p in 0..partitions {
+            if let Err(e) = self.js.delete_stream(stream_name(id, p)).await {
+                tracing::warn!(stream = stream_name(id, p), error = %e, "deleting a partition stream failed; it is orphaned");
+            }
+        }
+    }
+
+    /// A new topic id: the counter advanced by compare-and-set.
+    async fn next_id(&self) -> Result<u32> {
+        for _ in 0..100 {
+            let entry = self
+                .kv
+                .entry(NEXT_ID_KEY)
+                .await
+                .map_err(|e| nats_error("reading the topic id counter", e))?;
+            let (current, revision) = match entry {
+                Some(e) if e.operation == kv::Operation::Put => {
+                    let n = std::str::from_utf8(&e.value)
+                        .ok()
+                        .and_then(|s| s.parse::<u32>().ok())
+                        .ok_or_else(|| Error::CorruptMetadata {
+                            location: format!("{TOPICS_BUCKET}/{NEXT_ID_KEY}"),
+                            reason: "not a number".into(),
+                        })?;
+                    (n, Some(e.revision))
+                }
+                _ => (1, None),
+            };
+            let next = Bytes::from((current + 1).to_string());
+            let won = match revision {
+                Some(r) => self.kv.update(NEXT_ID_KEY, next, r).await.is_ok(),
+                None => self.kv.create(NEXT_ID_KEY, next).await.is_ok(),
+            };
+            if won {
+                return Ok(current);
+            }
+        }
+        Err(Error::Storage(
+            "the topic id counter stayed contended; retry".into(),
+        ))
+    }
+
+    fn stream_config(&self, id: u32, p: u32, retention: &Retention) -> stream::Config {
+        stream::Config {
+            name: stream_name(id, p),
+            subjects: vec![subject(id, p)],
+            storage: stream::StorageType::File,
+            num_replicas: self.options.replicas,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::Old,
+            max_age: retention
+                .max_age_ms
+                .map(Duration::from_millis)
+                .unwrap_or_default(),
+            max_bytes: retention
+                .max_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            duplicate_window: self.options.dedup_window,
+            allow_direct: true,
+            allow_atomic_publish: true,
+            // Offsets stay dense: nothing is removed but from the front.
+            deny_delete: true,
+            ..Default::default()
+        }
+    }
+
+    /// The partition's stream, with its info.
+    pub async fn stream(&self, id: u32, p: u32) -> Result<stream::Stream> {
+        self.js
+            .get_stream(stream_name(id, p))
+            .await
+            .map_err(|e| nats_error("opening a partition stream", e))
+    }
+}
+
+fn decode_meta(name: &str, value: &[u8]) -> Result<TopicMeta> {
+    serde_json::from_slice(value).map_err(|e| Error::CorruptMetadata {
+        location: format!("{TOPICS_BUCKET}/{name}"),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_keys_round_trip_for_names_kv_would_refuse() {
+        for name in ["orders", "a..b", "a.", "acme/orders", "x-y_z.9"] {
+            let key = key_of(name);
+            assert!(
+                key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{key}"
+            );
+            assert_eq!(name_of(&key).as_deref(), Some(name));
+        }
+        assert_eq!(name_of(NEXT_ID_KEY), None);
+    }
+}
