@@ -67,6 +67,13 @@ pub struct Config {
     /// Cluster mode: replicas of every stream (3: a publish is acknowledged
     /// by a quorum of 2). 1 only for a single-node test server.
     pub nats_replicas: usize,
+    /// Cluster mode: the NATS servers' monitoring ports, `http://host:8222`,
+    /// comma-separated. At start the gateway checks there that each server
+    /// fsyncs every write, and refuses to start if one does not.
+    pub nats_monitor_url: String,
+    /// Cluster mode: start even when a NATS server does not fsync every
+    /// write (acknowledged publishes can then be lost on power failure).
+    pub nats_allow_unsynced: bool,
     /// Directory for the RocksDB files. Default: `./data`.
     pub data_dir: PathBuf,
     /// `fsync` (default): a publish is acknowledged after the WAL is synced.
@@ -228,6 +235,8 @@ impl Default for Config {
             storage: Storage::Rocksdb,
             nats_url: "nats://127.0.0.1:4222".to_string(),
             nats_replicas: 3,
+            nats_monitor_url: String::new(),
+            nats_allow_unsynced: false,
             data_dir: log.data_dir,
             durability: log.durability,
             auto_create: log.auto_create,

@@ -22,6 +22,7 @@ pub mod config;
 pub mod grpc;
 pub mod ops;
 pub mod signal;
+mod sync_check;
 pub mod transport;
 
 use std::future::Future;
@@ -108,6 +109,7 @@ pub async fn run_with_listeners(
                 (log.clone(), Some(log))
             }
             config::Storage::Jetstream => {
+                sync_check::check(&config.nats_monitor_url, config.nats_allow_unsynced).await?;
                 let js = eventbus_jetstream::JetStreamBroker::connect(config.jetstream_options())
                     .await
                     .with_context(|| {

@@ -15,10 +15,11 @@ use tonic::Code;
 use crate::support::*;
 
 async fn gateway(cluster: &NatsCluster) -> TestServer {
-    let urls = cluster.urls();
+    let (urls, monitor) = (cluster.urls(), cluster.monitor_urls());
     TestServer::start_with(DataDir::Fresh, move |c| {
         c.storage = Storage::Jetstream;
         c.nats_url = urls;
+        c.nats_monitor_url = monitor;
         c.nats_replicas = 3;
     })
     .await
@@ -266,4 +267,38 @@ async fn what_cluster_mode_does_not_do_yet_is_unimplemented_and_says_so() {
         .expect_err("not yet");
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(err.message().contains("cluster mode"), "{err:?}");
+}
+
+/// A gateway refuses to start on a NATS server that does not fsync every
+/// write, saying what to set; with `nats-allow-unsynced` it starts and warns.
+#[tokio::test]
+async fn a_gateway_refuses_a_server_that_does_not_fsync_every_write() {
+    use eventbus_tests::{temp_dir, ChildServer};
+    const BIN: &str = env!("CARGO_BIN_EXE_eventbus-under-test");
+    let cluster = tokio::task::spawn_blocking(|| NatsCluster::start_with(1, false))
+        .await
+        .unwrap();
+    let (_dir, data) = temp_dir();
+    let (urls, monitor) = (cluster.urls(), cluster.monitor_urls());
+    let args = ["--storage", "jetstream", "--nats-url", urls.as_str()];
+    let env = [
+        ("EVENTBUS_NATS_MONITOR_URL", monitor.as_str()),
+        ("EVENTBUS_NATS_REPLICAS", "1"),
+    ];
+    let refused = ChildServer::try_start(BIN, &data, &args, &env)
+        .await
+        .err()
+        .expect("refused to start");
+    assert!(
+        refused.contains("does not fsync every write") && refused.contains("sync_interval: always"),
+        "{refused}"
+    );
+    let mut env = env.to_vec();
+    env.push(("EVENTBUS_NATS_ALLOW_UNSYNCED", "true"));
+    let server = ChildServer::try_start(BIN, &data, &args, &env)
+        .await
+        .expect("starts with the override");
+    let log = server.log_lines().join("\n");
+    assert!(log.contains("running anyway"), "{log}");
+    assert_eq!(server.terminate().await, Some(0));
 }

@@ -90,6 +90,17 @@ impl NatsCluster {
     /// JetStream is ready and, with more than one node, the cluster has a
     /// meta leader.
     pub fn start(n: usize) -> NatsCluster {
+        NatsCluster::start_with(n, true)
+    }
+
+    /// [`NatsCluster::start`]; `sync_always = false` leaves JetStream's
+    /// default (sync every 2 minutes), which cluster mode refuses.
+    pub fn start_with(n: usize, sync_always: bool) -> NatsCluster {
+        let sync = if sync_always {
+            "  sync_interval: always\n"
+        } else {
+            ""
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -117,7 +128,7 @@ impl NatsCluster {
             let config = format!(
                 "server_name: {name}\nlisten: \"127.0.0.1:{client}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
                  max_payload: 8388608\n\
-                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{cluster}",
+                 jetstream {{\n  store_dir: \"{}\"\n{sync}}}\n{cluster}",
                 store.display()
             );
             let config_path = dir.path().join(format!("{name}.conf"));
@@ -146,6 +157,16 @@ impl NatsCluster {
         self.nodes
             .iter()
             .map(NatsNode::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every node's monitoring URL, comma-separated: what
+    /// `nats-monitor-url` takes.
+    pub fn monitor_urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://127.0.0.1:{}", n.monitor_port))
             .collect::<Vec<_>>()
             .join(",")
     }
