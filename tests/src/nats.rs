@@ -75,15 +75,38 @@ pub struct NatsCluster {
     _dir: TempDir,
 }
 
-/// A port the OS says is free now (it may be taken again before the node
-/// binds it; the start fails loudly then, and nothing outside 127.0.0.1 is
-/// ever touched).
+/// A port that is free now, drawn at random from below the kernel's
+/// ephemeral range. `127.0.0.1:0` would hand out a port from that range,
+/// where every outgoing connection of every other test also takes its local
+/// port, so a port picked there and released can be taken again before
+/// nats-server binds it (CI saw exactly that). Below the range only other
+/// listeners compete, and each pick is checked by binding it and remembered,
+/// so this process never hands the same port out twice.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001 + 1000));
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = rand::random_range(low..high);
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {low}..{high} after 1000 tries")
 }
+
+/// How long a node gets to become ready; generous, because CI runs the
+/// cluster tests next to the whole e2e suite on two cores.
+const READY_WITHIN: Duration = Duration::from_secs(60);
 
 impl NatsCluster {
     /// Starts `n` nodes (1 or 3, usually) and waits until each says
@@ -96,6 +119,22 @@ impl NatsCluster {
     /// [`NatsCluster::start`]; `sync_always = false` leaves JetStream's
     /// default (sync every 2 minutes), which cluster mode refuses.
     pub fn start_with(n: usize, sync_always: bool) -> NatsCluster {
+        // A port can still be lost to another listener between the pick
+        // and nats-server's bind; that node then exits at once, and the
+        // whole cluster is started again on fresh ports.
+        for attempt in 1.. {
+            match NatsCluster::try_start(n, sync_always) {
+                Ok(cluster) => return cluster,
+                Err(log) if attempt < 3 && log.contains("address already in use") => {
+                    eprintln!("nats port taken before bind, starting again:\n{log}");
+                }
+                Err(log) => panic!("nats cluster did not start; a node's log:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_start(n: usize, sync_always: bool) -> Result<NatsCluster, String> {
         let sync = if sync_always {
             "  sync_interval: always\n"
         } else {
@@ -145,11 +184,11 @@ impl NatsCluster {
         for node in &mut nodes {
             node.spawn();
         }
-        let cluster = NatsCluster { nodes, _dir: dir };
+        let mut cluster = NatsCluster { nodes, _dir: dir };
         for i in 0..n {
-            cluster.wait_ready(i);
+            cluster.ready(i)?;
         }
-        cluster
+        Ok(cluster)
     }
 
     /// Every node's URL, comma-separated: what `--nats-url` takes.
@@ -173,11 +212,26 @@ impl NatsCluster {
 
     /// Waits until node `i` has JetStream on and, in a cluster, knows its
     /// meta leader (`/jsz`), so JetStream API requests are answered.
-    pub fn wait_ready(&self, i: usize) {
-        let node = &self.nodes[i];
+    pub fn wait_ready(&mut self, i: usize) {
+        if let Err(log) = self.ready(i) {
+            panic!(
+                "nats node {} not ready; its log:\n{log}",
+                self.nodes[i].name
+            );
+        }
+    }
+
+    /// [`NatsCluster::wait_ready`], with the node's log tail as the error
+    /// when it exits or is not ready within [`READY_WITHIN`].
+    fn ready(&mut self, i: usize) -> Result<(), String> {
         let clustered = self.nodes.len() > 1;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let node = &mut self.nodes[i];
+        let deadline = Instant::now() + READY_WITHIN;
         while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = node.child.as_mut().map(Child::try_wait) {
+                node.child = None;
+                return Err(format!("exited with {status}:\n{}", node.log_tail()));
+            }
             let leader = || {
                 http_get(node.monitor_port, "/jsz")
                     .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
@@ -187,15 +241,14 @@ impl NatsCluster {
             if http_get(node.monitor_port, "/healthz?js-enabled-only=true").is_some()
                 && (!clustered || leader())
             {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "nats node {} not ready within 30 s; its log:\n{}",
-            node.name,
+        Err(format!(
+            "not ready within {READY_WITHIN:?}:\n{}",
             node.log_tail()
-        );
+        ))
     }
 
     /// SIGKILL node `i` by its PID and reap it.
