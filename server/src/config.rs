@@ -322,6 +322,10 @@ impl Config {
             replicas: self.nats_replicas,
             default_partitions: self.default_partitions,
             dedup_window: self.dedup_window,
+            default_ack_deadline: self.default_ack_deadline,
+            max_event_bytes: self.max_event_bytes,
+            default_max_in_flight: self.default_max_in_flight,
+            max_in_flight_limit: self.max_in_flight_limit,
             limits: self.limits(),
         }
     }

@@ -145,9 +145,12 @@ pub async fn run_with_listeners(
         ))
     });
     let gate = grpc::context::Gate {
-        sealer: Arc::new(auth::ack_id::AckIdSealer::load_or_create(
-            &config.data_dir.join(auth::ack_id::KEY_FILE),
-        )?),
+        sealer: Arc::new(match broker.shared_secret(auth::ack_id::KEY_FILE).await? {
+            Some(key) => auth::ack_id::AckIdSealer::new(key),
+            None => auth::ack_id::AckIdSealer::load_or_create(
+                &config.data_dir.join(auth::ack_id::KEY_FILE),
+            )?,
+        }),
         quotas: Arc::new(auth::quota::Quotas::new(
             &config.auth.quotas,
             u32::try_from(config.max_events_per_publish).unwrap_or(u32::MAX),

@@ -1,8 +1,8 @@
-//! Cluster mode (issue 14, first step): the gRPC server as a gateway over a
-//! real 3-node NATS JetStream cluster on 127.0.0.1 (`NatsCluster`: ports
-//! from the OS, temp stores, stopped by PID). Topics, publish (single,
-//! atomic batch per partition, idempotent) and replay go through the
-//! JetStream backend; what it does not do yet answers UNIMPLEMENTED.
+//! Cluster mode (issue 14): the gRPC server as a gateway over a real 3-node
+//! NATS JetStream cluster on 127.0.0.1 (`NatsCluster`: ports from the OS,
+//! temp stores, stopped by PID). What only a cluster shows lives here: node
+//! kills, several gateways, the fsync check. The rest of the contract runs
+//! through the whole e2e suite with `EVENTBUS_E2E_BACKEND=jetstream`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -249,24 +249,89 @@ async fn acknowledged_events_survive_a_node_kill_9() {
     assert_eq!(replayed.len(), acked, "no event stored twice");
 }
 
+/// Two gateways on one cluster: members on both share a subscription's
+/// work, an ack id issued by one gateway settles through the other (the
+/// ack-id key and the leases live in the cluster), and when one gateway
+/// goes away the leases its member held come back to the other member.
 #[tokio::test]
-async fn what_cluster_mode_does_not_do_yet_is_unimplemented_and_says_so() {
+async fn members_on_two_gateways_share_work_and_settle_each_others_leases() {
     let cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
         .await
         .unwrap();
-    let server = gateway(&cluster).await;
-    let mut events = server.events();
-    publish(&mut events, "t", vec![keyed(0, false)]).await;
-    let err = events
-        .subscribe(v1::SubscribeRequest {
-            topic: "t".into(),
-            subscription: "s".into(),
-            max_in_flight: 1,
+    let a = gateway(&cluster).await;
+    let b = gateway(&cluster).await;
+    a.admin()
+        .create_topic(CreateTopicRequest {
+            topic: "work".into(),
+            partitions: 2,
+            retention: None,
         })
         .await
-        .expect_err("not yet");
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("cluster mode"), "{err:?}");
+        .expect("create topic");
+    b.admin()
+        .create_subscription(v1::CreateSubscriptionRequest {
+            topic: "work".into(),
+            subscription: "s".into(),
+            ack_deadline: Some(duration(2.0)),
+            ..Default::default()
+        })
+        .await
+        .expect("create subscription through the other gateway");
+    let (mut events_a, mut events_b) = (a.events(), b.events());
+    // Each member may hold 5: neither can take all 20 alone.
+    let mut on_a = subscribe(&mut events_a, "work", "s", 5).await;
+    let mut on_b = subscribe(&mut events_b, "work", "s", 5).await;
+    publish(
+        &mut events_a,
+        "work",
+        (0..20).map(|i| keyed(i, false)).collect(),
+    )
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut from_a = 0;
+    while seen.len() < 20 {
+        tokio::select! {
+            got = recv_n(&mut on_a, 1) => {
+                from_a += got.len();
+                // Settled through the other gateway.
+                for d in &got { seen.insert(payload(d)); }
+                ack(&mut events_b, "work", "s", &got).await;
+            }
+            got = recv_n(&mut on_b, 1) => {
+                for d in &got { seen.insert(payload(d)); }
+                ack(&mut events_a, "work", "s", &got).await;
+            }
+        }
+    }
+    assert!(
+        from_a > 0 && from_a < 20,
+        "both members worked: {from_a} on a"
+    );
+    assert_eq!(seen.len(), 20);
+
+    // A's member holds leases when its gateway goes away: B's member gets
+    // them (nacked by A on the way out, or after their deadline).
+    publish(
+        &mut events_b,
+        "work",
+        (20..23).map(|i| keyed(i, false)).collect(),
+    )
+    .await;
+    let held = recv_n(&mut on_a, 1).await;
+    drop(on_a);
+    drop(events_a);
+    drop(a);
+    let mut rest = std::collections::BTreeSet::new();
+    while rest.len() < 3 {
+        let got = recv_n(&mut on_b, 1).await;
+        for d in &got {
+            rest.insert(payload(d));
+        }
+        ack(&mut events_b, "work", "s", &got).await;
+    }
+    assert!(rest.contains(&payload(&held[0])), "{rest:?}");
+    let stats = subscription_stats(&mut b.admin(), "work", "s").await;
+    assert_eq!((stats.backlog, stats.in_flight), (0, 0), "{stats:?}");
 }
 
 /// A gateway refuses to start on a NATS server that does not fsync every

@@ -38,6 +38,11 @@ fn names(ds: &[Delivery]) -> Vec<String> {
 
 #[tokio::test]
 async fn one_event_per_key_in_flight_and_the_next_waits_for_the_ack() {
+    if eventbus_tests::skip_on_jetstream(
+        "KEY ordering is one event per partition in flight on JetStream (max_ack_pending 1), so other keys of the partition wait too (ARCHITECTURE.md, Backend conformance)",
+    ) {
+        return;
+    }
     let server = setup().await;
     let mut events = server.events();
     let batch = ["a:0", "a:1", "b:0", "a:2", "b:1", "c:0"]
@@ -74,6 +79,11 @@ async fn one_event_per_key_in_flight_and_the_next_waits_for_the_ack() {
 
 #[tokio::test]
 async fn a_poison_key_does_not_block_other_keys() {
+    if eventbus_tests::skip_on_jetstream(
+        "KEY ordering is one event per partition in flight on JetStream (max_ack_pending 1), so other keys of the partition wait too (ARCHITECTURE.md, Backend conformance)",
+    ) {
+        return;
+    }
     let server = setup().await;
     let mut events = server.events();
     let mut batch = vec![

@@ -211,6 +211,11 @@ async fn seek_bad_input() {
 /// one the seek does not reach keeps its lease.
 #[tokio::test]
 async fn seek_supersedes_redriven_events_it_reaches() {
+    if eventbus_tests::skip_on_jetstream(
+        "a seek does not reach redriven events, which wait in their own stream; an ack of a superseded lease is not reported stale (ARCHITECTURE.md, Backend conformance)",
+    ) {
+        return;
+    }
     let server = TestServer::start().await;
     one_partition_topic(&server).await;
     let mut events = server.events();

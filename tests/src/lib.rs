@@ -44,7 +44,34 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     channel: Channel,
+    /// The JetStream cluster under a gateway the harness switch started.
+    nats: Option<nats::NatsCluster>,
 }
+
+/// The harness switch: `EVENTBUS_E2E_BACKEND=jetstream` runs every
+/// [`TestServer`] as a cluster-mode gateway over its own one-node NATS
+/// JetStream server (synced writes, 127.0.0.1, ports from the OS). Tests
+/// that cannot hold there call [`skip_on_jetstream`] with the reason.
+pub fn on_jetstream() -> bool {
+    std::env::var("EVENTBUS_E2E_BACKEND").is_ok_and(|b| b == "jetstream")
+}
+
+/// Returns true (and says why, in the test output) when the test must be
+/// skipped on the JetStream backend; ARCHITECTURE.md, "Backend
+/// conformance", lists every such reason.
+pub fn skip_on_jetstream(reason: &str) -> bool {
+    if on_jetstream() {
+        eprintln!("SKIPPED on the JetStream backend: {reason}");
+        return true;
+    }
+    false
+}
+
+/// Clusters whose gateway was stopped, kept for the gateway that reuses
+/// its data dir ([`TestServer::restart`]): the gateway is stateless, the
+/// cluster is where the data lives.
+static PARKED_CLUSTERS: std::sync::Mutex<Vec<(std::path::PathBuf, nats::NatsCluster)>> =
+    std::sync::Mutex::new(Vec::new());
 
 impl TestServer {
     /// A server with the default config.
@@ -84,6 +111,25 @@ impl TestServer {
             disk_reserve_bytes: 16 << 20,
             ..Config::default()
         };
+        let mut nats = None;
+        if on_jetstream() {
+            let parked = {
+                let mut parked = PARKED_CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
+                let at = parked.iter().position(|(p, _)| p == dir.path());
+                at.map(|i| parked.remove(i).1)
+            };
+            let cluster = match parked {
+                Some(c) => c,
+                None => tokio::task::spawn_blocking(|| nats::NatsCluster::start(1))
+                    .await
+                    .expect("start nats"),
+            };
+            config.storage = eventbus_server::config::Storage::Jetstream;
+            config.nats_url = cluster.urls();
+            config.nats_monitor_url = cluster.monitor_urls();
+            config.nats_replicas = 1;
+            nats = Some(cluster);
+        }
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -112,6 +158,7 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             channel,
+            nats,
         };
         server.wait_ready().await;
         server
@@ -173,7 +220,14 @@ impl TestServer {
             .expect("server stops within 30 s")
             .expect("server task did not panic")
             .expect("server exited cleanly");
-        self.dir.take().expect("dir")
+        let dir = self.dir.take().expect("dir");
+        if let Some(cluster) = self.nats.take() {
+            PARKED_CLUSTERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((dir.path().to_path_buf(), cluster));
+        }
+        dir
     }
 
     /// Stops this server and starts a new one on the same data dir.

@@ -29,6 +29,9 @@ pub struct DeadLetter {
 /// at least one entry.
 pub const MAX_PAGE_BYTES: usize = 3 << 20;
 
+/// The reason of a dead letter whose last attempt ran out of time.
+pub const DEADLINE_EXCEEDED: &str = "ack deadline exceeded";
+
 impl DeadLetter {
     /// Bytes the entry adds to a page: its event and its reason, plus a
     /// margin for ids, times and framing.

@@ -35,6 +35,21 @@ impl std::fmt::Debug for Membership {
     }
 }
 
+/// A member's bound on unsettled deliveries: `requested`, or `default` for
+/// 0; more than `limit` is refused.
+pub fn member_credit(requested: u32, default: u32, limit: u32) -> Result<u32> {
+    if requested > limit {
+        return Err(crate::Error::invalid(
+            "max_in_flight",
+            format!("{requested} exceeds the server limit of {limit}; use 0 for the default"),
+        ));
+    }
+    Ok(match requested {
+        0 => default,
+        n => n,
+    })
+}
+
 /// How to settle a set of leases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SettleOp {

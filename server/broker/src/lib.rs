@@ -209,6 +209,15 @@ pub trait Broker: Send + Sync + 'static {
     /// ([`audit::MAX_SCAN_RECORDS`]).
     async fn list_audit(&self, query: AuditQuery) -> Result<AuditPage>;
 
+    /// A 32-byte secret named `name` that every gateway on this storage
+    /// shares, made at random by the first to ask: in cluster mode the key
+    /// ack ids are sealed with, so any gateway opens an ack id another
+    /// issued. `None` where the server keeps its own (one node: a file in
+    /// the data dir).
+    async fn shared_secret(&self, _name: &str) -> Result<Option<[u8; 32]>> {
+        Ok(None)
+    }
+
     /// Stops every subscription's deliveries and makes their state durable:
     /// the first step of shutdown. The backend stays readable.
     async fn flush(&self);

@@ -171,6 +171,22 @@ impl Limits {
         Ok(())
     }
 
+    /// A settle call: at least one ack id, not too many, and a reason that
+    /// fits. Every backend checks the same.
+    pub fn check_settle(&self, op: &crate::SettleOp, ack_ids: usize) -> Result<()> {
+        if ack_ids == 0 {
+            return Err(Error::invalid(
+                "ack_ids",
+                "must contain at least one ack id",
+            ));
+        }
+        self.check_ack_ids(ack_ids)?;
+        if let crate::SettleOp::Nack { reason, .. } | crate::SettleOp::DeadLetter { reason } = op {
+            self.check_reason(reason)?;
+        }
+        Ok(())
+    }
+
     /// A Nack reason, which is stored with the dead letter it may become.
     pub fn check_reason(&self, reason: &str) -> Result<()> {
         if reason.len() > self.max_reason_bytes {

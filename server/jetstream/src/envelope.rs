@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use eventbus_broker::{Error, NewEvent, Result};
+use eventbus_broker::{
+    Error, NewEvent, Offset, PartitionId, Result, StoredEvent, TopicId, UnixMillis,
+};
 use prost::Message;
 
 /// One stored event, as encoded in a message body.
@@ -40,6 +42,29 @@ impl Envelope {
             attributes: e.attributes.clone(),
             idempotency_key: e.idempotency_key.clone(),
             event_time: e.event_time,
+        }
+    }
+
+    /// The stored event this envelope is, at its place in the topic.
+    pub fn into_event(
+        self,
+        topic_id: TopicId,
+        partition: PartitionId,
+        offset: Offset,
+        publish_time: UnixMillis,
+    ) -> StoredEvent {
+        StoredEvent {
+            topic_id,
+            partition,
+            offset,
+            publish_time,
+            key: self.key,
+            event_type: self.event_type,
+            payload: self.payload,
+            content_type: self.content_type,
+            attributes: self.attributes,
+            idempotency_key: self.idempotency_key,
+            event_time: self.event_time,
         }
     }
 

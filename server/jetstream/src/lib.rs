@@ -3,16 +3,23 @@
 //! server is a stateless gateway and every durable thing lives in
 //! JetStream (Raft-replicated streams, R3, file storage, synced writes).
 //!
-//! What is built (issue 14, first step): topics ([`topics`]), publish
-//! ([`publish`]), bounded replay ([`replay`]) and the audit log
-//! ([`audit`]). Subscriptions, delivery and dead letters answer
-//! UNIMPLEMENTED, naming the single-node mode as the way to get them today. ARCHITECTURE.md ("The broker
-//! boundary", "Backend conformance") has the whole mapping.
+//! What is built (issue 14): topics ([`topics`]), publish ([`publish`]),
+//! bounded replay ([`replay`]), subscriptions ([`subscriptions`]) with
+//! delivery and settling ([`delivery`]), seek and statistics
+//! ([`positions`]), dead letters ([`dead_letters`]) and the audit log
+//! ([`audit`]). Following replay, the storage report and backups answer
+//! UNIMPLEMENTED. ARCHITECTURE.md ("The broker boundary", "Backend
+//! conformance") has the whole mapping.
 
 pub mod audit;
+pub mod buckets;
+pub mod dead_letters;
+pub mod delivery;
 pub mod envelope;
+pub mod positions;
 pub mod publish;
 pub mod replay;
+pub mod subscriptions;
 pub mod topics;
 
 use std::path::Path;
@@ -24,6 +31,7 @@ use async_trait::async_trait;
 use eventbus_broker::*;
 use tokio::sync::watch;
 
+use subscriptions::{SubscriptionMeta, Subscriptions};
 use topics::{TopicMeta, Topics};
 
 /// How the gateway reaches and uses the cluster.
@@ -39,6 +47,14 @@ pub struct Options {
     /// How long an idempotency key is remembered (the streams'
     /// `duplicate_window`).
     pub dedup_window: Duration,
+    /// A member's `max_in_flight` when it asks for 0, and the most it may
+    /// ask for.
+    pub default_max_in_flight: u32,
+    pub max_in_flight_limit: u32,
+    /// The largest event, encoded (`max-event-bytes`).
+    pub max_event_bytes: usize,
+    /// The ack deadline of a subscription created without one.
+    pub default_ack_deadline: Duration,
     pub limits: Limits,
 }
 
@@ -47,6 +63,8 @@ pub struct JetStreamBroker {
     client: async_nats::Client,
     js: jetstream::Context,
     topics: Topics,
+    subscriptions: Arc<Subscriptions>,
+    delivery: delivery::Context,
     options: Arc<Options>,
     spreader: eventbus_broker::partitioner::Spreader,
     health: watch::Sender<StorageHealth>,
@@ -91,11 +109,19 @@ impl JetStreamBroker {
         let js = jetstream::new(client.clone());
         let options = Arc::new(options);
         let topics = Topics::open(js.clone(), options.clone()).await?;
+        let subscriptions = Arc::new(Subscriptions::open(js.clone(), options.clone()).await?);
         audit::open(&js, options.replicas).await?;
+        let delivery = delivery::Context {
+            client: client.clone(),
+            js: js.clone(),
+            members: Default::default(),
+        };
         Ok(JetStreamBroker {
             client,
             js,
             topics,
+            subscriptions,
+            delivery,
             options,
             spreader: Default::default(),
             health: watch::Sender::new(StorageHealth::Ok),
@@ -126,6 +152,37 @@ impl JetStreamBroker {
             creator: meta.creator.clone(),
         })
     }
+
+    /// A topic's subscription named `name`.
+    async fn subscription(
+        &self,
+        topic: &str,
+        name: &str,
+    ) -> Result<(Arc<TopicMeta>, SubscriptionMeta)> {
+        names::validate_topic_name(topic)?;
+        names::validate_name("subscription", name)?;
+        let topic = self.topics.load(topic).await?;
+        let (meta, _) = self.subscriptions.get(&topic, name).await?;
+        Ok((topic, meta))
+    }
+
+    async fn subscription_info(
+        &self,
+        topic: &TopicMeta,
+        meta: SubscriptionMeta,
+    ) -> Result<SubscriptionInfo> {
+        let members = self.delivery.members.count(meta.id);
+        positions::info(&self.js, topic, meta, members).await
+    }
+
+    /// Checks a dead-letter selector's size and filter.
+    fn check_selector(&self, selector: &DeadLetterSelector) -> Result<()> {
+        match selector {
+            DeadLetterSelector::Filter(q) => q.validate(&self.options.limits),
+            DeadLetterSelector::Ids(ids) => self.options.limits.check_dead_letter_ids(ids.len()),
+            DeadLetterSelector::All => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -136,9 +193,13 @@ impl Broker for JetStreamBroker {
 
     async fn publish(&self, topic: &str, events: &[NewEvent]) -> Result<Published> {
         names::validate_topic_name(topic)?;
+        if events.is_empty() {
+            return Err(Error::invalid("events", "must contain at least one event"));
+        }
         self.options.limits.check_publish_count(events.len())?;
         for (i, e) in events.iter().enumerate() {
             self.options.limits.check_event(i, e)?;
+            publish::check_size(i, e, self.options.max_event_bytes)?;
         }
         let meta = self.topics.get(topic).await?;
         match publish::publish(&self.client, &self.js, &meta, &self.spreader, events).await {
@@ -161,6 +222,19 @@ impl Broker for JetStreamBroker {
 
     async fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicInfo> {
         names::validate_topic_name(name)?;
+        if config.partitions > limits::MAX_PARTITIONS {
+            return Err(Error::invalid(
+                "partitions",
+                format!(
+                    "{} is too many; the maximum is {}",
+                    config.partitions,
+                    limits::MAX_PARTITIONS
+                ),
+            ));
+        }
+        self.options
+            .limits
+            .check_topic_count(self.topics.list().await?.len())?;
         let meta = self.topics.create(name, config).await?;
         self.topic_info(&meta).await
     }
@@ -181,117 +255,161 @@ impl Broker for JetStreamBroker {
 
     async fn delete_topic(&self, name: &str) -> Result<()> {
         names::validate_topic_name(name)?;
-        self.topics.delete(name).await
+        let meta = self.topics.load(name).await?;
+        self.topics.delete(name).await?;
+        self.subscriptions.delete_all(&meta).await
     }
 
     async fn create_subscription(
         &self,
-        _topic: &str,
-        _name: &str,
-        _new: NewSubscription,
+        topic: &str,
+        name: &str,
+        new: NewSubscription,
     ) -> Result<SubscriptionInfo> {
-        Err(not_yet("CreateSubscription"))
+        names::validate_topic_name(topic)?;
+        names::validate_name("subscription", name)?;
+        let config = SubscriptionConfig::of_new(
+            &new,
+            self.options.default_ack_deadline,
+            &self.options.limits,
+        )?;
+        let topic = self.topics.load(topic).await?;
+        let meta = self
+            .subscriptions
+            .create(&topic, name, config, new.start_position, new.creator)
+            .await?;
+        self.subscription_info(&topic, meta).await
     }
 
-    async fn get_subscription(&self, _topic: &str, _name: &str) -> Result<SubscriptionInfo> {
-        Err(not_yet("GetSubscription"))
+    async fn get_subscription(&self, topic: &str, name: &str) -> Result<SubscriptionInfo> {
+        let (topic, meta) = self.subscription(topic, name).await?;
+        self.subscription_info(&topic, meta).await
     }
 
     async fn list_subscriptions(
         &self,
         topic: &str,
-        _after: Option<&str>,
-        _limit: usize,
+        after: Option<&str>,
+        limit: usize,
     ) -> Result<(Vec<SubscriptionInfo>, bool)> {
-        // A topic exists or not; it has no subscriptions yet in this mode.
-        self.topics.get(topic).await?;
-        Ok((Vec::new(), false))
+        names::validate_topic_name(topic)?;
+        let topic = self.topics.load(topic).await?;
+        let all = self.subscriptions.list(&topic).await?;
+        let mut rest = all
+            .into_iter()
+            .filter(|m| after.is_none_or(|a| m.name.as_str() > a));
+        let mut page = Vec::new();
+        for meta in rest.by_ref().take(limit) {
+            page.push(self.subscription_info(&topic, meta).await?);
+        }
+        Ok((page, rest.next().is_some()))
     }
 
     async fn update_subscription(
         &self,
-        _topic: &str,
-        _name: &str,
-        _update: SubscriptionUpdate,
+        topic: &str,
+        name: &str,
+        update: SubscriptionUpdate,
     ) -> Result<SubscriptionInfo> {
-        Err(not_yet("UpdateSubscription"))
+        let update = update.check(self.options.default_ack_deadline, &self.options.limits)?;
+        let (topic, _) = self.subscription(topic, name).await?;
+        let meta = self
+            .subscriptions
+            .update(&topic, name, |m| update.apply(&mut m.config))
+            .await?;
+        self.subscription_info(&topic, meta).await
     }
 
-    async fn set_paused(
-        &self,
-        _topic: &str,
-        _name: &str,
-        _paused: bool,
-    ) -> Result<SubscriptionInfo> {
-        Err(not_yet("Pause/ResumeSubscription"))
+    async fn set_paused(&self, topic: &str, name: &str, paused: bool) -> Result<SubscriptionInfo> {
+        let (topic, _) = self.subscription(topic, name).await?;
+        let meta = self
+            .subscriptions
+            .update(&topic, name, |m| m.paused = paused)
+            .await?;
+        self.subscription_info(&topic, meta).await
     }
 
-    async fn seek(
-        &self,
-        _topic: &str,
-        _name: &str,
-        _target: SeekTarget,
-    ) -> Result<SubscriptionInfo> {
-        Err(not_yet("SeekSubscription"))
+    async fn seek(&self, topic: &str, name: &str, target: SeekTarget) -> Result<SubscriptionInfo> {
+        let (topic, meta) = self.subscription(topic, name).await?;
+        positions::seek(&self.js, &topic, &meta, target).await?;
+        self.subscription_info(&topic, meta).await
     }
 
-    async fn delete_subscription(&self, _topic: &str, _name: &str) -> Result<()> {
-        Err(not_yet("DeleteSubscription"))
+    async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
+        let (topic, _) = self.subscription(topic, name).await?;
+        self.subscriptions.delete(&topic, name).await
     }
 
-    async fn subscribe(
-        &self,
-        _topic: &str,
-        _name: &str,
-        _max_in_flight: u32,
-    ) -> Result<Membership> {
-        Err(not_yet("Subscribe"))
+    async fn subscribe(&self, topic: &str, name: &str, max_in_flight: u32) -> Result<Membership> {
+        let max_in_flight = eventbus_broker::delivery::member_credit(
+            max_in_flight,
+            self.options.default_max_in_flight,
+            self.options.max_in_flight_limit,
+        )?;
+        let (topic, meta) = self.subscription(topic, name).await?;
+        delivery::subscribe(
+            self.delivery.clone(),
+            self.subscriptions.clone(),
+            topic,
+            meta,
+            max_in_flight,
+        )
+        .await
     }
 
     async fn settle(
         &self,
-        _topic: &str,
-        _name: &str,
-        _op: SettleOp,
-        _ack_ids: &[String],
+        topic: &str,
+        name: &str,
+        op: SettleOp,
+        ack_ids: &[String],
     ) -> Result<SettleOutcome> {
-        Err(not_yet("Ack/Nack/ModifyAckDeadline"))
+        self.options.limits.check_settle(&op, ack_ids.len())?;
+        let (topic, meta) = self.subscription(topic, name).await?;
+        delivery::settle(&self.delivery, &topic, &meta, &op, ack_ids).await
     }
 
     async fn list_dead_letters(
         &self,
-        _topic: &str,
-        _name: &str,
-        _after: Option<u64>,
-        _limit: usize,
-        _query: DeadLetterQuery,
+        topic: &str,
+        name: &str,
+        after: Option<u64>,
+        limit: usize,
+        query: DeadLetterQuery,
     ) -> Result<DeadLetterPage> {
-        Err(not_yet("ListDeadLetters"))
+        query.validate(&self.options.limits)?;
+        let (_, meta) = self.subscription(topic, name).await?;
+        dead_letters::list(&self.js, &meta, after, limit, &query).await
     }
 
-    async fn get_dead_letter(&self, _topic: &str, _name: &str, _id: u64) -> Result<DeadLetter> {
-        Err(not_yet("GetDeadLetter"))
+    async fn get_dead_letter(&self, topic: &str, name: &str, id: u64) -> Result<DeadLetter> {
+        let (_, meta) = self.subscription(topic, name).await?;
+        dead_letters::get(&self.js, &meta, id).await
     }
 
     async fn purge_dead_letters(
         &self,
-        _topic: &str,
-        _name: &str,
-        _selector: DeadLetterSelector,
-        _dry_run: bool,
+        topic: &str,
+        name: &str,
+        selector: DeadLetterSelector,
+        dry_run: bool,
     ) -> Result<u64> {
-        Err(not_yet("PurgeDeadLetters"))
+        self.check_selector(&selector)?;
+        let (_, meta) = self.subscription(topic, name).await?;
+        dead_letters::purge(&self.js, &meta, &selector, dry_run).await
     }
 
     async fn redrive_dead_letters(
         &self,
-        _topic: &str,
-        _name: &str,
-        _selector: DeadLetterSelector,
-        _dry_run: bool,
-        _max_per_second: u32,
+        topic: &str,
+        name: &str,
+        selector: DeadLetterSelector,
+        dry_run: bool,
+        max_per_second: u32,
     ) -> Result<u64> {
-        Err(not_yet("RedriveDeadLetters"))
+        self.check_selector(&selector)?;
+        let (_, meta) = self.subscription(topic, name).await?;
+        dead_letters::redrive(&self.js, &meta, &selector, dry_run, max_per_second).await
     }
 
     fn health(&self) -> StorageHealth {
@@ -308,6 +426,12 @@ impl Broker for JetStreamBroker {
 
     async fn backup(&self, _dir: &Path) -> Result<u64> {
         Err(not_yet("CreateBackup (use JetStream stream snapshots)"))
+    }
+
+    async fn shared_secret(&self, name: &str) -> Result<Option<[u8; 32]>> {
+        buckets::shared_secret(&self.js, name, self.options.replicas)
+            .await
+            .map(Some)
     }
 
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<()> {

@@ -198,3 +198,15 @@ fn publish_error(why: String) -> Error {
     }
     nats_error("publishing", why)
 }
+
+/// Refuses an event whose stored form is over `max` bytes, naming it.
+pub fn check_size(i: usize, event: &NewEvent, max: usize) -> Result<()> {
+    let len = Envelope::of(event).encoded_len();
+    if len > max {
+        return Err(Error::invalid(
+            "events",
+            format!("event {i} is {len} bytes encoded; the limit is {max} bytes (max-event-bytes)"),
+        ));
+    }
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use eventbus_broker::filter::type_matches;
 use eventbus_broker::{
-    BoxStream, Error, ReplayEnd, ReplayItem, ReplayRequest, ReplayStart, Result, StoredEvent,
+    BoxStream, Error, ReplayEnd, ReplayItem, ReplayRequest, ReplayStart, Result,
 };
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
@@ -57,13 +57,7 @@ pub async fn start(
         }
         let _ = tx.send(Ok(ReplayItem::CaughtUp)).await;
     });
-    Ok(Box::pin(tokio_stream_from(rx)))
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 async fn read_partition(
@@ -87,6 +81,17 @@ async fn read_partition(
     };
     if last == 0 || start_seq > end_seq {
         return Ok(());
+    }
+    if let ReplayStart::Time(ms) = request.start {
+        // Nothing at or after the start time: an ordered consumer started
+        // there would wait for the next publish.
+        let newest = stream
+            .get_raw_message(last)
+            .await
+            .map_err(|e| nats_error("replaying", e))?;
+        if ((newest.time.unix_timestamp_nanos() / 1_000_000) as u64) < ms {
+            return Ok(());
+        }
     }
     let deliver_policy = match request.start {
         ReplayStart::Time(ms) => DeliverPolicy::ByStartTime {
@@ -131,19 +136,7 @@ async fn read_partition(
                 .iter()
                 .any(|t| type_matches(t, &envelope.event_type))
         {
-            batch.push(StoredEvent {
-                topic_id: meta.topic_id(),
-                partition: p,
-                offset: seq - 1,
-                publish_time,
-                key: envelope.key,
-                event_type: envelope.event_type,
-                payload: envelope.payload,
-                content_type: envelope.content_type,
-                attributes: envelope.attributes,
-                idempotency_key: envelope.idempotency_key,
-                event_time: envelope.event_time,
-            });
+            batch.push(envelope.into_event(meta.topic_id(), p, seq - 1, publish_time));
         }
         if batch.len() == BATCH || (done && !batch.is_empty()) {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));

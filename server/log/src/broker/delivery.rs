@@ -17,19 +17,11 @@ impl LogBroker {
         name: &str,
         max_in_flight: u32,
     ) -> Result<MemberStream> {
-        let limit = self.options().max_in_flight_limit;
-        if max_in_flight > limit {
-            return Err(Error::invalid(
-                "max_in_flight",
-                format!(
-                    "{max_in_flight} exceeds the server limit of {limit}; use 0 for the default"
-                ),
-            ));
-        }
-        let max_in_flight = match max_in_flight {
-            0 => self.options().default_max_in_flight,
-            n => n,
-        };
+        let max_in_flight = eventbus_broker::delivery::member_credit(
+            max_in_flight,
+            self.options().default_max_in_flight,
+            self.options().max_in_flight_limit,
+        )?;
         let h = self.subscription_or_create(topic, name).await?;
         h.join(max_in_flight).await
     }
@@ -42,17 +34,7 @@ impl LogBroker {
         op: SettleOp,
         ack_ids: &[String],
     ) -> Result<SettleOutcome> {
-        if ack_ids.is_empty() {
-            return Err(Error::invalid(
-                "ack_ids",
-                "must contain at least one ack id",
-            ));
-        }
-        let limits = &self.options().limits;
-        limits.check_ack_ids(ack_ids.len())?;
-        if let SettleOp::Nack { reason, .. } | SettleOp::DeadLetter { reason } = &op {
-            limits.check_reason(reason)?;
-        }
+        self.options().limits.check_settle(&op, ack_ids.len())?;
         let h = self.subscription(topic, name)?;
         let ids = ack_ids
             .iter()

@@ -3,22 +3,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use eventbus_broker::SubscriptionInfo;
 
-use super::{
-    blocking, ensure_live, LogBroker, NewSubscription, RetryPolicy, SeekTarget, SubscriptionUpdate,
-};
+use super::{blocking, ensure_live, LogBroker, NewSubscription, SeekTarget, SubscriptionUpdate};
 use crate::delivery::acks::PartitionAcks;
 use crate::delivery::dead_letter::DeadLetterEntry;
 use crate::delivery::SubscriptionHandle;
 use crate::error::{Error, Result};
 use crate::meta::{now_ms, SubscriptionConfig, SubscriptionMeta};
 use crate::names::{validate_name, validate_topic_name};
-use crate::options::{MAX_ACK_DEADLINE, MIN_ACK_DEADLINE};
 use crate::topic::TopicState;
-use crate::types::{saturating_millis, StartPosition, SubscriptionId};
+use crate::types::{StartPosition, SubscriptionId};
 use crate::writer::Update;
 
 impl LogBroker {
@@ -50,30 +46,11 @@ impl LogBroker {
     }
 
     fn subscription_config(&self, new: &NewSubscription) -> Result<SubscriptionConfig> {
-        let (min_backoff_ms, max_backoff_ms) = backoff_ms(new.retry_policy)?;
-        new.filter.validate(&self.options().limits)?;
-        Ok(SubscriptionConfig {
-            ack_deadline_ms: self.ack_deadline_ms(new.ack_deadline)?,
-            min_backoff_ms,
-            max_backoff_ms,
-            max_delivery_attempts: new
-                .max_delivery_attempts
-                .unwrap_or(SubscriptionConfig::default().max_delivery_attempts),
-            filter: new.filter.clone(),
-            ordering: new.ordering,
-        })
-    }
-
-    /// A requested ack deadline (`None`: the server default), checked.
-    fn ack_deadline_ms(&self, requested: Option<Duration>) -> Result<u64> {
-        let d = requested.unwrap_or(self.options().default_ack_deadline);
-        if !(MIN_ACK_DEADLINE..=MAX_ACK_DEADLINE).contains(&d) {
-            return Err(Error::invalid(
-                "ack_deadline",
-                format!("{d:?} is out of range; use {MIN_ACK_DEADLINE:?} to {MAX_ACK_DEADLINE:?}"),
-            ));
-        }
-        Ok(saturating_millis(d))
+        SubscriptionConfig::of_new(
+            new,
+            self.options().default_ack_deadline,
+            &self.options().limits,
+        )
     }
 
     /// Applies the fields of `update` that are set to a subscription's settings.
@@ -83,32 +60,9 @@ impl LogBroker {
         name: &str,
         update: SubscriptionUpdate,
     ) -> Result<SubscriptionInfo> {
-        let ack_deadline = update
-            .ack_deadline
-            .map(|d| self.ack_deadline_ms(d))
-            .transpose()?;
-        let backoff = update.retry_policy.map(backoff_ms).transpose()?;
-        if let Some(f) = &update.filter {
-            f.validate(&self.options().limits)?;
-        }
+        let update = update.check(self.options().default_ack_deadline, &self.options().limits)?;
         self.update_subscription(topic, name, |m| {
-            let c = &mut m.config;
-            if let Some(ms) = ack_deadline {
-                c.ack_deadline_ms = ms;
-            }
-            if let Some((min, max)) = backoff {
-                (c.min_backoff_ms, c.max_backoff_ms) = (min, max);
-            }
-            if let Some(max) = update.max_delivery_attempts {
-                c.max_delivery_attempts =
-                    max.unwrap_or(SubscriptionConfig::default().max_delivery_attempts);
-            }
-            if let Some(f) = update.filter {
-                c.filter = f;
-            }
-            if let Some(o) = update.ordering {
-                c.ordering = o;
-            }
+            update.apply(&mut m.config);
             Ok(())
         })
         .await
@@ -444,68 +398,5 @@ fn public_stats(s: crate::delivery::SubscriptionStats) -> eventbus_broker::Subsc
         dead_letter_count: s.dead_letter_count,
         oldest_dead_letter_ms: s.oldest_dead_letter_ms,
         members: s.members,
-    }
-}
-
-/// Backoff bounds in ms for a requested policy; no policy is (0, 0): at once.
-/// The bounds are compared as durations, before any conversion to ms, so a
-/// huge value cannot wrap into a small one.
-fn backoff_ms(policy: Option<RetryPolicy>) -> Result<(u64, u64)> {
-    let Some(p) = policy else {
-        return Ok((0, 0));
-    };
-    let min = p.min_backoff.unwrap_or(Duration::from_secs(1));
-    let max = p
-        .max_backoff
-        .unwrap_or_else(|| Duration::from_secs(60).max(min));
-    if min > max {
-        return Err(Error::invalid(
-            "retry_policy",
-            format!("min_backoff ({min:?}) exceeds max_backoff ({max:?})"),
-        ));
-    }
-    if max > MAX_ACK_DEADLINE {
-        return Err(Error::invalid(
-            "retry_policy.max_backoff",
-            format!("{max:?} is longer than the maximum of {MAX_ACK_DEADLINE:?}"),
-        ));
-    }
-    Ok((saturating_millis(min), saturating_millis(max)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_max_backoff_too_long_for_u64_millis_is_rejected_not_wrapped() {
-        // 2^64 + 384 ms: truncated to u64 it would be 384 ms, under the cap.
-        let wrapping = Duration::from_secs(18_446_744_073_709_552);
-        let err = backoff_ms(Some(RetryPolicy {
-            min_backoff: Some(Duration::from_millis(100)),
-            max_backoff: Some(wrapping),
-        }))
-        .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::InvalidArgument {
-                    field: "retry_policy.max_backoff",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        let err = backoff_ms(Some(RetryPolicy {
-            min_backoff: Some(wrapping),
-            max_backoff: None,
-        }))
-        .unwrap_err();
-        assert!(err.to_string().contains("longer than the maximum"), "{err}");
-        assert_eq!(
-            backoff_ms(Some(RetryPolicy::default())).unwrap(),
-            (1_000, 60_000)
-        );
-        assert_eq!(backoff_ms(None).unwrap(), (0, 0));
     }
 }

@@ -37,7 +37,7 @@ pub type MemberItem = Result<Vec<Delivery>, Error>;
 pub use eventbus_broker::SettleOp;
 
 /// Reason recorded when a lease runs out.
-pub const DEADLINE_EXCEEDED: &str = "ack deadline exceeded";
+pub use eventbus_broker::dead_letter::DEADLINE_EXCEEDED;
 /// Reason recorded when the member's stream ended while it held the lease on
 /// the last allowed attempt (a consumer that crashes on the event, say).
 pub const MEMBER_LEFT: &str = "member left with the lease";

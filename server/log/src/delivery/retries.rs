@@ -5,12 +5,10 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{Key, Origin};
-use crate::meta::SubscriptionConfig;
 use crate::types::{Offset, PartitionId, StoredEvent};
 
 /// An event queued for redelivery.
@@ -88,38 +86,11 @@ impl Retries {
     }
 }
 
-/// Whether `attempts` deliveries use up `max_delivery_attempts` (0 = unlimited).
-pub(super) fn out_of_attempts(config: &SubscriptionConfig, attempts: u32) -> bool {
-    let max = config.max_delivery_attempts;
-    max > 0 && attempts >= max
-}
-
-/// Exponential backoff for the redelivery after `attempts` deliveries:
-/// `min_backoff * 2^(attempts-1)`, capped at `max_backoff`, minus up to 20 %
-/// jitter (never below `min_backoff`) so that a burst of failures does not
-/// come back as a burst. No retry policy means at once.
-pub(super) fn backoff(config: &SubscriptionConfig, attempts: u32) -> Duration {
-    let c = config;
-    if c.max_backoff_ms == 0 {
-        return Duration::ZERO;
-    }
-    let exp = attempts.saturating_sub(1).min(40);
-    let base = c
-        .min_backoff_ms
-        .saturating_mul(1u64 << exp)
-        .min(c.max_backoff_ms);
-    let jitter = if base > 0 {
-        rand::random_range(0..=base / 5)
-    } else {
-        0
-    };
-    Duration::from_millis((base - jitter).max(c.min_backoff_ms))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::test_event;
     use super::*;
+    use std::time::Duration;
 
     fn waiting(offset: Offset, released: Option<u64>) -> Waiting {
         Waiting {
@@ -192,35 +163,5 @@ mod tests {
             .collect();
         back.sort_unstable();
         assert_eq!(back, [0, 2]);
-    }
-
-    #[test]
-    fn attempts_run_out_at_the_maximum_unless_unlimited() {
-        let mut c = SubscriptionConfig {
-            max_delivery_attempts: 3,
-            ..Default::default()
-        };
-        assert!(!out_of_attempts(&c, 2));
-        assert!(out_of_attempts(&c, 3));
-        assert!(out_of_attempts(&c, 4));
-        c.max_delivery_attempts = 0;
-        assert!(!out_of_attempts(&c, u32::MAX));
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_within_the_policy() {
-        let mut c = SubscriptionConfig::default();
-        assert_eq!(backoff(&c, 3), Duration::ZERO, "no policy: at once");
-        c.min_backoff_ms = 100;
-        c.max_backoff_ms = 1_000;
-        for _ in 0..200 {
-            let first = backoff(&c, 1).as_millis() as u64;
-            assert_eq!(first, 100, "never below the minimum");
-            let third = backoff(&c, 3).as_millis() as u64;
-            assert!((320..=400).contains(&third), "{third}");
-            let capped = backoff(&c, 30).as_millis() as u64;
-            assert!((800..=1_000).contains(&capped), "{capped}");
-        }
-        assert!(backoff(&c, u32::MAX) <= Duration::from_millis(1_000));
     }
 }

@@ -11,7 +11,7 @@ use super::super::ack_id::AckId;
 use super::super::dead_letter::DeadLetterEntry;
 use super::super::handle::{SettleOp, SettleOutcome, DEADLINE_EXCEEDED};
 use super::super::leases::Lease;
-use super::super::retries::{backoff, out_of_attempts, Waiting};
+use super::super::retries::Waiting;
 use super::super::{Key, Origin};
 use super::{saturating_add, Actor};
 use crate::meta::now_ms;
@@ -87,7 +87,11 @@ impl Actor {
         let Some(lease) = self.leases.get(&key) else {
             return;
         };
-        if out_of_attempts(&self.meta.config, self.attempts(key, lease.origin)) {
+        if self
+            .meta
+            .config
+            .out_of_attempts(self.attempts(key, lease.origin))
+        {
             let lease = self.end_lease(key);
             let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
             self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
@@ -188,13 +192,13 @@ impl Actor {
             return;
         };
         let attempts = self.attempts(key, lease.origin);
-        if out_of_attempts(&self.meta.config, attempts) {
+        if self.meta.config.out_of_attempts(attempts) {
             let lease = self.end_lease(key);
             let (first, last) = (lease.first_delivery_ms, lease.delivered_ms);
             self.dead_letter(&lease.event, lease.origin, first, last, reason, now);
             return;
         }
-        let delay = delay.unwrap_or_else(|| backoff(&self.meta.config, attempts));
+        let delay = delay.unwrap_or_else(|| self.meta.config.backoff(attempts));
         self.requeue(key, saturating_add(now, delay), false);
     }
 

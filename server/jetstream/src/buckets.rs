@@ -1,0 +1,190 @@
+//! The KV buckets cluster mode keeps its metadata in (topics,
+//! subscriptions, the gateway's shared key): opened the same way, read
+//! from their stream leaders, and with ids drawn from a compare-and-set
+//! counter.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use eventbus_broker::{Error, Result};
+
+use crate::nats_error;
+
+/// Opens (or creates) `bucket` with `replicas`, waiting up to 30 s for a
+/// cluster that is still electing its meta leader, and makes its reads go
+/// to the bucket's stream leader.
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<kv::Store> {
+    let doing = format!("opening the {bucket} bucket");
+    let config = kv::Config {
+        bucket: bucket.to_string(),
+        history: 1,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let created = loop {
+        match js.create_or_update_key_value(config.clone()).await {
+            Ok(kv) => break kv,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, bucket, "NATS JetStream is not answering yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(nats_error(&doing, e)),
+        }
+    };
+    // With direct gets (the KV default) any replica answers, and one that
+    // has not caught up (just restarted, say) answers "no such key" for a
+    // key that exists, or does not answer at all.
+    let mut stream = js
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .map_err(|e| nats_error(&doing, e))?;
+    let mut stream_config = stream
+        .info()
+        .await
+        .map_err(|e| nats_error(&doing, e))?
+        .config
+        .clone();
+    if stream_config.allow_direct {
+        stream_config.allow_direct = false;
+        js.update_stream(stream_config)
+            .await
+            .map_err(|e| nats_error(&doing, e))?;
+    }
+    drop(created);
+    // Opened again so the handle sees the leader-only reads.
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| nats_error(&doing, e))
+}
+
+/// A new id from the counter at `key`, advanced by compare-and-set, so ids
+/// are never reused, even across gateways. The first id is 1.
+pub async fn next_id(store: &kv::Store, bucket: &str, key: &str) -> Result<u32> {
+    for _ in 0..100 {
+        let entry = store
+            .entry(key)
+            .await
+            .map_err(|e| nats_error("reading an id counter", e))?;
+        let (current, revision) = match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let n = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .ok_or_else(|| Error::CorruptMetadata {
+                        location: format!("{bucket}/{key}"),
+                        reason: "not a number".into(),
+                    })?;
+                (n, Some(e.revision))
+            }
+            _ => (1, None),
+        };
+        let next = Bytes::from((current + 1).to_string());
+        let won = match revision {
+            Some(r) => store.update(key, next, r).await.is_ok(),
+            None => store.create(key, next).await.is_ok(),
+        };
+        if won {
+            return Ok(current);
+        }
+    }
+    Err(Error::Storage(format!(
+        "the id counter {bucket}/{key} stayed contended; retry"
+    )))
+}
+
+/// The bucket of secrets every gateway shares.
+pub const SECRETS_BUCKET: &str = "eventbus-secrets";
+
+/// The 32-byte secret `name`: made at random by the first gateway to ask
+/// (a create-only put, so two gateways starting together agree), read by
+/// every later one. Anyone who can read the cluster's streams can read
+/// it, as they can read the events it protects.
+pub async fn shared_secret(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> Result<[u8; 32]> {
+    let store = open_bucket(js, SECRETS_BUCKET, replicas).await?;
+    let key = hex(name);
+    let fresh: [u8; 32] = rand::random();
+    match store.create(&key, Bytes::copy_from_slice(&fresh)).await {
+        Ok(_) => return Ok(fresh),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+        Err(e) => return Err(nats_error("storing a shared secret", e)),
+    }
+    let stored = store
+        .get(&key)
+        .await
+        .map_err(|e| nats_error("reading a shared secret", e))?
+        .ok_or_else(|| Error::Storage(format!("the shared secret {name} vanished; retry")))?;
+    stored
+        .as_ref()
+        .try_into()
+        .map_err(|_| Error::CorruptMetadata {
+            location: format!("{SECRETS_BUCKET}/{name}"),
+            reason: format!("{} bytes, expected 32", stored.len()),
+        })
+}
+
+/// `name` as lowercase hex: KV keys refuse names such as `a..b` or `a.`
+/// that topics and subscriptions allow.
+pub fn hex(name: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(2 * name.len());
+    for b in name.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The name [`hex`] made, or None for anything else.
+pub fn unhex(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// Every key of `store` that starts with `prefix`.
+pub async fn keys_with_prefix(store: &kv::Store, prefix: &str) -> Result<Vec<String>> {
+    use futures_util::TryStreamExt as _;
+    let keys: Vec<String> = store
+        .keys()
+        .await
+        .map_err(|e| nats_error("listing keys", e))?
+        .try_filter(|k| std::future::ready(k.starts_with(prefix)))
+        .try_collect()
+        .await
+        .map_err(|e| nats_error("listing keys", e))?;
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_hex_for_names_kv_would_refuse() {
+        for name in ["orders", "a..b", "a.", "acme/orders", "x-y_z.9", ""] {
+            let key = hex(name);
+            assert!(key.bytes().all(|b| b.is_ascii_hexdigit()), "{key}");
+            assert_eq!(unhex(&key).as_deref(), Some(name));
+        }
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}
