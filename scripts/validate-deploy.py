@@ -216,9 +216,8 @@ def server_config_keys():
     return {kebab(f) for f in re.findall(r"^\s*pub (\w+):", m.group(1), re.M)}
 
 
-def check_config():
-    where = "deploy/k8s/base/eventbus.toml"
-    path = K8S / "base" / "eventbus.toml"
+def check_config(path=K8S / "base" / "eventbus.toml"):
+    where = rel(path)
     try:
         config = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -370,6 +369,69 @@ def parse_duration(s):
 
 def matches(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_cluster_wiring(docs, origin, config):
+    """Cluster mode (deploy/k8s/cluster): gateways as a Deployment with an
+    HPA and a PDB over a 3-node NATS StatefulSet; the gateway config points
+    at NATS, and both read the credentials from one Secret."""
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d.get("kind"), []).append(d)
+    deps = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+    gw = deps.get("eventbus-gateway")
+    sts = {d["metadata"]["name"]: d for d in by_kind.get("StatefulSet", [])}
+    nats = sts.get("nats")
+    if gw is None or nats is None:
+        R.error(origin, "cluster mode needs Deployment/eventbus-gateway and StatefulSet/nats")
+        return
+    if (config or {}).get("storage") != "jetstream":
+        R.error(origin, "the gateway config must set storage = \"jetstream\"")
+    if nats["spec"].get("replicas", 1) < 3 or nats["spec"]["replicas"] % 2 == 0:
+        R.error(origin, "StatefulSet/nats: an odd number of at least 3 replicas keeps a quorum through one loss")
+    conf = next((cm.get("data", {}).get("nats.conf", "") for cm in by_kind.get("ConfigMap", [])
+                 if "nats.conf" in cm.get("data", {})), "")
+    if not re.search(r"sync_interval:\s*always", conf):
+        R.error(origin, "nats.conf must set jetstream { sync_interval: always }: the gateway refuses to start otherwise")
+    for name, workload in (("eventbus-gateway", gw), ("nats", nats)):
+        spec = workload["spec"]
+        labels = spec["template"]["metadata"].get("labels", {})
+        if not matches(spec.get("selector", {}).get("matchLabels"), labels):
+            R.error(origin, f"{name}: selector does not match the pod template labels")
+        pdbs = [p for p in by_kind.get("PodDisruptionBudget", [])
+                if matches(p.get("spec", {}).get("selector", {}).get("matchLabels"), labels)]
+        if len(pdbs) != 1:
+            R.error(origin, f"{name}: want exactly one PodDisruptionBudget selecting it, found {len(pdbs)}")
+        pod = spec["template"]["spec"]
+        secrets = set()
+        for c in pod.get("containers", []):
+            for e in c.get("env", []):
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    secrets.add(ref["name"])
+        if "nats-credentials" not in secrets:
+            R.error(origin, f"{name}: must read the NATS credentials from Secret nats-credentials")
+    pod = gw["spec"]["template"]["spec"]
+    if pod.get("enableServiceLinks") is not False:
+        R.error(origin, "eventbus-gateway: enableServiceLinks must be false (EVENTBUS_* variables are config keys)")
+    c = next((c for c in pod.get("containers", []) if c.get("name") == "eventbus"), {})
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = (c.get(probe) or {}).get("httpGet", {})
+        if get.get("port") not in ("metrics", 9090) or get.get("path") != "/readyz":
+            R.error(origin, f"eventbus-gateway: {probe} must be an httpGet of /readyz on the metrics port")
+    hpas = [h for h in by_kind.get("HorizontalPodAutoscaler", [])
+            if h["spec"]["scaleTargetRef"].get("name") == "eventbus-gateway"]
+    if len(hpas) != 1:
+        R.error(origin, "eventbus-gateway: want exactly one HorizontalPodAutoscaler")
+    elif hpas[0]["spec"].get("minReplicas", 1) < 2:
+        R.error(origin, "eventbus-gateway: the HPA's minReplicas must be at least 2 (one gateway is a single point of failure)")
+    gw_labels = gw["spec"]["template"]["metadata"].get("labels", {})
+    for svc in by_kind.get("Service", []):
+        sel = svc.get("spec", {}).get("selector", {})
+        target = gw_labels if sel.get("app.kubernetes.io/name") == "eventbus" else \
+            nats["spec"]["template"]["metadata"].get("labels", {})
+        if not matches(sel, target):
+            R.error(origin, f"{name_of(svc)}: selector {sel} matches no pod of the build")
 
 
 def check_wiring(docs, origin, config):
@@ -862,7 +924,10 @@ def main():
         builds += 1
         validate_core(docs, rel(d), versions)
         validate_crds(docs, rel(d))
-        check_wiring(docs, rel(d), config)
+        if (d / "gateway.toml").is_file():
+            check_cluster_wiring(docs, rel(d), check_config(d / "gateway.toml"))
+        else:
+            check_wiring(docs, rel(d), config)
     for f in sorted((K8S / "maintenance").glob("*.yaml")):
         docs = [doc for doc in yaml.safe_load_all(f.read_text()) if doc]
         validate_core(docs, rel(f), versions)

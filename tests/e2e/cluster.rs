@@ -6,24 +6,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use eventbus_server::config::Storage;
 use eventbus_tests::nats::NatsCluster;
 use eventbus_tests::v1::{self, CreateTopicRequest, PublishRequest, ReplayRequest};
-use eventbus_tests::{DataDir, TestServer};
+use eventbus_tests::TestServer;
 use tonic::Code;
 
 use crate::support::*;
-
-async fn gateway(cluster: &NatsCluster) -> TestServer {
-    let (urls, monitor) = (cluster.urls(), cluster.monitor_urls());
-    TestServer::start_with(DataDir::Fresh, move |c| {
-        c.storage = Storage::Jetstream;
-        c.nats_url = urls;
-        c.nats_monitor_url = monitor;
-        c.nats_replicas = 3;
-    })
-    .await
-}
 
 /// Reads a bounded replay of `topic` to its end, starting over after
 /// UNAVAILABLE (a cluster electing leaders after a node restart), as a
@@ -73,7 +61,7 @@ async fn topics_publish_and_replay_through_jetstream_with_dense_offsets() {
     let cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
         .await
         .unwrap();
-    let server = gateway(&cluster).await;
+    let server = TestServer::gateway(&cluster).await;
     let mut admin = server.admin();
     admin
         .create_topic(CreateTopicRequest {
@@ -198,7 +186,7 @@ async fn acknowledged_events_survive_a_node_kill_9() {
     let mut cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
         .await
         .unwrap();
-    let server = gateway(&cluster).await;
+    let server = TestServer::gateway(&cluster).await;
     let mut events = server.events();
     let mut acked = 0;
     for i in 0..20 {
@@ -258,8 +246,8 @@ async fn members_on_two_gateways_share_work_and_settle_each_others_leases() {
     let cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
         .await
         .unwrap();
-    let a = gateway(&cluster).await;
-    let b = gateway(&cluster).await;
+    let a = TestServer::gateway(&cluster).await;
+    let b = TestServer::gateway(&cluster).await;
     a.admin()
         .create_topic(CreateTopicRequest {
             topic: "work".into(),

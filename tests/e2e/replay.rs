@@ -174,11 +174,6 @@ async fn replay_by_offset_range_and_by_time() {
 
 #[tokio::test]
 async fn follow_reports_caught_up_then_streams_new_events() {
-    if eventbus_tests::skip_on_jetstream(
-        "Replay with follow is not built on JetStream yet (issue 14); it answers UNIMPLEMENTED",
-    ) {
-        return;
-    }
     let server = setup().await;
     let mut events = server.events();
     let req = ReplayRequest {

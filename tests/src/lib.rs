@@ -79,6 +79,19 @@ impl TestServer {
         Self::start_with(DataDir::Fresh, |_| {}).await
     }
 
+    /// A cluster-mode gateway over `cluster` (every node's URL and
+    /// monitoring port, R3).
+    pub async fn gateway(cluster: &nats::NatsCluster) -> TestServer {
+        let (urls, monitor) = (cluster.urls(), cluster.monitor_urls());
+        TestServer::start_with(DataDir::Fresh, move |c| {
+            c.storage = eventbus_server::config::Storage::Jetstream;
+            c.nats_url = urls;
+            c.nats_monitor_url = monitor;
+            c.nats_replicas = 3;
+        })
+        .await
+    }
+
     /// A server whose config `tweak` may change (the listen address and data dir
     /// are set by the harness).
     pub async fn start_with(dir: DataDir, tweak: impl FnOnce(&mut Config)) -> TestServer {

@@ -251,6 +251,22 @@ impl NatsCluster {
         ))
     }
 
+    /// The leader of `stream` as node `via` sees it (its monitoring port,
+    /// `/jsz`: local state, answered even while the leader is stopped).
+    pub fn stream_leader(&self, via: usize, stream: &str) -> Option<String> {
+        let body = http_get(
+            self.nodes[via].monitor_port,
+            "/jsz?accounts=true&streams=true",
+        )?;
+        let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+        jsz["account_details"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+            .find(|s| s["name"] == stream)
+            .and_then(|s| s["cluster"]["leader"].as_str().map(str::to_string))
+    }
+
     /// SIGKILL node `i` by its PID and reap it.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
@@ -271,6 +287,19 @@ impl NatsCluster {
         assert!(self.nodes[i].child.is_none(), "node {i} is running");
         self.nodes[i].spawn();
         self.wait_ready(i);
+    }
+
+    /// Starts every stopped node again at once (a cluster needs a quorum
+    /// before any node is ready), then waits until each is ready.
+    pub fn restart_all(&mut self) {
+        for node in &mut self.nodes {
+            if node.child.is_none() {
+                node.spawn();
+            }
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_ready(i);
+        }
     }
 
     /// Stops every node (SIGTERM, then SIGKILL after 5 s).

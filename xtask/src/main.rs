@@ -4,6 +4,7 @@
 //! |----------------|---------------------------------------------------------------------|
 //! | `bootstrap`    | installs missing system tools (libclang, node, buf): scripts/bootstrap.sh |
 //! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
+//! | `cluster ARGS` | cluster mode locally: 3 nats-server nodes (data in ./cluster-data) and `eventbus serve --storage jetstream ARGS` over them |
 //! | `test`         | bootstrap (and scripts/bootstrap-nats.sh), lint-proto, every Rust test (plus the failpoint tests), the short fuzzing tier, the README tour, then `check` and `test-clients` |
 //! | `lint`         | `cargo fmt --check` (also on `fuzz/`), `cargo clippy -D warnings`, then `deny` |
 //! | `deny`         | `cargo deny --offline check advisories bans licenses sources` (deny.toml) against the RustSec snapshot in ../shared/advisory-db; installs cargo-deny and the snapshot first (scripts/bootstrap-deny.sh) |
@@ -27,6 +28,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 mod bench_compare;
 mod clients;
+mod cluster;
 mod deploy;
 mod fuzz;
 
@@ -53,6 +55,7 @@ fn main() -> Result<()> {
         .map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
     match task {
         "bootstrap" => bootstrap(),
+        "cluster" => cluster::main(rest),
         "serve" => {
             bootstrap()?;
             let mut cmd = cargo();
@@ -79,8 +82,24 @@ fn main() -> Result<()> {
             // over a one-node NATS server per test); skips print their reason.
             run(cargo()
                 .env("EVENTBUS_E2E_BACKEND", "jetstream")
-                .args(["test", "--package", "eventbus-tests", "--test", "e2e", "--"])
+                // --workspace: the same feature set as the run above, so
+                // nothing is rebuilt.
+                .args(["test", "--workspace", "--test", "e2e", "--"])
                 .args(JETSTREAM_E2E_MODULES))?;
+            // Cluster-mode fault tests (node kill loop, all nodes killed, a
+            // paused leader, a killed gateway): three nodes each, under load,
+            // so on their own and one at a time.
+            run(cargo().args([
+                "test",
+                "--workspace",
+                "--test",
+                "e2e",
+                "--",
+                "--ignored",
+                "cluster_faults::",
+                "--test-threads",
+                "1",
+            ]))?;
             // Injected storage faults: failpoints are compiled in only with
             // this feature, so they run as their own test binary.
             run(cargo().args([

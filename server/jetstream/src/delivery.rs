@@ -46,6 +46,9 @@ use crate::topics::{stream_name, TopicMeta};
 
 /// How long one pull waits for messages before it is renewed.
 const PULL_WAIT: Duration = Duration::from_secs(5);
+/// How much longer than [`PULL_WAIT`] the gateway waits for a pull's end
+/// before it gives up on it.
+const PULL_GRACE: Duration = Duration::from_secs(2);
 /// Most messages one pull asks for.
 const MAX_PULL: usize = 256;
 /// How often a member re-reads its subscription's settings (filter,
@@ -426,7 +429,11 @@ impl Puller {
             .messages()
             .await
             .map_err(|e| nats_error("pulling deliveries", e))?;
-        while let Some(message) = batch.next().await {
+        // A pull sent to a consumer leader that died, or during an
+        // election, is never answered: the pull ends by the gateway's own
+        // clock too, and the next one finds the new leader.
+        let ends = tokio::time::Instant::now() + PULL_WAIT + PULL_GRACE;
+        while let Ok(Some(message)) = tokio::time::timeout_at(ends, batch.next()).await {
             let message = message.map_err(|e| nats_error("pulling deliveries", e))?;
             match self.handle(message).await? {
                 Handled::Delivered => *kept += 1,

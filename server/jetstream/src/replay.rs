@@ -2,11 +2,13 @@
 //! consumer (no ack state, recreated by the client if it falls behind),
 //! from the start offset's sequence or start time, up to the end the
 //! request names; batches of at most [`BATCH`] events. Type patterns are
-//! matched in the gateway.
+//! matched in the gateway. A following replay then reads every partition's
+//! new events as they are stored, one ordered consumer per partition.
 
 use std::sync::Arc;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::stream::Stream;
 use eventbus_broker::filter::type_matches;
 use eventbus_broker::{
     BoxStream, Error, ReplayEnd, ReplayItem, ReplayRequest, ReplayStart, Result,
@@ -29,11 +31,6 @@ pub async fn start(
     partitions: Vec<u32>,
     request: ReplayRequest,
 ) -> Result<BoxStream<Result<ReplayItem>>> {
-    if request.end == ReplayEnd::Follow {
-        return Err(Error::Unimplemented(
-            "Replay with follow is not available in cluster mode yet (issue 14)".into(),
-        ));
-    }
     // Each partition's end is fixed now, as on one node.
     let mut plan = Vec::with_capacity(partitions.len());
     for p in partitions {
@@ -49,21 +46,107 @@ pub async fn start(
     // Bounded: a slow reader holds the reading task at the channel.
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
-        for (p, stream, first, last) in plan {
-            if let Err(e) = read_partition(&meta, p, &stream, first, last, &request, &tx).await {
+        for (p, stream, first, last) in &plan {
+            if let Err(e) = read_partition(&meta, *p, stream, *first, *last, &request, &tx).await {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
         }
-        let _ = tx.send(Ok(ReplayItem::CaughtUp)).await;
+        if tx.send(Ok(ReplayItem::CaughtUp)).await.is_err() {
+            return;
+        }
+        if request.end == ReplayEnd::Follow {
+            follow(meta, plan, request, tx).await;
+        }
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// After the history: every partition's new events as they are stored,
+/// one ordered consumer per partition from just after the end it was read
+/// to (or from the requested start offset, when that is further on). Ends
+/// when the reader goes away; a broken consumer ends the replay with the
+/// error.
+async fn follow(
+    meta: Arc<TopicMeta>,
+    plan: Vec<(u32, Stream, u64, u64)>,
+    request: ReplayRequest,
+    tx: mpsc::Sender<Result<ReplayItem>>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (p, stream, _, last) in plan {
+        let from = match request.start {
+            ReplayStart::Offset(o) => (o + 1).max(last + 1),
+            _ => last + 1,
+        };
+        let (meta, types, tx) = (meta.clone(), request.types.clone(), tx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = follow_partition(&meta, p, &stream, from, &types, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+    }
+    // The tasks end with the reader (their sends fail) or with an error.
+    tokio::select! {
+        _ = tx.closed() => {}
+        _ = tasks.join_next() => {}
+    }
+}
+
+async fn follow_partition(
+    meta: &TopicMeta,
+    p: u32,
+    stream: &Stream,
+    from: u64,
+    types: &[String],
+    tx: &mpsc::Sender<Result<ReplayItem>>,
+) -> Result<()> {
+    use futures_util::FutureExt as _;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_error("following a partition", e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| nats_error("following a partition", e))?;
+    while let Some(first) = messages.next().await {
+        // What is already here goes in the same batch.
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            let message = message.map_err(|e| nats_error("following a partition", e))?;
+            let info = message
+                .info()
+                .map_err(|e| nats_error("following a partition", e))?;
+            let seq = info.stream_sequence;
+            let publish_time = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
+            let envelope = Envelope::decode_at(message.payload.clone(), || {
+                format!("{} sequence {seq}", stream_name(meta.id, p))
+            })?;
+            if types.is_empty() || types.iter().any(|t| type_matches(t, &envelope.event_type)) {
+                batch.push(envelope.into_event(meta.topic_id(), p, seq - 1, publish_time));
+            }
+            if batch.len() < BATCH {
+                next = messages.next().now_or_never().flatten();
+            }
+        }
+        if !batch.is_empty() && tx.send(Ok(ReplayItem::Events(batch))).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 async fn read_partition(
     meta: &TopicMeta,
     p: u32,
-    stream: &async_nats::jetstream::stream::Stream,
+    stream: &Stream,
     first: u64,
     last: u64,
     request: &ReplayRequest,
