@@ -15,7 +15,7 @@ use std::process::{Child, Command};
 
 use anyhow::{Context, Result};
 
-use crate::{bootstrap, cargo, root, run};
+use crate::{bootstrap, eventbus_serve, root, run};
 
 const NODES: u16 = 3;
 
@@ -77,17 +77,8 @@ pub fn main(serve_args: &[String]) -> Result<()> {
     let monitors: Vec<String> = (0..NODES)
         .map(|i| format!("http://127.0.0.1:{}", 8222 + i))
         .collect();
-    let mut gateway = cargo();
+    let mut gateway = eventbus_serve();
     gateway
-        .args([
-            "run",
-            "--package",
-            "eventbus-server",
-            "--bin",
-            "eventbus",
-            "--",
-            "serve",
-        ])
         .args(["--storage", "jetstream", "--nats-url", &urls.join(",")])
         .arg("--data-dir")
         .arg(dir.join("gateway"))

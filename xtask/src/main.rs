@@ -58,16 +58,7 @@ fn main() -> Result<()> {
         "cluster" => cluster::main(rest),
         "serve" => {
             bootstrap()?;
-            let mut cmd = cargo();
-            cmd.args([
-                "run",
-                "--package",
-                "eventbus-server",
-                "--bin",
-                "eventbus",
-                "--",
-                "serve",
-            ]);
+            let mut cmd = eventbus_serve();
             cmd.args(rest);
             run(&mut cmd)
         }
@@ -206,6 +197,21 @@ fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
+}
+
+/// `cargo run ... eventbus serve`, for more arguments to follow.
+fn eventbus_serve() -> Command {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--package",
+        "eventbus-server",
+        "--bin",
+        "eventbus",
+        "--",
+        "serve",
+    ]);
+    cmd
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

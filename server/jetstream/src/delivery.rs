@@ -42,7 +42,7 @@ use crate::dead_letters::{self, Record};
 use crate::envelope::Envelope;
 use crate::nats_error;
 use crate::subscriptions::{SubscriptionMeta, Subscriptions};
-use crate::topics::{stream_name, TopicMeta};
+use crate::topics::{partition_of_stream, stream_name, TopicMeta};
 
 /// How long one pull waits for messages before it is renewed.
 const PULL_WAIT: Duration = Duration::from_secs(5);
@@ -579,7 +579,7 @@ pub async fn settle(
         let ours = AckRef::parse(id).filter(|a| {
             a.consumer == consumer
                 && (a.stream == redrive
-                    || (0..topic.partitions).any(|p| a.stream == stream_name(topic.id, p)))
+                    || partition_of_stream(a.stream, topic.id, topic.partitions).is_some())
         });
         match ours {
             Some(a) => parsed.push(a),
@@ -691,9 +691,7 @@ async fn dead_letter_lease(
             Source::Redrive,
         )
     } else {
-        let p = (0..topic.partitions)
-            .find(|&p| a.stream == stream_name(topic.id, p))
-            .unwrap_or(0);
+        let p = partition_of_stream(a.stream, topic.id, topic.partitions).unwrap_or(0);
         let publish_time = (message.time.unix_timestamp_nanos() / 1_000_000) as u64;
         let envelope = Envelope::decode_at(message.payload, location)?;
         let event = envelope.into_event(topic.topic_id(), p, a.stream_seq - 1, publish_time);

@@ -66,6 +66,15 @@ pub fn stream_name(id: u32, p: u32) -> String {
     format!("EB_T{id}_P{p}")
 }
 
+/// The partition whose stream [`stream_name`] named `name`, if it is one
+/// of topic `id`'s `partitions`. Parsed, not formatted per partition: it
+/// runs for every ack id a settle carries.
+pub fn partition_of_stream(name: &str, id: u32, partitions: u32) -> Option<u32> {
+    let (topic, partition) = name.strip_prefix("EB_T")?.split_once("_P")?;
+    let p = partition.parse::<u32>().ok()?;
+    (topic.parse::<u32>().ok()? == id && p < partitions).then_some(p)
+}
+
 pub fn subject(id: u32, p: u32) -> String {
     format!("eb.t{id}.p{p}")
 }
@@ -256,5 +265,14 @@ mod tests {
             assert_eq!(name_of(&key_of(name)).as_deref(), Some(name));
         }
         assert_eq!(name_of(NEXT_ID_KEY), None);
+    }
+
+    #[test]
+    fn partition_streams_parse_back_only_for_their_topic() {
+        assert_eq!(partition_of_stream(&stream_name(7, 2), 7, 3), Some(2));
+        assert_eq!(partition_of_stream(&stream_name(7, 3), 7, 3), None);
+        assert_eq!(partition_of_stream(&stream_name(8, 0), 7, 3), None);
+        assert_eq!(partition_of_stream("EB_D7", 7, 3), None);
+        assert_eq!(partition_of_stream("EB_T7_Px", 7, 3), None);
     }
 }
