@@ -130,6 +130,16 @@ fn spawn_ack(events: &EventServiceClient<tonic::transport::Channel>, ack_ids: Ve
     });
 }
 
+/// Three fresh nodes, a gateway over them, and the load running on it.
+async fn three_nodes_under_load() -> (NatsCluster, Arc<TestServer>, Load) {
+    let cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+        .await
+        .unwrap();
+    let server = Arc::new(TestServer::gateway(&cluster).await);
+    let load = start_load(&server).await;
+    (cluster, server, load)
+}
+
 /// The running load: 4 publishers and a group of 2 members.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -396,11 +406,7 @@ async fn node_kill_loop_loses_nothing() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(10);
-    let cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
-        .await
-        .unwrap();
-    let server = Arc::new(TestServer::gateway(&cluster).await);
-    let load = start_load(&server).await;
+    let (cluster, server, load) = three_nodes_under_load().await;
     let cluster = tokio::task::spawn_blocking(move || {
         let mut cluster = cluster;
         let mut rng = rand::rng();
@@ -425,11 +431,7 @@ async fn node_kill_loop_loses_nothing() {
 #[tokio::test]
 #[ignore = "cluster fault tier: `cargo xtask test` runs it on its own, one test at a time"]
 async fn all_nodes_killed_together_lose_nothing() {
-    let cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
-        .await
-        .unwrap();
-    let server = Arc::new(TestServer::gateway(&cluster).await);
-    let load = start_load(&server).await;
+    let (cluster, server, load) = three_nodes_under_load().await;
     let cluster = tokio::task::spawn_blocking(move || {
         let mut cluster = cluster;
         std::thread::sleep(Duration::from_secs(3));
@@ -455,11 +457,7 @@ async fn all_nodes_killed_together_lose_nothing() {
 #[tokio::test]
 #[ignore = "cluster fault tier: `cargo xtask test` runs it on its own, one test at a time"]
 async fn a_paused_stream_leader_is_replaced_and_nothing_is_lost() {
-    let cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
-        .await
-        .unwrap();
-    let server = Arc::new(TestServer::gateway(&cluster).await);
-    let load = start_load(&server).await;
+    let (cluster, server, load) = three_nodes_under_load().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (topic_id, probe_payload, probe_place) = probe(&server).await;
     load.acked
@@ -509,6 +507,48 @@ async fn a_paused_stream_leader_is_replaced_and_nothing_is_lost() {
         resumed - elected < Duration::from_secs(5),
         "publishing resumed {:?} after the new leader",
         resumed - elected
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.finish_and_verify(&server, &cluster).await;
+}
+
+/// SIGSTOP of the node the gateway is connected to, which neither closes
+/// the connection nor answers on it: the gateway gives up on the node
+/// after a few seconds of silence and goes on through another, and
+/// publishing resumes while the node is still paused. (With the NATS
+/// client's default ping interval the gateway waited two minutes.)
+#[tokio::test]
+#[ignore = "cluster fault tier: `cargo xtask test` runs it on its own, one test at a time"]
+async fn the_gateway_leaves_a_paused_node() {
+    let (cluster, server, load) = three_nodes_under_load().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let victim = cluster
+        .node_of_client("eventbus-gateway")
+        .expect("the gateway is connected to a node");
+    let acked = || load.acked.lock().unwrap().len();
+    let before = acked();
+    cluster.pause(victim, true);
+    let paused_at = tokio::time::Instant::now();
+    // Its streams' leaders, if it led any, are replaced after 4-9 s; the
+    // gateway must not wait longer than that on top.
+    let mut resumed = None;
+    let mut acked_at_pause = acked();
+    while paused_at.elapsed() < Duration::from_secs(20) {
+        if paused_at.elapsed() < Duration::from_millis(500) {
+            // Publishes already in flight when the node stopped.
+            acked_at_pause = acked();
+        } else if acked() > acked_at_pause {
+            resumed = Some(paused_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.pause(victim, false);
+    eprintln!("paused node {victim}; {before} events before, publishing resumed after {resumed:?}");
+    let resumed = resumed.expect("publishing resumed while the gateway's node was paused");
+    assert!(
+        resumed < Duration::from_secs(15),
+        "publishing resumed {resumed:?} after the gateway's node was paused"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     load.finish_and_verify(&server, &cluster).await;

@@ -188,7 +188,42 @@ impl NatsCluster {
         for i in 0..n {
             cluster.ready(i)?;
         }
+        cluster.formed()?;
         Ok(cluster)
+    }
+
+    /// Waits until the meta leader sees every other node as a current,
+    /// online peer. A node can be ready while the leader still counts a
+    /// peer offline, and an R3 stream created then is refused ("no suitable
+    /// peers for placement"; CI saw it).
+    fn formed(&self) -> Result<(), String> {
+        let n = self.nodes.len();
+        if n == 1 {
+            return Ok(());
+        }
+        let deadline = Instant::now() + READY_WITHIN;
+        while Instant::now() < deadline {
+            let formed = self.nodes.iter().any(|node| {
+                http_get(node.monitor_port, "/jsz")
+                    .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+                    .and_then(|jsz| jsz["meta_cluster"]["replicas"].as_array().cloned())
+                    .is_some_and(|peers| {
+                        peers.len() == n - 1
+                            && peers.iter().all(|p| {
+                                p["current"].as_bool() == Some(true)
+                                    && p["offline"].as_bool() != Some(true)
+                            })
+                    })
+            });
+            if formed {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "the meta leader did not see all {n} nodes current within {READY_WITHIN:?}:\n{}",
+            self.nodes[0].log_tail()
+        ))
     }
 
     /// Every node's URL, comma-separated: what `--nats-url` takes.
@@ -265,6 +300,19 @@ impl NatsCluster {
             .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
             .find(|s| s["name"] == stream)
             .and_then(|s| s["cluster"]["leader"].as_str().map(str::to_string))
+    }
+
+    /// The node a client named `name` is connected to (`/connz`).
+    pub fn node_of_client(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|node| {
+            http_get(node.monitor_port, "/connz")
+                .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .is_some_and(|connz| {
+                    connz["connections"]
+                        .as_array()
+                        .is_some_and(|cs| cs.iter().any(|c| c["name"] == name))
+                })
+        })
     }
 
     /// SIGKILL node `i` by its PID and reap it.

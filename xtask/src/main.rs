@@ -78,7 +78,8 @@ fn main() -> Result<()> {
                 .args(["test", "--workspace", "--test", "e2e", "--"])
                 .args(JETSTREAM_E2E_MODULES))?;
             // Cluster-mode fault tests (node kill loop, all nodes killed, a
-            // paused leader, a killed gateway): three nodes each, under load,
+            // paused leader, the gateway's node paused, a killed gateway):
+            // three nodes each, under load,
             // so on their own and one at a time.
             run(cargo().args([
                 "test",

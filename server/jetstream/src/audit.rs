@@ -5,6 +5,7 @@
 //! sequence (or the start time) with an ordered consumer.
 
 use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy, stream};
+use async_nats::HeaderMap;
 use bytes::Bytes;
 use eventbus_broker::audit::{MAX_PAGE_RECORDS, MAX_SCAN_RECORDS};
 use eventbus_broker::{AuditCursor, AuditPage, AuditQuery, AuditRecord, Error, Result};
@@ -34,9 +35,7 @@ pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<()> {
 pub async fn append(js: &jetstream::Context, records: Vec<AuditRecord>) -> Result<()> {
     for record in records {
         let body = serde_json::to_vec(&record).map_err(|e| Error::Storage(e.to_string()))?;
-        js.publish(SUBJECT, Bytes::from(body))
-            .await
-            .map_err(|e| nats_error("appending an audit record", e))?
+        crate::acked::publish(js, SUBJECT, HeaderMap::new(), Bytes::from(body))
             .await
             .map_err(|e| nats_error("appending an audit record", e))?;
     }

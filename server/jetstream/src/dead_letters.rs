@@ -194,9 +194,7 @@ async fn publish_acked(
 ) -> Result<()> {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", msg_id);
-    js.publish_with_headers(subject, headers, body)
-        .await
-        .map_err(|e| nats_error("writing a dead letter", e))?
+    crate::acked::publish(js, &subject, headers, body)
         .await
         .map_err(|e| nats_error("writing a dead letter", e))?;
     Ok(())

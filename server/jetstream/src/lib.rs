@@ -11,6 +11,7 @@
 //! UNIMPLEMENTED. ARCHITECTURE.md ("The broker boundary", "Backend
 //! conformance") has the whole mapping.
 
+pub mod acked;
 pub mod audit;
 pub mod buckets;
 pub mod dead_letters;
@@ -68,6 +69,15 @@ pub struct Options {
 /// (tests/e2e/cluster_faults.rs).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How often the gateway pings a NATS server that has sent it nothing.
+/// The client leaves a server after three unanswered pings and connects to
+/// another, so a node that stops answering (paused, partitioned, a dead
+/// host without a reset) holds the gateway for about 3 s. The client's
+/// default of 60 s held every publish and delivery for two minutes when
+/// the node this gateway used was paused (tests/e2e/cluster_faults.rs).
+/// Pings go only over a silent connection, so they cost nothing under load.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The JetStream backend.
 pub struct JetStreamBroker {
     client: async_nats::Client,
@@ -114,6 +124,7 @@ impl JetStreamBroker {
             .name("eventbus-gateway")
             .retry_on_initial_connect()
             .request_timeout(Some(REQUEST_TIMEOUT))
+            .ping_interval(PING_INTERVAL)
             .connect(servers)
             .await
             .map_err(|e| nats_error("connecting", e))?;
@@ -220,7 +231,15 @@ impl Broker for JetStreamBroker {
             // it up again once.
             Err(Error::TopicNotFound(_)) => {
                 let meta = self.topics.load(topic).await?;
-                publish::publish(&self.client, &self.js, &meta, &self.spreader, events).await
+                match publish::publish(&self.client, &self.js, &meta, &self.spreader, events).await
+                {
+                    // The topic exists, but its streams do not answer.
+                    Err(Error::TopicNotFound(_)) => Err(nats_error(
+                        "publishing",
+                        format!("no stream of topic {topic:?} answers; retry"),
+                    )),
+                    other => other,
+                }
             }
             other => other,
         }

@@ -27,6 +27,7 @@ use eventbus_broker::{AppendResult, Error, NewEvent, Published, Result};
 use prost::Message as _;
 use serde::Deserialize;
 
+use crate::acked::{self, Unacked};
 use crate::envelope::Envelope;
 use crate::nats_error;
 use crate::topics::{subject, TopicMeta};
@@ -105,13 +106,11 @@ async fn publish_one(js: &jetstream::Context, subject: &str, e: &NewEvent) -> Re
     if !e.idempotency_key.is_empty() {
         headers.insert("Nats-Msg-Id", e.idempotency_key.as_str());
     }
-    let ack = js
-        .publish_with_headers(subject.to_string(), headers, body(e))
-        .await
-        .map_err(|e| publish_error(e.to_string()))?
-        .await
-        .map_err(|e| publish_error(e.to_string()))?;
-    Ok((ack.sequence, ack.duplicate))
+    match acked::publish(js, subject, headers, body(e)).await {
+        Ok(ack) => Ok((ack.sequence, ack.duplicate)),
+        Err(Unacked::NoStream) => Err(no_stream()),
+        Err(e) => Err(publish_error(e.to_string())),
+    }
 }
 
 /// What the stream answers a batch commit with.
@@ -132,12 +131,42 @@ struct ApiError {
 }
 
 /// An atomic batch of `events` (at most 1,000: the publish limit); the
-/// sequence of its last message.
+/// sequence of its last message. Sent again under a new batch id while no
+/// stream answers the subject (see [`acked`]): the stream drops a batch
+/// that it did not see from its first message.
 async fn publish_batch<'e>(
     client: &async_nats::Client,
     subject: &str,
-    events: impl ExactSizeIterator<Item = &'e NewEvent>,
+    events: impl ExactSizeIterator<Item = &'e NewEvent> + Clone,
 ) -> Result<u64> {
+    let deadline = tokio::time::Instant::now() + acked::PATIENCE;
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
+        match try_batch(client, subject, events.clone()).await {
+            Err(BatchError::NoStream) => {
+                if tokio::time::Instant::now() + pause > deadline {
+                    return Err(no_stream());
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(250));
+            }
+            Err(BatchError::Failed(e)) => return Err(e),
+            Ok(seq) => return Ok(seq),
+        }
+    }
+}
+
+enum BatchError {
+    NoStream,
+    Failed(Error),
+}
+
+async fn try_batch<'e>(
+    client: &async_nats::Client,
+    subject: &str,
+    events: impl ExactSizeIterator<Item = &'e NewEvent>,
+) -> std::result::Result<u64, BatchError> {
+    let failed = |why: String| BatchError::Failed(publish_error(why));
     let n = events.len();
     let batch_id = format!("{:032x}", rand_id());
     let mut commit = None;
@@ -151,25 +180,30 @@ async fn publish_batch<'e>(
             client
                 .publish_with_headers(subject.to_string(), headers, body(e))
                 .await
-                .map_err(|e| publish_error(e.to_string()))?;
+                .map_err(|e| failed(e.to_string()))?;
         } else {
             headers.insert("Nats-Batch-Commit", "1");
-            commit = Some(
-                client
-                    .request_with_headers(subject.to_string(), headers, body(e))
-                    .await
-                    .map_err(|e| publish_error(e.to_string()))?,
-            );
+            let reply = client
+                .request_with_headers(subject.to_string(), headers, body(e))
+                .await;
+            commit = Some(match reply {
+                Ok(reply) => reply,
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    return Err(BatchError::NoStream)
+                }
+                Err(e) => return Err(failed(e.to_string())),
+            });
         }
     }
-    let reply = commit.ok_or_else(|| Error::invalid("events", "an empty batch"))?;
+    let reply =
+        commit.ok_or_else(|| BatchError::Failed(Error::invalid("events", "an empty batch")))?;
     let ack: BatchAck = serde_json::from_slice(&reply.payload)
-        .map_err(|e| publish_error(format!("an unreadable batch acknowledgement: {e}")))?;
+        .map_err(|e| failed(format!("an unreadable batch acknowledgement: {e}")))?;
     if let Some(err) = ack.error {
-        return Err(publish_error(err.description));
+        return Err(failed(err.description));
     }
     if ack.count != n as u64 || ack.seq < n as u64 {
-        return Err(publish_error(format!(
+        return Err(failed(format!(
             "the batch commit acknowledged {} of {n} events",
             ack.count
         )));
@@ -192,14 +226,16 @@ fn rand_id() -> u128 {
 /// A publish that did not get its acknowledgement: nothing is known to be
 /// stored, the client retries (with idempotency keys, safely).
 fn publish_error(why: String) -> Error {
-    if why.contains("no responders") || why.contains("stream not found") {
-        // The partition's stream is gone: the topic was deleted elsewhere.
-        return Error::TopicNotFound(String::new());
-    }
     nats_error("publishing", why)
 }
 
-/// Refuses an event whose stored form is over `max` bytes, naming it.
+/// No stream answered the partition's subject for [`acked::PATIENCE`]:
+/// most likely the topic was deleted through another gateway. The caller
+/// looks the topic up again, and answers UNAVAILABLE if it still exists.
+fn no_stream() -> Error {
+    Error::TopicNotFound(String::new())
+}
+
 pub fn check_size(i: usize, event: &NewEvent, max: usize) -> Result<()> {
     let len = Envelope::of(event).encoded_len();
     if len > max {
