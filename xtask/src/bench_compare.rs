@@ -63,15 +63,7 @@ fn parse(args: &[String]) -> Result<Opts> {
 
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
-    run_cmd(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "eventbus-server",
-        "--bin",
-        "eventbus",
-    ]))?;
-    let bin = target_dir().join("release/eventbus");
+    let bin = crate::release_eventbus()?;
     let mut lines: Vec<Value> = Vec::new();
 
     for run in 1..=o.runs {

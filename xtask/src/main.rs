@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+mod bench_cluster;
 mod bench_compare;
 mod clients;
 mod cluster;
@@ -160,6 +161,7 @@ fn main() -> Result<()> {
             deploy::main(rest)
         }
         "bench-compare" => bench_compare::run(rest),
+        "bench-cluster" => bench_cluster::run(rest),
         "kill-loop" => kill_loop(rest),
         "fuzz" => {
             bootstrap()?;
@@ -300,6 +302,35 @@ fn lint_proto() -> Result<()> {
     Ok(())
 }
 
+/// Builds `eventbus` in release and returns its path.
+fn release_eventbus() -> Result<PathBuf> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "eventbus-server",
+        "--bin",
+        "eventbus",
+    ]))?;
+    Ok(target_dir().join("release/eventbus"))
+}
+
+/// The body of `GET path` on 127.0.0.1:`port` when it answers 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    head.split(' ')
+        .nth(1)
+        .is_some_and(|code| code == "200")
+        .then(|| body.to_string())
+}
+
 pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -319,7 +350,24 @@ impl Server {
 
     /// Starts `bin serve` on 127.0.0.1:0 with `extra` flags.
     fn start_bin(bin: &Path, data_dir: &Path, extra: &[&str]) -> Result<Server> {
-        let mut child = Command::new(bin)
+        Server::start_with(Command::new(bin), data_dir, extra)
+    }
+
+    /// Starts `bin serve --storage jetstream` over the cluster at `urls`,
+    /// whose monitoring ports (`monitors`) prove it syncs every write.
+    fn start_gateway(bin: &Path, data_dir: &Path, urls: &str, monitors: &str) -> Result<Server> {
+        let mut cmd = Command::new(bin);
+        cmd.env("EVENTBUS_NATS_MONITOR_URL", monitors);
+        Server::start_with(
+            cmd,
+            data_dir,
+            &["--storage", "jetstream", "--nats-url", urls],
+        )
+    }
+
+    fn start_with(mut cmd: Command, data_dir: &Path, extra: &[&str]) -> Result<Server> {
+        let bin = PathBuf::from(cmd.get_program());
+        let mut child = cmd
             .args([
                 "serve",
                 "--listen",

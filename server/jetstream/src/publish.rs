@@ -10,16 +10,18 @@
 //! * several events without idempotency keys: one atomic batch (ADR-50:
 //!   `Nats-Batch-Id`, `Nats-Batch-Sequence`, `Nats-Batch-Commit` on the
 //!   last): all stored or none.
-//! * several events where any has an idempotency key: one publish each, in
-//!   order. JetStream refuses `Nats-Msg-Id` inside atomic batches, so here
-//!   a failure part-way leaves a prefix stored; the client's retry (same
-//!   keys) stores the rest and reports the prefix as duplicates.
+//! * several events where any has an idempotency key: one publish each
+//!   (JetStream refuses `Nats-Msg-Id` inside atomic batches), pipelined so
+//!   that no two events of one key are in flight together
+//!   ([`publish_each`]). A failure part-way leaves some stored: never a
+//!   key's later event without its earlier one. The client's retry (same
+//!   keys) stores the rest and reports the others as duplicates.
 //!
-//! Partitions are published one after another; a publish spanning
-//! partitions is atomic per partition, not across them (ARCHITECTURE.md,
-//! "Backend conformance").
+//! Partitions are published at once; a publish spanning partitions is
+//! atomic per partition, not across them (ARCHITECTURE.md, "Backend
+//! conformance").
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use eventbus_broker::partitioner::{partition_for_key, Spreader};
@@ -54,6 +56,12 @@ pub async fn publish(
     for (i, e) in events.iter().enumerate() {
         groups[route(e, meta.partitions, spreader) as usize].push(i);
     }
+    // Partitions are independent streams, so their publishes run at once.
+    let per_partition = groups
+        .iter()
+        .enumerate()
+        .filter(|(_, group)| !group.is_empty())
+        .map(|(p, group)| publish_partition(client, js, meta.id, p as u32, group, events));
     let mut results = vec![
         AppendResult {
             partition: 0,
@@ -62,32 +70,11 @@ pub async fn publish(
         };
         events.len()
     ];
-    for (p, group) in groups.iter().enumerate() {
-        if group.is_empty() {
-            continue;
-        }
-        let p = p as u32;
-        let subject = subject(meta.id, p);
-        let keyed = group.iter().any(|&i| !events[i].idempotency_key.is_empty());
-        if group.len() == 1 || keyed {
-            for &i in group {
-                let (seq, duplicate) = publish_one(js, &subject, &events[i]).await?;
-                results[i] = AppendResult {
-                    partition: p,
-                    offset: seq - 1,
-                    duplicate,
-                };
-            }
-        } else {
-            let last = publish_batch(client, &subject, group.iter().map(|&i| &events[i])).await?;
-            let first = last + 1 - group.len() as u64;
-            for (j, &i) in group.iter().enumerate() {
-                results[i] = AppendResult {
-                    partition: p,
-                    offset: first + j as u64 - 1,
-                    duplicate: false,
-                };
-            }
+    // Every partition's outcome is awaited before an error returns.
+    let outcomes = futures_util::future::join_all(per_partition).await;
+    for placed in outcomes {
+        for (i, result) in placed? {
+            results[i] = result;
         }
     }
     Ok(Published {
@@ -96,17 +83,123 @@ pub async fn publish(
     })
 }
 
+/// The events `group` (indexes into `events`) of partition `p`, each with
+/// where it was stored.
+async fn publish_partition(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    topic: u32,
+    p: u32,
+    group: &[usize],
+    events: &[NewEvent],
+) -> Result<Vec<(usize, AppendResult)>> {
+    let subject = subject(topic, p);
+    let keyed = group.iter().any(|&i| !events[i].idempotency_key.is_empty());
+    let placed = |i: usize, seq: u64, duplicate: bool| {
+        (
+            i,
+            AppendResult {
+                partition: p,
+                offset: seq - 1,
+                duplicate,
+            },
+        )
+    };
+    if group.len() == 1 || keyed {
+        let acks = publish_each(js, &subject, group.iter().map(|&i| &events[i])).await?;
+        Ok(group
+            .iter()
+            .zip(acks)
+            .map(|(&i, (seq, duplicate))| placed(i, seq, duplicate))
+            .collect())
+    } else {
+        let last = publish_batch(client, &subject, group.iter().map(|&i| &events[i])).await?;
+        let first = last + 1 - group.len() as u64;
+        Ok(group
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| placed(i, first + j as u64, false))
+            .collect())
+    }
+}
+
 fn body(e: &NewEvent) -> Bytes {
     Bytes::from(Envelope::of(e).encode_to_vec())
 }
 
-/// One event; its stream sequence and whether it was a duplicate.
-async fn publish_one(js: &jetstream::Context, subject: &str, e: &NewEvent) -> Result<(u64, bool)> {
+/// Each event as its own publish (they carry idempotency keys, which
+/// atomic batches refuse); each one's stream sequence and whether it was a
+/// duplicate, in order.
+///
+/// The publishes are pipelined in waves: a wave holds the next event of
+/// each key (every keyless event is its own), all sent at once on the one
+/// connection and then acknowledged in order; an event whose key is already
+/// in the wave waits for the next. So two events of one key are never in
+/// flight together, and a failure cannot store a key's later event without
+/// its earlier one: per-key order holds even when the client retries a call
+/// that failed part-way (events of different keys may then be stored in
+/// another order than the call's). One wave costs one round trip to the
+/// stream leader instead of one per event.
+async fn publish_each<'e>(
+    js: &jetstream::Context,
+    subject: &str,
+    events: impl ExactSizeIterator<Item = &'e NewEvent>,
+) -> Result<Vec<(u64, bool)>> {
+    let events: Vec<&NewEvent> = events.collect();
+    let mut acks = vec![(0, false); events.len()];
+    let mut pending: Vec<usize> = (0..events.len()).collect();
+    while !pending.is_empty() {
+        let mut keys = std::collections::HashSet::new();
+        let (wave, later): (Vec<usize>, Vec<usize>) = pending
+            .into_iter()
+            .partition(|&i| events[i].key.is_empty() || keys.insert(events[i].key.as_str()));
+        let mut sent = Vec::with_capacity(wave.len());
+        for &i in &wave {
+            let publish = js
+                .publish_with_headers(subject.to_string(), headers(events[i]), body(events[i]))
+                .await;
+            sent.push((i, publish));
+        }
+        // Every ack is awaited before an error returns: no publish is left
+        // unobserved, and the first error is the one reported.
+        let mut failed = None;
+        let mut unanswered = Vec::new();
+        for (i, publish) in sent {
+            let acked = match publish {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) => acks[i] = (ack.sequence, ack.duplicate),
+                // Not stored: sent again below, patiently.
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => unanswered.push(i),
+                Err(e) => {
+                    failed.get_or_insert(publish_error(e.to_string()));
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        for i in unanswered {
+            acks[i] = publish_one(js, subject, events[i]).await?;
+        }
+        pending = later;
+    }
+    Ok(acks)
+}
+
+fn headers(e: &NewEvent) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if !e.idempotency_key.is_empty() {
         headers.insert("Nats-Msg-Id", e.idempotency_key.as_str());
     }
-    match acked::publish(js, subject, headers, body(e)).await {
+    headers
+}
+
+/// One event; its stream sequence and whether it was a duplicate.
+async fn publish_one(js: &jetstream::Context, subject: &str, e: &NewEvent) -> Result<(u64, bool)> {
+    match acked::publish(js, subject, headers(e), body(e)).await {
         Ok(ack) => Ok((ack.sequence, ack.duplicate)),
         Err(Unacked::NoStream) => Err(no_stream()),
         Err(e) => Err(publish_error(e.to_string())),

@@ -23,32 +23,54 @@ pub async fn run(
     let started = Instant::now();
     let mut members = tokio::task::JoinSet::new();
     for client in clients {
-        let mut deliveries = super::member(client, topic, a.depth);
-        let acked = acked.clone();
-        members.spawn(async move {
-            let mut acks = tokio::task::JoinSet::new();
-            while let Some(Ok(d)) = deliveries.next().await {
-                let acked = acked.clone();
-                acks.spawn(async move {
-                    if d.ack().await.is_ok() {
-                        acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-                while let Some(done) = acks.try_join_next() {
-                    done.ok();
-                }
+        let deliveries = super::member(client, topic, a.depth);
+        members.spawn(ack_each(deliveries, acked.clone(), |d| async move {
+            d.ack().await.is_ok()
+        }));
+    }
+    drained(members, &acked, target, started + timeout, o).await;
+    o.consume_secs = started.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// A member's loop: every item of `items` is acked by `ack` in a task of
+/// its own (the next deliveries need not wait for an ack's round trip), and
+/// each ack that succeeds counts in `acked`. Ends with the stream.
+pub(crate) async fn ack_each<T, E, S, F, A>(mut items: S, acked: Arc<AtomicU64>, ack: F)
+where
+    S: tokio_stream::Stream<Item = Result<T, E>> + Unpin,
+    F: Fn(T) -> A,
+    A: std::future::Future<Output = bool> + Send + 'static,
+{
+    let mut acks = tokio::task::JoinSet::new();
+    while let Some(Ok(item)) = items.next().await {
+        let (acked, done) = (acked.clone(), ack(item));
+        acks.spawn(async move {
+            if done.await {
+                acked.fetch_add(1, Ordering::Relaxed);
             }
         });
+        while let Some(done) = acks.try_join_next() {
+            done.ok();
+        }
     }
-    let deadline = started + timeout;
+}
+
+/// Waits until `target` acks are counted or `deadline` passes, records the
+/// count (and a timeout) in `o`, then stops the members.
+pub(crate) async fn drained(
+    mut members: tokio::task::JoinSet<()>,
+    acked: &AtomicU64,
+    target: u64,
+    deadline: Instant,
+    o: &mut Outcome,
+) {
     while acked.load(Ordering::Relaxed) < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    o.consume_secs = started.elapsed().as_secs_f64();
     o.consumed = acked.load(Ordering::Relaxed);
     if o.consumed < target {
         o.timed_out.push("consume");
     }
     members.abort_all();
-    Ok(())
 }

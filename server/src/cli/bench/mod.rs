@@ -17,6 +17,7 @@
 
 mod consume;
 mod flood;
+mod jetstream;
 mod latency;
 mod publish;
 
@@ -77,6 +78,15 @@ pub struct BenchArgs {
     /// in flight.
     #[arg(long, default_value_t = 4)]
     pub flood_connections: usize,
+    /// Run the publish and consume phases straight against these NATS
+    /// JetStream servers (comma-separated URLs), without eventbus: one
+    /// stream per partition, as a gateway lays a topic out. `--server` is
+    /// not used then.
+    #[arg(long, value_name = "NATS_URLS")]
+    pub jetstream: Option<String>,
+    /// Replicas of each stream with `--jetstream`.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -180,6 +190,14 @@ pub fn run(server: ClientBuilder, args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn bench(server: &ClientBuilder, a: &BenchArgs) -> anyhow::Result<serde_json::Value> {
+    if let Some(urls) = &a.jetstream {
+        let mut o = Outcome::default();
+        jetstream::run(urls, a.replicas, a, &mut o).await?;
+        let mut line = report(a, &o);
+        line["peer"] = "jetstream-direct".into();
+        line["replicas"] = a.replicas.into();
+        return Ok(line);
+    }
     let clients = connect(server, a.publishers).await?;
     let timeout = Duration::from_secs(a.phase_timeout);
     let mut o = Outcome::default();
