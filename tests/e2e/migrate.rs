@@ -22,6 +22,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_eventbus-under-test");
 async fn single_node() -> TestServer {
     TestServer::start_with(DataDir::Fresh, |c| {
         c.storage = eventbus_server::config::Storage::Rocksdb;
+        // Retention trims within the test (the "clicks" topic below).
+        c.retention_interval = std::time::Duration::from_millis(100);
     })
     .await
 }
@@ -300,6 +302,45 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
         .await
         .expect("pause");
 
+    // clicks: retention removed offsets 0..5, so its partition starts at
+    // offset 5 and the cluster's stream must too (its first_seq).
+    admin
+        .create_topic(CreateTopicRequest {
+            topic: "clicks".into(),
+            partitions: 1,
+            retention: Some(v1::Retention {
+                max_age: Some(duration(1.0)),
+                max_bytes: 0,
+            }),
+        })
+        .await
+        .expect("create clicks");
+    publish(
+        &mut events,
+        "clicks",
+        (0..5)
+            .map(|i| event("", "click", format!("click {i}")))
+            .collect(),
+    )
+    .await;
+    // Retention keeps a partition's newest event: one more after the five
+    // expired.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    publish(&mut events, "clicks", vec![event("", "click", "click 5")]).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let t = topics(source.channel()).await;
+        let clicks = t.iter().find(|t| t.name == "clicks").expect("clicks");
+        if clicks.partition_info[0].start_offset == 5 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention never trimmed clicks"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     let source_dead = eventually_dead_letters(&source, 2).await;
     let source_topics = topics(source.channel()).await;
     let source_orders = replay_all(source.channel(), "orders").await;
@@ -324,8 +365,8 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
     let (ok, out, err) = migrate(&migrate_args(data, &urls)).await;
     assert!(ok, "migrate failed:\n{out}\n{err}");
     assert!(
-        out.contains("topics: 2 created")
-            && out.contains("events: 35 copied")
+        out.contains("topics: 3 created")
+            && out.contains("events: 36 copied")
             && out.contains("subscriptions: 3 created")
             && out.contains("dead letters: 2 copied")
             && out.contains("verified"),
@@ -342,12 +383,35 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
                     t.name.clone(),
                     t.partitions,
                     t.retention,
-                    t.partition_info.clone(),
+                    t.partition_info
+                        .iter()
+                        .map(|p| (p.partition, p.end_offset))
+                        .collect::<Vec<_>>(),
                 )
             })
             .collect::<Vec<_>>()
     };
     assert_eq!(shape(&cluster_topics), shape(&source_topics));
+    // First offsets too; clicks' one moved event may already have expired
+    // in the cluster (max_age counts from the move).
+    let starts = |ts: &[v1::Topic]| {
+        ts.iter()
+            .flat_map(|t| {
+                t.partition_info
+                    .iter()
+                    .map(|p| (t.name.clone(), p.start_offset))
+            })
+            .collect::<Vec<_>>()
+    };
+    for (there, here) in starts(&cluster_topics)
+        .into_iter()
+        .zip(starts(&source_topics))
+    {
+        assert!(
+            there == here || (here.0 == "clicks" && there.1 == here.1 + 1),
+            "first offsets: cluster {there:?}, data dir {here:?}"
+        );
+    }
     for (name, before) in [("orders", &source_orders), ("payments", &source_payments)] {
         let after = replay_all(gateway.channel(), name).await;
         assert_eq!(
@@ -409,8 +473,8 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
     assert!(ok, "second migrate failed:\n{out}\n{err}");
     assert!(
         out.contains("nothing to do")
-            && out.contains("topics: 0 created, 2 already there")
-            && out.contains("events: 0 copied, 35 already there")
+            && out.contains("topics: 0 created, 3 already there")
+            && out.contains("events: 0 copied, 36 already there")
             && out.contains("dead letters: 0 copied"),
         "second summary: {out}"
     );
@@ -420,6 +484,19 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
         shape(&source_topics)
     );
     assert_eq!(dead_letters(&gateway, "payments", "ledger").await.len(), 2);
+
+    // The trimmed partition goes on at its offset.
+    let next = publish(
+        &mut gateway.events(),
+        "clicks",
+        vec![event("", "click", "after")],
+    )
+    .await;
+    assert_eq!(
+        (next[0].partition, next[0].offset),
+        (0, 6),
+        "clicks goes on at offset 6"
+    );
 }
 
 /// The source's dead letters once `n` are there (a nack's entry is written

@@ -232,6 +232,17 @@ impl Topics {
     }
 
     fn stream_config(&self, id: u32, p: u32, retention: &Retention) -> stream::Config {
+        let max_age = retention
+            .max_age_ms
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        // JetStream refuses a duplicate window longer than max_age (a topic
+        // keeping events for less than the dedup window could not be
+        // created); a key older than max_age has no event left to double.
+        let duplicate_window = match max_age.is_zero() {
+            true => self.options.dedup_window,
+            false => self.options.dedup_window.min(max_age),
+        };
         stream::Config {
             name: stream_name(id, p),
             subjects: vec![subject(id, p)],
@@ -239,14 +250,11 @@ impl Topics {
             num_replicas: self.options.replicas,
             retention: stream::RetentionPolicy::Limits,
             discard: stream::DiscardPolicy::Old,
-            max_age: retention
-                .max_age_ms
-                .map(Duration::from_millis)
-                .unwrap_or_default(),
+            max_age,
             max_bytes: retention
                 .max_bytes
                 .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
-            duplicate_window: self.options.dedup_window,
+            duplicate_window,
             allow_direct: true,
             allow_atomic_publish: true,
             // Offsets stay dense: nothing is removed but from the front.
