@@ -20,6 +20,7 @@ mod idempotency;
 mod kill_loop;
 mod limits;
 mod metrics;
+mod migrate;
 mod ops;
 mod ordering;
 mod power_loss;

@@ -16,7 +16,6 @@
 //! once and never lost. The write carries `Nats-Msg-Id` of the failed
 //! delivery, so a retry within the duplicate window is not doubled.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -99,19 +98,29 @@ impl Record {
 
     pub fn of_event(event: &StoredEvent) -> Record {
         Record {
+            // The record keeps the publish time itself.
             event: Some(Envelope {
-                key: event.key.clone(),
-                event_type: event.event_type.clone(),
-                payload: event.payload.clone(),
-                content_type: event.content_type.clone(),
-                attributes: BTreeMap::clone(&event.attributes),
-                idempotency_key: event.idempotency_key.clone(),
-                event_time: event.event_time,
+                publish_time: None,
+                ..Envelope::of_stored(event)
             }),
             partition: event.partition,
             offset: event.offset,
             publish_time: event.publish_time,
             ..Default::default()
+        }
+    }
+
+    /// The record of a dead letter moved here from another store: its
+    /// event and its whole delivery history (its id is the new queue's).
+    pub fn of_dead_letter(dl: &DeadLetter) -> Record {
+        Record {
+            attempts: dl.attempts,
+            redrive_count: dl.redrive_count,
+            first_delivery_ms: dl.first_delivery_ms,
+            last_delivery_ms: dl.last_delivery_ms,
+            dead_letter_ms: dl.dead_letter_ms,
+            reason: dl.reason.clone(),
+            ..Record::of_event(&dl.event)
         }
     }
 
@@ -210,6 +219,33 @@ pub async fn write(js: &jetstream::Context, id: u32, msg_id: &str, record: &Reco
         Bytes::from(record.encode_to_vec()),
     )
     .await
+}
+
+/// Writes one entry to subscription `id`'s redrive queue (a dead letter
+/// sent back and not yet delivered again), acknowledged by the quorum.
+pub async fn write_redriven(
+    js: &jetstream::Context,
+    id: u32,
+    msg_id: &str,
+    record: &Record,
+) -> Result<()> {
+    publish_acked(
+        js,
+        redrive_subject(id),
+        msg_id,
+        Bytes::from(record.encode_to_vec()),
+    )
+    .await
+}
+
+/// How many entries subscription `id`'s redrive queue holds.
+pub async fn redrive_count(js: &jetstream::Context, id: u32) -> Result<u64> {
+    let mut stream = redrive_stream(js, id).await?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| nats_error("reading a redrive queue", e))?;
+    Ok(info.state.messages)
 }
 
 /// The entries in queue `id` and when the oldest was added.

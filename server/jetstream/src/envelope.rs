@@ -30,6 +30,12 @@ pub struct Envelope {
     /// Milliseconds since the epoch; absent when the publisher set none.
     #[prost(uint64, optional, tag = "7")]
     pub event_time: Option<u64>,
+    /// Milliseconds since the epoch: when the event was first published,
+    /// set only on events `eventbus migrate` moved from a single node. The
+    /// message's own timestamp is then the time of the move, and this is
+    /// the publish time readers see. Absent on events published here.
+    #[prost(uint64, optional, tag = "8")]
+    pub publish_time: Option<u64>,
 }
 
 impl Envelope {
@@ -42,10 +48,28 @@ impl Envelope {
             attributes: e.attributes.clone(),
             idempotency_key: e.idempotency_key.clone(),
             event_time: e.event_time,
+            publish_time: None,
         }
     }
 
-    /// The stored event this envelope is, at its place in the topic.
+    /// A stored event as it is moved here from another store: everything,
+    /// its publish time included.
+    pub fn of_stored(e: &StoredEvent) -> Envelope {
+        Envelope {
+            key: e.key.clone(),
+            event_type: e.event_type.clone(),
+            payload: e.payload.clone(),
+            content_type: e.content_type.clone(),
+            attributes: e.attributes.clone(),
+            idempotency_key: e.idempotency_key.clone(),
+            event_time: e.event_time,
+            publish_time: Some(e.publish_time),
+        }
+    }
+
+    /// The stored event this envelope is, at its place in the topic;
+    /// `publish_time` is the message's timestamp, which a moved event's own
+    /// publish time overrides.
     pub fn into_event(
         self,
         topic_id: TopicId,
@@ -57,7 +81,7 @@ impl Envelope {
             topic_id,
             partition,
             offset,
-            publish_time,
+            publish_time: self.publish_time.unwrap_or(publish_time),
             key: self.key,
             event_type: self.event_type,
             payload: self.payload,

@@ -17,6 +17,7 @@ pub mod buckets;
 pub mod dead_letters;
 pub mod delivery;
 pub mod envelope;
+pub mod migrate;
 pub mod positions;
 pub mod publish;
 pub mod replay;
@@ -103,34 +104,41 @@ fn not_yet(what: &str) -> Error {
     ))
 }
 
+/// Connects to the cluster at `options.urls` as a gateway does (the
+/// gateway's timeouts and pings); `eventbus migrate` connects the same way.
+pub async fn connect_client(options: &Options) -> Result<(async_nats::Client, jetstream::Context)> {
+    let servers = options
+        .urls
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::invalid(
+                "nats-url",
+                format!(
+                    "{:?}: {e}; give nats://host:port, comma-separated",
+                    options.urls
+                ),
+            )
+        })?;
+    let client = async_nats::ConnectOptions::new()
+        .name("eventbus-gateway")
+        .retry_on_initial_connect()
+        .request_timeout(Some(REQUEST_TIMEOUT))
+        .ping_interval(PING_INTERVAL)
+        .connect(servers)
+        .await
+        .map_err(|e| nats_error("connecting", e))?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(REQUEST_TIMEOUT)
+        .build(client.clone());
+    Ok((client, js))
+}
+
 impl JetStreamBroker {
     /// Connects to the cluster and opens (or creates) the metadata bucket.
     pub async fn connect(options: Options) -> Result<JetStreamBroker> {
-        let servers = options
-            .urls
-            .split(',')
-            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| {
-                Error::invalid(
-                    "nats-url",
-                    format!(
-                        "{:?}: {e}; give nats://host:port, comma-separated",
-                        options.urls
-                    ),
-                )
-            })?;
-        let client = async_nats::ConnectOptions::new()
-            .name("eventbus-gateway")
-            .retry_on_initial_connect()
-            .request_timeout(Some(REQUEST_TIMEOUT))
-            .ping_interval(PING_INTERVAL)
-            .connect(servers)
-            .await
-            .map_err(|e| nats_error("connecting", e))?;
-        let js = jetstream::ContextBuilder::new()
-            .timeout(REQUEST_TIMEOUT)
-            .build(client.clone());
+        let (client, js) = connect_client(&options).await?;
         let options = Arc::new(options);
         let topics = Topics::open(js.clone(), options.clone()).await?;
         let subscriptions = Arc::new(Subscriptions::open(js.clone(), options.clone()).await?);

@@ -166,15 +166,8 @@ impl Subscriptions {
         start_position: StartPosition,
         creator: Option<String>,
     ) -> Result<SubscriptionMeta> {
-        if self.get(topic, name).await.is_ok() {
-            return Err(exists(topic, name));
-        }
-        self.options
-            .limits
-            .check_subscription_count(self.count().await?)?;
-        let id = next_id(&self.kv, SUBSCRIPTIONS_BUCKET, NEXT_ID_KEY).await?;
         let meta = SubscriptionMeta {
-            id,
+            id: 0,
             topic_id: topic.id,
             name: name.to_string(),
             config,
@@ -187,15 +180,36 @@ impl Subscriptions {
             StartPosition::Earliest => DeliverPolicy::All,
             StartPosition::Latest => DeliverPolicy::New,
         };
+        self.create_as(topic, meta, |_| deliver_policy).await
+    }
+
+    /// Creates the subscription `meta` describes under a new id (its `id`
+    /// and `topic_id` are set here), paused if it says so, its consumer on
+    /// partition `p` starting where `deliver_policy(p)` says.
+    pub async fn create_as(
+        &self,
+        topic: &TopicMeta,
+        mut meta: SubscriptionMeta,
+        deliver_policy: impl Fn(u32) -> DeliverPolicy,
+    ) -> Result<SubscriptionMeta> {
+        let name = meta.name.clone();
+        if self.get(topic, &name).await.is_ok() {
+            return Err(exists(topic, &name));
+        }
+        self.options
+            .limits
+            .check_subscription_count(self.count().await?)?;
+        meta.id = next_id(&self.kv, SUBSCRIPTIONS_BUCKET, NEXT_ID_KEY).await?;
+        meta.topic_id = topic.id;
         let made = self.make_consumers(topic, &meta, deliver_policy).await;
         let stored = match made {
             Ok(()) => self
                 .kv
-                .create(key_of(topic.id, name), encode(&meta)?)
+                .create(key_of(topic.id, &name), encode(&meta)?)
                 .await
                 .map_err(|e| {
                     if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                        exists(topic, name)
+                        exists(topic, &name)
                     } else {
                         nats_error("storing subscription settings", e)
                     }
@@ -211,7 +225,7 @@ impl Subscriptions {
         tracing::info!(
             topic = topic.name,
             subscription = name,
-            id,
+            id = meta.id,
             "subscription created"
         );
         Ok(meta)
@@ -221,7 +235,7 @@ impl Subscriptions {
         &self,
         topic: &TopicMeta,
         meta: &SubscriptionMeta,
-        deliver_policy: DeliverPolicy,
+        deliver_policy: impl Fn(u32) -> DeliverPolicy,
     ) -> Result<()> {
         dead_letters::create_streams(&self.js, meta, self.options.replicas).await?;
         let redrive = dead_letters::redrive_stream(&self.js, meta.id).await?;
@@ -236,7 +250,7 @@ impl Subscriptions {
                 .await
                 .map_err(|e| nats_error("opening a partition stream", e))?;
             stream
-                .create_consumer(consumer_config(meta, deliver_policy))
+                .create_consumer(consumer_config(meta, deliver_policy(p)))
                 .await
                 .map_err(|e| nats_error("creating a partition consumer", e))?;
         }

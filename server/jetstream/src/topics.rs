@@ -161,29 +161,45 @@ impl Topics {
             0 => self.options.default_partitions,
             n => n,
         };
-        let id = next_id(&self.kv, TOPICS_BUCKET, NEXT_ID_KEY).await?;
-        for p in 0..partitions {
-            self.js
-                .create_stream(self.stream_config(id, p, &config.retention))
-                .await
-                .map_err(|e| nats_error("creating a partition stream", e))?;
-        }
         let meta = TopicMeta {
-            id,
+            id: 0,
             name: name.to_string(),
             partitions,
             retention: config.retention,
             created_ms: now_ms(),
             creator: config.creator,
         };
+        self.create_as(meta, &[]).await
+    }
+
+    /// Creates the topic `meta` describes under a new id (its `id` is
+    /// ignored). Partition `p`'s stream starts at sequence
+    /// `first_seqs[p]` when given (so that a topic moved here whose front
+    /// retention removed keeps its offsets), else at 1.
+    pub async fn create_as(
+        &self,
+        mut meta: TopicMeta,
+        first_seqs: &[u64],
+    ) -> Result<Arc<TopicMeta>> {
+        let (name, partitions) = (meta.name.clone(), meta.partitions);
+        let id = next_id(&self.kv, TOPICS_BUCKET, NEXT_ID_KEY).await?;
+        meta.id = id;
+        for p in 0..partitions {
+            let mut config = self.stream_config(id, p, &meta.retention);
+            config.first_sequence = first_seqs.get(p as usize).copied().filter(|&s| s > 1);
+            self.js
+                .create_stream(config)
+                .await
+                .map_err(|e| nats_error("creating a partition stream", e))?;
+        }
         let value =
             Bytes::from(serde_json::to_vec(&meta).map_err(|e| Error::Storage(e.to_string()))?);
-        match self.kv.create(key_of(name), value).await {
+        match self.kv.create(key_of(&name), value).await {
             Ok(_) => {}
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 // Another gateway won the name: our streams are orphans.
                 self.delete_streams(id, partitions).await;
-                return Err(Error::TopicExists(name.to_string()));
+                return Err(Error::TopicExists(name));
             }
             Err(e) => {
                 self.delete_streams(id, partitions).await;
@@ -191,7 +207,7 @@ impl Topics {
             }
         }
         tracing::info!(topic = name, id, partitions, "topic created");
-        self.load(name).await
+        self.load(&name).await
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {
@@ -216,6 +232,17 @@ impl Topics {
     }
 
     fn stream_config(&self, id: u32, p: u32, retention: &Retention) -> stream::Config {
+        let max_age = retention
+            .max_age_ms
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        // JetStream refuses a duplicate window longer than max_age (a topic
+        // keeping events for less than the dedup window could not be
+        // created); a key older than max_age has no event left to double.
+        let duplicate_window = match max_age.is_zero() {
+            true => self.options.dedup_window,
+            false => self.options.dedup_window.min(max_age),
+        };
         stream::Config {
             name: stream_name(id, p),
             subjects: vec![subject(id, p)],
@@ -223,14 +250,11 @@ impl Topics {
             num_replicas: self.options.replicas,
             retention: stream::RetentionPolicy::Limits,
             discard: stream::DiscardPolicy::Old,
-            max_age: retention
-                .max_age_ms
-                .map(Duration::from_millis)
-                .unwrap_or_default(),
+            max_age,
             max_bytes: retention
                 .max_bytes
                 .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
-            duplicate_window: self.options.dedup_window,
+            duplicate_window,
             allow_direct: true,
             allow_atomic_publish: true,
             // Offsets stay dense: nothing is removed but from the front.

@@ -15,6 +15,7 @@
 //! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
 //! * [`keys`]: every RocksDB key layout and column family; [`codec`]: the record envelope
 //!   (both public only for the benches and fuzz targets).
+//! * [`export`]: an offline, read-only view of a whole data dir, for `eventbus migrate`.
 //! * [`metric_names`]: what the engine records through the `metrics` facade.
 //! * [`health`]: the write path's state (ok, disk full, failed); [`space`]: the free-space reserve;
 //!   [`synced_mark`]: the synced high-water mark that tells a torn WAL tail from lost synced writes.
@@ -29,6 +30,7 @@ pub(crate) mod dead_letters;
 pub(crate) mod dedup;
 pub mod delivery;
 pub mod error;
+pub mod export;
 pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod meta;
@@ -77,5 +79,7 @@ pub use health::StorageHealth;
 pub use options::Options;
 // The store, for offline tools (`eventbus restore` checks a backup opens).
 pub use store::{Log, StorageStats};
-pub use topic::TopicConfig;
+/// The file every data dir holds besides RocksDB's (offline tools check for it).
+pub use synced_mark::FILE_NAME as SYNCED_MARK_FILE;
+pub use topic::{TopicConfig, TopicState};
 pub use types::*;

@@ -2,11 +2,14 @@
 //!
 //! * `eventbus serve` / `eventbus default-config` run or configure the server
 //!   in this process ([`serve`]).
+//! * `eventbus restore` and `eventbus migrate` work on a data dir offline
+//!   ([`restore`], [`migrate`]).
 //! * Every other subcommand is an operator command that talks to a running
 //!   server over gRPC ([`remote`]): topics, publish, subscribe, subscriptions,
 //!   dead letters and replay.
 
 mod bench;
+mod migrate;
 mod remote;
 mod restore;
 mod serve;
@@ -161,6 +164,11 @@ enum Command {
     /// Turn a backup (from `eventbus backup`) into a new data dir, offline,
     /// and check that it opens.
     Restore(restore::RestoreArgs),
+    /// Move a single node's data dir into cluster mode, offline: topics,
+    /// events at the same offsets, subscriptions at their positions, dead
+    /// letters. Restartable; RUNBOOK.md, "Moving a single node into cluster
+    /// mode".
+    Migrate(migrate::MigrateArgs),
     /// Read an API key on stdin and print the SHA-256 that `[[auth.api-keys]]`
     /// takes (`sha256 = "..."`); with `--new`, make a random key and print
     /// both.
@@ -206,6 +214,7 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(cli.global.client_builder()?, args),
         Command::Restore(args) => restore::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::HashKey { new } => hash_key(new),
         Command::Remote(command) => remote::main(&cli.global, command),
     }

@@ -29,7 +29,7 @@ mod handle;
 mod key_order;
 mod leases;
 mod members;
-mod persistence;
+pub(crate) mod persistence;
 mod read_ahead;
 mod redrive;
 mod retries;

@@ -46,7 +46,7 @@ pub(super) struct Persistence {
 }
 
 /// What a subscription starts from (see [`load`]).
-pub(super) struct Loaded {
+pub(crate) struct Loaded {
     pub acks: Vec<PartitionAcks>,
     pub next_dlq_seq: u64,
     pub dlq: Arc<DlqCounters>,
@@ -251,7 +251,7 @@ impl Persistence {
 }
 
 /// Loads a subscription's persisted state. Blocking.
-pub(super) fn load(log: &Log, topic: &TopicState, sub: SubscriptionId) -> Result<Loaded> {
+pub(crate) fn load(log: &Log, topic: &TopicState, sub: SubscriptionId) -> Result<Loaded> {
     let redrive = load_redrive(log, topic, sub)?;
     // Seqs name DLQ entries and redrive-queue entries alike, so the next one
     // comes from the persisted high-water mark, never from what happens to be
