@@ -2,7 +2,7 @@
 //! NATS JetStream cluster on 127.0.0.1 (`NatsCluster`: ports from the OS,
 //! temp stores, stopped by PID). What only a cluster shows lives here: node
 //! kills, several gateways, the fsync check. The rest of the contract runs
-//! through the whole e2e suite with `EVENTBUS_E2E_BACKEND=jetstream`.
+//! through the whole e2e suite with `E2E_BACKEND=jetstream`.
 
 use std::collections::{BTreeMap, HashMap};
 

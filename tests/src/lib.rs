@@ -48,12 +48,14 @@ pub struct TestServer {
     nats: Option<nats::NatsCluster>,
 }
 
-/// The harness switch: `EVENTBUS_E2E_BACKEND=jetstream` runs every
+/// The harness switch: `E2E_BACKEND=jetstream` runs every
 /// [`TestServer`] as a cluster-mode gateway over its own one-node NATS
 /// JetStream server (synced writes, 127.0.0.1, ports from the OS). Tests
 /// that cannot hold there call [`skip_on_jetstream`] with the reason.
+/// (Not `EVENTBUS_`-prefixed: the server reads those as its config keys,
+/// and a child server refused the unknown one.)
 pub fn on_jetstream() -> bool {
-    std::env::var("EVENTBUS_E2E_BACKEND").is_ok_and(|b| b == "jetstream")
+    std::env::var("E2E_BACKEND").is_ok_and(|b| b == "jetstream")
 }
 
 /// Returns true (and says why, in the test output) when the test must be

@@ -34,7 +34,7 @@ mod deploy;
 mod fuzz;
 
 /// The e2e modules CI also runs against the JetStream backend
-/// (`EVENTBUS_E2E_BACKEND=jetstream`). The rest need one node's storage
+/// (`E2E_BACKEND=jetstream`). The rest need one node's storage
 /// (crash, corruption, disk full, power loss, backup, the CLI's data dir)
 /// or are not built in cluster mode yet; ARCHITECTURE.md, "Backend
 /// conformance", says which and why.
@@ -73,7 +73,7 @@ fn main() -> Result<()> {
             // The same e2e modules against the JetStream backend (a gateway
             // over a one-node NATS server per test); skips print their reason.
             run(cargo()
-                .env("EVENTBUS_E2E_BACKEND", "jetstream")
+                .env("E2E_BACKEND", "jetstream")
                 // --workspace: the same feature set as the run above, so
                 // nothing is rebuilt.
                 .args(["test", "--workspace", "--test", "e2e", "--"])
