@@ -93,6 +93,12 @@ impl Credit {
         }
     }
 
+    /// Whether the member still holds the lease on `reply`.
+    fn holds(&self, reply: &str) -> bool {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.contains_key(reply)
+    }
+
     fn extend(&self, reply: &str, deadline: Instant) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = leases.get_mut(reply) {
@@ -627,9 +633,13 @@ async fn settle_one(
     let credit = ctx.members.get(a.member);
     let config = &meta.config;
     // Counted as one node counts: acks, and nacks (those into the
-    // dead-letter queue too), once the consumer's leader took them.
+    // dead-letter queue too), once the consumer's leader took them. The
+    // leader answers a second ack of a message too: a lease this gateway
+    // no longer holds for its member was settled already and is not
+    // counted again (a member on another gateway: this one cannot tell).
+    let fresh = credit.as_ref().is_none_or(|c| c.holds(a.reply));
     let counted = |done: bool, what: Count| {
-        if done {
+        if done && fresh {
             ctx.gateways.count(meta.id, what);
         }
         done
