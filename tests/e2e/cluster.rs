@@ -237,12 +237,12 @@ async fn acknowledged_events_survive_a_node_kill_9() {
     assert_eq!(replayed.len(), acked, "no event stored twice");
 }
 
-/// Two gateways on one cluster: members on both share a subscription's
-/// work, an ack id issued by one gateway settles through the other (the
-/// ack-id key and the leases live in the cluster), and when one gateway
-/// goes away the leases its member held come back to the other member.
-#[tokio::test]
-async fn members_on_two_gateways_share_work_and_settle_each_others_leases() {
+/// A 3-node cluster with gateways `a` and `b`: `topic` (2 partitions)
+/// made through `a`, its subscription `s` through `b`.
+async fn two_gateways(
+    topic: &str,
+    ack_deadline: Option<prost_types::Duration>,
+) -> (NatsCluster, TestServer, TestServer) {
     let cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
         .await
         .unwrap();
@@ -250,7 +250,7 @@ async fn members_on_two_gateways_share_work_and_settle_each_others_leases() {
     let b = TestServer::gateway(&cluster).await;
     a.admin()
         .create_topic(CreateTopicRequest {
-            topic: "work".into(),
+            topic: topic.into(),
             partitions: 2,
             retention: None,
         })
@@ -258,13 +258,24 @@ async fn members_on_two_gateways_share_work_and_settle_each_others_leases() {
         .expect("create topic");
     b.admin()
         .create_subscription(v1::CreateSubscriptionRequest {
-            topic: "work".into(),
+            topic: topic.into(),
             subscription: "s".into(),
-            ack_deadline: Some(duration(2.0)),
+            ack_deadline,
             ..Default::default()
         })
         .await
         .expect("create subscription through the other gateway");
+    (cluster, a, b)
+}
+
+/// Two gateways on one cluster: members on both share a subscription's
+/// work, an ack id issued by one gateway settles through the other (the
+/// ack-id key and the leases live in the cluster), and when one gateway
+/// goes away the leases its member held come back to the other member.
+#[tokio::test]
+async fn members_on_two_gateways_share_work_and_settle_each_others_leases() {
+    // The subscription is made through the other gateway.
+    let (_cluster, a, b) = two_gateways("work", Some(duration(2.0))).await;
     let (mut events_a, mut events_b) = (a.events(), b.events());
     // Each member may hold 5: neither can take all 20 alone.
     let mut on_a = subscribe(&mut events_a, "work", "s", 5).await;
@@ -354,4 +365,279 @@ async fn a_gateway_refuses_a_server_that_does_not_fsync_every_write() {
     let log = server.log_lines().join("\n");
     assert!(log.contains("running anyway"), "{log}");
     assert_eq!(server.terminate().await, Some(0));
+}
+
+/// GetStatus through `server`; None while the cluster cannot answer (an
+/// election after a node died), as a client polling it sees.
+async fn cluster_status(server: &TestServer) -> Option<(String, v1::ClusterStatus)> {
+    match server.admin().get_status(v1::GetStatusRequest {}).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            Some((r.backend, r.cluster.expect("a cluster section")))
+        }
+        Err(e) => {
+            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            None
+        }
+    }
+}
+
+/// Polls GetStatus until `done` holds for its cluster section.
+async fn status_until(
+    server: &TestServer,
+    what: &str,
+    done: impl Fn(&v1::ClusterStatus) -> bool,
+) -> v1::ClusterStatus {
+    let deadline = tokio::time::Instant::now() + 3 * PATIENCE;
+    let mut last = None;
+    loop {
+        if let Some((backend, c)) = cluster_status(server).await {
+            assert_eq!(backend, "jetstream");
+            if done(&c) {
+                return c;
+            }
+            last = Some(c);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never showed {what}; last: {last:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+fn healthy(c: &v1::ClusterStatus) -> bool {
+    c.streams_without_leader == 0
+        && c.replicas_not_current == 0
+        && c.lagging_peers == 0
+        && c.streams.iter().all(|s| {
+            !s.leader.is_empty()
+                && s.replicas.len() == 3
+                && s.replicas.iter().all(|r| r.current && !r.offline)
+        })
+}
+
+/// GetStatus and the metrics show the cluster: every stream led, with
+/// three current replicas; after a kill -9 of one node the streams it held
+/// report it as not current while status keeps answering; once it is back
+/// its replicas catch up.
+#[tokio::test]
+async fn status_and_metrics_show_the_clusters_health_through_a_node_kill_9() {
+    let mut cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+        .await
+        .unwrap();
+    let server = TestServer::gateway(&cluster).await;
+    server
+        .admin()
+        .create_topic(CreateTopicRequest {
+            topic: "health".into(),
+            partitions: 2,
+            retention: None,
+        })
+        .await
+        .expect("create topic");
+    let mut events = server.events();
+    publish(
+        &mut events,
+        "health",
+        (0..10).map(|i| keyed(i, false)).collect(),
+    )
+    .await;
+
+    let c = status_until(&server, "a healthy cluster", healthy).await;
+    let partitions: Vec<&str> = c
+        .streams
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| n.starts_with("EB_T") && n.contains("_P"))
+        .collect();
+    assert_eq!(partitions.len(), 2, "{c:#?}");
+    assert_eq!(c.stream_count as usize, c.streams.len());
+    let nodes: std::collections::BTreeSet<&str> =
+        cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+    for s in &c.streams {
+        let peers: std::collections::BTreeSet<&str> =
+            s.replicas.iter().map(|r| r.peer.as_str()).collect();
+        assert_eq!(peers, nodes, "{s:?}");
+        assert_eq!(s.replicas.iter().filter(|r| r.leader).count(), 1, "{s:?}");
+        assert_eq!(s.replicas[0].peer, s.leader, "the leader comes first");
+    }
+
+    let (_, metrics) = eventbus_tests::http_get(server.metrics_addr, "/metrics").await;
+    for series in [
+        "eventbus_backend{backend=\"jetstream\"} 1",
+        "eventbus_backend{backend=\"rocksdb\"} 0",
+        "eventbus_cluster_streams_without_leader 0",
+        "eventbus_cluster_replicas_not_current 0",
+        "eventbus_cluster_lagging_peers 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} in:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("eventbus_cluster_streams ")),
+        "{metrics}"
+    );
+    for p in &partitions {
+        for series in [
+            format!("eventbus_cluster_stream_replicas_current{{stream=\"{p}\"}} 3"),
+            format!("eventbus_cluster_stream_replica_lag{{stream=\"{p}\"}} 0"),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == series),
+                "{series} in:\n{metrics}"
+            );
+        }
+    }
+
+    // Kill a node; publishes after it leave its replicas behind.
+    let victim = cluster.nodes[2].name.clone();
+    cluster.kill9(2);
+    for i in 10..20 {
+        let req = PublishRequest {
+            topic: "health".into(),
+            events: vec![keyed(i, false)],
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while let Err(e) = events.publish(req.clone()).await {
+            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            assert!(tokio::time::Instant::now() < deadline, "{e:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let degraded = |c: &v1::ClusterStatus| {
+        let partitions_behind = c
+            .streams
+            .iter()
+            .filter(|s| partitions.contains(&s.name.as_str()))
+            .filter(|s| {
+                s.leader != victim
+                    && s.replicas
+                        .iter()
+                        .any(|r| r.peer == victim && !r.current && !r.leader)
+            })
+            .count();
+        partitions_behind == partitions.len()
+            && c.replicas_not_current as usize >= partitions.len()
+            && c.lagging_peer_names == [victim.clone()]
+    };
+    let c = status_until(&server, "the killed node's replicas not current", degraded).await;
+    assert!(c.lagging_peers == 1, "{c:#?}");
+    let (_, metrics) = eventbus_tests::http_get(server.metrics_addr, "/metrics").await;
+    for p in &partitions {
+        let series = format!("eventbus_cluster_stream_replicas_current{{stream=\"{p}\"}} 2");
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} in:\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l == "eventbus_cluster_replicas_not_current 0"),
+        "{metrics}"
+    );
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart(2);
+        cluster
+    })
+    .await
+    .unwrap();
+    status_until(&server, "every replica current again", healthy).await;
+    drop(cluster);
+}
+
+/// Members on two gateways, each acking what it gets through its own
+/// gateway and one nacking once: GetSubscription through either gateway
+/// reports the counts summed over both, and both members.
+#[tokio::test]
+async fn subscription_figures_are_summed_over_the_gateways() {
+    let (_cluster, a, b) = two_gateways("sums", None).await;
+    let (mut events_a, mut events_b) = (a.events(), b.events());
+    let mut on_a = subscribe(&mut events_a, "sums", "s", 5).await;
+    let mut on_b = subscribe(&mut events_b, "sums", "s", 5).await;
+    publish(
+        &mut events_a,
+        "sums",
+        (0..20).map(|i| keyed(i, false)).collect(),
+    )
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut from_a, mut nacked) = (0, false);
+    while seen.len() < 20 {
+        tokio::select! {
+            got = recv_n(&mut on_a, 1) => {
+                from_a += got.len();
+                for d in &got { seen.insert(payload(d)); }
+                ack(&mut events_a, "sums", "s", &got).await;
+            }
+            got = recv_n(&mut on_b, 1) => {
+                let mut got = &got[..];
+                if !nacked {
+                    // Comes back, to either member.
+                    events_b
+                        .nack(v1::NackRequest {
+                            topic: "sums".into(),
+                            subscription: "s".into(),
+                            ack_ids: vec![got[0].ack_id.clone()],
+                            delay: Some(duration(0.0)),
+                            reason: "once".into(),
+                            dead_letter: false,
+                        })
+                        .await
+                        .expect("nack");
+                    nacked = true;
+                    got = &got[1..];
+                }
+                for d in got { seen.insert(payload(d)); }
+                ack(&mut events_b, "sums", "s", got).await;
+            }
+        }
+    }
+    assert!(
+        from_a > 0 && from_a < 20,
+        "both members worked: {from_a} on a"
+    );
+    for (via, server) in [("a", &a), ("b", &b)] {
+        let stats = subscription_stats(&mut server.admin(), "sums", "s").await;
+        assert_eq!(
+            (stats.acked, stats.nacked, stats.delivered, stats.members),
+            (20, 1, 21, 2),
+            "through {via}: {stats:?}"
+        );
+        assert_eq!(stats.redelivered, 1, "through {via}: {stats:?}");
+        let listed = server
+            .admin()
+            .list_subscriptions(v1::ListSubscriptionsRequest {
+                topic: "sums".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .subscriptions;
+        let listed = listed[0].stats.expect("stats");
+        assert_eq!(
+            (listed.acked, listed.members),
+            (20, 2),
+            "listed through {via}"
+        );
+    }
+    // One member leaves: the other gateway no longer counts it.
+    drop(on_a);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let stats = subscription_stats(&mut b.admin(), "sums", "s").await;
+        if stats.members == 1 {
+            assert_eq!(stats.acked, 20, "{stats:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -12,11 +12,6 @@ use crate::support::*;
 
 #[tokio::test]
 async fn publish_subscribe_ack() {
-    if eventbus_tests::skip_on_jetstream(
-        "the per-subscription counters (acked, nacked, ...) are not kept in cluster mode (ARCHITECTURE.md, Backend conformance)",
-    ) {
-        return;
-    }
     let server = TestServer::start().await;
     let (mut events, mut admin) = (server.events(), server.admin());
     admin

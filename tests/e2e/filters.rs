@@ -37,11 +37,6 @@ async fn sub_stats(server: &TestServer, sub: &str) -> v1::Subscription {
 
 #[tokio::test]
 async fn non_matching_events_are_settled_without_delivery_and_counted() {
-    if eventbus_tests::skip_on_jetstream(
-        "the per-subscription counters (filtered, ...) are not kept in cluster mode (ARCHITECTURE.md, Backend conformance)",
-    ) {
-        return;
-    }
     let server = TestServer::start().await;
     let filter = v1::Filter {
         types: vec!["order.*".into()],

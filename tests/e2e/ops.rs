@@ -157,3 +157,61 @@ async fn list_topics_pages_through_all_topics() {
         (0..7).map(|i| format!("topic-{i}")).collect::<Vec<_>>()
     );
 }
+
+/// GetStatus and the metrics name the backend that serves; only cluster
+/// mode has a cluster section and cluster gauges (on the one-node NATS
+/// server of `EVENTBUS_E2E_BACKEND=jetstream`, every stream led by it).
+#[tokio::test]
+async fn status_and_metrics_name_the_backend_and_only_cluster_mode_has_a_cluster() {
+    let server = TestServer::start().await;
+    server
+        .admin()
+        .create_topic(CreateTopicRequest {
+            topic: "which".into(),
+            partitions: 1,
+            retention: None,
+        })
+        .await
+        .expect("create topic");
+    let status = server
+        .admin()
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let (_, metrics) = eventbus_tests::http_get(server.metrics_addr, "/metrics").await;
+    let has = |series: &str| metrics.lines().any(|l| l == series);
+    if eventbus_tests::on_jetstream() {
+        assert_eq!(status.backend, "jetstream");
+        let cluster = status.cluster.expect("a cluster section");
+        assert!(cluster.stream_count >= 1, "{cluster:?}");
+        assert_eq!(cluster.streams_without_leader, 0, "{cluster:?}");
+        assert!(
+            cluster
+                .streams
+                .iter()
+                .any(|s| s.name.starts_with("EB_T") && !s.leader.is_empty()),
+            "{cluster:?}"
+        );
+        assert!(
+            has("eventbus_backend{backend=\"jetstream\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            has("eventbus_cluster_streams_without_leader 0"),
+            "{metrics}"
+        );
+    } else {
+        assert_eq!(status.backend, "rocksdb");
+        assert_eq!(status.cluster, None);
+        assert!(has("eventbus_backend{backend=\"rocksdb\"} 1"), "{metrics}");
+        assert!(
+            has("eventbus_backend{backend=\"jetstream\"} 0"),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains("eventbus_cluster_"),
+            "no cluster gauges on one node:\n{metrics}"
+        );
+    }
+}

@@ -51,7 +51,9 @@ pub use delivery::{Delivery, Membership, SettleOp, SettleOutcome};
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use replay::{ReplayEnd, ReplayItem, ReplayRequest, ReplayStart};
-pub use status::{StorageHealth, StorageReport, StorageStats};
+pub use status::{
+    Backend, ClusterReport, ReplicaHealth, StorageHealth, StorageReport, StorageStats, StreamHealth,
+};
 pub use subscription::{
     AttributeCondition, Filter, NewSubscription, Ordering, RetryPolicy, SeekTarget,
     SubscriptionConfig, SubscriptionInfo, SubscriptionStats, SubscriptionUpdate,
@@ -194,6 +196,13 @@ pub trait Broker: Send + Sync + 'static {
     fn watch_health(&self) -> watch::Receiver<StorageHealth>;
     /// Health, size and reserve of the storage.
     async fn storage(&self) -> Result<StorageReport>;
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// The replication health of the backend's streams: `None` where
+    /// nothing is replicated (one node).
+    async fn cluster(&self) -> Result<Option<ClusterReport>> {
+        Ok(None)
+    }
     /// Writes an online backup into `dir` (absolute, new, on the server) while
     /// publishes continue. Returns its size in bytes.
     async fn backup(&self, dir: &Path) -> Result<u64>;

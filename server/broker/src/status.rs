@@ -69,3 +69,90 @@ pub struct StorageReport {
     /// (0: none).
     pub disk_reserve_bytes: u64,
 }
+
+/// The storage backend that serves: [`Broker::backend`](crate::Broker::backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One node: RocksDB in the data dir (`eventbus serve`, the default).
+    RocksDb,
+    /// Cluster mode: a stateless gateway over a NATS JetStream cluster.
+    JetStream,
+}
+
+impl Backend {
+    /// The name status output and the `eventbus_backend` gauge use.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::RocksDb => "rocksdb",
+            Backend::JetStream => "jetstream",
+        }
+    }
+}
+
+/// The replication health of the streams a cluster-mode backend keeps, as
+/// their leaders report it ([`Broker::cluster`](crate::Broker::cluster)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterReport {
+    /// Every stream eventbus keeps in the cluster, by name.
+    pub streams: Vec<StreamHealth>,
+}
+
+/// One replicated stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamHealth {
+    pub name: String,
+    /// The peer that leads it; `None` when no leader answered (an election
+    /// under way, or too few peers left for a quorum).
+    pub leader: Option<String>,
+    /// Every peer holding a replica, the leader first; empty when no leader
+    /// answered (only the leader reports its followers).
+    pub replicas: Vec<ReplicaHealth>,
+}
+
+/// One replica of a stream, as its leader sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaHealth {
+    /// The NATS server name of the peer.
+    pub peer: String,
+    pub leader: bool,
+    /// Caught up with the leader (the leader always is).
+    pub current: bool,
+    /// The group considers the peer gone.
+    pub offline: bool,
+    /// Operations the peer is behind the leader.
+    pub lag: u64,
+    /// How long ago the leader last heard from the peer (0 for the leader).
+    pub active_ago_ms: u64,
+}
+
+impl ClusterReport {
+    /// Streams no leader answered for: nothing can be written to them.
+    pub fn streams_without_leader(&self) -> usize {
+        self.streams.iter().filter(|s| s.leader.is_none()).count()
+    }
+
+    /// Replicas, over all streams with a leader, that are not caught up
+    /// (offline ones included).
+    pub fn replicas_not_current(&self) -> usize {
+        self.streams
+            .iter()
+            .flat_map(|s| &s.replicas)
+            .filter(|r| !r.current)
+            .count()
+    }
+
+    /// Peers holding at least one replica that is not current or lags,
+    /// by name.
+    pub fn lagging_peers(&self) -> Vec<String> {
+        let mut peers: Vec<String> = self
+            .streams
+            .iter()
+            .flat_map(|s| &s.replicas)
+            .filter(|r| !r.current || r.lag > 0)
+            .map(|r| r.peer.clone())
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+}

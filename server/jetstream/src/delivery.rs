@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 use crate::dead_letters::{self, Record};
 use crate::envelope::Envelope;
+use crate::gateways::{Count, Gateways};
 use crate::nats_error;
 use crate::subscriptions::{SubscriptionMeta, Subscriptions};
 use crate::topics::{partition_of_stream, stream_name, TopicMeta};
@@ -90,6 +91,12 @@ impl Credit {
         if removed {
             self.permits.add_permits(1);
         }
+    }
+
+    /// Whether the member still holds the lease on `reply`.
+    fn holds(&self, reply: &str) -> bool {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.contains_key(reply)
     }
 
     fn extend(&self, reply: &str, deadline: Instant) {
@@ -150,6 +157,8 @@ pub struct Context {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub members: Arc<Members>,
+    /// This gateway's per-subscription counts.
+    pub gateways: Arc<Gateways>,
 }
 
 /// A parsed ack id.
@@ -477,6 +486,7 @@ impl Puller {
                 .client
                 .publish(reply, Bytes::from(AckKind::Ack))
                 .await;
+            self.ctx.gateways.count(meta.id, Count::Filtered);
             return Ok(Handled::Settled);
         }
         let deadline = Instant::now() + Duration::from_millis(config.ack_deadline_ms);
@@ -490,6 +500,10 @@ impl Puller {
             // The member left; its guard nacks what it held.
             return Ok(Handled::Settled);
         }
+        let redelivery = delivered > 1;
+        self.ctx
+            .gateways
+            .count(meta.id, Count::Delivered { redelivery });
         Ok(Handled::Delivered)
     }
 
@@ -551,6 +565,7 @@ async fn dead_letter(
     }
     dead_letters::write(&ctx.js, meta.id, msg_id, &record).await?;
     settle_request(&ctx.client, reply, AckKind::Term).await?;
+    ctx.gateways.count(meta.id, Count::DeadLettered);
     Ok(())
 }
 
@@ -617,16 +632,32 @@ async fn settle_one(
 ) -> Result<bool> {
     let credit = ctx.members.get(a.member);
     let config = &meta.config;
+    // Counted as one node counts: acks, and nacks (those into the
+    // dead-letter queue too), once the consumer's leader took them. The
+    // leader answers a second ack of a message too: a lease this gateway
+    // no longer holds for its member was settled already and is not
+    // counted again (a member on another gateway: this one cannot tell).
+    let fresh = credit.as_ref().is_none_or(|c| c.holds(a.reply));
+    let counted = |done: bool, what: Count| {
+        if done && fresh {
+            ctx.gateways.count(meta.id, what);
+        }
+        done
+    };
     let done = match op {
-        SettleOp::Ack => settle_request(&ctx.client, a.reply, AckKind::Ack).await?,
+        SettleOp::Ack => counted(
+            settle_request(&ctx.client, a.reply, AckKind::Ack).await?,
+            Count::Acked,
+        ),
         SettleOp::Nack { delay, reason } => {
-            if config.out_of_attempts(a.delivered) {
+            let done = if config.out_of_attempts(a.delivered) {
                 dead_letter_lease(ctx, topic, meta, a, reason).await?
             } else {
                 let delay = delay.unwrap_or_else(|| config.backoff(a.delivered));
                 let delay = (!delay.is_zero()).then_some(delay);
                 settle_request(&ctx.client, a.reply, AckKind::Nak(delay)).await?
-            }
+            };
+            counted(done, Count::Nacked)
         }
         SettleOp::DeadLetter { reason } => {
             let reason = if reason.is_empty() {
@@ -637,11 +668,12 @@ async fn settle_one(
             dead_letter_lease(ctx, topic, meta, a, reason).await?
         }
         SettleOp::ModifyDeadline(d) if d.is_zero() => {
-            if config.out_of_attempts(a.delivered) {
+            let done = if config.out_of_attempts(a.delivered) {
                 dead_letter_lease(ctx, topic, meta, a, "nacked").await?
             } else {
                 settle_request(&ctx.client, a.reply, AckKind::Nak(None)).await?
-            }
+            };
+            counted(done, Count::Nacked)
         }
         SettleOp::ModifyDeadline(_) => {
             let done = settle_request(&ctx.client, a.reply, AckKind::Progress).await?;

@@ -6,9 +6,10 @@
 //! What is built (issue 14): topics ([`topics`]), publish ([`publish`]),
 //! bounded replay ([`replay`]), subscriptions ([`subscriptions`]) with
 //! delivery and settling ([`delivery`]), seek and statistics
-//! ([`positions`]), dead letters ([`dead_letters`]) and the audit log
-//! ([`audit`]). Following replay, the storage report and backups answer
-//! UNIMPLEMENTED. ARCHITECTURE.md ("The broker boundary", "Backend
+//! ([`positions`]), dead letters ([`dead_letters`]), the audit log
+//! ([`audit`]), the cluster's health ([`health`]) and subscription figures
+//! summed over the gateways ([`gateways`]). Following replay and backups
+//! answer UNIMPLEMENTED. ARCHITECTURE.md ("The broker boundary", "Backend
 //! conformance") has the whole mapping.
 
 pub mod acked;
@@ -17,6 +18,8 @@ pub mod buckets;
 pub mod dead_letters;
 pub mod delivery;
 pub mod envelope;
+pub mod gateways;
+pub mod health;
 pub mod migrate;
 pub mod positions;
 pub mod publish;
@@ -24,6 +27,7 @@ pub mod replay;
 pub mod subscriptions;
 pub mod topics;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +93,16 @@ pub struct JetStreamBroker {
     options: Arc<Options>,
     spreader: eventbus_broker::partitioner::Spreader,
     health: watch::Sender<StorageHealth>,
+    /// Answers the other gateways' requests for this one's counts.
+    answering: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JetStreamBroker {
+    fn drop(&mut self) {
+        // The task holds a subscription, which would keep the connection
+        // open after the gateway is gone.
+        self.answering.abort();
+    }
 }
 
 /// A NATS failure as the contract sees it: retryable storage trouble
@@ -143,10 +157,14 @@ impl JetStreamBroker {
         let topics = Topics::open(js.clone(), options.clone()).await?;
         let subscriptions = Arc::new(Subscriptions::open(js.clone(), options.clone()).await?);
         audit::open(&js, options.replicas).await?;
+        let members = Arc::new(delivery::Members::default());
+        let gateways = Arc::new(gateways::Gateways::new(members.clone()));
+        let answering = tokio::spawn(gateways.clone().serve(client.clone()));
         let delivery = delivery::Context {
             client: client.clone(),
             js: js.clone(),
-            members: Default::default(),
+            members,
+            gateways,
         };
         Ok(JetStreamBroker {
             client,
@@ -157,6 +175,7 @@ impl JetStreamBroker {
             options,
             spreader: Default::default(),
             health: watch::Sender::new(StorageHealth::Ok),
+            answering,
         })
     }
 
@@ -203,8 +222,17 @@ impl JetStreamBroker {
         topic: &TopicMeta,
         meta: SubscriptionMeta,
     ) -> Result<SubscriptionInfo> {
-        let members = self.delivery.members.count(meta.id);
-        positions::info(&self.js, topic, meta, members).await
+        let counts = self.counts(&[meta.id]).await;
+        let counts = counts.get(&meta.id).copied().unwrap_or_default();
+        positions::info(&self.js, topic, meta, counts).await
+    }
+
+    /// The counts of `subscriptions` over every gateway that answers.
+    async fn counts(&self, subscriptions: &[u32]) -> HashMap<u32, gateways::Counts> {
+        self.delivery
+            .gateways
+            .gather(&self.client, subscriptions)
+            .await
     }
 
     /// Checks a dead-letter selector's size and filter.
@@ -338,9 +366,14 @@ impl Broker for JetStreamBroker {
         let mut rest = all
             .into_iter()
             .filter(|m| after.is_none_or(|a| m.name.as_str() > a));
+        let metas: Vec<SubscriptionMeta> = rest.by_ref().take(limit).collect();
+        // One gather for the page, not one per subscription.
+        let ids: Vec<u32> = metas.iter().map(|m| m.id).collect();
+        let counts = self.counts(&ids).await;
         let mut page = Vec::new();
-        for meta in rest.by_ref().take(limit) {
-            page.push(self.subscription_info(&topic, meta).await?);
+        for meta in metas {
+            let c = counts.get(&meta.id).copied().unwrap_or_default();
+            page.push(positions::info(&self.js, &topic, meta, c).await?);
         }
         Ok((page, rest.next().is_some()))
     }
@@ -376,8 +409,10 @@ impl Broker for JetStreamBroker {
     }
 
     async fn delete_subscription(&self, topic: &str, name: &str) -> Result<()> {
-        let (topic, _) = self.subscription(topic, name).await?;
-        self.subscriptions.delete(&topic, name).await
+        let (topic, meta) = self.subscription(topic, name).await?;
+        self.subscriptions.delete(&topic, name).await?;
+        self.delivery.gateways.forget(meta.id);
+        Ok(())
     }
 
     async fn subscribe(&self, topic: &str, name: &str, max_in_flight: u32) -> Result<Membership> {
@@ -473,7 +508,7 @@ impl Broker for JetStreamBroker {
             .map_err(|e| nats_error("listing streams", e))?
         {
             let name = &info.config.name;
-            if name.starts_with("EB_") || name.starts_with("KV_eventbus-") {
+            if health::is_ours(name) {
                 bytes += info.state.bytes;
             }
         }
@@ -485,6 +520,15 @@ impl Broker for JetStreamBroker {
             },
             disk_reserve_bytes: 0,
         })
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::JetStream
+    }
+
+    async fn cluster(&self) -> Result<Option<ClusterReport>> {
+        let server = self.client.server_info().server_name;
+        health::report(&self.js, &server).await.map(Some)
     }
 
     async fn backup(&self, _dir: &Path) -> Result<u64> {

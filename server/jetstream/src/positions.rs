@@ -8,6 +8,7 @@ use eventbus_broker::{Error, Result, SeekTarget, SubscriptionInfo, SubscriptionS
 use futures_util::StreamExt as _;
 
 use crate::dead_letters;
+use crate::gateways::Counts;
 use crate::nats_error;
 use crate::subscriptions::SubscriptionMeta;
 use crate::topics::{stream_name, TopicMeta};
@@ -138,18 +139,25 @@ async fn sequence_for(
 }
 
 /// The subscription with its statistics. JetStream keeps the gauges
-/// (backlog, in flight, redeliveries pending, delivered); the counters a
-/// single node keeps per subscription (acked, nacked, expired, filtered)
-/// are not kept in cluster mode and read 0 (ARCHITECTURE.md, "Backend
-/// conformance").
+/// (backlog, in flight, oldest unacked); the counters and members come
+/// from the gateways that deliver and settle ([`crate::gateways`]), summed
+/// into `counts`. `expired` stays 0: a gateway cannot tell a lease that ran
+/// out from one settled through another gateway, and no client or metric
+/// reads it.
 pub async fn info(
     js: &jetstream::Context,
     topic: &TopicMeta,
     meta: SubscriptionMeta,
-    members: u32,
+    counts: Counts,
 ) -> Result<SubscriptionInfo> {
     let mut stats = SubscriptionStats {
-        members,
+        delivered: counts.delivered,
+        acked: counts.acked,
+        nacked: counts.nacked,
+        redelivered: counts.redelivered,
+        dead_lettered: counts.dead_lettered,
+        filtered: counts.filtered,
+        members: u32::try_from(counts.members).unwrap_or(u32::MAX),
         ..Default::default()
     };
     let mut streams: Vec<String> = (0..topic.partitions)
@@ -167,8 +175,6 @@ pub async fn info(
             .map_err(|e| nats_error("reading a subscription's consumer", e))?;
         stats.backlog += info.num_pending + info.num_ack_pending as u64;
         stats.in_flight += info.num_ack_pending as u64;
-        stats.delivered += info.delivered.consumer_sequence;
-        stats.redelivered += info.num_redelivered as u64;
         if info.num_pending + info.num_ack_pending as u64 > 0 {
             // The oldest unsettled event is the one after the ack floor.
             if let Ok(m) = stream

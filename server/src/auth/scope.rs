@@ -549,6 +549,14 @@ impl Broker for Scoped {
         self.inner.storage().await
     }
 
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+
+    async fn cluster(&self) -> Result<Option<ClusterReport>> {
+        self.inner.cluster().await
+    }
+
     async fn backup(&self, dir: &Path) -> Result<u64> {
         self.inner.backup(dir).await
     }

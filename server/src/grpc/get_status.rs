@@ -1,8 +1,11 @@
 //! `AdminService/GetStatus`: the one-screen summary behind `eventbus status`.
 
-use eventbus_broker::{StorageHealth, StorageReport};
+use std::time::Duration;
+
+use eventbus_broker::{ClusterReport, StorageHealth, StorageReport};
 use eventbus_proto::v1::{
-    GetStatusRequest, GetStatusResponse, StorageState, StorageStatus, TopicStatus,
+    ClusterStatus, ClusterStream, GetStatusRequest, GetStatusResponse, StorageState, StorageStatus,
+    StreamReplica, TopicStatus,
 };
 use tonic::Status;
 
@@ -39,6 +42,7 @@ pub async fn handle(call: &Call<'_>, _req: GetStatusRequest) -> Result<GetStatus
         stats: st,
         disk_reserve_bytes,
     } = call.broker.storage().await.map_err(to_status)?;
+    let cluster = call.broker.cluster().await.map_err(to_status)?;
     let disk = sample::disk_usage(call.ops.data_dir()).ok();
     let state = match &health {
         StorageHealth::Ok => StorageState::Ok,
@@ -60,7 +64,49 @@ pub async fn handle(call: &Call<'_>, _req: GetStatusRequest) -> Result<GetStatus
             },
             disk_reserve_bytes,
         }),
+        backend: call.broker.backend().label().to_string(),
+        cluster: cluster.map(|c| cluster_status(&c, call.ctx.caller.is_global_admin())),
     })
+}
+
+/// The cluster section; stream detail and peer names only for a caller
+/// who may see the cluster's servers (`detail`), as for the data dir.
+fn cluster_status(report: &ClusterReport, detail: bool) -> ClusterStatus {
+    let lagging = report.lagging_peers();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    ClusterStatus {
+        stream_count: count(report.streams.len()),
+        streams_without_leader: count(report.streams_without_leader()),
+        replicas_not_current: count(report.replicas_not_current()),
+        lagging_peers: count(lagging.len()),
+        streams: if !detail {
+            Vec::new()
+        } else {
+            report
+                .streams
+                .iter()
+                .map(|s| ClusterStream {
+                    name: s.name.clone(),
+                    leader: s.leader.clone().unwrap_or_default(),
+                    replicas: s
+                        .replicas
+                        .iter()
+                        .map(|r| StreamReplica {
+                            peer: r.peer.clone(),
+                            leader: r.leader,
+                            current: r.current,
+                            offline: r.offline,
+                            lag: r.lag,
+                            last_active_age: Some(convert::duration_to_proto(
+                                Duration::from_millis(r.active_ago_ms),
+                            )),
+                        })
+                        .collect(),
+                })
+                .collect()
+        },
+        lagging_peer_names: if detail { lagging } else { Vec::new() },
+    }
 }
 
 /// The data dir as `caller` may see it: only a global admin learns where
@@ -108,5 +154,52 @@ mod tests {
         ] {
             assert_eq!(data_dir_for(&caller, dir), "", "{caller:?}");
         }
+    }
+
+    #[test]
+    fn cluster_detail_is_for_global_admins_and_the_figures_for_everyone() {
+        use eventbus_broker::{ReplicaHealth, StreamHealth};
+        let replica = |peer: &str, leader: bool, current: bool| ReplicaHealth {
+            peer: peer.into(),
+            leader,
+            current,
+            offline: !current,
+            lag: u64::from(!current) * 7,
+            active_ago_ms: 0,
+        };
+        let report = ClusterReport {
+            streams: vec![
+                StreamHealth {
+                    name: "EB_T1_P0".into(),
+                    leader: Some("n1".into()),
+                    replicas: vec![
+                        replica("n1", true, true),
+                        replica("n2", false, true),
+                        replica("n3", false, false),
+                    ],
+                },
+                StreamHealth {
+                    name: "EB_T1_P1".into(),
+                    leader: None,
+                    replicas: vec![],
+                },
+            ],
+        };
+        let full = cluster_status(&report, true);
+        assert_eq!(
+            (
+                full.stream_count,
+                full.streams_without_leader,
+                full.replicas_not_current,
+                full.lagging_peers
+            ),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(full.lagging_peer_names, ["n3"]);
+        assert_eq!(full.streams[0].replicas[2].lag, 7);
+        assert_eq!(full.streams[1].leader, "");
+        let summary = cluster_status(&report, false);
+        assert_eq!(summary.replicas_not_current, 1);
+        assert!(summary.streams.is_empty() && summary.lagging_peer_names.is_empty());
     }
 }

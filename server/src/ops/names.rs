@@ -35,3 +35,23 @@ pub const DISK_RESERVE: &str = "eventbus_disk_reserve_bytes";
 /// Counter: stored data found damaged when read, on any path (unary replies,
 /// Subscribe and Replay streams); each is a DATA_LOSS to some caller.
 pub const DATA_LOSS: &str = "eventbus_data_loss_total";
+
+/// Gauge per `backend` (`rocksdb`, `jetstream`): 1 for the backend that
+/// serves.
+pub const BACKEND: &str = "eventbus_backend";
+/// Cluster mode only, refreshed at scrape time from the streams' leaders
+/// (eventbus_broker::ClusterReport): streams eventbus keeps in JetStream.
+pub const CLUSTER_STREAMS: &str = "eventbus_cluster_streams";
+/// Streams whose leader did not answer: no writes to them until one is
+/// elected.
+pub const CLUSTER_STREAMS_WITHOUT_LEADER: &str = "eventbus_cluster_streams_without_leader";
+/// Replicas not caught up with their leader, offline ones included.
+pub const CLUSTER_REPLICAS_NOT_CURRENT: &str = "eventbus_cluster_replicas_not_current";
+/// NATS servers with at least one replica not current or lagging.
+pub const CLUSTER_LAGGING_PEERS: &str = "eventbus_cluster_lagging_peers";
+/// Per `stream` (partitions, audit log, metadata buckets; not the
+/// per-subscription dead-letter streams): current replicas, the leader
+/// included (0 without a leader).
+pub const CLUSTER_STREAM_REPLICAS_CURRENT: &str = "eventbus_cluster_stream_replicas_current";
+/// Per `stream`, as above: the largest lag of a follower, in operations.
+pub const CLUSTER_STREAM_REPLICA_LAG: &str = "eventbus_cluster_stream_replica_lag";

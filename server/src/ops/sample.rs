@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use eventbus_broker::Broker;
 use eventbus_broker::SubscriptionStats;
+use eventbus_broker::{Backend, Broker, ClusterReport};
 
 use super::names::*;
 use super::Ops;
@@ -87,7 +87,15 @@ pub async fn sample(ops: &Ops) {
         let on = if label == state.label() { 1.0 } else { 0.0 };
         metrics::gauge!(STORAGE_STATE, "state" => label).set(on);
     }
+    let backend = broker.backend();
+    for b in [Backend::RocksDb, Backend::JetStream] {
+        let on = if b == backend { 1.0 } else { 0.0 };
+        metrics::gauge!(BACKEND, "backend" => b.label()).set(on);
+    }
     sample_subscriptions(ops, broker.as_ref()).await;
+    if let Ok(Some(cluster)) = broker.cluster().await {
+        sample_cluster(&cluster);
+    }
     if let Ok(report) = broker.storage().await {
         let st = report.stats;
         metrics::gauge!(DISK_RESERVE).set(report.disk_reserve_bytes as f64);
@@ -151,5 +159,23 @@ async fn sample_subscriptions(ops: &Ops, broker: &dyn Broker) {
         metrics::gauge!(PAUSED, &l).set(t.paused as f64);
         metrics::gauge!(DLQ_SIZE, &l).set(t.dlq_size as f64);
         metrics::gauge!(DLQ_OLDEST_AGE, &l).set(t.dlq_oldest_age);
+    }
+}
+
+fn sample_cluster(c: &ClusterReport) {
+    metrics::gauge!(CLUSTER_STREAMS).set(c.streams.len() as f64);
+    metrics::gauge!(CLUSTER_STREAMS_WITHOUT_LEADER).set(c.streams_without_leader() as f64);
+    metrics::gauge!(CLUSTER_REPLICAS_NOT_CURRENT).set(c.replicas_not_current() as f64);
+    metrics::gauge!(CLUSTER_LAGGING_PEERS).set(c.lagging_peers().len() as f64);
+    // Dead-letter and redrive streams (`EB_D<id>`, `EB_R<id>`) are one per
+    // subscription: as labels they would grow with the subscriptions. The
+    // totals above count them.
+    let per_subscription = |n: &str| n.starts_with("EB_D") || n.starts_with("EB_R");
+    for s in c.streams.iter().filter(|s| !per_subscription(&s.name)) {
+        let l = [("stream", s.name.clone())];
+        let current = s.replicas.iter().filter(|r| r.current).count();
+        let lag = s.replicas.iter().map(|r| r.lag).max().unwrap_or(0);
+        metrics::gauge!(CLUSTER_STREAM_REPLICAS_CURRENT, &l).set(current as f64);
+        metrics::gauge!(CLUSTER_STREAM_REPLICA_LAG, &l).set(lag as f64);
     }
 }

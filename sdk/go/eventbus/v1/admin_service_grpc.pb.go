@@ -85,8 +85,10 @@ type AdminServiceClient interface {
 	PurgeDeadLetters(ctx context.Context, in *PurgeDeadLettersRequest, opts ...grpc.CallOption) (*PurgeDeadLettersResponse, error)
 	// One-screen summary for an operator: every topic with its retained
 	// events and recent publish rate, every subscription with its backlog,
-	// in-flight deliveries, oldest unacked age and dead-letter queue, and the
-	// data dir's storage and disk usage. `eventbus status` prints it.
+	// in-flight deliveries, oldest unacked age and dead-letter queue, the
+	// data dir's storage and disk usage, which backend serves and, in cluster
+	// mode, the replication health of the cluster. `eventbus status` prints
+	// it.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 	// Writes an online, consistent backup of the whole store into `dir`, a
 	// new directory under the SERVER's configured backup-root, while
@@ -371,8 +373,10 @@ type AdminServiceServer interface {
 	PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error)
 	// One-screen summary for an operator: every topic with its retained
 	// events and recent publish rate, every subscription with its backlog,
-	// in-flight deliveries, oldest unacked age and dead-letter queue, and the
-	// data dir's storage and disk usage. `eventbus status` prints it.
+	// in-flight deliveries, oldest unacked age and dead-letter queue, the
+	// data dir's storage and disk usage, which backend serves and, in cluster
+	// mode, the replication health of the cluster. `eventbus status` prints
+	// it.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	// Writes an online, consistent backup of the whole store into `dir`, a
 	// new directory under the SERVER's configured backup-root, while

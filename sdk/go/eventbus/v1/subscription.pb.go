@@ -613,7 +613,12 @@ func (x *Subscription) GetCreator() string {
 
 // Statistics of one subscription. Gauges describe the present; counters
 // (delivered, acked, nacked, redelivered, dead_lettered, filtered,
-// lost_to_retention) count since the server process started.
+// lost_to_retention) count since the server process started. In cluster
+// mode (several gateways over NATS JetStream) each gateway counts what it
+// delivers and settles since it started, and counters and members are the
+// sums over the gateways that answer within 250 ms of the request: a
+// gateway that is down or cut off from NATS is missing from them, and its
+// counts are gone once it restarts. lost_to_retention reads 0 there.
 type SubscriptionStats struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use eventbus_broker::{
-    AuditPage, AuditQuery, AuditRecord, BoxStream, Broker, DeadLetter, DeadLetterPage,
+    AuditPage, AuditQuery, AuditRecord, Backend, BoxStream, Broker, DeadLetter, DeadLetterPage,
     DeadLetterQuery, DeadLetterSelector, Delivery, Limits, Membership, NewEvent, NewSubscription,
     Published, ReplayItem, ReplayRequest, SeekTarget, SettleOp, SettleOutcome, StorageHealth,
     StorageReport, SubscriptionInfo, SubscriptionUpdate, TopicConfig, TopicInfo,
@@ -157,6 +157,10 @@ impl Broker for LogBroker {
 
     fn watch_health(&self) -> watch::Receiver<StorageHealth> {
         self.log.watch_health()
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::RocksDb
     }
 
     async fn storage(&self) -> Result<StorageReport> {

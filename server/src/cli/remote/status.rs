@@ -1,7 +1,8 @@
 //! `eventbus status`: one screen for an operator — topics with publish
-//! rates, subscriptions with backlog, lag and dead letters, and disk usage.
+//! rates, subscriptions with backlog, lag and dead letters, disk usage, the
+//! backend and, in cluster mode, the streams' leaders and replicas.
 
-use eventbus::v1::{GetStatusResponse, StorageState};
+use eventbus::v1::{ClusterStatus, GetStatusResponse, StorageState};
 use serde_json::{json, Value};
 
 use super::output::{dur_text, secs_json, Table};
@@ -68,11 +69,67 @@ fn status_text(s: &GetStatusResponse) -> String {
         "" => format!("storage: {}", storage_state_name(storage.state())),
         why => format!("storage: {}: {why}", storage_state_name(storage.state())),
     };
-    format!(
-        "{}\n\n{}\n\n{disk}\n{state}",
+    let backend = match s.backend.as_str() {
+        "" => "backend: unknown (an older server)".to_string(),
+        b => format!("backend: {b}"),
+    };
+    let mut out = format!(
+        "{}\n\n{}\n\n{backend}\n{disk}\n{state}",
         topics.render(),
         subs.render()
-    )
+    );
+    if let Some(c) = &s.cluster {
+        out.push_str("\n\n");
+        out.push_str(&cluster_text(c));
+    }
+    out
+}
+
+/// The cluster's health: the figures, then one row per stream (when the
+/// caller may see them) with its leader, current replicas and lag.
+fn cluster_text(c: &ClusterStatus) -> String {
+    let mut out = format!(
+        "cluster: {} streams, {} without a leader, {} replicas not current, {} lagging peers",
+        c.stream_count, c.streams_without_leader, c.replicas_not_current, c.lagging_peers
+    );
+    if !c.lagging_peer_names.is_empty() {
+        out.push_str(&format!(" ({})", c.lagging_peer_names.join(", ")));
+    }
+    if c.streams.is_empty() {
+        return out;
+    }
+    let mut table = Table::new(&["STREAM", "LEADER", "CURRENT", "MAX-LAG", "NOT-CURRENT"]);
+    for st in &c.streams {
+        let current = st.replicas.iter().filter(|r| r.current).count();
+        let not_current: Vec<String> = st
+            .replicas
+            .iter()
+            .filter(|r| !r.current)
+            .map(|r| {
+                if r.offline {
+                    format!("{} (offline)", r.peer)
+                } else {
+                    format!("{} (lag {})", r.peer, r.lag)
+                }
+            })
+            .collect();
+        table.row(vec![
+            st.name.clone(),
+            match st.leader.as_str() {
+                "" => "NONE".to_string(),
+                l => l.to_string(),
+            },
+            format!("{current}/{}", st.replicas.len()),
+            st.replicas
+                .iter()
+                .map(|r| r.lag)
+                .max()
+                .unwrap_or(0)
+                .to_string(),
+            not_current.join(", "),
+        ]);
+    }
+    format!("{out}\n{}", table.render())
 }
 
 /// `ok`, `disk_full`, `failed`: the names the metrics use too.
@@ -113,6 +170,30 @@ fn status_json(s: &GetStatusResponse) -> Value {
             "state": storage_state_name(storage.state()),
             "state_reason": storage.state_reason,
         },
+        "backend": s.backend,
+        "cluster": s.cluster.as_ref().map(cluster_json),
+    })
+}
+
+fn cluster_json(c: &ClusterStatus) -> Value {
+    json!({
+        "stream_count": c.stream_count,
+        "streams_without_leader": c.streams_without_leader,
+        "replicas_not_current": c.replicas_not_current,
+        "lagging_peers": c.lagging_peers,
+        "lagging_peer_names": c.lagging_peer_names,
+        "streams": c.streams.iter().map(|st| json!({
+            "name": st.name,
+            "leader": st.leader,
+            "replicas": st.replicas.iter().map(|r| json!({
+                "peer": r.peer,
+                "leader": r.leader,
+                "current": r.current,
+                "offline": r.offline,
+                "lag": r.lag,
+                "last_active_age_secs": secs_json(&r.last_active_age),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -313,12 +313,58 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("topics", "storage")
+    __slots__ = ("topics", "storage", "backend", "cluster")
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
     topics: _containers.RepeatedCompositeFieldContainer[TopicStatus]
     storage: StorageStatus
-    def __init__(self, topics: _Optional[_Iterable[_Union[TopicStatus, _Mapping]]] = ..., storage: _Optional[_Union[StorageStatus, _Mapping]] = ...) -> None: ...
+    backend: str
+    cluster: ClusterStatus
+    def __init__(self, topics: _Optional[_Iterable[_Union[TopicStatus, _Mapping]]] = ..., storage: _Optional[_Union[StorageStatus, _Mapping]] = ..., backend: _Optional[str] = ..., cluster: _Optional[_Union[ClusterStatus, _Mapping]] = ...) -> None: ...
+
+class ClusterStatus(_message.Message):
+    __slots__ = ("stream_count", "streams_without_leader", "replicas_not_current", "lagging_peers", "streams", "lagging_peer_names")
+    STREAM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_WITHOUT_LEADER_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_NOT_CURRENT_FIELD_NUMBER: _ClassVar[int]
+    LAGGING_PEERS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    LAGGING_PEER_NAMES_FIELD_NUMBER: _ClassVar[int]
+    stream_count: int
+    streams_without_leader: int
+    replicas_not_current: int
+    lagging_peers: int
+    streams: _containers.RepeatedCompositeFieldContainer[ClusterStream]
+    lagging_peer_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stream_count: _Optional[int] = ..., streams_without_leader: _Optional[int] = ..., replicas_not_current: _Optional[int] = ..., lagging_peers: _Optional[int] = ..., streams: _Optional[_Iterable[_Union[ClusterStream, _Mapping]]] = ..., lagging_peer_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ClusterStream(_message.Message):
+    __slots__ = ("name", "leader", "replicas")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    leader: str
+    replicas: _containers.RepeatedCompositeFieldContainer[StreamReplica]
+    def __init__(self, name: _Optional[str] = ..., leader: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[StreamReplica, _Mapping]]] = ...) -> None: ...
+
+class StreamReplica(_message.Message):
+    __slots__ = ("peer", "leader", "current", "offline", "lag", "last_active_age")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    LAST_ACTIVE_AGE_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    leader: bool
+    current: bool
+    offline: bool
+    lag: int
+    last_active_age: _duration_pb2.Duration
+    def __init__(self, peer: _Optional[str] = ..., leader: _Optional[bool] = ..., current: _Optional[bool] = ..., offline: _Optional[bool] = ..., lag: _Optional[int] = ..., last_active_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class TopicStatus(_message.Message):
     __slots__ = ("topic", "events", "publish_rate", "subscriptions")

@@ -285,8 +285,10 @@ class AdminServiceServicer:
     def GetStatus(self, request, context):
         """One-screen summary for an operator: every topic with its retained
         events and recent publish rate, every subscription with its backlog,
-        in-flight deliveries, oldest unacked age and dead-letter queue, and the
-        data dir's storage and disk usage. `eventbus status` prints it.
+        in-flight deliveries, oldest unacked age and dead-letter queue, the
+        data dir's storage and disk usage, which backend serves and, in cluster
+        mode, the replication health of the cluster. `eventbus status` prints
+        it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

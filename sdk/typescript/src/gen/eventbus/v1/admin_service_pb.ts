@@ -41,7 +41,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file eventbus/v1/admin_service.proto.
  */
 export const file_eventbus_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9ldmVudGJ1cy92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEgtldmVudGJ1cy52MSJiChJDcmVhdGVUb3BpY1JlcXVlc3QSDQoFdG9waWMYASABKAkSEgoKcGFydGl0aW9ucxgCIAEoDRIpCglyZXRlbnRpb24YAyABKAsyFi5ldmVudGJ1cy52MS5SZXRlbnRpb24iOAoTQ3JlYXRlVG9waWNSZXNwb25zZRIhCgV0b3BpYxgBIAEoCzISLmV2ZW50YnVzLnYxLlRvcGljIiAKD0dldFRvcGljUmVxdWVzdBINCgV0b3BpYxgBIAEoCSI1ChBHZXRUb3BpY1Jlc3BvbnNlEiEKBXRvcGljGAEgASgLMhIuZXZlbnRidXMudjEuVG9waWMiOgoRTGlzdFRvcGljc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiUQoSTGlzdFRvcGljc1Jlc3BvbnNlEiIKBnRvcGljcxgBIAMoCzISLmV2ZW50YnVzLnYxLlRvcGljEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIjChJEZWxldGVUb3BpY1JlcXVlc3QSDQoFdG9waWMYASABKAkiFQoTRGVsZXRlVG9waWNSZXNwb25zZSLhAgoZQ3JlYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSMgoOc3RhcnRfcG9zaXRpb24YAyABKA4yGi5ldmVudGJ1cy52MS5TdGFydFBvc2l0aW9uEi8KDGFja19kZWFkbGluZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgxyZXRyeV9wb2xpY3kYBSABKAsyGC5ldmVudGJ1cy52MS5SZXRyeVBvbGljeRIiChVtYXhfZGVsaXZlcnlfYXR0ZW1wdHMYBiABKA1IAIgBARIjCgZmaWx0ZXIYByABKAsyEy5ldmVudGJ1cy52MS5GaWx0ZXISJwoIb3JkZXJpbmcYCCABKA4yFS5ldmVudGJ1cy52MS5PcmRlcmluZ0IYChZfbWF4X2RlbGl2ZXJ5X2F0dGVtcHRzIk0KGkNyZWF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEi8KDHN1YnNjcmlwdGlvbhgBIAEoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbiI9ChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJKChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24iUAoYTGlzdFN1YnNjcmlwdGlvbnNSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJImYKGUxpc3RTdWJzY3JpcHRpb25zUmVzcG9uc2USMAoNc3Vic2NyaXB0aW9ucxgBIAMoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki3gIKGVVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEi8KDGFja19kZWFkbGluZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgxyZXRyeV9wb2xpY3kYBCABKAsyGC5ldmVudGJ1cy52MS5SZXRyeVBvbGljeRIiChVtYXhfZGVsaXZlcnlfYXR0ZW1wdHMYBSABKA1IAIgBARIjCgZmaWx0ZXIYBiABKAsyEy5ldmVudGJ1cy52MS5GaWx0ZXISJwoIb3JkZXJpbmcYByABKA4yFS5ldmVudGJ1cy52MS5PcmRlcmluZxIvCgt1cGRhdGVfbWFzaxgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCGAoWX21heF9kZWxpdmVyeV9hdHRlbXB0cyJNChpVcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24iQAoZRGVsZXRlU3Vic2NyaXB0aW9uUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkiHAoaRGVsZXRlU3Vic2NyaXB0aW9uUmVzcG9uc2UiPwoYUGF1c2VTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJMChlQYXVzZVN1YnNjcmlwdGlvblJlc3BvbnNlEi8KDHN1YnNjcmlwdGlvbhgBIAEoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbiJAChlSZXN1bWVTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJNChpSZXN1bWVTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24i3AEKF1NlZWtTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCRI0Cg5zdGFydF9wb3NpdGlvbhgDIAEoDjIaLmV2ZW50YnVzLnYxLlN0YXJ0UG9zaXRpb25IABIqCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAEjAKB29mZnNldHMYBSABKAsyHS5ldmVudGJ1cy52MS5QYXJ0aXRpb25PZmZzZXRzSABCCAoGdGFyZ2V0IksKGFNlZWtTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24ikwEKFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEi0KBmZpbHRlchgFIAEoCzIdLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXJGaWx0ZXIiYQoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USLQoMZGVhZF9sZXR0ZXJzGAEgAygLMhcuZXZlbnRidXMudjEuRGVhZExldHRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiRwoUR2V0RGVhZExldHRlclJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEgoKAmlkGAMgASgJIkUKFUdldERlYWRMZXR0ZXJSZXNwb25zZRIsCgtkZWFkX2xldHRlchgBIAEoCzIXLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXIisgEKGVJlZHJpdmVEZWFkTGV0dGVyc1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEgsKA2lkcxgDIAMoCRItCgZmaWx0ZXIYBCABKAsyHS5ldmVudGJ1cy52MS5EZWFkTGV0dGVyRmlsdGVyEgsKA2FsbBgFIAEoCBIPCgdkcnlfcnVuGAYgASgIEhYKDm1heF9wZXJfc2Vjb25kGAcgASgNIisKGlJlZHJpdmVEZWFkTGV0dGVyc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIpgBChdQdXJnZURlYWRMZXR0ZXJzUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSCwoDaWRzGAMgAygJEi0KBmZpbHRlchgEIAEoCzIdLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXJGaWx0ZXISCwoDYWxsGAUgASgIEg8KB2RyeV9ydW4YBiABKAgiKQoYUHVyZ2VEZWFkTGV0dGVyc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIhIKEEdldFN0YXR1c1JlcXVlc3QiagoRR2V0U3RhdHVzUmVzcG9uc2USKAoGdG9waWNzGAEgAygLMhguZXZlbnRidXMudjEuVG9waWNTdGF0dXMSKwoHc3RvcmFnZRgCIAEoCzIaLmV2ZW50YnVzLnYxLlN0b3JhZ2VTdGF0dXMiiAEKC1RvcGljU3RhdHVzEiEKBXRvcGljGAEgASgLMhIuZXZlbnRidXMudjEuVG9waWMSDgoGZXZlbnRzGAIgASgEEhQKDHB1Ymxpc2hfcmF0ZRgDIAEoARIwCg1zdWJzY3JpcHRpb25zGAQgAygLMhkuZXZlbnRidXMudjEuU3Vic2NyaXB0aW9uIu4BCg1TdG9yYWdlU3RhdHVzEhAKCGRhdGFfZGlyGAEgASgJEhUKDXN0b3JhZ2VfYnl0ZXMYAiABKAQSIAoYcGVuZGluZ19jb21wYWN0aW9uX2J5dGVzGAMgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYBCABKAQSHAoUZGlza19hdmFpbGFibGVfYnl0ZXMYBSABKAQSKAoFc3RhdGUYBiABKA4yGS5ldmVudGJ1cy52MS5TdG9yYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAcgASgJEhoKEmRpc2tfcmVzZXJ2ZV9ieXRlcxgIIAEoBCIiChNDcmVhdGVCYWNrdXBSZXF1ZXN0EgsKA2RpchgBIAEoCSI3ChRDcmVhdGVCYWNrdXBSZXNwb25zZRILCgNkaXIYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCKxAQoXTGlzdEF1ZGl0UmVjb3Jkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgFIAEoCSJeChhMaXN0QXVkaXRSZWNvcmRzUmVzcG9uc2USKQoHcmVjb3JkcxgBIAMoCzIYLmV2ZW50YnVzLnYxLkF1ZGl0UmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLRAQoLQXVkaXRSZWNvcmQSCgoCaWQYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEg4KBnRlbmFudBgEIAEoCRIOCgZhY3Rpb24YBSABKAkSDgoGdGFyZ2V0GAYgASgJEhUKDXBhcmFtc19zaGEyNTYYByABKAkSDgoGcmVzdWx0GAggASgJEhIKCnJlcXVlc3RfaWQYCSABKAkSDgoGZGV0YWlsGAogASgJKnoKDFN0b3JhZ2VTdGF0ZRIdChlTVE9SQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQU1RPUkFHRV9TVEFURV9PSxABEhsKF1NUT1JBR0VfU1RBVEVfRElTS19GVUxMEAISGAoUU1RPUkFHRV9TVEFURV9GQUlMRUQQAzLtDQoMQWRtaW5TZXJ2aWNlElAKC0NyZWF0ZVRvcGljEh8uZXZlbnRidXMudjEuQ3JlYXRlVG9waWNSZXF1ZXN0GiAuZXZlbnRidXMudjEuQ3JlYXRlVG9waWNSZXNwb25zZRJHCghHZXRUb3BpYxIcLmV2ZW50YnVzLnYxLkdldFRvcGljUmVxdWVzdBodLmV2ZW50YnVzLnYxLkdldFRvcGljUmVzcG9uc2USTQoKTGlzdFRvcGljcxIeLmV2ZW50YnVzLnYxLkxpc3RUb3BpY3NSZXF1ZXN0Gh8uZXZlbnRidXMudjEuTGlzdFRvcGljc1Jlc3BvbnNlElAKC0RlbGV0ZVRvcGljEh8uZXZlbnRidXMudjEuRGVsZXRlVG9waWNSZXF1ZXN0GiAuZXZlbnRidXMudjEuRGVsZXRlVG9waWNSZXNwb25zZRJlChJDcmVhdGVTdWJzY3JpcHRpb24SJi5ldmVudGJ1cy52MS5DcmVhdGVTdWJzY3JpcHRpb25SZXF1ZXN0GicuZXZlbnRidXMudjEuQ3JlYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USXAoPR2V0U3Vic2NyaXB0aW9uEiMuZXZlbnRidXMudjEuR2V0U3Vic2NyaXB0aW9uUmVxdWVzdBokLmV2ZW50YnVzLnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEmIKEUxpc3RTdWJzY3JpcHRpb25zEiUuZXZlbnRidXMudjEuTGlzdFN1YnNjcmlwdGlvbnNSZXF1ZXN0GiYuZXZlbnRidXMudjEuTGlzdFN1YnNjcmlwdGlvbnNSZXNwb25zZRJlChJVcGRhdGVTdWJzY3JpcHRpb24SJi5ldmVudGJ1cy52MS5VcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0GicuZXZlbnRidXMudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USZQoSRGVsZXRlU3Vic2NyaXB0aW9uEiYuZXZlbnRidXMudjEuRGVsZXRlU3Vic2NyaXB0aW9uUmVxdWVzdBonLmV2ZW50YnVzLnYxLkRlbGV0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEmIKEVBhdXNlU3Vic2NyaXB0aW9uEiUuZXZlbnRidXMudjEuUGF1c2VTdWJzY3JpcHRpb25SZXF1ZXN0GiYuZXZlbnRidXMudjEuUGF1c2VTdWJzY3JpcHRpb25SZXNwb25zZRJlChJSZXN1bWVTdWJzY3JpcHRpb24SJi5ldmVudGJ1cy52MS5SZXN1bWVTdWJzY3JpcHRpb25SZXF1ZXN0GicuZXZlbnRidXMudjEuUmVzdW1lU3Vic2NyaXB0aW9uUmVzcG9uc2USXwoQU2Vla1N1YnNjcmlwdGlvbhIkLmV2ZW50YnVzLnYxLlNlZWtTdWJzY3JpcHRpb25SZXF1ZXN0GiUuZXZlbnRidXMudjEuU2Vla1N1YnNjcmlwdGlvblJlc3BvbnNlElwKD0xpc3REZWFkTGV0dGVycxIjLmV2ZW50YnVzLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaJC5ldmVudGJ1cy52MS5MaXN0RGVhZExldHRlcnNSZXNwb25zZRJWCg1HZXREZWFkTGV0dGVyEiEuZXZlbnRidXMudjEuR2V0RGVhZExldHRlclJlcXVlc3QaIi5ldmVudGJ1cy52MS5HZXREZWFkTGV0dGVyUmVzcG9uc2USZQoSUmVkcml2ZURlYWRMZXR0ZXJzEiYuZXZlbnRidXMudjEuUmVkcml2ZURlYWRMZXR0ZXJzUmVxdWVzdBonLmV2ZW50YnVzLnYxLlJlZHJpdmVEZWFkTGV0dGVyc1Jlc3BvbnNlEl8KEFB1cmdlRGVhZExldHRlcnMSJC5ldmVudGJ1cy52MS5QdXJnZURlYWRMZXR0ZXJzUmVxdWVzdBolLmV2ZW50YnVzLnYxLlB1cmdlRGVhZExldHRlcnNSZXNwb25zZRJKCglHZXRTdGF0dXMSHS5ldmVudGJ1cy52MS5HZXRTdGF0dXNSZXF1ZXN0Gh4uZXZlbnRidXMudjEuR2V0U3RhdHVzUmVzcG9uc2USUwoMQ3JlYXRlQmFja3VwEiAuZXZlbnRidXMudjEuQ3JlYXRlQmFja3VwUmVxdWVzdBohLmV2ZW50YnVzLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEl8KEExpc3RBdWRpdFJlY29yZHMSJC5ldmVudGJ1cy52MS5MaXN0QXVkaXRSZWNvcmRzUmVxdWVzdBolLmV2ZW50YnVzLnYxLkxpc3RBdWRpdFJlY29yZHNSZXNwb25zZUI8WjpnaXRodWIuY29tL2V2ZW50YnVzL2V2ZW50YnVzL3Nkay9nby9ldmVudGJ1cy92MTtldmVudGJ1c3YxYgZwcm90bzM", [file_eventbus_v1_dead_letter, file_eventbus_v1_subscription, file_eventbus_v1_topic, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Ch9ldmVudGJ1cy92MS9hZG1pbl9zZXJ2aWNlLnByb3RvEgtldmVudGJ1cy52MSJiChJDcmVhdGVUb3BpY1JlcXVlc3QSDQoFdG9waWMYASABKAkSEgoKcGFydGl0aW9ucxgCIAEoDRIpCglyZXRlbnRpb24YAyABKAsyFi5ldmVudGJ1cy52MS5SZXRlbnRpb24iOAoTQ3JlYXRlVG9waWNSZXNwb25zZRIhCgV0b3BpYxgBIAEoCzISLmV2ZW50YnVzLnYxLlRvcGljIiAKD0dldFRvcGljUmVxdWVzdBINCgV0b3BpYxgBIAEoCSI1ChBHZXRUb3BpY1Jlc3BvbnNlEiEKBXRvcGljGAEgASgLMhIuZXZlbnRidXMudjEuVG9waWMiOgoRTGlzdFRvcGljc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiUQoSTGlzdFRvcGljc1Jlc3BvbnNlEiIKBnRvcGljcxgBIAMoCzISLmV2ZW50YnVzLnYxLlRvcGljEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIjChJEZWxldGVUb3BpY1JlcXVlc3QSDQoFdG9waWMYASABKAkiFQoTRGVsZXRlVG9waWNSZXNwb25zZSLhAgoZQ3JlYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSMgoOc3RhcnRfcG9zaXRpb24YAyABKA4yGi5ldmVudGJ1cy52MS5TdGFydFBvc2l0aW9uEi8KDGFja19kZWFkbGluZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgxyZXRyeV9wb2xpY3kYBSABKAsyGC5ldmVudGJ1cy52MS5SZXRyeVBvbGljeRIiChVtYXhfZGVsaXZlcnlfYXR0ZW1wdHMYBiABKA1IAIgBARIjCgZmaWx0ZXIYByABKAsyEy5ldmVudGJ1cy52MS5GaWx0ZXISJwoIb3JkZXJpbmcYCCABKA4yFS5ldmVudGJ1cy52MS5PcmRlcmluZ0IYChZfbWF4X2RlbGl2ZXJ5X2F0dGVtcHRzIk0KGkNyZWF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEi8KDHN1YnNjcmlwdGlvbhgBIAEoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbiI9ChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJKChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24iUAoYTGlzdFN1YnNjcmlwdGlvbnNSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJImYKGUxpc3RTdWJzY3JpcHRpb25zUmVzcG9uc2USMAoNc3Vic2NyaXB0aW9ucxgBIAMoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki3gIKGVVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEi8KDGFja19kZWFkbGluZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgxyZXRyeV9wb2xpY3kYBCABKAsyGC5ldmVudGJ1cy52MS5SZXRyeVBvbGljeRIiChVtYXhfZGVsaXZlcnlfYXR0ZW1wdHMYBSABKA1IAIgBARIjCgZmaWx0ZXIYBiABKAsyEy5ldmVudGJ1cy52MS5GaWx0ZXISJwoIb3JkZXJpbmcYByABKA4yFS5ldmVudGJ1cy52MS5PcmRlcmluZxIvCgt1cGRhdGVfbWFzaxgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCGAoWX21heF9kZWxpdmVyeV9hdHRlbXB0cyJNChpVcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24iQAoZRGVsZXRlU3Vic2NyaXB0aW9uUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkiHAoaRGVsZXRlU3Vic2NyaXB0aW9uUmVzcG9uc2UiPwoYUGF1c2VTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJMChlQYXVzZVN1YnNjcmlwdGlvblJlc3BvbnNlEi8KDHN1YnNjcmlwdGlvbhgBIAEoCzIZLmV2ZW50YnVzLnYxLlN1YnNjcmlwdGlvbiJAChlSZXN1bWVTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCSJNChpSZXN1bWVTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24i3AEKF1NlZWtTdWJzY3JpcHRpb25SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCRI0Cg5zdGFydF9wb3NpdGlvbhgDIAEoDjIaLmV2ZW50YnVzLnYxLlN0YXJ0UG9zaXRpb25IABIqCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgAEjAKB29mZnNldHMYBSABKAsyHS5ldmVudGJ1cy52MS5QYXJ0aXRpb25PZmZzZXRzSABCCAoGdGFyZ2V0IksKGFNlZWtTdWJzY3JpcHRpb25SZXNwb25zZRIvCgxzdWJzY3JpcHRpb24YASABKAsyGS5ldmVudGJ1cy52MS5TdWJzY3JpcHRpb24ikwEKFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEi0KBmZpbHRlchgFIAEoCzIdLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXJGaWx0ZXIiYQoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USLQoMZGVhZF9sZXR0ZXJzGAEgAygLMhcuZXZlbnRidXMudjEuRGVhZExldHRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiRwoUR2V0RGVhZExldHRlclJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEgoKAmlkGAMgASgJIkUKFUdldERlYWRMZXR0ZXJSZXNwb25zZRIsCgtkZWFkX2xldHRlchgBIAEoCzIXLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXIisgEKGVJlZHJpdmVEZWFkTGV0dGVyc1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEgsKA2lkcxgDIAMoCRItCgZmaWx0ZXIYBCABKAsyHS5ldmVudGJ1cy52MS5EZWFkTGV0dGVyRmlsdGVyEgsKA2FsbBgFIAEoCBIPCgdkcnlfcnVuGAYgASgIEhYKDm1heF9wZXJfc2Vjb25kGAcgASgNIisKGlJlZHJpdmVEZWFkTGV0dGVyc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIpgBChdQdXJnZURlYWRMZXR0ZXJzUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSCwoDaWRzGAMgAygJEi0KBmZpbHRlchgEIAEoCzIdLmV2ZW50YnVzLnYxLkRlYWRMZXR0ZXJGaWx0ZXISCwoDYWxsGAUgASgIEg8KB2RyeV9ydW4YBiABKAgiKQoYUHVyZ2VEZWFkTGV0dGVyc1Jlc3BvbnNlEg0KBWNvdW50GAEgASgEIhIKEEdldFN0YXR1c1JlcXVlc3QiqAEKEUdldFN0YXR1c1Jlc3BvbnNlEigKBnRvcGljcxgBIAMoCzIYLmV2ZW50YnVzLnYxLlRvcGljU3RhdHVzEisKB3N0b3JhZ2UYAiABKAsyGi5ldmVudGJ1cy52MS5TdG9yYWdlU3RhdHVzEg8KB2JhY2tlbmQYAyABKAkSKwoHY2x1c3RlchgEIAEoCzIaLmV2ZW50YnVzLnYxLkNsdXN0ZXJTdGF0dXMiwwEKDUNsdXN0ZXJTdGF0dXMSFAoMc3RyZWFtX2NvdW50GAEgASgNEh4KFnN0cmVhbXNfd2l0aG91dF9sZWFkZXIYAiABKA0SHAoUcmVwbGljYXNfbm90X2N1cnJlbnQYAyABKA0SFQoNbGFnZ2luZ19wZWVycxgEIAEoDRIrCgdzdHJlYW1zGAUgAygLMhouZXZlbnRidXMudjEuQ2x1c3RlclN0cmVhbRIaChJsYWdnaW5nX3BlZXJfbmFtZXMYBiADKAkiWwoNQ2x1c3RlclN0cmVhbRIMCgRuYW1lGAEgASgJEg4KBmxlYWRlchgCIAEoCRIsCghyZXBsaWNhcxgDIAMoCzIaLmV2ZW50YnVzLnYxLlN0cmVhbVJlcGxpY2EikAEKDVN0cmVhbVJlcGxpY2ESDAoEcGVlchgBIAEoCRIOCgZsZWFkZXIYAiABKAgSDwoHY3VycmVudBgDIAEoCBIPCgdvZmZsaW5lGAQgASgIEgsKA2xhZxgFIAEoBBIyCg9sYXN0X2FjdGl2ZV9hZ2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iiAEKC1RvcGljU3RhdHVzEiEKBXRvcGljGAEgASgLMhIuZXZlbnRidXMudjEuVG9waWMSDgoGZXZlbnRzGAIgASgEEhQKDHB1Ymxpc2hfcmF0ZRgDIAEoARIwCg1zdWJzY3JpcHRpb25zGAQgAygLMhkuZXZlbnRidXMudjEuU3Vic2NyaXB0aW9uIu4BCg1TdG9yYWdlU3RhdHVzEhAKCGRhdGFfZGlyGAEgASgJEhUKDXN0b3JhZ2VfYnl0ZXMYAiABKAQSIAoYcGVuZGluZ19jb21wYWN0aW9uX2J5dGVzGAMgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYBCABKAQSHAoUZGlza19hdmFpbGFibGVfYnl0ZXMYBSABKAQSKAoFc3RhdGUYBiABKA4yGS5ldmVudGJ1cy52MS5TdG9yYWdlU3RhdGUSFAoMc3RhdGVfcmVhc29uGAcgASgJEhoKEmRpc2tfcmVzZXJ2ZV9ieXRlcxgIIAEoBCIiChNDcmVhdGVCYWNrdXBSZXF1ZXN0EgsKA2RpchgBIAEoCSI3ChRDcmVhdGVCYWNrdXBSZXNwb25zZRILCgNkaXIYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCKxAQoXTGlzdEF1ZGl0UmVjb3Jkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgFIAEoCSJeChhMaXN0QXVkaXRSZWNvcmRzUmVzcG9uc2USKQoHcmVjb3JkcxgBIAMoCzIYLmV2ZW50YnVzLnYxLkF1ZGl0UmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLRAQoLQXVkaXRSZWNvcmQSCgoCaWQYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEg4KBnRlbmFudBgEIAEoCRIOCgZhY3Rpb24YBSABKAkSDgoGdGFyZ2V0GAYgASgJEhUKDXBhcmFtc19zaGEyNTYYByABKAkSDgoGcmVzdWx0GAggASgJEhIKCnJlcXVlc3RfaWQYCSABKAkSDgoGZGV0YWlsGAogASgJKnoKDFN0b3JhZ2VTdGF0ZRIdChlTVE9SQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQU1RPUkFHRV9TVEFURV9PSxABEhsKF1NUT1JBR0VfU1RBVEVfRElTS19GVUxMEAISGAoUU1RPUkFHRV9TVEFURV9GQUlMRUQQAzLtDQoMQWRtaW5TZXJ2aWNlElAKC0NyZWF0ZVRvcGljEh8uZXZlbnRidXMudjEuQ3JlYXRlVG9waWNSZXF1ZXN0GiAuZXZlbnRidXMudjEuQ3JlYXRlVG9waWNSZXNwb25zZRJHCghHZXRUb3BpYxIcLmV2ZW50YnVzLnYxLkdldFRvcGljUmVxdWVzdBodLmV2ZW50YnVzLnYxLkdldFRvcGljUmVzcG9uc2USTQoKTGlzdFRvcGljcxIeLmV2ZW50YnVzLnYxLkxpc3RUb3BpY3NSZXF1ZXN0Gh8uZXZlbnRidXMudjEuTGlzdFRvcGljc1Jlc3BvbnNlElAKC0RlbGV0ZVRvcGljEh8uZXZlbnRidXMudjEuRGVsZXRlVG9waWNSZXF1ZXN0GiAuZXZlbnRidXMudjEuRGVsZXRlVG9waWNSZXNwb25zZRJlChJDcmVhdGVTdWJzY3JpcHRpb24SJi5ldmVudGJ1cy52MS5DcmVhdGVTdWJzY3JpcHRpb25SZXF1ZXN0GicuZXZlbnRidXMudjEuQ3JlYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USXAoPR2V0U3Vic2NyaXB0aW9uEiMuZXZlbnRidXMudjEuR2V0U3Vic2NyaXB0aW9uUmVxdWVzdBokLmV2ZW50YnVzLnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEmIKEUxpc3RTdWJzY3JpcHRpb25zEiUuZXZlbnRidXMudjEuTGlzdFN1YnNjcmlwdGlvbnNSZXF1ZXN0GiYuZXZlbnRidXMudjEuTGlzdFN1YnNjcmlwdGlvbnNSZXNwb25zZRJlChJVcGRhdGVTdWJzY3JpcHRpb24SJi5ldmVudGJ1cy52MS5VcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0GicuZXZlbnRidXMudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USZQoSRGVsZXRlU3Vic2NyaXB0aW9uEiYuZXZlbnRidXMudjEuRGVsZXRlU3Vic2NyaXB0aW9uUmVxdWVzdBonLmV2ZW50YnVzLnYxLkRlbGV0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEmIKEVBhdXNlU3Vic2NyaXB0aW9uEiUuZXZlbnRidXMudjEuUGF1c2VTdWJzY3JpcHRpb25SZXF1ZXN0GiYuZXZlbnRidXMudjEuUGF1c2VTdWJzY3JpcHRpb25SZXNwb25zZRJlChJSZXN1bWVTdWJzY3JpcHRpb24SJi5ldmVudGJ1cy52MS5SZXN1bWVTdWJzY3JpcHRpb25SZXF1ZXN0GicuZXZlbnRidXMudjEuUmVzdW1lU3Vic2NyaXB0aW9uUmVzcG9uc2USXwoQU2Vla1N1YnNjcmlwdGlvbhIkLmV2ZW50YnVzLnYxLlNlZWtTdWJzY3JpcHRpb25SZXF1ZXN0GiUuZXZlbnRidXMudjEuU2Vla1N1YnNjcmlwdGlvblJlc3BvbnNlElwKD0xpc3REZWFkTGV0dGVycxIjLmV2ZW50YnVzLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaJC5ldmVudGJ1cy52MS5MaXN0RGVhZExldHRlcnNSZXNwb25zZRJWCg1HZXREZWFkTGV0dGVyEiEuZXZlbnRidXMudjEuR2V0RGVhZExldHRlclJlcXVlc3QaIi5ldmVudGJ1cy52MS5HZXREZWFkTGV0dGVyUmVzcG9uc2USZQoSUmVkcml2ZURlYWRMZXR0ZXJzEiYuZXZlbnRidXMudjEuUmVkcml2ZURlYWRMZXR0ZXJzUmVxdWVzdBonLmV2ZW50YnVzLnYxLlJlZHJpdmVEZWFkTGV0dGVyc1Jlc3BvbnNlEl8KEFB1cmdlRGVhZExldHRlcnMSJC5ldmVudGJ1cy52MS5QdXJnZURlYWRMZXR0ZXJzUmVxdWVzdBolLmV2ZW50YnVzLnYxLlB1cmdlRGVhZExldHRlcnNSZXNwb25zZRJKCglHZXRTdGF0dXMSHS5ldmVudGJ1cy52MS5HZXRTdGF0dXNSZXF1ZXN0Gh4uZXZlbnRidXMudjEuR2V0U3RhdHVzUmVzcG9uc2USUwoMQ3JlYXRlQmFja3VwEiAuZXZlbnRidXMudjEuQ3JlYXRlQmFja3VwUmVxdWVzdBohLmV2ZW50YnVzLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlEl8KEExpc3RBdWRpdFJlY29yZHMSJC5ldmVudGJ1cy52MS5MaXN0QXVkaXRSZWNvcmRzUmVxdWVzdBolLmV2ZW50YnVzLnYxLkxpc3RBdWRpdFJlY29yZHNSZXNwb25zZUI8WjpnaXRodWIuY29tL2V2ZW50YnVzL2V2ZW50YnVzL3Nkay9nby9ldmVudGJ1cy92MTtldmVudGJ1c3YxYgZwcm90bzM", [file_eventbus_v1_dead_letter, file_eventbus_v1_subscription, file_eventbus_v1_topic, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Request for AdminService.CreateTopic.
@@ -1113,6 +1113,23 @@ export type GetStatusResponse = Message<"eventbus.v1.GetStatusResponse"> & {
    * @generated from field: eventbus.v1.StorageStatus storage = 2;
    */
   storage?: StorageStatus | undefined;
+
+  /**
+   * The storage backend that serves: `rocksdb` (one node, the data dir) or
+   * `jetstream` (cluster mode: this server is a gateway over a NATS
+   * JetStream cluster). Empty from a server older than this field.
+   *
+   * @generated from field: string backend = 3;
+   */
+  backend: string;
+
+  /**
+   * The replication health of the cluster's streams. Set in cluster mode
+   * only (backend `jetstream`); unset on `rocksdb`.
+   *
+   * @generated from field: eventbus.v1.ClusterStatus cluster = 4;
+   */
+  cluster?: ClusterStatus | undefined;
 };
 
 /**
@@ -1121,6 +1138,168 @@ export type GetStatusResponse = Message<"eventbus.v1.GetStatusResponse"> & {
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
   messageDesc(file_eventbus_v1_admin_service, 33);
+
+/**
+ * The cluster in AdminService.GetStatus: every stream eventbus keeps in
+ * NATS JetStream (topic partitions `EB_T<topic id>_P<partition>`,
+ * dead-letter and redrive streams, the audit log, the metadata buckets
+ * `KV_eventbus-*`), as each stream's leader reports it when the status is
+ * asked for. Subscription statistics in cluster mode are summed over the
+ * gateways, see SubscriptionStats.
+ *
+ * @generated from message eventbus.v1.ClusterStatus
+ */
+export type ClusterStatus = Message<"eventbus.v1.ClusterStatus"> & {
+  /**
+   * How many streams eventbus keeps in the cluster.
+   *
+   * @generated from field: uint32 stream_count = 1;
+   */
+  streamCount: number;
+
+  /**
+   * Streams whose leader did not answer within 1.5 s: an election under way
+   * or fewer than a quorum of their replicas left. Publishes to them and
+   * deliveries from them wait until a leader is elected.
+   *
+   * @generated from field: uint32 streams_without_leader = 2;
+   */
+  streamsWithoutLeader: number;
+
+  /**
+   * Replicas, over the streams with a leader, that are not caught up with
+   * their leader (offline ones included).
+   *
+   * @generated from field: uint32 replicas_not_current = 3;
+   */
+  replicasNotCurrent: number;
+
+  /**
+   * NATS servers holding at least one replica that is not current or lags
+   * behind its leader.
+   *
+   * @generated from field: uint32 lagging_peers = 4;
+   */
+  laggingPeers: number;
+
+  /**
+   * Every stream, by name, with its leader and replicas. Empty unless the
+   * caller holds the global admin grant (always filled on a server without
+   * authentication): it names the cluster's servers.
+   *
+   * @generated from field: repeated eventbus.v1.ClusterStream streams = 5;
+   */
+  streams: ClusterStream[];
+
+  /**
+   * The names of the lagging peers counted in lagging_peers, sorted. Empty
+   * unless the caller holds the global admin grant, like streams.
+   *
+   * @generated from field: repeated string lagging_peer_names = 6;
+   */
+  laggingPeerNames: string[];
+};
+
+/**
+ * Describes the message eventbus.v1.ClusterStatus.
+ * Use `create(ClusterStatusSchema)` to create a new message.
+ */
+export const ClusterStatusSchema: GenMessage<ClusterStatus> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_admin_service, 34);
+
+/**
+ * One replicated stream in ClusterStatus.
+ *
+ * @generated from message eventbus.v1.ClusterStream
+ */
+export type ClusterStream = Message<"eventbus.v1.ClusterStream"> & {
+  /**
+   * The stream's name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The NATS server leading the stream; empty when no leader answered.
+   *
+   * @generated from field: string leader = 2;
+   */
+  leader: string;
+
+  /**
+   * Every replica, the leader first; empty when no leader answered (only a
+   * leader reports its followers).
+   *
+   * @generated from field: repeated eventbus.v1.StreamReplica replicas = 3;
+   */
+  replicas: StreamReplica[];
+};
+
+/**
+ * Describes the message eventbus.v1.ClusterStream.
+ * Use `create(ClusterStreamSchema)` to create a new message.
+ */
+export const ClusterStreamSchema: GenMessage<ClusterStream> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_admin_service, 35);
+
+/**
+ * One replica of a stream, as the stream's leader sees it.
+ *
+ * @generated from message eventbus.v1.StreamReplica
+ */
+export type StreamReplica = Message<"eventbus.v1.StreamReplica"> & {
+  /**
+   * The NATS server holding the replica.
+   *
+   * @generated from field: string peer = 1;
+   */
+  peer: string;
+
+  /**
+   * True for the replica that leads the stream.
+   *
+   * @generated from field: bool leader = 2;
+   */
+  leader: boolean;
+
+  /**
+   * Caught up with the leader (the leader always is; an offline replica
+   * never is).
+   *
+   * @generated from field: bool current = 3;
+   */
+  current: boolean;
+
+  /**
+   * The stream's group considers this server gone.
+   *
+   * @generated from field: bool offline = 4;
+   */
+  offline: boolean;
+
+  /**
+   * Operations this replica is behind the leader (0 for the leader).
+   *
+   * @generated from field: uint64 lag = 5;
+   */
+  lag: bigint;
+
+  /**
+   * How long ago the leader last heard from this replica (zero for the
+   * leader itself).
+   *
+   * @generated from field: google.protobuf.Duration last_active_age = 6;
+   */
+  lastActiveAge?: Duration | undefined;
+};
+
+/**
+ * Describes the message eventbus.v1.StreamReplica.
+ * Use `create(StreamReplicaSchema)` to create a new message.
+ */
+export const StreamReplicaSchema: GenMessage<StreamReplica> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_admin_service, 36);
 
 /**
  * A topic in AdminService.GetStatus.
@@ -1163,7 +1342,7 @@ export type TopicStatus = Message<"eventbus.v1.TopicStatus"> & {
  * Use `create(TopicStatusSchema)` to create a new message.
  */
 export const TopicStatusSchema: GenMessage<TopicStatus> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_admin_service, 34);
+  messageDesc(file_eventbus_v1_admin_service, 37);
 
 /**
  * Storage in AdminService.GetStatus.
@@ -1235,7 +1414,7 @@ export type StorageStatus = Message<"eventbus.v1.StorageStatus"> & {
  * Use `create(StorageStatusSchema)` to create a new message.
  */
 export const StorageStatusSchema: GenMessage<StorageStatus> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_admin_service, 35);
+  messageDesc(file_eventbus_v1_admin_service, 38);
 
 /**
  * Request for AdminService.CreateBackup.
@@ -1258,7 +1437,7 @@ export type CreateBackupRequest = Message<"eventbus.v1.CreateBackupRequest"> & {
  * Use `create(CreateBackupRequestSchema)` to create a new message.
  */
 export const CreateBackupRequestSchema: GenMessage<CreateBackupRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_admin_service, 36);
+  messageDesc(file_eventbus_v1_admin_service, 39);
 
 /**
  * Response of AdminService.CreateBackup.
@@ -1287,7 +1466,7 @@ export type CreateBackupResponse = Message<"eventbus.v1.CreateBackupResponse"> &
  * Use `create(CreateBackupResponseSchema)` to create a new message.
  */
 export const CreateBackupResponseSchema: GenMessage<CreateBackupResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_admin_service, 37);
+  messageDesc(file_eventbus_v1_admin_service, 40);
 
 /**
  * Request for AdminService.ListAuditRecords.
@@ -1339,7 +1518,7 @@ export type ListAuditRecordsRequest = Message<"eventbus.v1.ListAuditRecordsReque
  * Use `create(ListAuditRecordsRequestSchema)` to create a new message.
  */
 export const ListAuditRecordsRequestSchema: GenMessage<ListAuditRecordsRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_admin_service, 38);
+  messageDesc(file_eventbus_v1_admin_service, 41);
 
 /**
  * Response of AdminService.ListAuditRecords.
@@ -1367,7 +1546,7 @@ export type ListAuditRecordsResponse = Message<"eventbus.v1.ListAuditRecordsResp
  * Use `create(ListAuditRecordsResponseSchema)` to create a new message.
  */
 export const ListAuditRecordsResponseSchema: GenMessage<ListAuditRecordsResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_admin_service, 39);
+  messageDesc(file_eventbus_v1_admin_service, 42);
 
 /**
  * One entry of the audit log.
@@ -1461,7 +1640,7 @@ export type AuditRecord = Message<"eventbus.v1.AuditRecord"> & {
  * Use `create(AuditRecordSchema)` to create a new message.
  */
 export const AuditRecordSchema: GenMessage<AuditRecord> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_admin_service, 40);
+  messageDesc(file_eventbus_v1_admin_service, 43);
 
 /**
  * The state of the server's write path.
@@ -1710,8 +1889,10 @@ export const AdminService: GenService<{
   /**
    * One-screen summary for an operator: every topic with its retained
    * events and recent publish rate, every subscription with its backlog,
-   * in-flight deliveries, oldest unacked age and dead-letter queue, and the
-   * data dir's storage and disk usage. `eventbus status` prints it.
+   * in-flight deliveries, oldest unacked age and dead-letter queue, the
+   * data dir's storage and disk usage, which backend serves and, in cluster
+   * mode, the replication health of the cluster. `eventbus status` prints
+   * it.
    *
    * @generated from rpc eventbus.v1.AdminService.GetStatus
    */

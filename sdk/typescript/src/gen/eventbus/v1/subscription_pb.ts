@@ -285,7 +285,12 @@ export const SubscriptionSchema: GenMessage<Subscription> = /*@__PURE__*/
 /**
  * Statistics of one subscription. Gauges describe the present; counters
  * (delivered, acked, nacked, redelivered, dead_lettered, filtered,
- * lost_to_retention) count since the server process started.
+ * lost_to_retention) count since the server process started. In cluster
+ * mode (several gateways over NATS JetStream) each gateway counts what it
+ * delivers and settles since it started, and counters and members are the
+ * sums over the gateways that answer within 250 ms of the request: a
+ * gateway that is down or cut off from NATS is missing from them, and its
+ * counts are gone once it restarts. lost_to_retention reads 0 there.
  *
  * @generated from message eventbus.v1.SubscriptionStats
  */
