@@ -160,12 +160,47 @@ async fn list_topics_pages_through_all_topics() {
 
 /// GetStatus and the metrics name the backend that serves; only cluster
 /// mode has a cluster section and cluster gauges (on the one-node NATS
-/// server of `EVENTBUS_E2E_BACKEND=jetstream`, every stream led by it).
+/// server of `E2E_BACKEND=jetstream`, every stream led by it).
+///
+/// The server runs as its own process: the metrics registry is
+/// process-wide, and the in-process servers of other tests (cluster-mode
+/// gateways among them) would otherwise set the same gauges.
 #[tokio::test]
 async fn status_and_metrics_name_the_backend_and_only_cluster_mode_has_a_cluster() {
-    let server = TestServer::start().await;
-    server
-        .admin()
+    let (_dir, data) = eventbus_tests::temp_dir();
+    let nats = if eventbus_tests::on_jetstream() {
+        Some(
+            tokio::task::spawn_blocking(|| eventbus_tests::nats::NatsCluster::start(1))
+                .await
+                .expect("start nats"),
+        )
+    } else {
+        None
+    };
+    let (urls, monitor) = nats
+        .as_ref()
+        .map(|c| (c.urls(), c.monitor_urls()))
+        .unwrap_or_default();
+    let (args, env): (Vec<&str>, Vec<(&str, &str)>) = match &nats {
+        Some(_) => (
+            vec!["--storage", "jetstream", "--nats-url", urls.as_str()],
+            vec![
+                ("EVENTBUS_NATS_MONITOR_URL", monitor.as_str()),
+                ("EVENTBUS_NATS_REPLICAS", "1"),
+            ],
+        ),
+        None => (vec![], vec![]),
+    };
+    let server = eventbus_tests::ChildServer::start_with_env(
+        env!("CARGO_BIN_EXE_eventbus-under-test"),
+        &data,
+        &args,
+        &env,
+    )
+    .await;
+    let channel = server.channel().await;
+    let admin = || v1::admin_service_client::AdminServiceClient::new(channel.clone());
+    admin()
         .create_topic(CreateTopicRequest {
             topic: "which".into(),
             partitions: 1,
@@ -173,8 +208,7 @@ async fn status_and_metrics_name_the_backend_and_only_cluster_mode_has_a_cluster
         })
         .await
         .expect("create topic");
-    let status = server
-        .admin()
+    let status = admin()
         .get_status(v1::GetStatusRequest {})
         .await
         .expect("status")

@@ -11,15 +11,51 @@ use eventbus_broker::{Error, Result};
 
 use crate::nats_error;
 
-/// Opens (or creates) `bucket` with `replicas`, waiting up to 30 s for a
-/// cluster that is still electing its meta leader, and makes its reads go
-/// to the bucket's stream leader.
+/// How long a gateway keeps retrying what it needs to start (its buckets,
+/// the audit stream, the shared ack-id key) while the cluster does not
+/// answer: a fresh cluster electing its meta leader, or a loaded one whose
+/// R3 stream creation outlasts one request timeout.
+const STARTING_WITHIN: Duration = Duration::from_secs(60);
+
+/// Runs `step` until it succeeds, retrying a cluster error (a timeout, no
+/// responders, no meta leader yet) for up to [`STARTING_WITHIN`]. Every
+/// step given here is idempotent: it opens or creates. Errors that are not
+/// the cluster's (bad config, corrupt metadata) are returned at once.
+pub async fn while_starting<T, F, Fut>(doing: &str, mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + STARTING_WITHIN;
+    loop {
+        match step().await {
+            Err(Error::Storage(e)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, doing, "NATS JetStream is not answering yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Opens (or creates) `bucket` with `replicas`, retrying while the cluster
+/// does not answer ([`while_starting`]), and makes its reads go to the
+/// bucket's stream leader.
 pub async fn open_bucket(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,
 ) -> Result<kv::Store> {
     let doing = format!("opening the {bucket} bucket");
+    while_starting(&doing, || open_bucket_once(js, bucket, replicas, &doing)).await
+}
+
+async fn open_bucket_once(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+    doing: &str,
+) -> Result<kv::Store> {
     let config = kv::Config {
         bucket: bucket.to_string(),
         history: 1,
@@ -27,41 +63,34 @@ pub async fn open_bucket(
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let created = loop {
-        match js.create_or_update_key_value(config.clone()).await {
-            Ok(kv) => break kv,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, bucket, "NATS JetStream is not answering yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(nats_error(&doing, e)),
-        }
-    };
+    let created = js
+        .create_or_update_key_value(config)
+        .await
+        .map_err(|e| nats_error(doing, e))?;
     // With direct gets (the KV default) any replica answers, and one that
     // has not caught up (just restarted, say) answers "no such key" for a
     // key that exists, or does not answer at all.
     let mut stream = js
         .get_stream(format!("KV_{bucket}"))
         .await
-        .map_err(|e| nats_error(&doing, e))?;
+        .map_err(|e| nats_error(doing, e))?;
     let mut stream_config = stream
         .info()
         .await
-        .map_err(|e| nats_error(&doing, e))?
+        .map_err(|e| nats_error(doing, e))?
         .config
         .clone();
     if stream_config.allow_direct {
         stream_config.allow_direct = false;
         js.update_stream(stream_config)
             .await
-            .map_err(|e| nats_error(&doing, e))?;
+            .map_err(|e| nats_error(doing, e))?;
     }
     drop(created);
     // Opened again so the handle sees the leader-only reads.
     js.get_key_value(bucket)
         .await
-        .map_err(|e| nats_error(&doing, e))
+        .map_err(|e| nats_error(doing, e))
 }
 
 /// A new id from the counter at `key`, advanced by compare-and-set, so ids
@@ -112,6 +141,10 @@ pub async fn shared_secret(
     replicas: usize,
 ) -> Result<[u8; 32]> {
     let store = open_bucket(js, SECRETS_BUCKET, replicas).await?;
+    while_starting("reading a shared secret", || secret_once(&store, name)).await
+}
+
+async fn secret_once(store: &kv::Store, name: &str) -> Result<[u8; 32]> {
     let key = hex(name);
     let fresh: [u8; 32] = rand::random();
     match store.create(&key, Bytes::copy_from_slice(&fresh)).await {

@@ -156,7 +156,10 @@ impl JetStreamBroker {
         let options = Arc::new(options);
         let topics = Topics::open(js.clone(), options.clone()).await?;
         let subscriptions = Arc::new(Subscriptions::open(js.clone(), options.clone()).await?);
-        audit::open(&js, options.replicas).await?;
+        buckets::while_starting("opening the audit stream", || {
+            audit::open(&js, options.replicas)
+        })
+        .await?;
         let members = Arc::new(delivery::Members::default());
         let gateways = Arc::new(gateways::Gateways::new(members.clone()));
         let answering = tokio::spawn(gateways.clone().serve(client.clone()));
