@@ -326,6 +326,7 @@ impl Config {
             max_event_bytes: self.max_event_bytes,
             default_max_in_flight: self.default_max_in_flight,
             max_in_flight_limit: self.max_in_flight_limit,
+            max_in_flight_bytes: self.max_in_flight_bytes,
             limits: self.limits(),
         }
     }

@@ -130,6 +130,25 @@ async fn a_stream_holds_at_most_max_in_flight_bytes_unsettled() {
     // crosses the bound still goes).
     let mut stream = subscribe(&mut events, "t", "s", 1000).await;
     let held = recv_until_silent(&mut stream).await;
+    if eventbus_tests::on_jetstream() {
+        // Each partition's pull takes its share of the free bytes, sized
+        // before the others' deliveries land: the bound holds within
+        // twice its size (ARCHITECTURE.md, Backend conformance).
+        assert!(
+            (16..=32).contains(&held.len()),
+            "{} deliveries outstanding",
+            held.len()
+        );
+        // Settling all but 12 frees about 4 events' worth.
+        ack(&mut events, "t", "s", &held[12..]).await;
+        let more = recv_until_silent(&mut stream).await;
+        assert!(
+            (4..=8).contains(&more.len()),
+            "{} more after freeing 4 events' bytes",
+            more.len()
+        );
+        return;
+    }
     assert!(
         (16..=17).contains(&held.len()),
         "{} deliveries outstanding",
@@ -148,11 +167,18 @@ async fn dead_letter_pages_of_big_events_fit_a_default_client() {
     let ids = publish_big(&server, "big").await;
     let mut events = server.events();
     let mut stream = subscribe(&mut events, "big", "s", COUNT as u32).await;
-    let mut ack_ids = Vec::new();
+    let (mut ack_ids, mut delivered) = (Vec::new(), Vec::new());
     while ack_ids.len() < COUNT {
         let msg = stream.message().await.expect("stream ok").expect("open");
-        ack_ids.extend(msg.deliveries.into_iter().map(|d| d.ack_id));
+        for d in msg.deliveries {
+            delivered.push((d.event.expect("event").event_id, d.delivery_attempt));
+            ack_ids.push(d.ack_id);
+        }
     }
+    assert!(
+        delivered.iter().all(|(_, attempt)| *attempt == 1),
+        "each event delivered once before the nack: {delivered:?}"
+    );
     events
         .nack(v1::NackRequest {
             topic: "big".into(),

@@ -306,6 +306,11 @@ fn assert_refused_clearly(outcomes: &[Outcome]) {
 
 #[tokio::test]
 async fn a_torn_wal_tail_recovers_every_acknowledged_event() {
+    if eventbus_tests::skip_on_jetstream(
+        "damages RocksDB's files (WAL, MANIFEST, SST blocks); in cluster mode storage is JetStream's, whose replicas are compared by cluster_faults::",
+    ) {
+        return;
+    }
     let golden = golden(Stop::Kill).await;
     let outcomes = matrix(
         &golden,
@@ -323,6 +328,11 @@ async fn a_torn_wal_tail_recovers_every_acknowledged_event() {
 /// mark (SYNCED_SEQ) shows that acknowledged writes were after it.
 #[tokio::test]
 async fn damage_inside_the_synced_wal_refuses_to_start() {
+    if eventbus_tests::skip_on_jetstream(
+        "damages RocksDB's files (WAL, MANIFEST, SST blocks); in cluster mode storage is JetStream's, whose replicas are compared by cluster_faults::",
+    ) {
+        return;
+    }
     let golden = golden(Stop::Kill).await;
     let outcomes = matrix(
         &golden,
@@ -343,6 +353,11 @@ async fn damage_inside_the_synced_wal_refuses_to_start() {
 
 #[tokio::test]
 async fn a_damaged_manifest_refuses_to_start() {
+    if eventbus_tests::skip_on_jetstream(
+        "damages RocksDB's files (WAL, MANIFEST, SST blocks); in cluster mode storage is JetStream's, whose replicas are compared by cluster_faults::",
+    ) {
+        return;
+    }
     let golden = golden(Stop::FlushedThenTerm).await;
     let manifest = std::fs::read_dir(&golden.data)
         .unwrap()
@@ -386,6 +401,11 @@ async fn join(
 /// writes, and the write path with them: health NOT_SERVING.)
 #[tokio::test]
 async fn a_damaged_sst_block_is_data_loss_on_every_read_path() {
+    if eventbus_tests::skip_on_jetstream(
+        "damages RocksDB's files (WAL, MANIFEST, SST blocks); in cluster mode storage is JetStream's, whose replicas are compared by cluster_faults::",
+    ) {
+        return;
+    }
     let golden = golden(Stop::FlushedThenTerm).await;
     let scratch = tempfile::tempdir().unwrap();
     let copy = scratch.path().join("data");

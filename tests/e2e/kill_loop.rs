@@ -18,10 +18,20 @@ async fn kill_loop(cycles: u32, durability: Durability) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_loop_fsync_30_cycles() {
+    if eventbus_tests::skip_on_jetstream(
+        "a kill -9 loop of the RocksDB server and its recovery; cluster mode's loop kills NATS nodes under load (cluster_faults::node_kill_loop_loses_nothing)",
+    ) {
+        return;
+    }
     kill_loop(30, Durability::Fsync).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_loop_buffered_10_cycles() {
+    if eventbus_tests::skip_on_jetstream(
+        "a kill -9 loop of the RocksDB server and its recovery; cluster mode's loop kills NATS nodes under load (cluster_faults::node_kill_loop_loses_nothing)",
+    ) {
+        return;
+    }
     kill_loop(10, Durability::Buffered).await;
 }

@@ -380,6 +380,11 @@ async fn typed_payloads_round_trip() {
 
 #[tokio::test]
 async fn an_ack_after_the_lease_moved_is_lease_lost() {
+    if eventbus_tests::skip_on_jetstream(
+        "JetStream acks by stream sequence: an ack of a lease that moved on settles the message if it is still pending and is not reported stale (ARCHITECTURE.md, Backend conformance)",
+    ) {
+        return;
+    }
     let server = TestServer::start().await;
     let client = client(&server).await;
     let admin = client.admin();

@@ -75,6 +75,21 @@ pub fn skip_on_jetstream(reason: &str) -> bool {
 static PARKED_CLUSTERS: std::sync::Mutex<Vec<(std::path::PathBuf, nats::NatsCluster)>> =
     std::sync::Mutex::new(Vec::new());
 
+/// Parks `cluster` for the next server on `dir`. Clusters parked for data
+/// dirs that are gone (their test ended) are stopped here.
+fn park(dir: PathBuf, cluster: nats::NatsCluster) {
+    let mut parked = PARKED_CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
+    parked.retain(|(d, _)| d.exists());
+    parked.push((dir, cluster));
+}
+
+/// The cluster parked for `dir`, if any.
+fn unpark(dir: &Path) -> Option<nats::NatsCluster> {
+    let mut parked = PARKED_CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let at = parked.iter().position(|(p, _)| p == dir);
+    at.map(|i| parked.remove(i).1)
+}
+
 impl TestServer {
     /// A server with the default config.
     pub async fn start() -> TestServer {
@@ -128,12 +143,7 @@ impl TestServer {
         };
         let mut nats = None;
         if on_jetstream() {
-            let parked = {
-                let mut parked = PARKED_CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
-                let at = parked.iter().position(|(p, _)| p == dir.path());
-                at.map(|i| parked.remove(i).1)
-            };
-            let cluster = match parked {
+            let cluster = match unpark(dir.path()) {
                 Some(c) => c,
                 None => tokio::task::spawn_blocking(|| nats::NatsCluster::start(1))
                     .await
@@ -237,10 +247,7 @@ impl TestServer {
             .expect("server exited cleanly");
         let dir = self.dir.take().expect("dir");
         if let Some(cluster) = self.nats.take() {
-            PARKED_CLUSTERS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((dir.path().to_path_buf(), cluster));
+            park(dir.path().to_path_buf(), cluster);
         }
         dir
     }
@@ -267,6 +274,10 @@ pub struct ChildServer {
     /// The HTTP side port: /metrics, /healthz, /readyz.
     pub metrics_addr: SocketAddr,
     child: tokio::process::Child,
+    /// With `E2E_BACKEND=jetstream`: the NATS server under this gateway,
+    /// parked under its data dir when the process is killed or stopped,
+    /// so that a server started again on that data dir finds its data.
+    nats: Option<(PathBuf, nats::NatsCluster)>,
     /// The last [`MAX_KEPT_LOG_LINES`] lines of its (JSON) log.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -305,6 +316,65 @@ impl ChildServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<ChildServer, String> {
+        // The harness switch, as for in-process servers: a gateway over a
+        // one-node NATS server, unless the test picked its storage itself.
+        let picked =
+            extra.contains(&"--storage") || env.iter().any(|(k, _)| *k == "EVENTBUS_STORAGE");
+        let nats = if on_jetstream() && !picked {
+            let parked = unpark(data_dir);
+            Some(match parked {
+                Some(c) => c,
+                None => tokio::task::spawn_blocking(|| nats::NatsCluster::start(1))
+                    .await
+                    .expect("start nats"),
+            })
+        } else {
+            None
+        };
+        let nats_args: Vec<String> = nats
+            .as_ref()
+            .map(|c| {
+                vec![
+                    "--storage".to_string(),
+                    "jetstream".to_string(),
+                    "--nats-url".to_string(),
+                    c.urls(),
+                ]
+            })
+            .unwrap_or_default();
+        let nats_env: Vec<(String, String)> = nats
+            .as_ref()
+            .map(|c| {
+                vec![
+                    ("EVENTBUS_NATS_MONITOR_URL".to_string(), c.monitor_urls()),
+                    ("EVENTBUS_NATS_REPLICAS".to_string(), "1".to_string()),
+                ]
+            })
+            .unwrap_or_default();
+        let started = Self::spawn(bin, data_dir, extra, env, &nats_args, &nats_env).await;
+        let nats = nats.map(|c| (data_dir.to_path_buf(), c));
+        match started {
+            Ok(mut server) => {
+                server.nats = nats;
+                Ok(server)
+            }
+            Err(why) => {
+                if let Some((dir, c)) = nats {
+                    park(dir, c);
+                }
+                Err(why)
+            }
+        }
+    }
+
+    async fn spawn(
+        bin: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        nats_args: &[String],
+        nats_env: &[(String, String)],
+    ) -> Result<ChildServer, String> {
         let mut child = tokio::process::Command::new(bin)
             .arg("serve")
             .arg("--listen")
@@ -316,7 +386,9 @@ impl ChildServer {
             .arg("--log-format")
             .arg("json")
             .args(extra)
+            .args(nats_args)
             .env_remove("RUST_LOG")
+            .envs(nats_env.iter().map(|(k, v)| (k, v)))
             // A small reserve: the shared test disk is sometimes nearly full.
             .env("EVENTBUS_DISK_RESERVE_BYTES", "16777216")
             .envs(env.iter().copied())
@@ -400,6 +472,7 @@ impl ChildServer {
             addr,
             metrics_addr,
             child,
+            nats: None,
             log,
         })
     }
@@ -426,6 +499,14 @@ impl ChildServer {
     /// SIGKILL: no shutdown code runs.
     pub async fn kill9(mut self) {
         self.child.kill().await.expect("kill -9");
+        self.park_nats();
+    }
+
+    /// Keeps the NATS server for the next server on this data dir.
+    fn park_nats(&mut self) {
+        if let Some((dir, cluster)) = self.nats.take() {
+            park(dir, cluster);
+        }
     }
 
     /// SIGHUP: reload `[auth]` from the config file.
@@ -451,6 +532,7 @@ impl ChildServer {
             .await
             .expect("exits within 30 s")
             .expect("wait");
+        self.park_nats();
         status.code()
     }
 }

@@ -32,6 +32,11 @@ pub const MAX_PAGE_BYTES: usize = 3 << 20;
 /// The reason of a dead letter whose last attempt ran out of time.
 pub const DEADLINE_EXCEEDED: &str = "ack deadline exceeded";
 
+/// The reason of a dead letter whose member's stream ended while it held
+/// the lease of the last allowed attempt (a consumer that crashes on the
+/// event, say).
+pub const MEMBER_LEFT: &str = "member left with the lease";
+
 impl DeadLetter {
     /// Bytes the entry adds to a page: its event and its reason, plus a
     /// margin for ids, times and framing.

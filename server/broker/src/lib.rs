@@ -30,6 +30,7 @@ pub mod delivery;
 pub mod error;
 pub mod filter;
 pub mod limits;
+pub mod metric_names;
 pub mod names;
 pub mod partitioner;
 pub mod replay;

@@ -21,6 +21,14 @@
 //!   when the lease is settled through this gateway or its deadline
 //!   passes. Leases a member still holds when its stream ends are nacked,
 //!   so another member gets them at once.
+//! * **Each member's byte bound** (`max-in-flight-bytes`): a pull asks for
+//!   no more events than its source's share of the member's free bytes
+//!   holds at the largest event size seen (the configured largest at
+//!   first), and none while no bytes are free. As on one node, the event
+//!   that crosses the bound still goes, so an event bigger than the bound
+//!   is delivered alone. Pulls of several sources that were sized before
+//!   the others' deliveries can still add up: the leases stay under about
+//!   twice the bound.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +38,7 @@ use arc_swap::ArcSwap;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
-use eventbus_broker::dead_letter::DEADLINE_EXCEEDED;
+use eventbus_broker::dead_letter::{DEADLINE_EXCEEDED, MEMBER_LEFT};
 use eventbus_broker::{
     now_ms, BoxStream, Delivery, Error, Membership, Result, SettleOp, SettleOutcome, StoredEvent,
 };
@@ -55,6 +63,9 @@ const MAX_PULL: usize = 256;
 /// How often a member re-reads its subscription's settings (filter,
 /// attempts, deadline), and whether the subscription still exists.
 const SETTINGS_REFRESH: Duration = Duration::from_secs(1);
+/// How long a probe's message may wait for the member's credit before its
+/// lease is restarted.
+const PROBE_WAIT_RESTARTS_LEASE: Duration = Duration::from_secs(1);
 /// How long a failing pull waits before it tries again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -62,66 +73,155 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 struct Lease {
     reply: String,
     deadline: Instant,
+    /// The event's [`StoredEvent::size_bytes`].
+    bytes: usize,
+    /// On the last allowed attempt: the dead letter the event becomes if
+    /// the member leaves holding it, and that dead letter's message id.
+    last: Option<(Record, String)>,
 }
 
-/// A member's credit: free permits, and the leases that hold the others.
+/// A member's credit: free permits, the leases that hold the others, and
+/// the bytes those leases hold.
 struct Credit {
     permits: Semaphore,
-    leases: Mutex<HashMap<String, Lease>>,
+    leases: Mutex<Leases>,
+    /// `max-in-flight-bytes`.
+    max_bytes: usize,
+    /// Woken when leases end and bytes become free.
+    freed: tokio::sync::Notify,
+}
+
+struct Leases {
+    by_reply: HashMap<String, Lease>,
+    /// The sum of the leases' sizes.
+    bytes: usize,
+    /// The largest event delivered to this member, or the largest allowed
+    /// before the first: what a pull's count is sized by.
+    largest: usize,
 }
 
 impl Credit {
-    fn lease(&self, reply: &str, deadline: Instant) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.insert(
+    fn new(max_in_flight: u32, max_bytes: usize, largest_event: usize) -> Credit {
+        Credit {
+            permits: Semaphore::new(max_in_flight.max(1) as usize),
+            leases: Mutex::new(Leases {
+                by_reply: HashMap::new(),
+                bytes: 0,
+                largest: largest_event.max(1),
+            }),
+            max_bytes: max_bytes.max(1),
+            freed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lease(&self, reply: &str, deadline: Instant, bytes: usize, last: Option<(Record, String)>) {
+        let mut leases = self.locked();
+        leases.bytes += bytes;
+        leases.largest = leases.largest.max(bytes);
+        let old = leases.by_reply.insert(
             reply.to_string(),
             Lease {
                 reply: reply.to_string(),
                 deadline,
+                bytes,
+                last,
             },
         );
+        if let Some(old) = old {
+            leases.bytes -= old.bytes;
+        }
     }
 
-    /// Ends the lease on `reply`, giving its permit back.
+    /// Waits until some of the member's bytes are free, then sizes one
+    /// pull of one of `sources`: its share of the free bytes, and as many
+    /// events as that share holds at the largest event size seen, at least
+    /// 1 and at most `per_pull`.
+    async fn pull_size(&self, sources: usize, per_pull: usize) -> PullSize {
+        loop {
+            let freed = self.freed.notified();
+            {
+                let leases = self.locked();
+                let free = self.max_bytes.saturating_sub(leases.bytes);
+                if free > 0 {
+                    let share = (free / sources.max(1)).max(1);
+                    return PullSize {
+                        events: (share / leases.largest).clamp(1, per_pull.max(1)),
+                        bytes: share,
+                    };
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// Ends the lease on `reply`, giving its permit and bytes back.
     fn release(&self, reply: &str) {
         let removed = {
-            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-            leases.remove(reply).is_some()
+            let mut leases = self.locked();
+            let removed = leases.by_reply.remove(reply);
+            if let Some(l) = &removed {
+                leases.bytes -= l.bytes;
+            }
+            removed.is_some()
         };
         if removed {
             self.permits.add_permits(1);
+            self.freed.notify_waiters();
         }
     }
 
     /// Whether the member still holds the lease on `reply`.
     fn holds(&self, reply: &str) -> bool {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.contains_key(reply)
+        self.locked().by_reply.contains_key(reply)
     }
 
     fn extend(&self, reply: &str, deadline: Instant) {
-        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = leases.get_mut(reply) {
+        if let Some(l) = self.locked().by_reply.get_mut(reply) {
             l.deadline = deadline;
         }
     }
 
-    /// Gives back the permits of leases past their deadline: JetStream has
-    /// taken those back for redelivery.
+    /// Gives back the permits and bytes of leases past their deadline:
+    /// JetStream has taken those back for redelivery.
     fn expire(&self, now: Instant) {
         let expired = {
-            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-            let before = leases.len();
-            leases.retain(|_, l| l.deadline > now);
-            before - leases.len()
+            let mut leases = self.locked();
+            let (before, bytes_before) = (leases.by_reply.len(), leases.bytes);
+            let mut bytes = bytes_before;
+            leases.by_reply.retain(|_, l| {
+                let keep = l.deadline > now;
+                if !keep {
+                    bytes -= l.bytes;
+                }
+                keep
+            });
+            leases.bytes = bytes;
+            before - leases.by_reply.len()
         };
-        self.permits.add_permits(expired);
+        if expired > 0 {
+            self.permits.add_permits(expired);
+            self.freed.notify_waiters();
+        }
     }
 
-    fn held(&self) -> Vec<String> {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        leases.values().map(|l| l.reply.clone()).collect()
+    /// Takes every lease the member holds (it is leaving).
+    fn take_all(&self) -> Vec<Lease> {
+        let mut leases = self.locked();
+        leases.bytes = 0;
+        leases.by_reply.drain().map(|(_, l)| l).collect()
     }
+}
+
+/// How much one pull asks for.
+struct PullSize {
+    events: usize,
+    /// The pull's `max_bytes`: JetStream stops before the message that
+    /// would pass it.
+    bytes: usize,
 }
 
 /// The members this gateway serves, by member id.
@@ -159,6 +259,11 @@ pub struct Context {
     pub members: Arc<Members>,
     /// This gateway's per-subscription counts.
     pub gateways: Arc<Gateways>,
+    /// Each member's byte bound (`max-in-flight-bytes`).
+    pub max_in_flight_bytes: usize,
+    /// The largest event allowed: a member's pulls are sized by it until
+    /// it has seen real events.
+    pub max_event_bytes: usize,
 }
 
 /// A parsed ack id.
@@ -219,10 +324,11 @@ pub async fn subscribe(
     max_in_flight: u32,
 ) -> Result<Membership> {
     let member_id = rand::random::<u64>() >> 1;
-    let credit = Arc::new(Credit {
-        permits: Semaphore::new(max_in_flight.max(1) as usize),
-        leases: Mutex::new(HashMap::new()),
-    });
+    let credit = Arc::new(Credit::new(
+        max_in_flight,
+        ctx.max_in_flight_bytes,
+        ctx.max_event_bytes,
+    ));
     let mut sources = Vec::new();
     for p in 0..topic.partitions {
         let consumer = consumer_of(&ctx.js, &stream_name(topic.id, p), &meta).await?;
@@ -237,8 +343,10 @@ pub async fn subscribe(
         .unwrap_or_else(|e| e.into_inner())
         .insert(member_id, (meta.id, credit.clone()));
     let settings = Arc::new(ArcSwap::from_pointee(meta));
+    let guard_settings = settings.clone();
     let (tx, rx) = mpsc::channel::<Result<Delivery>>(MAX_PULL);
     let per_source = (max_in_flight as usize / sources.len()).clamp(1, MAX_PULL);
+    let source_count = sources.len();
     let mut tasks = Vec::new();
     for (source, consumer) in sources {
         let puller = Puller {
@@ -250,6 +358,7 @@ pub async fn subscribe(
             source,
             consumer,
             per_pull: per_source,
+            sources: source_count,
             tx: tx.clone(),
         };
         tasks.push(tokio::spawn(puller.run()));
@@ -265,6 +374,7 @@ pub async fn subscribe(
         ctx,
         member_id,
         credit,
+        settings: guard_settings,
         tasks,
     };
     let deliveries = tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -300,12 +410,15 @@ async fn consumer_of(
 }
 
 /// Ends a member when its stream is dropped: stops its tasks, forgets it,
-/// and nacks the leases it still holds so that another member gets them
-/// now rather than after their deadline.
+/// and gives back the leases it still holds: one on its last allowed
+/// attempt becomes a dead letter (the member used that attempt: a consumer
+/// that crashes on the event), any other is nacked so that another member
+/// gets it now rather than after its deadline.
 struct MemberGuard {
     ctx: Context,
     member_id: u64,
     credit: Arc<Credit>,
+    settings: Arc<ArcSwap<SubscriptionMeta>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -320,17 +433,33 @@ impl Drop for MemberGuard {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.member_id);
-        let held = self.credit.held();
+        let held = self.credit.take_all();
         if held.is_empty() {
             return;
         }
-        let client = self.ctx.client.clone();
+        let (ctx, meta) = (self.ctx.clone(), self.settings.load_full());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                for reply in held {
-                    let _ = client.publish(reply, Bytes::from(AckKind::Nak(None))).await;
+                for lease in held {
+                    match lease.last {
+                        Some((mut record, msg_id)) => {
+                            record.reason = MEMBER_LEFT.to_string();
+                            // A failure leaves the message pending: it
+                            // comes back past its last attempt and is
+                            // dead-lettered then.
+                            if let Err(e) =
+                                dead_letter(&ctx, &meta, &msg_id, record, &lease.reply).await
+                            {
+                                tracing::warn!(error = %e, "dead-lettering a left lease");
+                            }
+                        }
+                        None => {
+                            let nak = Bytes::from(AckKind::Nak(None));
+                            let _ = ctx.client.publish(lease.reply, nak).await;
+                        }
+                    }
                 }
-                let _ = client.flush().await;
+                let _ = ctx.client.flush().await;
             });
         }
     }
@@ -376,6 +505,9 @@ struct Puller {
     source: Source,
     consumer: PullConsumer,
     per_pull: usize,
+    /// How many sources the member pulls from: its byte share is one of
+    /// these.
+    sources: usize,
     tx: mpsc::Sender<Result<Delivery>>,
 }
 
@@ -389,29 +521,66 @@ enum Handled {
 
 impl Puller {
     async fn run(self) {
+        // Set when the next message is bigger than this source's share of
+        // the free bytes: JetStream then refuses the pull, and the next
+        // pull takes that one message alone, whatever its size (the event
+        // that crosses the bound still goes).
+        let mut oversize = false;
+        // Whether the last pull found nothing. A pull holds the permits it
+        // asks for until it ends (up to PULL_WAIT), so an idle source (the
+        // redrive queue, mostly, or a quiet partition) probes instead: it
+        // asks for one message holding no permit, and takes a permit only
+        // when that message comes. The member's credit stays with the
+        // sources that have events. Measured: with the redrive queue
+        // holding its share in idle pulls, a member of one busy partition
+        // got one event per 5 s pull round.
+        let mut idle = matches!(self.source, Source::Redrive);
         loop {
-            let Ok(first) = self.credit.permits.acquire().await else {
-                return;
-            };
-            first.forget();
-            let extra = self
-                .credit
-                .permits
-                .available_permits()
-                .min(self.per_pull - 1);
-            let extra = match self.credit.permits.try_acquire_many(extra as u32) {
-                Ok(p) => {
-                    p.forget();
-                    extra
+            let probe = idle;
+            if !probe {
+                let Ok(first) = self.credit.permits.acquire().await else {
+                    return;
+                };
+                first.forget();
+            }
+            let per_pull = if probe { 1 } else { self.per_pull };
+            let mut size = self.credit.pull_size(self.sources, per_pull).await;
+            if std::mem::take(&mut oversize) {
+                size = PullSize {
+                    events: 1,
+                    bytes: 0,
+                };
+            }
+            let extra = if probe {
+                0
+            } else {
+                let extra = self.credit.permits.available_permits().min(size.events - 1);
+                match self.credit.permits.try_acquire_many(extra as u32) {
+                    Ok(p) => {
+                        p.forget();
+                        extra
+                    }
+                    Err(_) => 0,
                 }
-                Err(_) => 0,
             };
             let asked = 1 + extra;
-            let mut kept = 0;
-            match self.pull(asked, &mut kept).await {
+            // Permits this pull holds: those taken for it, or the one a
+            // probe takes when its message comes.
+            let mut held = if probe { 0 } else { asked };
+            let (mut kept, mut seen) = (0, 0);
+            let pulled = self
+                .pull(asked, size.bytes, probe, &mut held, &mut kept, &mut seen)
+                .await;
+            idle = seen == 0;
+            match pulled {
                 Ok(()) => {}
+                // The pull's bytes are used up: a normal end. With nothing
+                // delivered, the next message alone is bigger than the share.
+                Err(e) if e.to_string().contains("Exceeds MaxBytes") => {
+                    oversize = kept == 0;
+                }
                 Err(e) if e.is_damage() => {
-                    self.credit.permits.add_permits(asked - kept);
+                    self.credit.permits.add_permits(held - kept);
                     let _ = self.tx.send(Err(e)).await;
                     return;
                 }
@@ -420,20 +589,31 @@ impl Puller {
                     tokio::time::sleep(RETRY_AFTER).await;
                 }
             }
-            self.credit.permits.add_permits(asked - kept);
+            self.credit.permits.add_permits(held - kept);
             if self.tx.is_closed() {
                 return;
             }
         }
     }
 
-    /// One pull of up to `asked` messages; `kept` counts the permits the
-    /// delivered ones hold.
-    async fn pull(&self, asked: usize, kept: &mut usize) -> Result<()> {
+    /// One pull of up to `asked` messages and `max_bytes` bytes (0: no
+    /// byte limit). `held` counts the permits the pull holds (a `probe`
+    /// takes its one when its message comes), `kept` those the delivered
+    /// messages keep, `seen` the messages that came.
+    async fn pull(
+        &self,
+        asked: usize,
+        max_bytes: usize,
+        probe: bool,
+        held: &mut usize,
+        kept: &mut usize,
+        seen: &mut usize,
+    ) -> Result<()> {
         let mut batch = self
             .consumer
             .batch()
             .max_messages(asked)
+            .max_bytes(max_bytes)
             .expires(PULL_WAIT)
             .messages()
             .await
@@ -444,12 +624,32 @@ impl Puller {
         let ends = tokio::time::Instant::now() + PULL_WAIT + PULL_GRACE;
         while let Ok(Some(message)) = tokio::time::timeout_at(ends, batch.next()).await {
             let message = message.map_err(|e| nats_error("pulling deliveries", e))?;
+            *seen += 1;
+            if probe {
+                self.credit_for_probe(&message).await;
+                *held += 1;
+            }
             match self.handle(message).await? {
                 Handled::Delivered => *kept += 1,
                 Handled::Settled => {}
             }
         }
         Ok(())
+    }
+
+    /// Takes the permit a probe's message needs. JetStream's lease clock
+    /// ran while it waited, so a long wait restarts it (`+WPI`), and the
+    /// member gets the full deadline as with any delivery.
+    async fn credit_for_probe(&self, message: &jetstream::Message) {
+        let asked = Instant::now();
+        if let Ok(p) = self.credit.permits.acquire().await {
+            p.forget();
+        }
+        if asked.elapsed() > PROBE_WAIT_RESTARTS_LEASE {
+            if let Some(reply) = &message.reply {
+                let _ = settle_request(&self.ctx.client, reply, AckKind::Progress).await;
+            }
+        }
     }
 
     async fn handle(&self, message: jetstream::Message) -> Result<Handled> {
@@ -490,7 +690,15 @@ impl Puller {
             return Ok(Handled::Settled);
         }
         let deadline = Instant::now() + Duration::from_millis(config.ack_deadline_ms);
-        self.credit.lease(&reply, deadline);
+        let last = (config.max_delivery_attempts > 0 && delivered >= config.max_delivery_attempts)
+            .then(|| {
+                let mut record = record;
+                record.attempts = delivered;
+                let msg_id = dead_letter_msg_id(self.source, stream_seq, consumer_seq);
+                (record, msg_id)
+            });
+        self.credit
+            .lease(&reply, deadline, event.size_bytes(), last);
         let delivery = Delivery {
             event: Arc::new(event),
             ack_id: ack_id(self.member_id, &reply),
@@ -501,6 +709,13 @@ impl Puller {
             return Ok(Handled::Settled);
         }
         let redelivery = delivered > 1;
+        if !redelivery && matches!(self.source, Source::Partition(_)) {
+            // Publish to first delivery: how far behind the consumers run
+            // (a redriven dead letter's age would read as lag).
+            let lag_ms = now_ms().saturating_sub(publish_time);
+            metrics::histogram!(eventbus_broker::metric_names::DELIVERY_LATENCY)
+                .record(lag_ms as f64 / 1e3);
+        }
         self.ctx
             .gateways
             .count(meta.id, Count::Delivered { redelivery });

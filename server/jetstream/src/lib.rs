@@ -57,6 +57,9 @@ pub struct Options {
     /// ask for.
     pub default_max_in_flight: u32,
     pub max_in_flight_limit: u32,
+    /// The bytes a member's unsettled deliveries may hold
+    /// (`max-in-flight-bytes`).
+    pub max_in_flight_bytes: usize,
     /// The largest event, encoded (`max-event-bytes`).
     pub max_event_bytes: usize,
     /// The ack deadline of a subscription created without one.
@@ -168,6 +171,8 @@ impl JetStreamBroker {
             js: js.clone(),
             members,
             gateways,
+            max_in_flight_bytes: options.max_in_flight_bytes,
+            max_event_bytes: options.max_event_bytes,
         };
         Ok(JetStreamBroker {
             client,

@@ -7,4 +7,4 @@ pub const COMMIT_DURATION: &str = "eventbus_commit_duration_seconds";
 /// Histogram: events written by one group commit.
 pub const COMMIT_BATCH_EVENTS: &str = "eventbus_commit_batch_events";
 /// Histogram: seconds from publish to the first delivery of an event.
-pub const DELIVERY_LATENCY: &str = "eventbus_delivery_latency_seconds";
+pub use eventbus_broker::metric_names::DELIVERY_LATENCY;

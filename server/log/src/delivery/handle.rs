@@ -39,8 +39,8 @@ pub use eventbus_broker::SettleOp;
 /// Reason recorded when a lease runs out.
 pub use eventbus_broker::dead_letter::DEADLINE_EXCEEDED;
 /// Reason recorded when the member's stream ended while it held the lease on
-/// the last allowed attempt (a consumer that crashes on the event, say).
-pub const MEMBER_LEFT: &str = "member left with the lease";
+/// the last allowed attempt.
+pub use eventbus_broker::dead_letter::MEMBER_LEFT;
 
 /// Dead-letter counters shared by the actor and the admin path.
 #[derive(Debug, Default)]
