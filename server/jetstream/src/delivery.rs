@@ -21,14 +21,15 @@
 //!   when the lease is settled through this gateway or its deadline
 //!   passes. Leases a member still holds when its stream ends are nacked,
 //!   so another member gets them at once.
-//! * **Each member's byte bound** (`max-in-flight-bytes`): a pull asks for
-//!   no more events than its source's share of the member's free bytes
-//!   holds at the largest event size seen (the configured largest at
-//!   first), and none while no bytes are free. As on one node, the event
-//!   that crosses the bound still goes, so an event bigger than the bound
-//!   is delivered alone. Pulls of several sources that were sized before
-//!   the others' deliveries can still add up: the leases stay under about
-//!   twice the bound.
+//! * **Each member's byte bound** (`max-in-flight-bytes`): a pulled
+//!   message waits in the gateway until the member's leases hold fewer
+//!   bytes than the bound; as on one node, the event that crosses the
+//!   bound still goes, one per source.
+//! * **Pulls**: a pull holds its permits until it ends, so a source that
+//!   had events takes what is pending now and ends (`no_wait`), and a
+//!   source whose last pull found nothing probes: it waits up to
+//!   [`PULL_WAIT`] for one message holding no permit, and takes one when
+//!   the message comes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -63,9 +64,9 @@ const MAX_PULL: usize = 256;
 /// How often a member re-reads its subscription's settings (filter,
 /// attempts, deadline), and whether the subscription still exists.
 const SETTINGS_REFRESH: Duration = Duration::from_secs(1);
-/// How long a probe's message may wait for the member's credit before its
+/// How long a pulled message may wait for the member's credit before its
 /// lease is restarted.
-const PROBE_WAIT_RESTARTS_LEASE: Duration = Duration::from_secs(1);
+const WAIT_RESTARTS_LEASE: Duration = Duration::from_secs(1);
 /// How long a failing pull waits before it tries again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
@@ -95,19 +96,15 @@ struct Leases {
     by_reply: HashMap<String, Lease>,
     /// The sum of the leases' sizes.
     bytes: usize,
-    /// The largest event delivered to this member, or the largest allowed
-    /// before the first: what a pull's count is sized by.
-    largest: usize,
 }
 
 impl Credit {
-    fn new(max_in_flight: u32, max_bytes: usize, largest_event: usize) -> Credit {
+    fn new(max_in_flight: u32, max_bytes: usize) -> Credit {
         Credit {
             permits: Semaphore::new(max_in_flight.max(1) as usize),
             leases: Mutex::new(Leases {
                 by_reply: HashMap::new(),
                 bytes: 0,
-                largest: largest_event.max(1),
             }),
             max_bytes: max_bytes.max(1),
             freed: tokio::sync::Notify::new(),
@@ -121,7 +118,6 @@ impl Credit {
     fn lease(&self, reply: &str, deadline: Instant, bytes: usize, last: Option<(Record, String)>) {
         let mut leases = self.locked();
         leases.bytes += bytes;
-        leases.largest = leases.largest.max(bytes);
         let old = leases.by_reply.insert(
             reply.to_string(),
             Lease {
@@ -136,23 +132,13 @@ impl Credit {
         }
     }
 
-    /// Waits until some of the member's bytes are free, then sizes one
-    /// pull of one of `sources`: its share of the free bytes, and as many
-    /// events as that share holds at the largest event size seen, at least
-    /// 1 and at most `per_pull`.
-    async fn pull_size(&self, sources: usize, per_pull: usize) -> PullSize {
+    /// Waits until the member's leases hold fewer bytes than its bound
+    /// (the event that crosses the bound still goes, as on one node).
+    async fn bytes_free(&self) {
         loop {
             let freed = self.freed.notified();
-            {
-                let leases = self.locked();
-                let free = self.max_bytes.saturating_sub(leases.bytes);
-                if free > 0 {
-                    let share = (free / sources.max(1)).max(1);
-                    return PullSize {
-                        events: (share / leases.largest).clamp(1, per_pull.max(1)),
-                        bytes: share,
-                    };
-                }
+            if self.locked().bytes < self.max_bytes {
+                return;
             }
             freed.await;
         }
@@ -216,14 +202,6 @@ impl Credit {
     }
 }
 
-/// How much one pull asks for.
-struct PullSize {
-    events: usize,
-    /// The pull's `max_bytes`: JetStream stops before the message that
-    /// would pass it.
-    bytes: usize,
-}
-
 /// The members this gateway serves, by member id.
 #[derive(Default)]
 pub struct Members {
@@ -261,9 +239,6 @@ pub struct Context {
     pub gateways: Arc<Gateways>,
     /// Each member's byte bound (`max-in-flight-bytes`).
     pub max_in_flight_bytes: usize,
-    /// The largest event allowed: a member's pulls are sized by it until
-    /// it has seen real events.
-    pub max_event_bytes: usize,
 }
 
 /// A parsed ack id.
@@ -324,11 +299,7 @@ pub async fn subscribe(
     max_in_flight: u32,
 ) -> Result<Membership> {
     let member_id = rand::random::<u64>() >> 1;
-    let credit = Arc::new(Credit::new(
-        max_in_flight,
-        ctx.max_in_flight_bytes,
-        ctx.max_event_bytes,
-    ));
+    let credit = Arc::new(Credit::new(max_in_flight, ctx.max_in_flight_bytes));
     let mut sources = Vec::new();
     for p in 0..topic.partitions {
         let consumer = consumer_of(&ctx.js, &stream_name(topic.id, p), &meta).await?;
@@ -346,7 +317,6 @@ pub async fn subscribe(
     let guard_settings = settings.clone();
     let (tx, rx) = mpsc::channel::<Result<Delivery>>(MAX_PULL);
     let per_source = (max_in_flight as usize / sources.len()).clamp(1, MAX_PULL);
-    let source_count = sources.len();
     let mut tasks = Vec::new();
     for (source, consumer) in sources {
         let puller = Puller {
@@ -358,7 +328,6 @@ pub async fn subscribe(
             source,
             consumer,
             per_pull: per_source,
-            sources: source_count,
             tx: tx.clone(),
         };
         tasks.push(tokio::spawn(puller.run()));
@@ -505,9 +474,6 @@ struct Puller {
     source: Source,
     consumer: PullConsumer,
     per_pull: usize,
-    /// How many sources the member pulls from: its byte share is one of
-    /// these.
-    sources: usize,
     tx: mpsc::Sender<Result<Delivery>>,
 }
 
@@ -521,11 +487,6 @@ enum Handled {
 
 impl Puller {
     async fn run(self) {
-        // Set when the next message is bigger than this source's share of
-        // the free bytes: JetStream then refuses the pull, and the next
-        // pull takes that one message alone, whatever its size (the event
-        // that crosses the bound still goes).
-        let mut oversize = false;
         // Whether the last pull found nothing. A pull holds the permits it
         // asks for until it ends (up to PULL_WAIT), so an idle source (the
         // redrive queue, mostly, or a quiet partition) probes instead: it
@@ -543,18 +504,14 @@ impl Puller {
                 };
                 first.forget();
             }
-            let per_pull = if probe { 1 } else { self.per_pull };
-            let mut size = self.credit.pull_size(self.sources, per_pull).await;
-            if std::mem::take(&mut oversize) {
-                size = PullSize {
-                    events: 1,
-                    bytes: 0,
-                };
-            }
             let extra = if probe {
                 0
             } else {
-                let extra = self.credit.permits.available_permits().min(size.events - 1);
+                let extra = self
+                    .credit
+                    .permits
+                    .available_permits()
+                    .min(self.per_pull - 1);
                 match self.credit.permits.try_acquire_many(extra as u32) {
                     Ok(p) => {
                         p.forget();
@@ -569,16 +526,11 @@ impl Puller {
             let mut held = if probe { 0 } else { asked };
             let (mut kept, mut seen) = (0, 0);
             let pulled = self
-                .pull(asked, size.bytes, probe, &mut held, &mut kept, &mut seen)
+                .pull(asked, probe, &mut held, &mut kept, &mut seen)
                 .await;
             idle = seen == 0;
             match pulled {
                 Ok(()) => {}
-                // The pull's bytes are used up: a normal end. With nothing
-                // delivered, the next message alone is bigger than the share.
-                Err(e) if e.to_string().contains("Exceeds MaxBytes") => {
-                    oversize = kept == 0;
-                }
                 Err(e) if e.is_damage() => {
                     self.credit.permits.add_permits(held - kept);
                     let _ = self.tx.send(Err(e)).await;
@@ -596,28 +548,37 @@ impl Puller {
         }
     }
 
-    /// One pull of up to `asked` messages and `max_bytes` bytes (0: no
-    /// byte limit). `held` counts the permits the pull holds (a `probe`
-    /// takes its one when its message comes), `kept` those the delivered
-    /// messages keep, `seen` the messages that came.
+    /// One pull of up to `asked` messages. `held` counts the permits the
+    /// pull holds (a `probe` takes its one when its message comes), `kept`
+    /// those the delivered messages keep, `seen` the messages that came.
     async fn pull(
         &self,
         asked: usize,
-        max_bytes: usize,
         probe: bool,
         held: &mut usize,
         kept: &mut usize,
         seen: &mut usize,
     ) -> Result<()> {
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(asked)
-            .max_bytes(max_bytes)
-            .expires(PULL_WAIT)
-            .messages()
-            .await
-            .map_err(|e| nats_error("pulling deliveries", e))?;
+        // A source that had events takes what is pending now and ends
+        // (no_wait): a pull that waited for the rest of its batch would
+        // hold those permits for PULL_WAIT while other partitions of the
+        // member have events. A probe waits, for one.
+        let batch = if probe {
+            self.consumer
+                .batch()
+                .max_messages(1)
+                .expires(PULL_WAIT)
+                .messages()
+                .await
+        } else {
+            self.consumer
+                .fetch()
+                .max_messages(asked)
+                .expires(PULL_WAIT)
+                .messages()
+                .await
+        };
+        let mut batch = batch.map_err(|e| nats_error("pulling deliveries", e))?;
         // A pull sent to a consumer leader that died, or during an
         // election, is never answered: the pull ends by the gateway's own
         // clock too, and the next one finds the new leader.
@@ -625,8 +586,8 @@ impl Puller {
         while let Ok(Some(message)) = tokio::time::timeout_at(ends, batch.next()).await {
             let message = message.map_err(|e| nats_error("pulling deliveries", e))?;
             *seen += 1;
+            self.credit_for(&message, probe).await;
             if probe {
-                self.credit_for_probe(&message).await;
                 *held += 1;
             }
             match self.handle(message).await? {
@@ -637,15 +598,22 @@ impl Puller {
         Ok(())
     }
 
-    /// Takes the permit a probe's message needs. JetStream's lease clock
-    /// ran while it waited, so a long wait restarts it (`+WPI`), and the
-    /// member gets the full deadline as with any delivery.
-    async fn credit_for_probe(&self, message: &jetstream::Message) {
+    /// Waits until the member may take `message`: its leases hold fewer
+    /// bytes than its bound, and (for a probe) a permit is free. The
+    /// message waits here, pulled but not handed over, so the member never
+    /// holds more than its bound plus the one event that crosses it.
+    /// JetStream's lease clock ran while it waited, so a long wait
+    /// restarts it (`+WPI`), and the member gets the full deadline as with
+    /// any delivery.
+    async fn credit_for(&self, message: &jetstream::Message, probe: bool) {
         let asked = Instant::now();
-        if let Ok(p) = self.credit.permits.acquire().await {
-            p.forget();
+        if probe {
+            if let Ok(p) = self.credit.permits.acquire().await {
+                p.forget();
+            }
         }
-        if asked.elapsed() > PROBE_WAIT_RESTARTS_LEASE {
+        self.credit.bytes_free().await;
+        if asked.elapsed() > WAIT_RESTARTS_LEASE {
             if let Some(reply) = &message.reply {
                 let _ = settle_request(&self.ctx.client, reply, AckKind::Progress).await;
             }

@@ -172,7 +172,6 @@ impl JetStreamBroker {
             members,
             gateways,
             max_in_flight_bytes: options.max_in_flight_bytes,
-            max_event_bytes: options.max_event_bytes,
         };
         Ok(JetStreamBroker {
             client,
