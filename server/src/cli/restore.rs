@@ -263,11 +263,7 @@ async fn wait_for_replicas(
     monitor_urls: &str,
     names: &[String],
 ) -> anyhow::Result<()> {
-    let urls: Vec<&str> = monitor_urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
+    let urls = crate::sync_check::split_urls(monitor_urls);
     if urls.is_empty() {
         println!(
             "warning: without --nats-monitor-url the restore cannot check that every replica \
@@ -295,24 +291,14 @@ async fn wait_for_replicas(
             ),
         );
     }
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()?;
+    let http = crate::sync_check::monitor_client()?;
     let deadline = tokio::time::Instant::now() + REPLICAS_WAIT;
     loop {
         let mut holding: std::collections::BTreeMap<&str, usize> = Default::default();
         for url in &urls {
-            let body = http
-                .get(format!("{}/jsz?streams=true", url.trim_end_matches('/')))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .with_context(|| format!("asking {url}/jsz for the restored streams"))?
-                .bytes()
-                .await
-                .with_context(|| format!("reading {url}/jsz"))?;
-            let jsz: serde_json::Value =
-                serde_json::from_slice(&body).with_context(|| format!("reading {url}/jsz"))?;
+            let jsz =
+                crate::sync_check::jsz(&http, url, "?streams=true", "for the restored streams")
+                    .await?;
             let details = jsz["account_details"].as_array().into_iter().flatten();
             for s in details.flat_map(|a| a["stream_detail"].as_array().into_iter().flatten()) {
                 let name = s["name"].as_str().unwrap_or_default();
