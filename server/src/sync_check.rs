@@ -15,11 +15,7 @@ use anyhow::Context as _;
 /// say about syncing; Err when one does not sync and `allow_unsynced` is
 /// false, or when one cannot be asked.
 pub async fn check(monitor_urls: &str, allow_unsynced: bool) -> anyhow::Result<()> {
-    let urls: Vec<&str> = monitor_urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
+    let urls = split_urls(monitor_urls);
     if urls.is_empty() {
         tracing::warn!(
             "cluster mode: cannot check that the NATS servers fsync every write \
@@ -27,22 +23,10 @@ pub async fn check(monitor_urls: &str, allow_unsynced: bool) -> anyhow::Result<(
         );
         return Ok(());
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let client = monitor_client()?;
     let mut unsynced = Vec::new();
     for url in urls {
-        let body = client
-            .get(format!("{}/jsz", url.trim_end_matches('/')))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| format!("asking {url}/jsz whether JetStream syncs every write"))?
-            .bytes()
-            .await
-            .with_context(|| format!("reading {url}/jsz"))?;
-        let jsz: serde_json::Value =
-            serde_json::from_slice(&body).with_context(|| format!("reading {url}/jsz"))?;
+        let jsz = jsz(&client, url, "", "whether JetStream syncs every write").await?;
         if !syncs_always(&jsz) {
             unsynced.push(url.to_string());
         }
@@ -63,6 +47,41 @@ pub async fn check(monitor_urls: &str, allow_unsynced: bool) -> anyhow::Result<(
     );
     tracing::warn!("{what}; running anyway because nats-allow-unsynced = true");
     Ok(())
+}
+
+/// The comma-separated monitoring URLs, each trimmed, empty ones dropped.
+pub fn split_urls(monitor_urls: &str) -> Vec<&str> {
+    monitor_urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// An HTTP client for the monitoring ports: 5 s per request.
+pub fn monitor_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?)
+}
+
+/// `GET <url>/jsz<query>` as JSON; `asking` says what for, in the error.
+pub async fn jsz(
+    client: &reqwest::Client,
+    url: &str,
+    query: &str,
+    asking: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let body = client
+        .get(format!("{}/jsz{query}", url.trim_end_matches('/')))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("asking {url}/jsz {asking}"))?
+        .bytes()
+        .await
+        .with_context(|| format!("reading {url}/jsz"))?;
+    serde_json::from_slice(&body).with_context(|| format!("reading {url}/jsz"))
 }
 
 /// Whether a `/jsz` answer says the server syncs every write.

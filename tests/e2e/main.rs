@@ -7,6 +7,7 @@ mod backup;
 mod big_events;
 mod cli;
 mod cluster;
+mod cluster_backup;
 mod cluster_faults;
 mod connections;
 mod corruption;

@@ -8,12 +8,13 @@
 //! delivery and settling ([`delivery`]), seek and statistics
 //! ([`positions`]), dead letters ([`dead_letters`]), the audit log
 //! ([`audit`]), the cluster's health ([`health`]) and subscription figures
-//! summed over the gateways ([`gateways`]). Following replay and backups
-//! answer UNIMPLEMENTED. ARCHITECTURE.md ("The broker boundary", "Backend
-//! conformance") has the whole mapping.
+//! summed over the gateways ([`gateways`]), backups as stream snapshots
+//! ([`backup`]) and their restore ([`restore`]). ARCHITECTURE.md ("The
+//! broker boundary", "Backend conformance") has the whole mapping.
 
 pub mod acked;
 pub mod audit;
+pub mod backup;
 pub mod buckets;
 pub mod dead_letters;
 pub mod delivery;
@@ -24,6 +25,7 @@ pub mod migrate;
 pub mod positions;
 pub mod publish;
 pub mod replay;
+pub mod restore;
 pub mod subscriptions;
 pub mod topics;
 
@@ -112,13 +114,6 @@ impl Drop for JetStreamBroker {
 /// (UNAVAILABLE), with what was being done.
 pub(crate) fn nats_error(doing: &str, e: impl std::fmt::Display) -> Error {
     Error::Storage(format!("{doing}: NATS JetStream: {e}"))
-}
-
-fn not_yet(what: &str) -> Error {
-    Error::Unimplemented(format!(
-        "{what} is not available in cluster mode yet (issue 14); run `eventbus serve` \
-         with the default RocksDB storage for it"
-    ))
 }
 
 /// Connects to the cluster at `options.urls` as a gateway does (the
@@ -538,8 +533,8 @@ impl Broker for JetStreamBroker {
         health::report(&self.js, &server).await.map(Some)
     }
 
-    async fn backup(&self, _dir: &Path) -> Result<u64> {
-        Err(not_yet("CreateBackup (use JetStream stream snapshots)"))
+    async fn backup(&self, dir: &Path) -> Result<u64> {
+        backup::backup(&self.client, &self.js, dir).await
     }
 
     async fn shared_secret(&self, name: &str) -> Result<Option<[u8; 32]>> {

@@ -2,8 +2,9 @@
 //!
 //! * `eventbus serve` / `eventbus default-config` run or configure the server
 //!   in this process ([`serve`]).
-//! * `eventbus restore` and `eventbus migrate` work on a data dir offline
-//!   ([`restore`], [`migrate`]).
+//! * `eventbus restore` and `eventbus migrate` work offline: on a data dir,
+//!   or from one (or a cluster backup) into a cluster ([`restore`],
+//!   [`migrate`]).
 //! * Every other subcommand is an operator command that talks to a running
 //!   server over gRPC ([`remote`]): topics, publish, subscribe, subscriptions,
 //!   dead letters and replay.
@@ -161,8 +162,9 @@ enum Command {
     /// Run the peers' benchmark workload (publish, consume, latency) against
     /// a running server; prints one JSON line (peerbench's field names).
     Bench(bench::BenchArgs),
-    /// Turn a backup (from `eventbus backup`) into a new data dir, offline,
-    /// and check that it opens.
+    /// Turn a backup (from `eventbus backup`) into a store again, offline: a
+    /// single node's into a new data dir (--data-dir, checked by opening
+    /// it), a cluster's into a NATS JetStream cluster (--nats-url).
     Restore(restore::RestoreArgs),
     /// Move a single node's data dir into cluster mode, offline: topics,
     /// events at the same offsets, subscriptions at their positions, dead

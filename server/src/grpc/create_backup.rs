@@ -1,5 +1,7 @@
-//! `AdminService/CreateBackup`: an online RocksDB checkpoint on the server,
-//! written only under the configured `backup-root`.
+//! `AdminService/CreateBackup`: an online backup on the server, written
+//! only under the configured `backup-root`: a RocksDB checkpoint on one
+//! node, a snapshot of every eventbus stream in cluster mode
+//! (`eventbus_jetstream::backup`).
 //!
 //! The request's `dir` is a path relative to the root (an absolute path is
 //! accepted only when it lies under the root). What the path says is
@@ -11,7 +13,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use eventbus_broker::Error;
+use eventbus_broker::{Backend, Error};
 use eventbus_proto::v1::{CreateBackupRequest, CreateBackupResponse};
 use tonic::Status;
 
@@ -37,13 +39,22 @@ pub async fn handle(
         .map_err(|_| Status::unavailable("shutting down"))?
         .map_err(|()| unusable(&req.dir))?;
     let started = std::time::Instant::now();
-    let size_bytes = call.broker.backup(&target).await.map_err(|e| match e {
-        // The filesystem's answers, all alike (see the module docs).
-        Error::AlreadyExists(_) | Error::FailedPrecondition(_) | Error::Storage(_) => {
+    // The filesystem's answers, all alike (see the module docs). In cluster
+    // mode a storage error is the cluster's (a stream leader that does not
+    // answer), not the filesystem's: it keeps its status and message.
+    let cluster = call.broker.backend() == Backend::JetStream;
+    let filesystem = |e: &Error| match e {
+        Error::AlreadyExists(_) | Error::FailedPrecondition(_) => true,
+        Error::Storage(_) => !cluster,
+        _ => false,
+    };
+    let size_bytes = call.broker.backup(&target).await.map_err(|e| {
+        if filesystem(&e) {
             tracing::warn!(dir = %target.display(), error = %e, "backup refused");
             unusable(&req.dir)
+        } else {
+            to_status(e)
         }
-        e => to_status(e),
     })?;
     tracing::info!(dir = %target.display(), size_bytes, took = ?started.elapsed(), "backup written");
     Ok(CreateBackupResponse {

@@ -2787,7 +2787,8 @@ type CreateBackupResponse struct {
 	// The backup directory as written: its absolute path on the server (what
 	// `eventbus restore --from` takes).
 	Dir string `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
-	// Total size of the files in the backup (hard-linked files count in full).
+	// Total size of the files in the backup (hard-linked files count in full;
+	// in cluster mode, the snapshot files and manifest.json).
 	SizeBytes uint64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 }
 

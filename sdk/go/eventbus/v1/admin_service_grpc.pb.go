@@ -90,21 +90,31 @@ type AdminServiceClient interface {
 	// mode, the replication health of the cluster. `eventbus status` prints
 	// it.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
-	// Writes an online, consistent backup of the whole store into `dir`, a
-	// new directory under the SERVER's configured backup-root, while
-	// publishes continue: a RocksDB checkpoint (hard links to the immutable
+	// Writes an online backup of the whole store into `dir`, a new directory
+	// under the SERVER's configured backup-root, while publishes continue.
+	// One node: a consistent RocksDB checkpoint (hard links to the immutable
 	// data files when `dir` is on the data dir's filesystem, copies
-	// otherwise, plus the live WAL). Subscriptions' ack state is flushed
-	// first. The backup holds every event acknowledged before the call
-	// started, and possibly some acknowledged while it ran; restore it
-	// offline with `eventbus restore --from DIR --data-dir NEW`.
+	// otherwise, plus the live WAL), after subscriptions' ack state is
+	// flushed; restore it offline with `eventbus restore --from DIR
+	// --data-dir NEW`. Cluster mode: a JetStream snapshot of each of
+	// eventbus's streams (topic partitions with the subscriptions' positions,
+	// dead letters, redrive queues, the audit log, the topic and
+	// subscription metadata), one file each plus manifest.json (each
+	// stream's config, state, file size and SHA-256), written on the
+	// gateway that answers; each stream is captured at its own instant, not
+	// all at one; restore it with `eventbus restore --from DIR --nats-url
+	// URLS` into a cluster that has none of those streams. Either way the
+	// backup holds every event acknowledged before the call started, and
+	// possibly some acknowledged while it ran.
 	// FAILED_PRECONDITION when the server has no backup-root configured.
 	// INVALID_ARGUMENT if `dir` is empty, contains `..` or `.`, is an
 	// absolute path outside backup-root, or lies inside the data dir.
 	// FAILED_PRECONDITION, with one message for every reason, if the
 	// directory exists, its parent does not, a symlink leads out of
 	// backup-root, or the server cannot write there: the answer does not tell
-	// which paths exist.
+	// which paths exist. Cluster mode: UNAVAILABLE when a stream's leader
+	// does not answer (nothing is left in `dir` then; retry),
+	// RESOURCE_EXHAUSTED when the backup's filesystem is full.
 	CreateBackup(ctx context.Context, in *CreateBackupRequest, opts ...grpc.CallOption) (*CreateBackupResponse, error)
 	// Lists the audit log, oldest first, one page at a time: one record per
 	// mutating admin call (CreateTopic, DeleteTopic, CreateSubscription,
@@ -378,21 +388,31 @@ type AdminServiceServer interface {
 	// mode, the replication health of the cluster. `eventbus status` prints
 	// it.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
-	// Writes an online, consistent backup of the whole store into `dir`, a
-	// new directory under the SERVER's configured backup-root, while
-	// publishes continue: a RocksDB checkpoint (hard links to the immutable
+	// Writes an online backup of the whole store into `dir`, a new directory
+	// under the SERVER's configured backup-root, while publishes continue.
+	// One node: a consistent RocksDB checkpoint (hard links to the immutable
 	// data files when `dir` is on the data dir's filesystem, copies
-	// otherwise, plus the live WAL). Subscriptions' ack state is flushed
-	// first. The backup holds every event acknowledged before the call
-	// started, and possibly some acknowledged while it ran; restore it
-	// offline with `eventbus restore --from DIR --data-dir NEW`.
+	// otherwise, plus the live WAL), after subscriptions' ack state is
+	// flushed; restore it offline with `eventbus restore --from DIR
+	// --data-dir NEW`. Cluster mode: a JetStream snapshot of each of
+	// eventbus's streams (topic partitions with the subscriptions' positions,
+	// dead letters, redrive queues, the audit log, the topic and
+	// subscription metadata), one file each plus manifest.json (each
+	// stream's config, state, file size and SHA-256), written on the
+	// gateway that answers; each stream is captured at its own instant, not
+	// all at one; restore it with `eventbus restore --from DIR --nats-url
+	// URLS` into a cluster that has none of those streams. Either way the
+	// backup holds every event acknowledged before the call started, and
+	// possibly some acknowledged while it ran.
 	// FAILED_PRECONDITION when the server has no backup-root configured.
 	// INVALID_ARGUMENT if `dir` is empty, contains `..` or `.`, is an
 	// absolute path outside backup-root, or lies inside the data dir.
 	// FAILED_PRECONDITION, with one message for every reason, if the
 	// directory exists, its parent does not, a symlink leads out of
 	// backup-root, or the server cannot write there: the answer does not tell
-	// which paths exist.
+	// which paths exist. Cluster mode: UNAVAILABLE when a stream's leader
+	// does not answer (nothing is left in `dir` then; retry),
+	// RESOURCE_EXHAUSTED when the backup's filesystem is full.
 	CreateBackup(context.Context, *CreateBackupRequest) (*CreateBackupResponse, error)
 	// Lists the audit log, oldest first, one page at a time: one record per
 	// mutating admin call (CreateTopic, DeleteTopic, CreateSubscription,
