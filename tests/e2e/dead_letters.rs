@@ -57,11 +57,6 @@ async fn stats(server: &TestServer, topic: &str, sub: &str) -> v1::SubscriptionS
 
 #[tokio::test]
 async fn exhausted_attempts_move_the_event_to_the_dlq() {
-    if eventbus_tests::skip_on_jetstream(
-        "the per-subscription counters (acked, nacked, ...) are not kept in cluster mode (ARCHITECTURE.md, Backend conformance)",
-    ) {
-        return;
-    }
     let server = TestServer::start().await;
     create_sub(&server, "t", "s", 2, 30.0).await;
     let mut events = server.events();
