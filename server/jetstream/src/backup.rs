@@ -55,6 +55,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::buckets::hex_of;
 use crate::subscriptions::SUBSCRIPTIONS_BUCKET;
 use crate::topics::TOPICS_BUCKET;
 use crate::{audit, nats_error};
@@ -477,7 +478,7 @@ impl Digesting {
     async fn finish(self) -> std::io::Result<(u64, String)> {
         blocking(move || {
             self.file.sync_all()?;
-            Ok((self.bytes, hex(&self.hash.finalize())))
+            Ok((self.bytes, hex_of(&self.hash.finalize())))
         })
         .await
     }
@@ -489,14 +490,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| std::io::Error::other("shutting down"))?
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// The SHA-256 of `path` and its size, read in 1 MiB pieces. Blocking.
@@ -514,7 +507,7 @@ pub fn file_digest(path: &Path) -> std::io::Result<(u64, String)> {
         hash.update(&buf[..n]);
         bytes += n as u64;
     }
-    Ok((bytes, hex(&hash.finalize())))
+    Ok((bytes, hex_of(&hash.finalize())))
 }
 
 /// Checks every file of `manifest` in `dir` against its size and SHA-256.

@@ -169,9 +169,14 @@ async fn secret_once(store: &kv::Store, name: &str) -> Result<[u8; 32]> {
 /// `name` as lowercase hex: KV keys refuse names such as `a..b` or `a.`
 /// that topics and subscriptions allow.
 pub fn hex(name: &str) -> String {
+    hex_of(name.as_bytes())
+}
+
+/// `bytes` as lowercase hex (a digest, a name).
+pub fn hex_of(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    let mut out = String::with_capacity(2 * name.len());
-    for b in name.bytes() {
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         let _ = write!(out, "{b:02x}");
     }
     out

@@ -176,8 +176,7 @@ impl Credit {
     fn expire(&self, now: Instant) {
         let expired = {
             let mut leases = self.locked();
-            let (before, bytes_before) = (leases.by_reply.len(), leases.bytes);
-            let mut bytes = bytes_before;
+            let (before, mut bytes) = (leases.by_reply.len(), leases.bytes);
             leases.by_reply.retain(|_, l| {
                 let keep = l.deadline > now;
                 if !keep {
