@@ -29,8 +29,8 @@ use eventbus_broker::{
 use prost::Message;
 
 use crate::envelope::Envelope;
-use crate::nats_error;
 use crate::subscriptions::SubscriptionMeta;
+use crate::{nats_error, placement};
 
 /// Entries read at most to fill one filtered page: a listing with a rare
 /// filter returns what it found so far, and where to go on.
@@ -154,21 +154,19 @@ pub async fn create_streams(
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };
-    js.create_stream(stream::Config {
+    let dead_letters = stream::Config {
         name: dlq_stream_name(meta.id),
         subjects: vec![dlq_subject(meta.id)],
         ..common.clone()
-    })
-    .await
-    .map_err(|e| nats_error("creating a dead-letter stream", e))?;
-    js.create_stream(stream::Config {
+    };
+    placement::create_stream(js, dead_letters, "creating a dead-letter stream").await?;
+    let redrives = stream::Config {
         name: redrive_stream_name(meta.id),
         subjects: vec![redrive_subject(meta.id)],
         retention: stream::RetentionPolicy::WorkQueue,
         ..common
-    })
-    .await
-    .map_err(|e| nats_error("creating a redrive stream", e))?;
+    };
+    placement::create_stream(js, redrives, "creating a redrive stream").await?;
     Ok(())
 }
 

@@ -22,6 +22,7 @@ pub mod envelope;
 pub mod gateways;
 pub mod health;
 pub mod migrate;
+pub mod placement;
 pub mod positions;
 pub mod publish;
 pub mod replay;

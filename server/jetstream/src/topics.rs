@@ -24,7 +24,7 @@ use eventbus_broker::{now_ms, Error, Result, Retention, TopicConfig, TopicId, Un
 use serde::{Deserialize, Serialize};
 
 use crate::buckets::{hex, keys_with_prefix, next_id, open_bucket, unhex};
-use crate::{nats_error, Options};
+use crate::{nats_error, placement, Options};
 
 /// The KV bucket of topic metadata.
 pub const TOPICS_BUCKET: &str = "eventbus-topics";
@@ -187,10 +187,7 @@ impl Topics {
         for p in 0..partitions {
             let mut config = self.stream_config(id, p, &meta.retention);
             config.first_sequence = first_seqs.get(p as usize).copied().filter(|&s| s > 1);
-            self.js
-                .create_stream(config)
-                .await
-                .map_err(|e| nats_error("creating a partition stream", e))?;
+            placement::create_stream(&self.js, config, "creating a partition stream").await?;
         }
         let value =
             Bytes::from(serde_json::to_vec(&meta).map_err(|e| Error::Storage(e.to_string()))?);
