@@ -76,15 +76,34 @@ fn ballast(dir: &Path, mib: usize) -> PathBuf {
     path
 }
 
-/// One call of four events, payload `"<call>-<i>"` padded to 60 KB.
+/// One call of four events, payload `"<call>-<i>"` padded to 60 KB, each
+/// with its own idempotency key (so a refused call sent again must be
+/// stored, not taken for a duplicate).
 fn batch(call: usize) -> Vec<v1::PublishEvent> {
     (0..4)
         .map(|i| {
             let mut payload = format!("{call}-{i}-").into_bytes();
             payload.resize(EVENT_BYTES, b'.');
-            event("", "fill", payload)
+            v1::PublishEvent {
+                idempotency_key: format!("fill-{call}-{i}"),
+                ..event("", "fill", payload)
+            }
         })
         .collect()
+}
+
+/// Every partition's offsets run from 0 with no hole: a refused write gave
+/// back the offsets it had taken.
+fn assert_dense(stored: &BTreeMap<(u32, u64), Vec<u8>>) {
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    for &(partition, offset) in stored.keys() {
+        let expected = next.entry(partition).or_insert(0);
+        assert_eq!(
+            offset, *expected,
+            "partition {partition}: a hole before offset {offset}"
+        );
+        *expected += 1;
+    }
 }
 
 /// Publishes until the disk stays full (ten refusals in a row: a memtable
@@ -93,7 +112,7 @@ fn batch(call: usize) -> Vec<v1::PublishEvent> {
 /// refusal must be RESOURCE_EXHAUSTED.
 async fn fill(
     events: &mut EventServiceClient<Channel>,
-) -> (BTreeMap<(u32, u64), Vec<u8>>, tonic::Status) {
+) -> (BTreeMap<(u32, u64), Vec<u8>>, tonic::Status, usize) {
     let mut acked = BTreeMap::new();
     let mut refused = 0;
     for call in 0..10_000 {
@@ -113,7 +132,7 @@ async fn fill(
                 assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
                 refused += 1;
                 if refused == 10 {
-                    return (acked, status);
+                    return (acked, status, call);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -232,7 +251,7 @@ async fn a_full_disk_refuses_publishes_keeps_serving_and_recovers_by_itself() {
     let server = start(&tmpfs, "16777216").await;
     let mut events = EventServiceClient::new(server.channel().await);
 
-    let (acked, refusal) = fill(&mut events).await;
+    let (acked, refusal, _) = fill(&mut events).await;
     assert_eq!(refusal.code(), Code::ResourceExhausted, "{refusal:?}");
     assert!(
         refusal.message().contains("disk-reserve-bytes"),
@@ -290,6 +309,7 @@ async fn a_full_disk_refuses_publishes_keeps_serving_and_recovers_by_itself() {
         stored, expected,
         "an acknowledged event is missing or changed"
     );
+    assert_dense(&stored);
 }
 
 #[tokio::test]
@@ -306,7 +326,7 @@ async fn enospc_inside_rocksdb_is_refused_not_fatal_and_recovers() {
     // No reserve: the WAL write itself fails with ENOSPC.
     let server = start(&tmpfs, "0").await;
     let mut events = EventServiceClient::new(server.channel().await);
-    let (acked, refusal) = fill(&mut events).await;
+    let (mut acked, refusal, refused_call) = fill(&mut events).await;
     assert_eq!(refusal.code(), Code::ResourceExhausted, "{refusal:?}");
     assert_eq!(
         serving(server.channel().await).await,
@@ -324,9 +344,25 @@ async fn enospc_inside_rocksdb_is_refused_not_fatal_and_recovers() {
         acked.len(),
         took.as_millis()
     );
+    // The last refused call, sent again with the same idempotency keys:
+    // its write failed inside RocksDB after it had taken offsets and keys,
+    // so it must now be stored as new, at the next offsets.
+    let again = events
+        .publish(PublishRequest {
+            topic: "t".into(),
+            events: batch(refused_call),
+        })
+        .await
+        .expect("the refused call, sent again")
+        .into_inner();
+    for (res, ev) in again.results.iter().zip(batch(refused_call)) {
+        assert!(!res.duplicate, "a refused event is no duplicate: {res:?}");
+        acked.insert((res.partition, res.offset), ev.payload.to_vec());
+    }
     let stored = replay_all(server.channel().await).await;
     for (k, payload) in &acked {
         assert_eq!(stored.get(k), Some(payload), "acknowledged event {k:?}");
     }
     assert_eq!(stored.len(), acked.len() + 1);
+    assert_dense(&stored);
 }

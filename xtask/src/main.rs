@@ -303,7 +303,15 @@ fn lint_proto() -> Result<()> {
 }
 
 /// Builds `eventbus` in release and returns its path.
+/// The release `eventbus` binary, built here; or the one `BENCH_EVENTBUS_BIN`
+/// names, so that a saved build (the "before" of a comparison) can be
+/// measured in the same run as the peers.
 fn release_eventbus() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("BENCH_EVENTBUS_BIN") {
+        let bin = PathBuf::from(bin);
+        ensure!(bin.is_file(), "BENCH_EVENTBUS_BIN={}: no such file (the variable is not named EVENTBUS_*: the server reads those as config)", bin.display());
+        return Ok(bin);
+    }
     run(cargo().args([
         "build",
         "--release",
@@ -407,6 +415,10 @@ impl Server {
     }
 
     /// SIGTERM and wait; the exit code must be 0.
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn terminate(mut self) -> Result<()> {
         run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -236,11 +236,14 @@ pub fn parse_dlq_key(key: &[u8]) -> Option<(SubscriptionId, u64)> {
     ))
 }
 
+/// Bytes before the idempotency key in a dedup key: topic and bucket.
+pub const DEDUP_KEY_PREFIX: usize = 12;
+
 /// An idempotency key of `topic` in dedup bucket `bucket` (see [`crate::dedup`]).
 /// Buckets sort numerically within a topic, so expired buckets go with one
 /// `DeleteRange`.
 pub fn dedup_key(topic: TopicId, bucket: u64, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(12 + key.len());
+    let mut k = Vec::with_capacity(DEDUP_KEY_PREFIX + key.len());
     k.extend_from_slice(&topic.0.to_be_bytes());
     k.extend_from_slice(&bucket.to_be_bytes());
     k.extend_from_slice(key.as_bytes());

@@ -31,7 +31,7 @@ use crate::writer::{Command, IdAllocator, PendingRecord, Update};
 mod admin;
 mod audit;
 mod backup;
-mod open;
+pub(crate) mod open;
 mod read;
 mod retention;
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::writer::{IdAllocator, Writer};
 
 use super::audit::AuditClock;
 use super::{corrupt_meta, Inner, Log};
+use crate::dedup::Dedup;
 
 /// On-disk format of this data dir. Bumped on incompatible layout changes.
 const FORMAT_VERSION: u32 = 1;
@@ -53,11 +54,18 @@ impl Log {
 
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
         let health = HealthCell::default();
+        let dedup = Dedup::recover(
+            &db,
+            db.cf_handle(Cf::Dedup.name()).expect("dedup cf"),
+            topics.values().map(|t| t.meta.id),
+            crate::types::saturating_millis(options.dedup_window),
+            crate::meta::now_ms(),
+        )?;
         let writer = Writer::new(
             db.clone(),
             writer_rx,
             options.durability == Durability::Fsync,
-            crate::types::saturating_millis(options.dedup_window),
+            dedup,
             health.clone(),
             SpaceGuard::new(options.data_dir.clone(), options.disk_reserve_bytes),
             synced_mark.clone(),
@@ -258,7 +266,7 @@ fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
+pub(crate) fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
     let mut db_opts = rocksdb::Options::default();
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
@@ -289,6 +297,15 @@ fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
         // a flush needs, which is what RocksDB waits for before it recovers
         // from an out-of-space error by itself.
         o.set_write_buffer_size((write_buffer_bytes / 4).max(1 << 20));
+        if cf == Cf::Dedup {
+            // Lookups come here only for a key the writer's fingerprints
+            // may have seen, or while they do not cover the window (after a
+            // start that found too many keys to read back, see `dedup`);
+            // then nearly every key is new, and a memtable bloom filter
+            // answers those without a skiplist search.
+            o.set_memtable_prefix_bloom_ratio(0.1);
+            o.set_memtable_whole_key_filtering(true);
+        }
         if cf == Cf::Records {
             // Records are written once in key order per partition and read mostly
             // sequentially; compress the bulk but keep the hot levels fast.

@@ -133,15 +133,15 @@ impl Writer {
         let publish_ms = now.max(tail.last_publish_ms.load(Relaxed));
         tail.last_publish_ms.store(publish_ms, Relaxed);
         seal_record(&mut record, publish_ms);
-        tail.bytes
-            .fetch_add((record.len() + keys::RECORD_KEY_LEN) as u64, Relaxed);
+        let bytes = (record.len() + keys::RECORD_KEY_LEN) as u64;
+        tail.bytes.fetch_add(bytes, Relaxed);
         if !idempotency_key.is_empty() {
             let seen = Seen {
                 partition,
                 offset,
                 publish_ms,
             };
-            let (k, v) = self.dedup.remember(id, &idempotency_key, seen);
+            let (k, v) = self.dedup.remember(id, idempotency_key, seen);
             batch.put_cf(cfs.dedup, k, v);
         }
         batch.put_cf(
@@ -158,7 +158,7 @@ impl Writer {
             );
             tail.last_index_ms.store(publish_ms, Relaxed);
         }
-        advance(advances, topic, partition, offset);
+        advance(advances, topic, partition, offset, bytes);
         AppendResult {
             partition,
             offset,
@@ -167,12 +167,14 @@ impl Writer {
     }
 }
 
-/// Records that `offset` of `partition` commits with this group.
+/// Records that `offset` of `partition` (`bytes` of it) commits with this
+/// group.
 fn advance(
     advances: &mut Vec<Advance>,
     topic: &Arc<TopicState>,
     partition: PartitionId,
     offset: u64,
+    bytes: u64,
 ) {
     match advances
         .iter_mut()
@@ -182,12 +184,14 @@ fn advance(
         Some(a) => {
             a.end = offset + 1;
             a.events += 1;
+            a.bytes += bytes;
         }
         None => advances.push(Advance {
             topic: topic.clone(),
             partition,
             end: offset + 1,
             events: 1,
+            bytes,
         }),
     }
 }

@@ -37,7 +37,7 @@
 //! group.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -117,6 +117,18 @@ struct Advance {
     end: u64,
     /// Events of this group in the partition.
     events: usize,
+    /// Their bytes, as counted in the partition's retained bytes.
+    bytes: u64,
+}
+
+impl Advance {
+    /// The group was not written: give its offsets and bytes back, so the
+    /// next group takes the same offsets (offsets stay dense).
+    fn undo(&self) {
+        let tail = &self.topic.partitions[self.partition as usize];
+        tail.next.store(self.end - self.events as u64, Relaxed);
+        tail.bytes.fetch_sub(self.bytes, Relaxed);
+    }
 }
 
 pub struct Writer {
@@ -136,7 +148,7 @@ impl Writer {
         db: Arc<DB>,
         rx: mpsc::Receiver<Command>,
         sync_appends: bool,
-        dedup_window_ms: u64,
+        dedup: Dedup,
         health: HealthCell,
         space: SpaceGuard,
         mark: Arc<SyncedMark>,
@@ -147,7 +159,7 @@ impl Writer {
             sync_appends,
             health,
             space,
-            dedup: Dedup::new(dedup_window_ms),
+            dedup,
             mark,
         }
     }
@@ -244,9 +256,14 @@ impl Writer {
         let mut opts = WriteOptions::default();
         opts.set_sync(written.sync && via_syncer.is_none());
         if let Err(msg) = self.write(batch, &opts) {
+            self.dedup.group_failed();
+            for a in &written.advances {
+                a.undo();
+            }
             self.write_failed(&msg, written.replies);
             return;
         }
+        self.dedup.group_written();
         match via_syncer {
             Some((tx, pending)) => {
                 pending.fetch_add(1, Release);

@@ -16,6 +16,7 @@
 //!   next to a latency run, it is the quota-isolation measurement.
 
 mod consume;
+mod cpu;
 mod flood;
 mod jetstream;
 mod latency;
@@ -87,6 +88,12 @@ pub struct BenchArgs {
     /// Replicas of each stream with `--jetstream`.
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
+    /// The server's process id, when it runs on this machine: the JSON line
+    /// then gives its CPU time per event of the publish and consume phases
+    /// (`pub_server_cpu_us`, `consume_server_cpu_us`), next to this tool's
+    /// own (`*_client_cpu_us`).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -177,6 +184,8 @@ pub(crate) struct Outcome {
     pub latency: Option<latency::Latency>,
     pub flood: Option<flood::FloodCounts>,
     pub timed_out: Vec<&'static str>,
+    pub pub_cpu: cpu::CpuPerEvent,
+    pub consume_cpu: cpu::CpuPerEvent,
 }
 
 pub fn run(server: ClientBuilder, args: BenchArgs) -> anyhow::Result<()> {
@@ -204,9 +213,13 @@ async fn bench(server: &ClientBuilder, a: &BenchArgs) -> anyhow::Result<serde_js
     let wants = |p| a.phases.contains(&p);
     if wants(Phase::Publish) || wants(Phase::Consume) {
         let topic = fresh_topic(&clients[0], "load", a.partitions, true).await?;
+        let mark = cpu::CpuMark::now(a.server_pid);
         publish::run(&clients, &topic, a, timeout, &mut o).await?;
+        o.pub_cpu = mark.per_event(a.server_pid, o.pub_ok);
         if wants(Phase::Consume) {
+            let mark = cpu::CpuMark::now(a.server_pid);
             consume::run(&clients, &topic, a, o.pub_ok, timeout, &mut o).await?;
+            o.consume_cpu = mark.per_event(a.server_pid, o.consumed);
         }
     }
     if wants(Phase::Flood) {
@@ -252,6 +265,14 @@ fn report(a: &BenchArgs, o: &Outcome) -> serde_json::Value {
     if o.consume_secs > 0.0 {
         j["consumed"] = o.consumed.into();
         j["consume_msgs_s"] = rate(o.consumed, o.consume_secs).into();
+    }
+    for (phase, cpu) in [("pub", o.pub_cpu), ("consume", o.consume_cpu)] {
+        if let Some(us) = cpu.client_us {
+            j[format!("{phase}_client_cpu_us")] = us.into();
+        }
+        if let Some(us) = cpu.server_us {
+            j[format!("{phase}_server_cpu_us")] = us.into();
+        }
     }
     if let Some(l) = &o.latency {
         j["lat_rate"] = a.rate.into();
