@@ -179,6 +179,9 @@ async fn metrics_match_a_known_workload_exactly() {
         // 11 events reached storage in 4 group commits (one per storing
         // call). A gateway has neither group commits nor a disk of its own.
         assert_eq!(get(&m, "eventbus_commit_batch_events_sum"), 11.0);
+        // In fsync mode every one of them waited for a WAL sync.
+        assert_eq!(get(&m, "eventbus_wal_sync_events_sum"), 11.0);
+        assert!(get(&m, "eventbus_wal_sync_seconds_count") >= 1.0);
         assert!(get(&m, "eventbus_disk_total_bytes") >= get(&m, "eventbus_disk_available_bytes"));
     }
     assert_eq!(get(&m, "eventbus_delivery_latency_seconds_count"), 11.0);

@@ -31,6 +31,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(COMMIT_BATCH_EVENTS.into()), BATCH_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(WAL_SYNC_EVENTS.into()), BATCH_BUCKETS)?
         // Gauges of deleted subscriptions disappear; counters stay, so a
         // quiet topic's rate() never sees a reset.
         .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(300)))
@@ -68,6 +69,16 @@ fn describe() {
         COMMIT_BATCH_EVENTS,
         Unit::Count,
         "Events written by one group commit."
+    );
+    h!(
+        WAL_SYNC_DURATION,
+        Unit::Seconds,
+        "One WAL sync (write and fdatasync) in fsync mode; the count is the number of syncs."
+    );
+    h!(
+        WAL_SYNC_EVENTS,
+        Unit::Count,
+        "Events acknowledged by one WAL sync: publish rate = this x syncs per second."
     );
     h!(
         DELIVERY_LATENCY,

@@ -104,7 +104,15 @@ pub(super) fn sync_and_complete(
     let _span = tracing::debug_span!("wal_sync", groups = groups.len()).entered();
     let synced = match health.failed() {
         Some(msg) => Err(msg),
-        None if groups.iter().any(|w| w.sync) => sync(db, health, mark),
+        None if groups.iter().any(|w| w.sync) => {
+            let events: usize = groups
+                .iter()
+                .flat_map(|w| &w.advances)
+                .map(|a| a.events)
+                .sum();
+            metrics::histogram!(metric_names::WAL_SYNC_EVENTS).record(events as f64);
+            sync(db, health, mark)
+        }
         None => Ok(()),
     };
     match synced {
@@ -123,7 +131,10 @@ fn sync(db: &DB, health: &HealthCell, mark: &SyncedMark) -> Result<(), String> {
     // Read before the sync: everything up to here is in the WAL the sync
     // covers (the writer may add more meanwhile).
     let covered = db.latest_sequence_number();
-    sync_wal(db).map(|()| mark.advance(covered)).map_err(|msg| {
+    let started = Instant::now();
+    let synced = sync_wal(db);
+    metrics::histogram!(metric_names::WAL_SYNC_DURATION).record(started.elapsed().as_secs_f64());
+    synced.map(|()| mark.advance(covered)).map_err(|msg| {
         health.fail(format!("WAL sync failed: {msg}"));
         msg
     })
