@@ -31,8 +31,16 @@ pub const KEY_FILE: &str = "ack-id.key";
 /// Seals and opens ack ids with the server's key.
 #[derive(Clone)]
 pub struct AckIdSealer {
-    key: [u8; 32],
+    /// HMAC-SHA256 with the key already absorbed: cloning it skips the two
+    /// compressions of the key setup on every MAC (one seal per delivery,
+    /// one open per ack id).
+    keyed: HmacSha256,
 }
+
+/// A principal's tag: the same for every ack id delivered to it, so a
+/// stream or a settle call computes it once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrincipalTag(String);
 
 impl std::fmt::Debug for AckIdSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,7 +59,9 @@ pub enum Refused {
 
 impl AckIdSealer {
     pub fn new(key: [u8; 32]) -> AckIdSealer {
-        AckIdSealer { key }
+        AckIdSealer {
+            keyed: HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length"),
+        }
     }
 
     /// Reads the key at `path`, creating it (random, mode 0600, synced) when
@@ -84,14 +94,15 @@ impl AckIdSealer {
     }
 
     fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length")
+        self.keyed.clone()
     }
 
-    fn principal_tag(&self, principal: &str) -> String {
+    /// The tag of every ack id delivered to `principal`.
+    pub fn principal_tag(&self, principal: &str) -> PrincipalTag {
         let mut mac = self.mac();
         mac.update(b"principal\0");
         mac.update(principal.as_bytes());
-        URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..TAG_BYTES])
+        PrincipalTag(URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..TAG_BYTES]))
     }
 
     fn lease_mac(
@@ -113,9 +124,25 @@ impl AckIdSealer {
 
     /// The id a client gets for the backend's `inner` id.
     pub fn seal(&self, topic: &str, subscription: &str, principal: &str, inner: &str) -> String {
-        let tag = self.principal_tag(principal);
-        let mac = self.lease_mac(topic, subscription, &tag, inner);
-        format!("{inner}.{tag}.{}", URL_SAFE_NO_PAD.encode(mac))
+        self.seal_for(topic, subscription, &self.principal_tag(principal), inner)
+    }
+
+    /// [`Self::seal`] with the principal's tag computed once by the caller.
+    pub fn seal_for(
+        &self,
+        topic: &str,
+        subscription: &str,
+        tag: &PrincipalTag,
+        inner: &str,
+    ) -> String {
+        let mac = self.lease_mac(topic, subscription, &tag.0, inner);
+        let mut sealed = String::with_capacity(inner.len() + tag.0.len() + 24);
+        sealed.push_str(inner);
+        sealed.push('.');
+        sealed.push_str(&tag.0);
+        sealed.push('.');
+        URL_SAFE_NO_PAD.encode_string(mac, &mut sealed);
+        sealed
     }
 
     /// The backend id inside `sealed`, if it was issued for this
@@ -125,6 +152,17 @@ impl AckIdSealer {
         topic: &str,
         subscription: &str,
         principal: &str,
+        sealed: &'a str,
+    ) -> Result<&'a str, Refused> {
+        self.open_for(topic, subscription, &self.principal_tag(principal), sealed)
+    }
+
+    /// [`Self::open`] with the principal's tag computed once by the caller.
+    pub fn open_for<'a>(
+        &self,
+        topic: &str,
+        subscription: &str,
+        principal: &PrincipalTag,
         sealed: &'a str,
     ) -> Result<&'a str, Refused> {
         let mut parts = sealed.rsplitn(3, '.');
@@ -140,7 +178,7 @@ impl AckIdSealer {
         if !bool::from(expected.ct_eq(&given)) {
             return Err(Refused::Forged);
         }
-        if tag != self.principal_tag(principal) {
+        if tag != principal.0 {
             return Err(Refused::OtherPrincipal);
         }
         Ok(inner)
@@ -221,6 +259,39 @@ mod tests {
         );
     }
 
+    /// Ids sealed before the key state was cached (and by gateways still
+    /// running an older build) must keep opening: the format is the one in
+    /// the module doc, computed here from scratch.
+    #[test]
+    fn the_format_is_the_documented_one() {
+        let key = [9u8; 32];
+        let fresh = || HmacSha256::new_from_slice(&key).unwrap();
+        let mut m = fresh();
+        m.update(b"principal\0alice");
+        let tag = URL_SAFE_NO_PAD.encode(&m.finalize().into_bytes()[..TAG_BYTES]);
+        let mut m = fresh();
+        for part in ["orders", "billing", tag.as_str(), "AQAAAAEAAAAA"] {
+            m.update(&(part.len() as u32).to_be_bytes());
+            m.update(part.as_bytes());
+        }
+        let mac = URL_SAFE_NO_PAD.encode(&m.finalize().into_bytes()[..MAC_BYTES]);
+        let sealer = AckIdSealer::new(key);
+        let expected = format!("AQAAAAEAAAAA.{tag}.{mac}");
+        assert_eq!(
+            sealer.seal("orders", "billing", "alice", "AQAAAAEAAAAA"),
+            expected
+        );
+        let alice = sealer.principal_tag("alice");
+        assert_eq!(
+            sealer.seal_for("orders", "billing", &alice, "AQAAAAEAAAAA"),
+            expected
+        );
+        assert_eq!(
+            sealer.open_for("orders", "billing", &alice, &expected),
+            Ok("AQAAAAEAAAAA")
+        );
+    }
+
     #[test]
     fn a_changed_byte_does_not_verify() {
         let sealer = AckIdSealer::new([1; 32]);
@@ -243,7 +314,9 @@ mod tests {
         let path = dir.join(KEY_FILE);
         let a = AckIdSealer::load_or_create(&path).unwrap();
         let b = AckIdSealer::load_or_create(&path).unwrap();
-        assert_eq!(a.key, b.key);
+        // The same key: what one seals, the other opens.
+        let id = a.seal("t", "s", "p", "inner");
+        assert_eq!(b.open("t", "s", "p", &id), Ok("inner"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -265,11 +265,12 @@ impl Scoped {
 
     /// The backend's ack ids inside the caller's sealed ones.
     fn open_ids(&self, topic: &str, name: &str, sealed: &[String]) -> Result<Vec<String>> {
+        let tag = self.sealer.principal_tag(self.caller.name());
         sealed
             .iter()
             .map(|id| {
                 self.sealer
-                    .open(topic, name, self.caller.name(), id)
+                    .open_for(topic, name, &tag, id)
                     .map(str::to_string)
                     .map_err(|refused| refused.into_error(id))
             })
@@ -430,13 +431,13 @@ impl Broker for Scoped {
             })
             .await?;
         let sealer = self.sealer.clone();
-        let principal = self.caller.name().to_string();
+        let tag = sealer.principal_tag(self.caller.name());
         let subscription = name.to_string();
         let deliveries = membership.deliveries.map(move |batch| {
             let _slot = &slot;
             batch.map(|mut batch| {
                 for d in &mut batch {
-                    d.ack_id = sealer.seal(&internal, &subscription, &principal, &d.ack_id);
+                    d.ack_id = sealer.seal_for(&internal, &subscription, &tag, &d.ack_id);
                 }
                 batch
             })
