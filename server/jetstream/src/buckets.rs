@@ -21,17 +21,37 @@ const STARTING_WITHIN: Duration = Duration::from_secs(60);
 /// responders, no meta leader yet) for up to [`STARTING_WITHIN`]. Every
 /// step given here is idempotent: it opens or creates. Errors that are not
 /// the cluster's (bad config, corrupt metadata) are returned at once.
-pub async fn while_starting<T, F, Fut>(doing: &str, mut step: F) -> Result<T>
+pub async fn while_starting<T, F, Fut>(doing: &str, step: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let deadline = tokio::time::Instant::now() + STARTING_WITHIN;
+    let transient = |e: &Error| matches!(e, Error::Storage(_));
+    let pause = Duration::from_millis(500);
+    retrying(doing, STARTING_WITHIN, pause, transient, step).await
+}
+
+/// Runs `step` until it succeeds or fails with an error `transient` does
+/// not accept, pausing `pause` between tries, for up to `within`; then the
+/// last error is returned. `step` must be idempotent.
+pub async fn retrying<T, E, F, Fut>(
+    doing: &str,
+    within: Duration,
+    pause: Duration,
+    transient: impl Fn(&E) -> bool,
+    mut step: F,
+) -> std::result::Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         match step().await {
-            Err(Error::Storage(e)) if tokio::time::Instant::now() < deadline => {
+            Err(e) if transient(&e) && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, doing, "NATS JetStream is not answering yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(pause).await;
             }
             done => return done,
         }

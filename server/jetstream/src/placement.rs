@@ -12,9 +12,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::CreateStreamErrorKind, stream, ErrorCode};
+use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+use async_nats::jetstream::{self, stream, ErrorCode};
 use eventbus_broker::Result;
 
+use crate::buckets::retrying;
 use crate::nats_error;
 
 /// How long a creation keeps trying while no peers can take the stream.
@@ -27,17 +29,13 @@ pub async fn create_stream(
     config: stream::Config,
     doing: &str,
 ) -> Result<stream::Stream> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        match js.create_stream(config.clone()).await {
-            Ok(created) => return Ok(created),
-            Err(e) if is_transient(e.kind()) && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, doing, stream = config.name, "stream not placed yet; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(nats_error(doing, e)),
-        }
-    }
+    let pause = Duration::from_millis(250);
+    let transient = |e: &CreateStreamError| is_transient(e.kind());
+    retrying(doing, PATIENCE, pause, transient, || {
+        js.create_stream(config.clone())
+    })
+    .await
+    .map_err(|e| nats_error(doing, e))
 }
 
 fn is_transient(kind: CreateStreamErrorKind) -> bool {

@@ -93,7 +93,19 @@ impl Hasher for Identity {
     }
 }
 
-type Fingerprints = HashSet<u64, BuildHasherDefault<Identity>>;
+/// A 64-bit keyed hash of a topic and an idempotency key.
+pub type Fingerprint = u64;
+
+type Fingerprints = HashSet<Fingerprint, BuildHasherDefault<Identity>>;
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The key was committed within the window, here.
+    Seen(Seen),
+    /// A new key; its fingerprint goes to [`Dedup::remember`].
+    New(Fingerprint),
+}
 
 /// Fingerprints of keys committed in one stretch of publish time.
 struct Slice {
@@ -119,7 +131,6 @@ pub struct Dedup {
     hasher: RandomState,
     /// Oldest first.
     slices: VecDeque<Slice>,
-    remembered: usize,
     /// Memory holds the fingerprint of every key committed at or after this
     /// publish time.
     complete_from: UnixMillis,
@@ -141,7 +152,6 @@ impl Dedup {
             slice_ms: (window_ms / 4).max(1),
             hasher: RandomState::new(),
             slices: VecDeque::new(),
-            remembered: 0,
             complete_from: started_ms,
             group: HashMap::default(),
             group_keys: Vec::new(),
@@ -225,7 +235,11 @@ impl Dedup {
                 keys: Fingerprints::from_iter([fp]),
             }),
         }
-        self.remembered += 1;
+    }
+
+    /// Fingerprints in memory (a handful of slices to add up).
+    fn remembered(&self) -> usize {
+        self.slices.iter().map(|s| s.keys.len()).sum()
     }
 
     /// The earlier commit of `key` within the window, if any.
@@ -236,15 +250,18 @@ impl Dedup {
         topic: TopicId,
         key: &str,
         now: UnixMillis,
-    ) -> Result<Option<Seen>> {
+    ) -> Result<Lookup> {
         let fresh = |s: &Seen| now.saturating_sub(s.publish_ms) <= self.window_ms;
         let fp = self.fingerprint(topic, key.as_bytes());
         if let Some(g) = self.in_group(fp, topic, key) {
-            return Ok(fresh(&g.seen).then_some(g.seen));
+            return Ok(match fresh(&g.seen) {
+                true => Lookup::Seen(g.seen),
+                false => Lookup::New(fp),
+            });
         }
         let complete = now.saturating_sub(self.window_ms) >= self.complete_from;
         if complete && !self.slices.iter().any(|s| s.keys.contains(&fp)) {
-            return Ok(None);
+            return Ok(Lookup::New(fp));
         }
         let bucket = self.bucket(now);
         for b in [bucket, bucket.saturating_sub(1)] {
@@ -253,18 +270,23 @@ impl Dedup {
                 .map_err(storage)?
             {
                 if let Some(s) = Seen::decode(&v).filter(fresh) {
-                    return Ok(Some(s));
+                    return Ok(Lookup::Seen(s));
                 }
             }
         }
-        Ok(None)
+        Ok(Lookup::New(fp))
     }
 
-    /// Records a key committed in the group being built; returns its disk
-    /// key and value.
-    pub fn remember(&mut self, topic: TopicId, key: String, seen: Seen) -> (Vec<u8>, [u8; 20]) {
+    /// Records a key committed in the group being built, with the
+    /// fingerprint its lookup returned; returns its disk key and value.
+    pub fn remember(
+        &mut self,
+        topic: TopicId,
+        key: String,
+        fingerprint: Fingerprint,
+        seen: Seen,
+    ) -> (Vec<u8>, [u8; 20]) {
         let disk_key = dedup_key(topic, self.bucket(seen.publish_ms), &key);
-        let fingerprint = self.fingerprint(topic, key.as_bytes());
         // On a fingerprint collision inside one group the map keeps the
         // first key; `in_group` finds the others by a scan.
         self.group
@@ -303,11 +325,10 @@ impl Dedup {
         self.group_keys = group;
         self.group_keys.clear();
         self.group.clear();
-        while self.remembered > MAX_REMEMBERED_KEYS {
+        while self.remembered() > MAX_REMEMBERED_KEYS {
             let Some(dropped) = self.slices.pop_front() else {
                 break;
             };
-            self.remembered -= dropped.keys.len();
             self.complete_from = self.complete_from.max(dropped.newest_ms + 1);
             tracing::debug!(
                 keys = dropped.keys.len(),
@@ -328,7 +349,6 @@ impl Dedup {
             if now.saturating_sub(front.newest_ms) <= self.window_ms {
                 break;
             }
-            self.remembered -= front.keys.len();
             self.slices.pop_front();
         }
     }
@@ -349,6 +369,20 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`Dedup::remember`] for a key a lookup found new.
+    fn remember(d: &mut Dedup, topic: TopicId, key: String, seen: Seen) -> (Vec<u8>, [u8; 20]) {
+        let fingerprint = d.fingerprint(topic, key.as_bytes());
+        d.remember(topic, key, fingerprint, seen)
+    }
+
+    /// The earlier commit a lookup found, if any.
+    fn found(lookup: Result<Lookup>) -> Option<Seen> {
+        match lookup.unwrap() {
+            Lookup::Seen(seen) => Some(seen),
+            Lookup::New(_) => None,
+        }
+    }
 
     fn seen(offset: u64, publish_ms: u64) -> Seen {
         Seen {
@@ -373,14 +407,14 @@ mod tests {
     #[test]
     fn slices_prune_by_age_and_ranges_expire_once() {
         let mut d = Dedup::new(1000, 0);
-        d.remember(TopicId(1), "k".into(), seen(0, 10));
-        d.remember(TopicId(1), "j".into(), seen(1, 600));
+        remember(&mut d, TopicId(1), "k".into(), seen(0, 10));
+        remember(&mut d, TopicId(1), "j".into(), seen(1, 600));
         d.group_written();
-        assert_eq!((d.slices.len(), d.remembered), (2, 2));
+        assert_eq!((d.slices.len(), d.remembered()), (2, 2));
         d.prune(1_005);
-        assert_eq!(d.remembered, 2, "10 is still inside the window at 1005");
+        assert_eq!(d.remembered(), 2, "10 is still inside the window at 1005");
         d.prune(1_100);
-        assert_eq!((d.slices.len(), d.remembered), (1, 1));
+        assert_eq!((d.slices.len(), d.remembered()), (1, 1));
         d.prune(2_000);
         assert!(d.slices.is_empty());
         assert!(d.expired_range(TopicId(1), 5_500).is_some());
@@ -393,7 +427,7 @@ mod tests {
     #[test]
     fn a_failed_group_leaves_nothing_behind() {
         let mut d = Dedup::new(1000, 0);
-        d.remember(TopicId(1), "k".into(), seen(0, 10));
+        remember(&mut d, TopicId(1), "k".into(), seen(0, 10));
         assert_eq!(d.group_keys.len(), 1);
         d.group_failed();
         assert!(d.group.is_empty() && d.group_keys.is_empty() && d.slices.is_empty());
@@ -426,15 +460,12 @@ mod tests {
         let mut d = Dedup::new(60_000, 0);
         let now = 100_000;
         let first = seen(7, now);
-        d.remember(TopicId(1), "k".into(), first);
+        remember(&mut d, TopicId(1), "k".into(), first);
         let cf = dedup_cf(&db);
-        assert_eq!(
-            d.lookup(&db, cf, TopicId(1), "k", now).unwrap(),
-            Some(first)
-        );
-        assert_eq!(d.lookup(&db, cf, TopicId(2), "k", now).unwrap(), None);
+        assert_eq!(found(d.lookup(&db, cf, TopicId(1), "k", now)), Some(first));
+        assert_eq!(found(d.lookup(&db, cf, TopicId(2), "k", now)), None);
         d.group_failed();
-        assert_eq!(d.lookup(&db, cf, TopicId(1), "k", now).unwrap(), None);
+        assert_eq!(found(d.lookup(&db, cf, TopicId(1), "k", now)), None);
     }
 
     #[test]
@@ -446,17 +477,17 @@ mod tests {
         let mut before = Dedup::new(window, 0);
         let (old, recent) = (seen(1, now - window - 1), seen(2, now - 10));
         for (key, s) in [("old", old), ("recent", recent)] {
-            let (k, v) = before.remember(TopicId(3), key.into(), s);
+            let (k, v) = remember(&mut before, TopicId(3), key.into(), s);
             db.put_cf(cf, k, v).unwrap();
         }
         let after = Dedup::recover(&db, cf, [TopicId(3)], window, now).unwrap();
         assert_eq!(after.complete_from, 0, "every key of the window was read");
-        assert_eq!(after.remembered, 1, "the key outside the window is not");
+        assert_eq!(after.remembered(), 1, "the key outside the window is not");
         assert_eq!(
-            after.lookup(&db, cf, TopicId(3), "recent", now).unwrap(),
+            found(after.lookup(&db, cf, TopicId(3), "recent", now)),
             Some(recent)
         );
-        assert_eq!(after.lookup(&db, cf, TopicId(3), "old", now).unwrap(), None);
-        assert_eq!(after.lookup(&db, cf, TopicId(3), "new", now).unwrap(), None);
+        assert_eq!(found(after.lookup(&db, cf, TopicId(3), "old", now)), None);
+        assert_eq!(found(after.lookup(&db, cf, TopicId(3), "new", now)), None);
     }
 }

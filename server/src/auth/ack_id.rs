@@ -122,19 +122,9 @@ impl AckIdSealer {
         out
     }
 
-    /// The id a client gets for the backend's `inner` id.
-    pub fn seal(&self, topic: &str, subscription: &str, principal: &str, inner: &str) -> String {
-        self.seal_for(topic, subscription, &self.principal_tag(principal), inner)
-    }
-
-    /// [`Self::seal`] with the principal's tag computed once by the caller.
-    pub fn seal_for(
-        &self,
-        topic: &str,
-        subscription: &str,
-        tag: &PrincipalTag,
-        inner: &str,
-    ) -> String {
+    /// The id a client gets for the backend's `inner` id, delivered to
+    /// the principal whose tag is `tag` ([`Self::principal_tag`]).
+    pub fn seal(&self, topic: &str, subscription: &str, tag: &PrincipalTag, inner: &str) -> String {
         let mac = self.lease_mac(topic, subscription, &tag.0, inner);
         let mut sealed = String::with_capacity(inner.len() + tag.0.len() + 24);
         sealed.push_str(inner);
@@ -146,19 +136,8 @@ impl AckIdSealer {
     }
 
     /// The backend id inside `sealed`, if it was issued for this
-    /// subscription and principal.
+    /// subscription and the principal whose tag is `principal`.
     pub fn open<'a>(
-        &self,
-        topic: &str,
-        subscription: &str,
-        principal: &str,
-        sealed: &'a str,
-    ) -> Result<&'a str, Refused> {
-        self.open_for(topic, subscription, &self.principal_tag(principal), sealed)
-    }
-
-    /// [`Self::open`] with the principal's tag computed once by the caller.
-    pub fn open_for<'a>(
         &self,
         topic: &str,
         subscription: &str,
@@ -234,27 +213,32 @@ mod tests {
     #[test]
     fn a_sealed_id_opens_only_for_its_subscription_and_principal() {
         let sealer = AckIdSealer::new([7; 32]);
-        let id = sealer.seal("orders", "billing", "alice", "AQAAAAEAAAAA");
+        let id = sealer.seal(
+            "orders",
+            "billing",
+            &sealer.principal_tag("alice"),
+            "AQAAAAEAAAAA",
+        );
         assert_eq!(
-            sealer.open("orders", "billing", "alice", &id),
+            sealer.open("orders", "billing", &sealer.principal_tag("alice"), &id),
             Ok("AQAAAAEAAAAA")
         );
         assert_eq!(
-            sealer.open("orders", "billing", "mallory", &id),
+            sealer.open("orders", "billing", &sealer.principal_tag("mallory"), &id),
             Err(Refused::OtherPrincipal)
         );
         assert_eq!(
-            sealer.open("orders", "audit", "alice", &id),
+            sealer.open("orders", "audit", &sealer.principal_tag("alice"), &id),
             Err(Refused::Forged)
         );
         assert_eq!(
-            sealer.open("other", "billing", "alice", &id),
+            sealer.open("other", "billing", &sealer.principal_tag("alice"), &id),
             Err(Refused::Forged)
         );
         // Another key (another server) issued it.
         let other = AckIdSealer::new([8; 32]);
         assert_eq!(
-            other.open("orders", "billing", "alice", &id),
+            other.open("orders", "billing", &other.principal_tag("alice"), &id),
             Err(Refused::Forged)
         );
     }
@@ -277,17 +261,13 @@ mod tests {
         let mac = URL_SAFE_NO_PAD.encode(&m.finalize().into_bytes()[..MAC_BYTES]);
         let sealer = AckIdSealer::new(key);
         let expected = format!("AQAAAAEAAAAA.{tag}.{mac}");
-        assert_eq!(
-            sealer.seal("orders", "billing", "alice", "AQAAAAEAAAAA"),
-            expected
-        );
         let alice = sealer.principal_tag("alice");
         assert_eq!(
-            sealer.seal_for("orders", "billing", &alice, "AQAAAAEAAAAA"),
+            sealer.seal("orders", "billing", &alice, "AQAAAAEAAAAA"),
             expected
         );
         assert_eq!(
-            sealer.open_for("orders", "billing", &alice, &expected),
+            sealer.open("orders", "billing", &alice, &expected),
             Ok("AQAAAAEAAAAA")
         );
     }
@@ -295,12 +275,15 @@ mod tests {
     #[test]
     fn a_changed_byte_does_not_verify() {
         let sealer = AckIdSealer::new([1; 32]);
-        let id = sealer.seal("t", "s", "p", "AQAAAAEAAAAB");
+        let id = sealer.seal("t", "s", &sealer.principal_tag("p"), "AQAAAAEAAAAB");
         let forged = id.replacen("AQAAAAEAAAAB", "AQAAAAEAAAAC", 1);
-        assert_eq!(sealer.open("t", "s", "p", &forged), Err(Refused::Forged));
+        assert_eq!(
+            sealer.open("t", "s", &sealer.principal_tag("p"), &forged),
+            Err(Refused::Forged)
+        );
         for bad in ["", "abc", "a.b", "a.b.c", &format!("{id}x")] {
             assert_eq!(
-                sealer.open("t", "s", "p", bad),
+                sealer.open("t", "s", &sealer.principal_tag("p"), bad),
                 Err(Refused::Forged),
                 "{bad}"
             );
@@ -315,8 +298,8 @@ mod tests {
         let a = AckIdSealer::load_or_create(&path).unwrap();
         let b = AckIdSealer::load_or_create(&path).unwrap();
         // The same key: what one seals, the other opens.
-        let id = a.seal("t", "s", "p", "inner");
-        assert_eq!(b.open("t", "s", "p", &id), Ok("inner"));
+        let id = a.seal("t", "s", &a.principal_tag("p"), "inner");
+        assert_eq!(b.open("t", "s", &b.principal_tag("p"), &id), Ok("inner"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

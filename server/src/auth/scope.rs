@@ -270,7 +270,7 @@ impl Scoped {
             .iter()
             .map(|id| {
                 self.sealer
-                    .open_for(topic, name, &tag, id)
+                    .open(topic, name, &tag, id)
                     .map(str::to_string)
                     .map_err(|refused| refused.into_error(id))
             })
@@ -437,7 +437,7 @@ impl Broker for Scoped {
             let _slot = &slot;
             batch.map(|mut batch| {
                 for d in &mut batch {
-                    d.ack_id = sealer.seal_for(&internal, &subscription, &tag, &d.ack_id);
+                    d.ack_id = sealer.seal(&internal, &subscription, &tag, &d.ack_id);
                 }
                 batch
             })

@@ -10,7 +10,7 @@ use rocksdb::{ColumnFamily, WriteBatch};
 
 use super::{cf_handle, Advance, PendingRecord, Writer, TIME_INDEX_INTERVAL_MS};
 use crate::codec::seal_record;
-use crate::dedup::Seen;
+use crate::dedup::{Fingerprint, Lookup, Seen};
 use crate::error::Result;
 use crate::keys::{self, Cf};
 use crate::topic::TopicState;
@@ -19,7 +19,8 @@ use crate::types::{AppendResult, PartitionId};
 /// What the writer does with one record of an append.
 #[derive(Debug, Clone, Copy)]
 enum Plan {
-    Write,
+    /// A new record; with its idempotency key's fingerprint when it has one.
+    Write(Option<Fingerprint>),
     /// Its idempotency key was committed before.
     Duplicate(Seen),
     /// Its idempotency key appeared earlier in the same command.
@@ -54,7 +55,9 @@ impl Writer {
         let mut results: Vec<AppendResult> = Vec::with_capacity(records.len());
         for (record, plan) in records.into_iter().zip(plan) {
             let result = match plan {
-                Plan::Write => self.add_record(batch, &cfs, topic, record, now, advances),
+                Plan::Write(fingerprint) => {
+                    self.add_record(batch, &cfs, topic, (record, fingerprint), now, advances)
+                }
                 Plan::Duplicate(seen) => AppendResult {
                     partition: seen.partition,
                     offset: seen.offset,
@@ -83,7 +86,7 @@ impl Writer {
     ) -> Result<Vec<Plan>> {
         let mut plan = Vec::with_capacity(records.len());
         if !records.iter().any(|r| !r.idempotency_key.is_empty()) {
-            plan.resize(records.len(), Plan::Write);
+            plan.resize(records.len(), Plan::Write(None));
             return Ok(plan);
         }
         self.dedup.prune(now);
@@ -91,17 +94,20 @@ impl Writer {
         for (i, r) in records.iter().enumerate() {
             let key = r.idempotency_key.as_str();
             plan.push(if key.is_empty() {
-                Plan::Write
+                Plan::Write(None)
             } else if let Some(&j) = first_in_command.get(key) {
                 Plan::SameAs(j)
-            } else if let Some(seen) =
-                self.dedup
-                    .lookup(&self.db, cfs.dedup, topic.meta.id, key, now)?
-            {
-                Plan::Duplicate(seen)
             } else {
-                first_in_command.insert(key, i);
-                Plan::Write
+                match self
+                    .dedup
+                    .lookup(&self.db, cfs.dedup, topic.meta.id, key, now)?
+                {
+                    Lookup::Seen(seen) => Plan::Duplicate(seen),
+                    Lookup::New(fingerprint) => {
+                        first_in_command.insert(key, i);
+                        Plan::Write(Some(fingerprint))
+                    }
+                }
             });
         }
         if let Some((from, to)) = self.dedup.expired_range(topic.meta.id, now) {
@@ -111,17 +117,21 @@ impl Writer {
     }
 
     /// Gives a record its offset and publish time, seals it and adds it (with
-    /// its idempotency key and, when due, a time-index entry) to `batch`.
+    /// its idempotency key, whose fingerprint the lookup gave, and, when due,
+    /// a time-index entry) to `batch`.
     fn add_record(
         &mut self,
         batch: &mut WriteBatch,
         cfs: &AppendCfs<'_>,
         topic: &Arc<TopicState>,
-        PendingRecord {
-            partition,
-            mut record,
-            idempotency_key,
-        }: PendingRecord,
+        (
+            PendingRecord {
+                partition,
+                mut record,
+                idempotency_key,
+            },
+            fingerprint,
+        ): (PendingRecord, Option<Fingerprint>),
         now: u64,
         advances: &mut Vec<Advance>,
     ) -> AppendResult {
@@ -135,13 +145,13 @@ impl Writer {
         seal_record(&mut record, publish_ms);
         let bytes = (record.len() + keys::RECORD_KEY_LEN) as u64;
         tail.bytes.fetch_add(bytes, Relaxed);
-        if !idempotency_key.is_empty() {
+        if let Some(fingerprint) = fingerprint {
             let seen = Seen {
                 partition,
                 offset,
                 publish_ms,
             };
-            let (k, v) = self.dedup.remember(id, idempotency_key, seen);
+            let (k, v) = self.dedup.remember(id, idempotency_key, fingerprint, seen);
             batch.put_cf(cfs.dedup, k, v);
         }
         batch.put_cf(
