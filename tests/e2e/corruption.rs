@@ -184,7 +184,7 @@ fn damage(file: &Path, how: Damage) {
     std::fs::write(file, bytes).unwrap();
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Outcome {
     /// The server would not start; its message.
     Refused(String),
@@ -365,8 +365,24 @@ async fn a_damaged_manifest_refuses_to_start() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .find(|n| n.starts_with("MANIFEST-"))
         .expect("a MANIFEST file");
-    let flipped = matrix(&golden, &manifest, &[Damage::Flip(0.3), Damage::Flip(0.6)]).await;
-    assert_refused_clearly(&flipped);
+    // A flip inside an edit fails its checksum and refuses the start. One
+    // that lands in the last edit may be taken for a torn tail, which
+    // RocksDB drops; that is acceptable only when nothing acknowledged went
+    // with it, which `outcome` checked (ServedAll). Which edit a position
+    // falls in depends on the layout, so: no silent loss at any position,
+    // and the damage is caught at most.
+    let flips = [0.1, 0.3, 0.45, 0.6, 0.9].map(Damage::Flip);
+    let flipped = matrix(&golden, &manifest, &flips).await;
+    let refused: Vec<Outcome> = flipped
+        .iter()
+        .filter(|o| !matches!(o, Outcome::ServedAll))
+        .cloned()
+        .collect();
+    assert_refused_clearly(&refused);
+    assert!(
+        refused.len() * 2 > flipped.len(),
+        "most flips are caught: {flipped:?}"
+    );
     // A MANIFEST cut at a record boundary may lose only edits the data dir
     // can do without; `outcome` has checked that nothing acknowledged is
     // missing when the server starts.

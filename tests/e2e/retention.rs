@@ -155,17 +155,22 @@ async fn max_bytes_keeps_the_newest_events_within_the_limit() {
         .await
         .unwrap();
     let mut events = server.events();
-    publish(
-        &mut events,
-        "t",
-        (0..40)
-            .map(|i| event("", "x", format!("{i:0>200}")))
-            .collect(),
-    )
-    .await;
+    // Four calls one after the other: four stored batches of 10 events.
+    // Retention removes whole batches, never the one holding the newest.
+    for call in 0..4 {
+        publish(
+            &mut events,
+            "t",
+            (call * 10..call * 10 + 10)
+                .map(|i| event("", "x", format!("{i:0>200}")))
+                .collect(),
+        )
+        .await;
+    }
     let s = wait_for_start(&server, 1).await;
     // ~250 bytes per record: about 16 fit in 4000 bytes.
     assert!((20..40).contains(&s), "start moved to {s}");
+    assert_eq!(s % 10, 0, "a batch boundary: {s}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(start(&server).await, s, "stable once within the limit");
 }

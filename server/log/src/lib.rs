@@ -13,8 +13,9 @@
 //!   (`writer::Update`) that are the only way to write anything but an append;
 //!   `dedup`: its idempotency check.
 //! * [`delivery`]: one actor per subscription (leases, redelivery, ack state).
-//! * [`keys`]: every RocksDB key layout and column family; [`codec`]: the record envelope
-//!   (both public only for the benches and fuzz targets).
+//! * [`keys`]: every RocksDB key layout and column family; [`codec`]: the record envelope;
+//!   [`batch`]: the record batches the `records` column family stores
+//!   (all public only for the benches and fuzz targets).
 //! * [`export`]: an offline, read-only view of a whole data dir, for `eventbus migrate`.
 //! * [`metric_names`]: what the engine records through the `metrics` facade.
 //! * [`health`]: the write path's state (ok, disk full, failed); [`space`]: the free-space reserve;
@@ -25,6 +26,7 @@
 pub mod broker;
 // The contract's shared modules, under the paths the engine has always used.
 pub use eventbus_broker::{filter, limits, names, types};
+pub(crate) mod batch;
 pub(crate) mod codec;
 pub(crate) mod dead_letters;
 pub(crate) mod dedup;
@@ -49,6 +51,9 @@ pub(crate) mod writer;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
+    pub mod batch {
+        pub use crate::batch::*;
+    }
     pub mod codec {
         pub use crate::codec::*;
     }

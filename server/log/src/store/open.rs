@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, IteratorMode, ReadOptions, DB};
 use tokio::sync::{mpsc, Mutex};
 
+use crate::batch::Records;
 use crate::codec;
 use crate::error::{storage, Error, Result};
 use crate::health::HealthCell;
@@ -28,7 +29,13 @@ use super::{corrupt_meta, Inner, Log};
 use crate::dedup::Dedup;
 
 /// On-disk format of this data dir. Bumped on incompatible layout changes.
-const FORMAT_VERSION: u32 = 1;
+/// 2: the `records` column family holds record batches ([`crate::batch`]).
+const FORMAT_VERSION: u32 = 2;
+/// Formats this build opens and upgrades in place: format 1 stored one
+/// record per value, which format 2 reads as a batch of one, so upgrading
+/// only restamps the version (and a build that reads only format 1 then
+/// refuses the data dir instead of misreading batches).
+const UPGRADABLE_FORMATS: [u32; 1] = [1];
 /// Commands queued for the writer before publishers wait (backpressure).
 const WRITER_QUEUE: usize = 1024;
 
@@ -116,22 +123,38 @@ fn check_format_version(db: &DB) -> Result<()> {
                     .try_into()
                     .map_err(|_| corrupt_meta("format version", "not 4 bytes"))?,
             );
-            if version != FORMAT_VERSION {
+            if UPGRADABLE_FORMATS.contains(&version) {
+                tracing::info!(
+                    from = version,
+                    to = FORMAT_VERSION,
+                    "upgrading the data dir's format in place; older builds will refuse it from now on"
+                );
+                stamp_format_version(db)?;
+            } else if version != FORMAT_VERSION {
                 return Err(corrupt_meta(
                     "format version",
-                    format!("data dir has format {version}, this build reads {FORMAT_VERSION}"),
+                    format!("data dir has format {version}, this build reads {FORMAT_VERSION} and upgrades {UPGRADABLE_FORMATS:?}; run the build that wrote it (see RUNBOOK.md, planned maintenance)"),
                 ));
             }
         }
-        None => db
-            .put_cf(
-                meta_cf,
-                keys::meta_key(MetaKind::FormatVersion),
-                FORMAT_VERSION.to_be_bytes(),
-            )
-            .map_err(storage)?,
+        None => stamp_format_version(db)?,
     }
     Ok(())
+}
+
+/// Writes this build's format version, synced: the stamp must be durable
+/// before any record in the new format is.
+fn stamp_format_version(db: &DB) -> Result<()> {
+    let meta_cf = db.cf_handle(Cf::Meta.name()).expect("meta cf");
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.put_cf_opt(
+        meta_cf,
+        keys::meta_key(MetaKind::FormatVersion),
+        FORMAT_VERSION.to_be_bytes(),
+        &opts,
+    )
+    .map_err(storage)
 }
 
 /// The persisted id allocator, or the first ids of a new data dir.
@@ -225,16 +248,28 @@ fn partition_bounds(db: &DB, topic: TopicId, partition: PartitionId) -> Result<P
         })
     };
     it.seek_to_last();
-    let last = it.key().map(offset_of).transpose()?;
-    let last_publish_ms = it
-        .value()
-        .and_then(|v| codec::record_publish_time(v).ok())
-        .unwrap_or(0);
+    let last_base = it.key().map(offset_of).transpose()?;
+    // The last value's count gives the next offset, so its framing must be
+    // sound: a guess would hand out offsets again. Its newest record's
+    // publish time keeps publish times monotonic across the restart.
+    let last = match (last_base, it.value()) {
+        (Some(base), Some(v)) => {
+            let (count, newest) = Records::last(v).map_err(|e| {
+                corrupt_meta(
+                    &format!("topic {topic} partition {partition} offset {base}"),
+                    format!("the newest record batch is damaged ({e}); restore the data dir from a backup (see RUNBOOK.md, corruption)"),
+                )
+            })?;
+            let publish_ms = codec::record_publish_time(&v[newest]).unwrap_or(0);
+            Some((base + u64::from(count) - 1, publish_ms))
+        }
+        _ => None,
+    };
     it.seek_to_first();
     let first = it.key().map(offset_of).transpose()?;
     it.status().map_err(storage)?;
     Ok(match (first, last) {
-        (Some(f), Some(l)) => PartitionBounds {
+        (Some(f), Some((l, last_publish_ms))) => PartitionBounds {
             start: f,
             end: l + 1,
             last_publish_ms,

@@ -2,10 +2,13 @@
 //! of a partition, the time index, dead letters, the redrive queue and
 //! subscription state. Readers never look past a partition's committed end.
 
-use bytes::Bytes;
-use rocksdb::ReadOptions;
+use std::ops::Range;
 
-use crate::codec;
+use bytes::Bytes;
+use rocksdb::{DBRawIterator, ReadOptions};
+
+use crate::batch::Records;
+use crate::codec::{self, CodecError};
 use crate::error::{storage, Error, Result};
 use crate::keys::{self, Cf};
 use crate::topic::TopicState;
@@ -17,6 +20,9 @@ impl Log {
     /// Reads committed events of one partition starting at `from`, at most
     /// `max_events` of them and stopping after `max_bytes` of payload (at least one
     /// event is returned when any is available). Blocking.
+    ///
+    /// One copy per stored batch: the records used from it are copied out
+    /// together, and each event's payload is a slice of that copy.
     pub fn read(
         &self,
         topic: &TopicState,
@@ -32,31 +38,38 @@ impl Log {
             return Ok(Vec::new());
         }
         let id = topic.id();
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::record_key(id, partition, end).to_vec());
-        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Records), ro);
-        it.seek(keys::record_key(id, partition, from));
+        let mut it = self.records_from(topic, partition, from, end);
         let mut out = Vec::with_capacity(max_events.min((end - from) as usize));
         let mut bytes = 0usize;
-        while it.valid() && out.len() < max_events && (bytes < max_bytes || out.is_empty()) {
+        let mut wanted: Vec<(Offset, Range<usize>)> = Vec::new();
+        let mut full = false;
+        while !full && it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            let (_, _, offset) =
-                keys::parse_record_key(k).ok_or_else(|| Error::CorruptMetadata {
-                    location: format!("{} partition {partition}", topic.name()),
-                    reason: "malformed record key".into(),
-                })?;
-            bytes += v.len();
-            let ev = codec::decode_record(id, partition, offset, Bytes::copy_from_slice(v))
-                .map_err(|source| Error::Corruption {
-                    location: format!(
-                        "topic {:?} partition {partition} offset {offset}",
-                        topic.name()
-                    ),
-                    reason: source.to_string(),
-                })?;
-            out.push(ev);
+            for record in stored_records(topic, partition, k, v)? {
+                let (offset, range) = record?;
+                if offset < from {
+                    continue;
+                }
+                let taken = out.len() + wanted.len();
+                if offset >= end || taken >= max_events || (bytes >= max_bytes && taken > 0) {
+                    full = true;
+                    break;
+                }
+                bytes += range.len();
+                wanted.push((offset, range));
+            }
+            if let (Some((_, first)), Some((_, last))) = (wanted.first(), wanted.last()) {
+                let lo = first.start;
+                let copy = Bytes::copy_from_slice(&v[lo..last.end]);
+                for (offset, r) in wanted.drain(..) {
+                    let record = copy.slice(r.start - lo..r.end - lo);
+                    let ev = codec::decode_record(id, partition, offset, record)
+                        .map_err(damaged(topic, partition, offset))?;
+                    out.push(ev);
+                }
+            }
             it.next();
         }
         it.status().map_err(storage)?;
@@ -101,31 +114,52 @@ impl Log {
             .map_or(start, |(_, _, _, o)| o.max(start));
         it.status().map_err(storage)?;
         drop(it);
+        if from >= end {
+            return Ok(end);
+        }
 
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::record_key(id, partition, end).to_vec());
-        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Records), ro);
-        it.seek(keys::record_key(id, partition, from));
+        let mut it = self.records_from(topic, partition, from, end);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let (_, _, offset) =
-                keys::parse_record_key(k).ok_or_else(|| Error::CorruptMetadata {
-                    location: format!("{} partition {partition}", topic.name()),
-                    reason: "malformed record key".into(),
-                })?;
-            let t = codec::record_publish_time(v).map_err(|source| Error::Corruption {
-                location: format!(
-                    "topic {:?} partition {partition} offset {offset}",
-                    topic.name()
-                ),
-                reason: source.to_string(),
-            })?;
-            if t >= ms {
-                return Ok(offset);
+            for record in stored_records(topic, partition, k, v)? {
+                let (offset, range) = record?;
+                if offset < from {
+                    continue;
+                }
+                if offset >= end {
+                    return Ok(end);
+                }
+                let t = codec::record_publish_time(&v[range])
+                    .map_err(damaged(topic, partition, offset))?;
+                if t >= ms {
+                    return Ok(offset);
+                }
             }
             it.next();
         }
         it.status().map_err(storage)?;
         Ok(end)
+    }
+
+    /// An iterator over the stored values of `partition` that hold offsets
+    /// in `[from, end)`: at the batch holding `from` (which starts at or
+    /// before it), or at the first one after it.
+    pub(super) fn records_from(
+        &self,
+        topic: &TopicState,
+        partition: PartitionId,
+        from: Offset,
+        end: Offset,
+    ) -> DBRawIterator<'_> {
+        let id = topic.id();
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::record_key(id, partition, 0).to_vec());
+        ro.set_iterate_upper_bound(keys::record_key(id, partition, end).to_vec());
+        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Records), ro);
+        it.seek_for_prev(keys::record_key(id, partition, from));
+        if !it.valid() {
+            it.seek(keys::record_key(id, partition, from));
+        }
+        it
     }
 
     /// Visits the dead-letter entries of `sub` with seq >= `from_seq`, in seq
@@ -184,5 +218,52 @@ impl Log {
             .db
             .get_cf(self.cf(Cf::Subs), key)
             .map_err(storage)
+    }
+}
+
+/// The base offset of a stored value, from its key.
+pub(super) fn base_offset(
+    topic: &TopicState,
+    partition: PartitionId,
+    key: &[u8],
+) -> Result<Offset> {
+    keys::parse_record_key(key)
+        .map(|(_, _, offset)| offset)
+        .ok_or_else(|| Error::CorruptMetadata {
+            location: format!("{} partition {partition}", topic.name()),
+            reason: "malformed record key".into(),
+        })
+}
+
+/// The records of one stored value (key `key`) with their offsets; damaged
+/// framing is corruption at the value's base offset.
+pub(super) fn stored_records<'a>(
+    topic: &'a TopicState,
+    partition: PartitionId,
+    key: &[u8],
+    value: &'a [u8],
+) -> Result<impl Iterator<Item = Result<(Offset, Range<usize>)>> + 'a> {
+    let base = base_offset(topic, partition, key)?;
+    let records = Records::new(value).map_err(damaged(topic, partition, base))?;
+    Ok((base..).zip(records).map(move |(offset, range)| {
+        range
+            .map(|r| (offset, r))
+            .map_err(damaged(topic, partition, base))
+    }))
+}
+
+/// Maps a record that does not decode to the corruption error that names
+/// where it lies (DATA_LOSS at the RPC surface).
+pub(super) fn damaged(
+    topic: &TopicState,
+    partition: PartitionId,
+    offset: Offset,
+) -> impl Fn(CodecError) -> Error + '_ {
+    move |source| Error::Corruption {
+        location: format!(
+            "topic {:?} partition {partition} offset {offset}",
+            topic.name()
+        ),
+        reason: source.to_string(),
     }
 }

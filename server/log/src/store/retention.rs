@@ -3,11 +3,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rocksdb::ReadOptions;
-
+use super::read::{base_offset, damaged};
+use crate::batch::Records;
 use crate::codec;
 use crate::error::{storage, Error, Result};
-use crate::keys::{self, Cf};
+use crate::keys;
 use crate::topic::TopicState;
 use crate::types::{Offset, PartitionId};
 use crate::writer::Update;
@@ -87,25 +87,29 @@ impl Log {
         let excess = retention
             .max_bytes
             .map_or(0, |max| bytes.saturating_sub(max));
-        // One pass from the start: sizes of what goes, up to the age target
-        // and then for as long as the size limit is exceeded.
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::record_key(topic.id(), partition, end - 1).to_vec());
-        let mut it = self.inner.db.raw_iterator_cf_opt(self.cf(Cf::Records), ro);
-        it.seek(keys::record_key(topic.id(), partition, start));
+        // One pass from the start over whole stored batches (a batch is
+        // removed whole or kept, like Kafka's segments): sizes of what goes,
+        // up to the age target and then for as long as the size limit is
+        // exceeded. The batch holding the newest record always stays.
+        let mut it = self.records_from(topic, partition, start, end);
         let mut cut = Cut {
             new_start: start,
             removed_bytes: 0,
             cut_ms: 0,
         };
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let (_, _, offset) = keys::parse_record_key(k).expect("record key");
-            if offset >= target && cut.removed_bytes >= excess {
+            let base = base_offset(topic, partition, k)?;
+            let records = Records::new(v).map_err(damaged(topic, partition, base))?;
+            let next = base + u64::from(records.record_count());
+            if next >= end || (next > target && cut.removed_bytes >= excess) {
                 break;
             }
-            cut.removed_bytes += v.len() as u64 + keys::RECORD_KEY_LEN as u64;
-            cut.cut_ms = codec::record_publish_time(v).unwrap_or(cut.cut_ms);
-            cut.new_start = offset + 1;
+            for range in records {
+                let range = range.map_err(damaged(topic, partition, base))?;
+                cut.removed_bytes += (range.len() + keys::RECORD_KEY_LEN) as u64;
+                cut.cut_ms = codec::record_publish_time(&v[range]).unwrap_or(cut.cut_ms);
+            }
+            cut.new_start = next;
             it.next();
         }
         it.status().map_err(storage)?;

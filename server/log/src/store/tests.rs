@@ -33,6 +33,16 @@ async fn open(dir: &Path) -> Log {
         .unwrap()
 }
 
+/// Why the data dir at `dir` refuses to open.
+async fn open_refused(dir: &Path) -> Error {
+    let o = options(dir);
+    tokio::task::spawn_blocking(move || Log::open(o))
+        .await
+        .unwrap()
+        .err()
+        .expect("refuses to open")
+}
+
 /// Topic "t" with one partition.
 async fn one_partition_topic(log: &Log) -> Arc<TopicState> {
     log.create_topic(
@@ -193,19 +203,15 @@ async fn a_malformed_record_key_refuses_to_open_instead_of_an_empty_partition() 
     log.append(&topic, &[ev("", "a"), ev("", "b")])
         .await
         .unwrap();
-    // The last key of the partition grows a stray byte.
-    let good = keys::record_key(topic.id(), 0, 1);
+    // The last key of the partition (the one batch, at offset 0) grows a
+    // stray byte.
+    let good = keys::record_key(topic.id(), 0, 0);
     let v = log.db().get_cf(log.cf(Cf::Records), good).unwrap().unwrap();
     let mut bad = good.to_vec();
     bad.push(0);
     log.db().put_cf(log.cf(Cf::Records), &bad, v).unwrap();
     log.close();
-    let o = options(dir.path());
-    let err = tokio::task::spawn_blocking(move || Log::open(o))
-        .await
-        .unwrap()
-        .err()
-        .expect("refuses to open");
+    let err = open_refused(dir.path()).await;
     assert!(matches!(err, Error::CorruptMetadata { .. }), "{err}");
     assert!(err.to_string().contains("malformed record key"), "{err}");
 }
@@ -431,4 +437,143 @@ async fn a_data_dir_without_the_audit_column_family_opens_and_gets_one() {
         log.audit_page(&Default::default()).unwrap().records[0].id,
         1
     );
+}
+
+fn offsets_and_payloads(events: &[StoredEvent]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .map(|e| (e.offset, String::from_utf8_lossy(&e.payload).into_owned()))
+        .collect()
+}
+
+fn stored_values(log: &Log) -> usize {
+    log.db()
+        .iterator_cf(log.cf(Cf::Records), rocksdb::IteratorMode::Start)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_append_is_one_batch_read_from_any_offset_within_limits_and_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = one_partition_topic(&log).await;
+    let events: Vec<_> = (0..10).map(|i| ev("", &format!("e{i}"))).collect();
+    log.append(&topic, &events).await.unwrap();
+    assert_eq!(stored_values(&log), 1, "ten events, one record batch");
+    for from in 0..10u64 {
+        let got = log.read(&topic, 0, from, 3, usize::MAX).unwrap();
+        let want: Vec<_> = (from..(from + 3).min(10))
+            .map(|o| (o, format!("e{o}")))
+            .collect();
+        assert_eq!(offsets_and_payloads(&got), want, "from {from}");
+    }
+    let got = log.read(&topic, 0, 4, 10, 1).unwrap();
+    assert_eq!(offsets_and_payloads(&got), vec![(4, "e4".to_string())]);
+    log.close();
+
+    let log = open(dir.path()).await;
+    let topic = log.topic("t").unwrap();
+    assert_eq!(
+        topic.partitions[0].end(),
+        10,
+        "the batch's count gives the end"
+    );
+    let r = log.append(&topic, &[ev("", "e10")]).await.unwrap();
+    assert_eq!(r[0].offset, 10);
+    let all = read_all(&log, &topic, 0);
+    let want: Vec<_> = (0..11).map(|o| (o, format!("e{o}"))).collect();
+    assert_eq!(offsets_and_payloads(&all), want);
+    assert!(all
+        .windows(2)
+        .all(|w| w[0].publish_time <= w[1].publish_time));
+    let t = all[7].publish_time;
+    let first_at_t = all.iter().position(|e| e.publish_time >= t).unwrap() as u64;
+    assert_eq!(log.offset_for_time(&topic, 0, t).unwrap(), first_at_t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_whole_batches_and_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = log
+        .create_topic(
+            "t",
+            TopicConfig {
+                partitions: 1,
+                retention: eventbus_broker::Retention {
+                    max_age_ms: None,
+                    max_bytes: Some(1),
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Batches [0, 3), [3, 5) and [5, 6).
+    for n in [3, 2, 1] {
+        let events: Vec<_> = (0..n).map(|_| ev("", "x")).collect();
+        log.append(&topic, &events).await.unwrap();
+    }
+    let removed = log
+        .apply_retention(&topic, 0, crate::meta::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(removed, 5, "both older batches go, the newest stays");
+    assert_eq!(topic.partitions[0].start(), 5);
+    assert_eq!(
+        offsets_and_payloads(&read_all(&log, &topic, 0)),
+        vec![(5, "x".into())]
+    );
+    log.close();
+    let log = open(dir.path()).await;
+    let topic = log.topic("t").unwrap();
+    assert_eq!(
+        (topic.partitions[0].start(), topic.partitions[0].end()),
+        (5, 6)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_data_dir_opens_reads_as_before_and_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = one_partition_topic(&log).await;
+    // The data dir as format 1 wrote it: one sealed record per value.
+    for i in 0..3u64 {
+        let mut r = crate::codec::encode_record(&ev("", &format!("old{i}")));
+        crate::codec::seal_record(&mut r, 1_000 + i);
+        let key = keys::record_key(topic.id(), 0, i);
+        log.db().put_cf(log.cf(Cf::Records), key, &r).unwrap();
+    }
+    let version = keys::meta_key(keys::MetaKind::FormatVersion);
+    log.db()
+        .put_cf(log.cf(Cf::Meta), version, 1u32.to_be_bytes())
+        .unwrap();
+    log.close();
+
+    let log = open(dir.path()).await;
+    let topic = log.topic("t").unwrap();
+    assert_eq!(topic.partitions[0].end(), 3);
+    let r = log.append(&topic, &[ev("", "new")]).await.unwrap();
+    assert_eq!(r[0].offset, 3);
+    let all = read_all(&log, &topic, 0);
+    assert_eq!(
+        offsets_and_payloads(&all),
+        vec![
+            (0, "old0".into()),
+            (1, "old1".into()),
+            (2, "old2".into()),
+            (3, "new".into())
+        ]
+    );
+    assert_eq!(all[2].publish_time, 1_002);
+    let stamp = log.db().get_cf(log.cf(Cf::Meta), version).unwrap();
+    assert_eq!(stamp.as_deref(), Some(&2u32.to_be_bytes()[..]), "upgraded");
+    // A format from a newer build is refused, with what to do.
+    log.db()
+        .put_cf(log.cf(Cf::Meta), version, 3u32.to_be_bytes())
+        .unwrap();
+    log.close();
+    let err = open_refused(dir.path()).await;
+    assert!(err.to_string().contains("data dir has format 3"), "{err}");
 }

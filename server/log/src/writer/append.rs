@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamily, WriteBatch};
 
+use super::batches::OpenBatches;
 use super::{cf_handle, Advance, PendingRecord, Writer, TIME_INDEX_INTERVAL_MS};
 use crate::codec::seal_record;
 use crate::dedup::{Fingerprint, Lookup, Seen};
@@ -27,9 +28,9 @@ enum Plan {
     SameAs(usize),
 }
 
-/// The column families an append writes, looked up once per command.
+/// The column families an append writes, looked up once per command (the
+/// records go through the group's [`OpenBatches`]).
 struct AppendCfs<'a> {
-    records: &'a ColumnFamily,
     time_index: &'a ColumnFamily,
     dedup: &'a ColumnFamily,
 }
@@ -43,11 +44,10 @@ impl Writer {
         topic: &Arc<TopicState>,
         records: Vec<PendingRecord>,
         now: u64,
-        advances: &mut Vec<Advance>,
+        (advances, batches): (&mut Vec<Advance>, &mut OpenBatches),
     ) -> Result<Vec<AppendResult>> {
         let db = self.db.clone();
         let cfs = AppendCfs {
-            records: cf_handle(&db, Cf::Records),
             time_index: cf_handle(&db, Cf::TimeIndex),
             dedup: cf_handle(&db, Cf::Dedup),
         };
@@ -56,7 +56,8 @@ impl Writer {
         for (record, plan) in records.into_iter().zip(plan) {
             let result = match plan {
                 Plan::Write(fingerprint) => {
-                    self.add_record(batch, &cfs, topic, (record, fingerprint), now, advances)
+                    let record = (record, fingerprint);
+                    self.add_record(batch, &cfs, topic, record, now, (advances, batches))
                 }
                 Plan::Duplicate(seen) => AppendResult {
                     partition: seen.partition,
@@ -116,9 +117,10 @@ impl Writer {
         Ok(plan)
     }
 
-    /// Gives a record its offset and publish time, seals it and adds it (with
-    /// its idempotency key, whose fingerprint the lookup gave, and, when due,
-    /// a time-index entry) to `batch`.
+    /// Gives a record its offset and publish time, seals it and adds it to
+    /// its partition's record batch, and its idempotency key (whose
+    /// fingerprint the lookup gave) and, when due, a time-index entry to
+    /// `batch`.
     fn add_record(
         &mut self,
         batch: &mut WriteBatch,
@@ -133,7 +135,7 @@ impl Writer {
             fingerprint,
         ): (PendingRecord, Option<Fingerprint>),
         now: u64,
-        advances: &mut Vec<Advance>,
+        (advances, batches): (&mut Vec<Advance>, &mut OpenBatches),
     ) -> AppendResult {
         let id = topic.meta.id;
         let tail = &topic.partitions[partition as usize];
@@ -154,11 +156,7 @@ impl Writer {
             let (k, v) = self.dedup.remember(id, idempotency_key, fingerprint, seen);
             batch.put_cf(cfs.dedup, k, v);
         }
-        batch.put_cf(
-            cfs.records,
-            keys::record_key(id, partition, offset),
-            &record,
-        );
+        batches.push(id, partition, offset, &record);
         let last_indexed = tail.last_index_ms.load(Relaxed);
         if last_indexed == 0 || publish_ms >= last_indexed + TIME_INDEX_INTERVAL_MS {
             batch.put_cf(

@@ -56,6 +56,7 @@ use crate::topic::TopicState;
 use crate::types::{AppendResult, PartitionId};
 
 mod append;
+mod batches;
 mod syncer;
 mod update;
 
@@ -290,7 +291,13 @@ impl Writer {
         let mut sync = false;
         let mut replies = Vec::with_capacity(group.len());
         let mut advances: Vec<Advance> = Vec::new();
+        let mut batches = batches::OpenBatches::default();
+        let db = self.db.clone();
+        let records_cf = cf_handle(&db, Cf::Records);
         for cmd in group {
+            if !matches!(cmd, Command::Append { .. }) {
+                batches.flush(batch, records_cf);
+            }
             match cmd {
                 Command::Append {
                     topic,
@@ -300,7 +307,8 @@ impl Writer {
                     let results = match self.admit(&topic, &records) {
                         Ok(()) => {
                             sync |= self.sync_appends;
-                            self.add_append(batch, &topic, records, now, &mut advances)
+                            let group = (&mut advances, &mut batches);
+                            self.add_append(batch, &topic, records, now, group)
                         }
                         Err(e) => Err(e),
                     };
@@ -327,6 +335,7 @@ impl Writer {
                 }
             }
         }
+        batches.flush(batch, records_cf);
         Written {
             sync,
             advances,
