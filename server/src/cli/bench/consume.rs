@@ -24,8 +24,11 @@ pub async fn run(
     let mut members = tokio::task::JoinSet::new();
     for client in clients {
         let deliveries = super::member(client, topic, a.depth);
-        members.spawn(ack_each(deliveries, acked.clone(), |d| async move {
-            d.ack().await.is_ok()
+        // The message is done with once received; only the lease goes into
+        // the ack's task, so each spawn moves a small future, not the event.
+        members.spawn(ack_each(deliveries, acked.clone(), |d| {
+            let (_message, lease) = d.into_parts();
+            async move { lease.ack().await.is_ok() }
         }));
     }
     drained(members, &acked, target, started + timeout, o).await;
