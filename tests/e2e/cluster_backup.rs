@@ -19,8 +19,6 @@ use tonic::Code;
 
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus-under-test");
-
 /// A gateway over `cluster` with `replicas`, and backups under `root`.
 async fn gateway(cluster: &NatsCluster, replicas: usize, root: Option<PathBuf>) -> TestServer {
     let (urls, monitor) = (cluster.urls(), cluster.monitor_urls());
@@ -56,61 +54,6 @@ async fn create_topic(server: &TestServer, topic: &str, partitions: u32) {
             Err(e) => panic!("create topic {topic}: {e:?}"),
         }
     }
-}
-
-/// Runs `eventbus restore` with `args`; (success, stdout, stderr).
-async fn restore(args: &[&str]) -> (bool, String, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(BIN)
-            .arg("restore")
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("restore finishes within 2 minutes")
-    .expect("run restore");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Every event of `topic`, in partition then offset order.
-async fn replay_all(server: &TestServer, topic: &str) -> Vec<v1::Event> {
-    let mut stream = server
-        .events()
-        .replay(v1::ReplayRequest {
-            topic: topic.into(),
-            start: Some(v1::replay_request::Start::StartOffset(0)),
-            ..Default::default()
-        })
-        .await
-        .expect("replay")
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(page) = tokio::time::timeout(PATIENCE, stream.message())
-        .await
-        .expect("replay answers")
-        .expect("replay ok")
-    {
-        out.extend(page.events);
-    }
-    out.sort_by_key(|e| (e.partition, e.offset));
-    out
-}
-
-async fn topics(server: &TestServer) -> Vec<v1::Topic> {
-    let mut t = server
-        .admin()
-        .list_topics(v1::ListTopicsRequest::default())
-        .await
-        .expect("list topics")
-        .into_inner()
-        .topics;
-    t.sort_by(|a, b| a.name.cmp(&b.name));
-    t
 }
 
 /// A topic's name, partitions and each partition's (start, end) offsets.
@@ -317,12 +260,12 @@ async fn a_cluster_backup_restores_events_positions_dead_letters_and_audit_into_
             .collect();
         publish(&mut events, "blobs", blobs).await;
     }
-    let source_blobs = replay_all(&source, "blobs").await;
+    let source_blobs = replay_all(source.channel(), "blobs").await;
     assert_eq!(source_blobs.len(), 64);
 
-    let source_topics = topics(&source).await;
-    let source_orders = replay_all(&source, "orders").await;
-    let source_payments = replay_all(&source, "payments").await;
+    let source_topics = sorted_topics(source.channel()).await;
+    let source_orders = replay_all(source.channel(), "orders").await;
+    let source_payments = replay_all(source.channel(), "payments").await;
     let source_settings = [
         settings(&source, "orders", "billing").await,
         settings(&source, "payments", "ledger").await,
@@ -504,8 +447,11 @@ async fn a_cluster_backup_restores_events_positions_dead_letters_and_audit_into_
     bytes[middle] ^= 0x55;
     std::fs::write(&victim, bytes).unwrap();
     let damaged_str = damaged.path().to_str().unwrap().to_string();
-    let (ok, out, err) =
-        restore(&["--from", &damaged_str, "--nats-url", "nats://127.0.0.1:1"]).await;
+    let (ok, out, err) = run_cli(
+        "restore",
+        &["--from", &damaged_str, "--nats-url", "nats://127.0.0.1:1"],
+    )
+    .await;
     assert!(!ok, "restored a damaged backup: {out}");
     assert!(
         err.contains("is damaged")
@@ -515,7 +461,11 @@ async fn a_cluster_backup_restores_events_positions_dead_letters_and_audit_into_
         "stderr: {err}"
     );
     let data = damaged.path().join("data");
-    let (ok, _, err) = restore(&["--from", &dir_str, "--data-dir", data.to_str().unwrap()]).await;
+    let (ok, _, err) = run_cli(
+        "restore",
+        &["--from", &dir_str, "--data-dir", data.to_str().unwrap()],
+    )
+    .await;
     assert!(!ok);
     assert!(
         err.contains("is a cluster-mode backup") && err.contains("--nats-url"),
@@ -537,7 +487,7 @@ async fn a_cluster_backup_restores_events_positions_dead_letters_and_audit_into_
         &monitor,
     ];
     let took = Instant::now();
-    let (ok, out, err) = restore(&args).await;
+    let (ok, out, err) = run_cli("restore", &args).await;
     let restore_took = took.elapsed();
     assert!(ok, "restore failed:\n{out}\n{err}");
     assert!(
@@ -551,7 +501,7 @@ async fn a_cluster_backup_restores_events_positions_dead_letters_and_audit_into_
     eprintln!("cluster restore (3 nodes) took {restore_took:?}:\n{out}");
 
     // A second restore onto it names the streams it already has.
-    let (ok, out, err) = restore(&args).await;
+    let (ok, out, err) = run_cli("restore", &args).await;
     assert!(!ok, "restored twice: {out}");
     assert!(
         err.contains("already has 13 of the backup's streams")
@@ -562,12 +512,21 @@ async fn a_cluster_backup_restores_events_positions_dead_letters_and_audit_into_
 
     // ---- a gateway over the restored cluster sees the same bus.
     let restored = gateway(&target, 3, None).await;
-    assert_eq!(shape(&topics(&restored).await), shape(&source_topics));
+    assert_eq!(
+        shape(&sorted_topics(restored.channel()).await),
+        shape(&source_topics)
+    );
     // Whole events: ids (topic id, partition, offset), payloads, keys,
     // publish times.
-    assert_eq!(replay_all(&restored, "orders").await, source_orders);
-    assert_eq!(replay_all(&restored, "payments").await, source_payments);
-    assert_eq!(replay_all(&restored, "blobs").await, source_blobs);
+    assert_eq!(
+        replay_all(restored.channel(), "orders").await,
+        source_orders
+    );
+    assert_eq!(
+        replay_all(restored.channel(), "payments").await,
+        source_payments
+    );
+    assert_eq!(replay_all(restored.channel(), "blobs").await, source_blobs);
     assert_eq!(
         settings(&restored, "orders", "billing").await,
         source_settings[0]
@@ -628,16 +587,19 @@ async fn a_cluster_backup_restores_events_positions_dead_letters_and_audit_into_
         .expect("start nats");
     let (urls, monitor) = (single.urls(), single.monitor_urls());
     let mixed_str = mixed.path().to_str().unwrap().to_string();
-    let (ok, out, err) = restore(&[
-        "--from",
-        &mixed_str,
-        "--nats-url",
-        &urls,
-        "--nats-monitor-url",
-        &monitor,
-        "--replicas",
-        "1",
-    ])
+    let (ok, out, err) = run_cli(
+        "restore",
+        &[
+            "--from",
+            &mixed_str,
+            "--nats-url",
+            &urls,
+            "--nats-monitor-url",
+            &monitor,
+            "--replicas",
+            "1",
+        ],
+    )
     .await;
     assert!(ok, "restore onto one node failed:\n{out}\n{err}");
     eprintln!("mixed restore (1 node):\n{out}");
@@ -658,9 +620,12 @@ async fn a_cluster_backup_restores_events_positions_dead_letters_and_audit_into_
     assert!(!out.contains(", 3 replicas"), "{out}");
     let one = gateway(&single, 1, None).await;
     // blobs and orders; not payments.
-    assert_eq!(shape(&topics(&one).await), shape(&source_topics[..2]));
-    assert_eq!(replay_all(&one, "orders").await, source_orders);
-    assert_eq!(replay_all(&one, "blobs").await, source_blobs);
+    assert_eq!(
+        shape(&sorted_topics(one.channel()).await),
+        shape(&source_topics[..2])
+    );
+    assert_eq!(replay_all(one.channel(), "orders").await, source_orders);
+    assert_eq!(replay_all(one.channel(), "blobs").await, source_blobs);
     assert_eq!(
         settings(&one, "orders", "billing").await,
         source_settings[0]

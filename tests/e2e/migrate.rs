@@ -9,13 +9,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use eventbus_tests::nats::NatsCluster;
-use eventbus_tests::v1::{self, replay_request, CreateSubscriptionRequest, CreateTopicRequest};
+use eventbus_tests::v1::{self, CreateSubscriptionRequest, CreateTopicRequest};
 use eventbus_tests::{DataDir, TestServer};
 use tonic::transport::Channel;
 
 use crate::support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventbus-under-test");
 
 /// A single-node server, whatever backend the harness switch asks for:
 /// migrate reads a RocksDB data dir.
@@ -26,30 +24,6 @@ async fn single_node() -> TestServer {
         c.retention_interval = std::time::Duration::from_millis(100);
     })
     .await
-}
-
-/// Every event of `topic`, in partition then offset order.
-async fn replay_all(channel: Channel, topic: &str) -> Vec<v1::Event> {
-    let mut client = v1::event_service_client::EventServiceClient::new(channel);
-    let mut stream = client
-        .replay(v1::ReplayRequest {
-            topic: topic.into(),
-            start: Some(replay_request::Start::StartOffset(0)),
-            ..Default::default()
-        })
-        .await
-        .expect("replay")
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(page) = tokio::time::timeout(PATIENCE, stream.message())
-        .await
-        .expect("replay answers")
-        .expect("replay ok")
-    {
-        out.extend(page.events);
-    }
-    out.sort_by_key(|e| (e.partition, e.offset));
-    out
 }
 
 /// An event without what depends on the store's topic id (its event id).
@@ -84,37 +58,6 @@ async fn settings(channel: Channel, topic: &str, sub: &str) -> v1::Subscription 
         .subscription
         .expect("subscription");
     v1::Subscription { stats: None, ..s }
-}
-
-async fn topics(channel: Channel) -> Vec<v1::Topic> {
-    let mut admin = v1::admin_service_client::AdminServiceClient::new(channel);
-    let mut t = admin
-        .list_topics(v1::ListTopicsRequest::default())
-        .await
-        .expect("list topics")
-        .into_inner()
-        .topics;
-    t.sort_by(|a, b| a.name.cmp(&b.name));
-    t
-}
-
-/// Runs `eventbus migrate` with `args`; (success, stdout, stderr).
-async fn migrate(args: &[&str]) -> (bool, String, String) {
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        tokio::process::Command::new(BIN)
-            .arg("migrate")
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("migrate finishes within 2 minutes")
-    .expect("run migrate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn migrate_args<'a>(data: &'a str, cluster: &'a (String, String)) -> Vec<&'a str> {
@@ -329,7 +272,7 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
     publish(&mut events, "clicks", vec![event("", "click", "click 5")]).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let t = topics(source.channel()).await;
+        let t = sorted_topics(source.channel()).await;
         let clicks = t.iter().find(|t| t.name == "clicks").expect("clicks");
         if clicks.partition_info[0].start_offset == 5 {
             break;
@@ -342,7 +285,7 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
     }
 
     let source_dead = eventually_dead_letters(&source, 2).await;
-    let source_topics = topics(source.channel()).await;
+    let source_topics = sorted_topics(source.channel()).await;
     let source_orders = replay_all(source.channel(), "orders").await;
     let source_payments = replay_all(source.channel(), "payments").await;
     let mut source_settings = Vec::new();
@@ -362,7 +305,7 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
         .await
         .expect("start nats");
     let urls = (cluster.urls(), cluster.monitor_urls());
-    let (ok, out, err) = migrate(&migrate_args(data, &urls)).await;
+    let (ok, out, err) = run_cli("migrate", &migrate_args(data, &urls)).await;
     assert!(ok, "migrate failed:\n{out}\n{err}");
     assert!(
         out.contains("topics: 3 created")
@@ -375,7 +318,7 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
 
     // ---- read it back through a gateway.
     let gateway = TestServer::gateway(&cluster).await;
-    let cluster_topics = topics(gateway.channel()).await;
+    let cluster_topics = sorted_topics(gateway.channel()).await;
     let shape = |ts: &[v1::Topic]| {
         ts.iter()
             .map(|t| {
@@ -469,7 +412,7 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
     drop(gateway);
 
     // ---- a second run: nothing to copy, nothing changed.
-    let (ok, out, err) = migrate(&migrate_args(data, &urls)).await;
+    let (ok, out, err) = run_cli("migrate", &migrate_args(data, &urls)).await;
     assert!(ok, "second migrate failed:\n{out}\n{err}");
     assert!(
         out.contains("nothing to do")
@@ -480,7 +423,7 @@ async fn a_single_node_moves_into_a_cluster_and_a_second_run_changes_nothing() {
     );
     let gateway = TestServer::gateway(&cluster).await;
     assert_eq!(
-        shape(&topics(gateway.channel()).await),
+        shape(&sorted_topics(gateway.channel()).await),
         shape(&source_topics)
     );
     assert_eq!(dead_letters(&gateway, "payments", "ledger").await.len(), 2);
@@ -526,7 +469,7 @@ async fn migrate_refuses_a_data_dir_in_use_and_a_directory_that_is_none() {
     // Nothing listens on port 1: the refusal must come before any
     // connection attempt.
     let nowhere = ("nats://127.0.0.1:1".to_string(), String::new());
-    let (ok, out, err) = migrate(&migrate_args(&data_str, &nowhere)).await;
+    let (ok, out, err) = run_cli("migrate", &migrate_args(&data_str, &nowhere)).await;
     assert!(!ok, "migrate ran on a data dir in use: {out}");
     assert!(
         err.contains("is in use") && err.contains("stop the server"),
@@ -535,7 +478,7 @@ async fn migrate_refuses_a_data_dir_in_use_and_a_directory_that_is_none() {
 
     let empty = tempfile::tempdir().expect("temp dir");
     let empty_str = empty.path().to_str().expect("utf-8 path").to_string();
-    let (ok, _, err) = migrate(&migrate_args(&empty_str, &nowhere)).await;
+    let (ok, _, err) = run_cli("migrate", &migrate_args(&empty_str, &nowhere)).await;
     assert!(!ok);
     assert!(err.contains("not an eventbus data dir"), "stderr: {err}");
     assert!(
@@ -547,8 +490,11 @@ async fn migrate_refuses_a_data_dir_in_use_and_a_directory_that_is_none() {
     // Once the server stopped, a dry run reads it and touches nothing.
     let dir = server.stop().await;
     assert!(Path::new(&data_str).starts_with(dir.path()));
-    let (ok, out, err) =
-        migrate(&["--from", &data_str, "--nats-url", &nowhere.0, "--dry-run"]).await;
+    let (ok, out, err) = run_cli(
+        "migrate",
+        &["--from", &data_str, "--nats-url", &nowhere.0, "--dry-run"],
+    )
+    .await;
     assert!(ok, "dry run failed: {out}\n{err}");
     assert!(
         out.contains("topic t: ") && out.contains("would copy 1 topics, 1 events"),

@@ -167,3 +167,59 @@ pub fn duration(secs: f64) -> prost_types::Duration {
         nanos: (secs.fract() * 1e9) as i32,
     }
 }
+
+/// Every event of `topic` from offset 0 to the tail, in partition then
+/// offset order.
+pub async fn replay_all(channel: Channel, topic: &str) -> Vec<v1::Event> {
+    let mut stream = EventServiceClient::new(channel)
+        .replay(v1::ReplayRequest {
+            topic: topic.into(),
+            start: Some(v1::replay_request::Start::StartOffset(0)),
+            ..Default::default()
+        })
+        .await
+        .expect("replay")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(page) = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("replay answers")
+        .expect("replay ok")
+    {
+        out.extend(page.events);
+    }
+    out.sort_by_key(|e| (e.partition, e.offset));
+    out
+}
+
+/// Every topic, by name.
+pub async fn sorted_topics(channel: Channel) -> Vec<v1::Topic> {
+    let mut t = AdminServiceClient::new(channel)
+        .list_topics(v1::ListTopicsRequest::default())
+        .await
+        .expect("list topics")
+        .into_inner()
+        .topics;
+    t.sort_by(|a, b| a.name.cmp(&b.name));
+    t
+}
+
+/// Runs `eventbus <subcommand> <args>` (the binary under test), for at
+/// most 2 minutes; (success, stdout, stderr).
+pub async fn run_cli(subcommand: &str, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_eventbus-under-test"))
+            .arg(subcommand)
+            .args(args)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{subcommand} finishes within 2 minutes"))
+    .unwrap_or_else(|e| panic!("run {subcommand}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
