@@ -6,7 +6,7 @@
 //! | column family | key                                             | value                          |
 //! |---------------|-------------------------------------------------|--------------------------------|
 //! | `meta`        | kind:u8 (+ name / ids, see [`MetaKind`])         | JSON metadata or a counter     |
-//! | `records`     | topic:u32 partition:u32 offset:u64               | record envelope ([`crate::codec`]) |
+//! | `records`     | topic:u32 partition:u32 base offset:u64          | record batch ([`crate::batch`]) |
 //! | `time_index`  | topic:u32 partition:u32 publish_ms:u64 offset:u64 | empty                        |
 //! | `subs`        | sub:u32 0x01 partition:u32                       | per-partition delivery state   |
 //! | `subs`        | sub:u32 0x02 seq:u64                             | redriven dead letter (pending) |
@@ -129,7 +129,8 @@ pub fn record_key(topic: TopicId, partition: PartitionId, offset: Offset) -> [u8
     k
 }
 
-/// Decodes a `records` key into (topic, partition, offset).
+/// Decodes a `records` key into (topic, partition, offset): the base offset
+/// of the batch stored under it.
 pub fn parse_record_key(key: &[u8]) -> Option<(TopicId, PartitionId, Offset)> {
     if key.len() != RECORD_KEY_LEN {
         return None;
