@@ -125,13 +125,14 @@ impl<'a> Records<'a> {
         }
     }
 
-    /// How many records the value holds, as its header says.
+    /// How many records are still to come: before iterating, all the value
+    /// holds, as its header says.
     pub fn record_count(&self) -> u32 {
         self.left
     }
 
-    /// The offsets of a value stored under `base`, checking its whole
-    /// framing: (count, the last record's range).
+    /// The value's record count and its last record's range, checking its
+    /// whole framing on the way.
     pub fn last(value: &'a [u8]) -> Result<(u32, Range<usize>), CodecError> {
         let records = Records::new(value)?;
         let count = records.record_count();

@@ -104,11 +104,13 @@ impl Log {
             if next >= end || (next > target && cut.removed_bytes >= excess) {
                 break;
             }
+            let mut newest = 0..0;
             for range in records {
-                let range = range.map_err(damaged(topic, partition, base))?;
-                cut.removed_bytes += (range.len() + keys::RECORD_KEY_LEN) as u64;
-                cut.cut_ms = codec::record_publish_time(&v[range]).unwrap_or(cut.cut_ms);
+                newest = range.map_err(damaged(topic, partition, base))?;
+                cut.removed_bytes += (newest.len() + keys::RECORD_KEY_LEN) as u64;
             }
+            // Only the last removed record's time bounds the index trim.
+            cut.cut_ms = codec::record_publish_time(&v[newest]).unwrap_or(cut.cut_ms);
             cut.new_start = next;
             it.next();
         }
