@@ -123,7 +123,9 @@ struct BatchInput {
 }
 
 /// Every record of `value`, decoded at consecutive offsets from `OFFSET`.
-fn read_batch(value: &Bytes) -> Result<Vec<StoredEvent>, eventbus_log::internals::codec::CodecError> {
+fn read_batch(
+    value: &Bytes,
+) -> Result<Vec<StoredEvent>, eventbus_log::internals::codec::CodecError> {
     Records::new(value)?
         .zip(OFFSET..)
         .map(|(range, offset)| decode_record(TOPIC, PARTITION, offset, value.slice(range?)))
@@ -142,7 +144,11 @@ fn batch_encoder_side(data: &[u8]) {
             break;
         }
         batch.push(&record);
-        want.push(eventbus_fuzz::stored(&event, (TOPIC, PARTITION, offset), input.publish_ms));
+        want.push(eventbus_fuzz::stored(
+            &event,
+            (TOPIC, PARTITION, offset),
+            input.publish_ms,
+        ));
     }
     if want.is_empty() {
         return;

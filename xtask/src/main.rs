@@ -6,7 +6,7 @@
 //! | `serve ARGS`   | bootstrap, then `eventbus serve ARGS`                               |
 //! | `cluster ARGS` | cluster mode locally: 3 nats-server nodes (data in ./cluster-data) and `eventbus serve --storage jetstream ARGS` over them |
 //! | `test`         | bootstrap (and scripts/bootstrap-nats.sh), lint-proto, every Rust test (plus the failpoint tests), the short fuzzing tier, the README tour, then `check` and `test-clients` |
-//! | `lint`         | `cargo fmt --check` (also on `fuzz/`), `cargo clippy -D warnings`, then `deny` |
+//! | `lint`         | bootstrap, `cargo fmt --check` (also on `fuzz/`), `cargo clippy -D warnings`, then `deny` |
 //! | `deny`         | `cargo deny --offline check advisories bans licenses sources` (deny.toml) against the RustSec snapshot in ../shared/advisory-db; installs cargo-deny and the snapshot first (scripts/bootstrap-deny.sh) |
 //! | `fuzz [--time SECS] [--write-seeds] [TARGET...]` | builds the cargo fuzz targets of `fuzz/` and runs each for SECS s (default 15); fails on a crash |
 //! | `lint-proto`   | `buf lint` on proto/ (STANDARD + COMMENTS) and `buf breaking` against main's proto/ |
@@ -115,6 +115,9 @@ fn main() -> Result<()> {
             clients::test_clients()
         }
         "lint" => {
+            // clippy builds librocksdb-sys, which needs libclang: on a fresh
+            // machine `lint` may run before anything else has bootstrapped.
+            bootstrap()?;
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             // fuzz/ is a workspace of its own.
             run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
