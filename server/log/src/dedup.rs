@@ -76,7 +76,7 @@ impl Seen {
 
 /// Fingerprints are already keyed hashes: the set uses them as they are.
 #[derive(Default)]
-struct Identity(u64);
+pub struct Identity(u64);
 
 impl Hasher for Identity {
     fn finish(&self) -> u64 {
@@ -97,6 +97,9 @@ impl Hasher for Identity {
 pub type Fingerprint = u64;
 
 type Fingerprints = HashSet<Fingerprint, BuildHasherDefault<Identity>>;
+
+/// A map keyed by fingerprints, which are hashed as they are.
+pub type ByFingerprint<V> = HashMap<Fingerprint, V, BuildHasherDefault<Identity>>;
 
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +139,7 @@ pub struct Dedup {
     complete_from: UnixMillis,
     /// Keys of the group being built (not on disk yet): fingerprint ->
     /// index in `group_keys`, which holds the full keys.
-    group: HashMap<u64, usize, BuildHasherDefault<Identity>>,
+    group: ByFingerprint<usize>,
     group_keys: Vec<GroupKey>,
     /// Per topic: buckets below this were already dropped from disk.
     dropped_below: HashMap<TopicId, u64>,
@@ -163,7 +166,8 @@ impl Dedup {
         ms / self.window_ms
     }
 
-    fn fingerprint(&self, topic: TopicId, key: &[u8]) -> u64 {
+    /// The fingerprint of `key` in `topic`: what [`Dedup::lookup`] takes.
+    pub fn fingerprint(&self, topic: TopicId, key: &[u8]) -> Fingerprint {
         let mut h = self.hasher.build_hasher();
         h.write_u32(topic.0);
         h.write(key);
@@ -242,17 +246,16 @@ impl Dedup {
         self.slices.iter().map(|s| s.keys.len()).sum()
     }
 
-    /// The earlier commit of `key` within the window, if any.
+    /// The earlier commit of `key` (whose [`Dedup::fingerprint`] is `fp`)
+    /// within the window, if any.
     pub fn lookup(
         &self,
         db: &DB,
         cf: &ColumnFamily,
-        topic: TopicId,
-        key: &str,
+        (topic, key, fp): (TopicId, &str, Fingerprint),
         now: UnixMillis,
     ) -> Result<Lookup> {
         let fresh = |s: &Seen| now.saturating_sub(s.publish_ms) <= self.window_ms;
-        let fp = self.fingerprint(topic, key.as_bytes());
         if let Some(g) = self.in_group(fp, topic, key) {
             return Ok(match fresh(&g.seen) {
                 true => Lookup::Seen(g.seen),
@@ -376,6 +379,23 @@ mod tests {
         d.remember(topic, key, fingerprint, seen)
     }
 
+    /// [`Dedup::lookup`] of `key`, fingerprinted here.
+    fn lookup(
+        d: &Dedup,
+        db: &DB,
+        cf: &ColumnFamily,
+        topic: TopicId,
+        key: &str,
+        now: UnixMillis,
+    ) -> Result<Lookup> {
+        d.lookup(
+            db,
+            cf,
+            (topic, key, d.fingerprint(topic, key.as_bytes())),
+            now,
+        )
+    }
+
     /// The earlier commit a lookup found, if any.
     fn found(lookup: Result<Lookup>) -> Option<Seen> {
         match lookup.unwrap() {
@@ -462,10 +482,13 @@ mod tests {
         let first = seen(7, now);
         remember(&mut d, TopicId(1), "k".into(), first);
         let cf = dedup_cf(&db);
-        assert_eq!(found(d.lookup(&db, cf, TopicId(1), "k", now)), Some(first));
-        assert_eq!(found(d.lookup(&db, cf, TopicId(2), "k", now)), None);
+        assert_eq!(
+            found(lookup(&d, &db, cf, TopicId(1), "k", now)),
+            Some(first)
+        );
+        assert_eq!(found(lookup(&d, &db, cf, TopicId(2), "k", now)), None);
         d.group_failed();
-        assert_eq!(found(d.lookup(&db, cf, TopicId(1), "k", now)), None);
+        assert_eq!(found(lookup(&d, &db, cf, TopicId(1), "k", now)), None);
     }
 
     #[test]
@@ -484,10 +507,10 @@ mod tests {
         assert_eq!(after.complete_from, 0, "every key of the window was read");
         assert_eq!(after.remembered(), 1, "the key outside the window is not");
         assert_eq!(
-            found(after.lookup(&db, cf, TopicId(3), "recent", now)),
+            found(lookup(&after, &db, cf, TopicId(3), "recent", now)),
             Some(recent)
         );
-        assert_eq!(found(after.lookup(&db, cf, TopicId(3), "old", now)), None);
-        assert_eq!(found(after.lookup(&db, cf, TopicId(3), "new", now)), None);
+        assert_eq!(found(lookup(&after, &db, cf, TopicId(3), "old", now)), None);
+        assert_eq!(found(lookup(&after, &db, cf, TopicId(3), "new", now)), None);
     }
 }

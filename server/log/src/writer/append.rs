@@ -2,7 +2,6 @@
 //! times, and the record, time-index and idempotency-key writes of one append
 //! command, all into the group's batch.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -11,7 +10,7 @@ use rocksdb::{ColumnFamily, WriteBatch};
 use super::batches::OpenBatches;
 use super::{cf_handle, Advance, PendingRecord, Writer, TIME_INDEX_INTERVAL_MS};
 use crate::codec::seal_record;
-use crate::dedup::{Fingerprint, Lookup, Seen};
+use crate::dedup::{ByFingerprint, Fingerprint, Lookup, Seen};
 use crate::error::Result;
 use crate::keys::{self, Cf};
 use crate::topic::TopicState;
@@ -91,24 +90,32 @@ impl Writer {
             return Ok(plan);
         }
         self.dedup.prune(now);
-        let mut first_in_command: HashMap<&str, usize> = HashMap::new();
+        let id = topic.meta.id;
+        // The first record of this command with each key, by the key's
+        // fingerprint (one hash per key serves this and the lookup).
+        let mut first_in_command: ByFingerprint<usize> = ByFingerprint::default();
         for (i, r) in records.iter().enumerate() {
             let key = r.idempotency_key.as_str();
-            plan.push(if key.is_empty() {
-                Plan::Write(None)
-            } else if let Some(&j) = first_in_command.get(key) {
-                Plan::SameAs(j)
-            } else {
-                match self
-                    .dedup
-                    .lookup(&self.db, cfs.dedup, topic.meta.id, key, now)?
-                {
+            if key.is_empty() {
+                plan.push(Plan::Write(None));
+                continue;
+            }
+            let fp = self.dedup.fingerprint(id, key.as_bytes());
+            // A fingerprint collision with another key falls through to the
+            // lookup, and the first key keeps the map entry (at worst a
+            // repeat of the second key is written twice, never dropped).
+            let same = first_in_command
+                .get(&fp)
+                .filter(|&&j| records[j].idempotency_key == key);
+            plan.push(match same {
+                Some(&j) => Plan::SameAs(j),
+                None => match self.dedup.lookup(&self.db, cfs.dedup, (id, key, fp), now)? {
                     Lookup::Seen(seen) => Plan::Duplicate(seen),
                     Lookup::New(fingerprint) => {
-                        first_in_command.insert(key, i);
+                        first_in_command.entry(fp).or_insert(i);
                         Plan::Write(Some(fingerprint))
                     }
-                }
+                },
             });
         }
         if let Some((from, to)) = self.dedup.expired_range(topic.meta.id, now) {
