@@ -46,6 +46,20 @@ impl Lease {
         self.settle(Verdict::Ack).await
     }
 
+    /// Acknowledges without waiting for the call that carries the ack: it
+    /// returns once the ack is queued (waiting only while the queue is
+    /// full), so the caller needs no task of its own per ack. The outcome is
+    /// counted in [`Subscription::settle_stats`](crate::Subscription::settle_stats);
+    /// a failed ack is logged, and its event comes back like any unacked
+    /// one. This is Pub/Sub's `Ack()` beside its `AckWithResult()`.
+    ///
+    /// Fails only when the subscription is gone.
+    pub async fn ack_queued(mut self) -> Result<()> {
+        self.settled = true;
+        let ack_id = std::mem::take(&mut self.ack_id);
+        self.settler.queue(ack_id, Verdict::Ack).await
+    }
+
     /// Negatively acknowledges: redeliver after the subscription's retry
     /// backoff (or dead-letter once attempts are used up).
     pub async fn nack(self) -> Result<()> {
@@ -190,6 +204,11 @@ impl Delivery {
     /// See [`Lease::ack`].
     pub async fn ack(self) -> Result<()> {
         self.lease.ack().await
+    }
+
+    /// See [`Lease::ack_queued`].
+    pub async fn ack_queued(self) -> Result<()> {
+        self.lease.ack_queued().await
     }
 
     /// See [`Lease::nack`].

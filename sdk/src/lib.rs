@@ -83,6 +83,7 @@ pub use settings::{
     AttributeCondition, AttributeTest, RedeliveryBackoff, StartPosition, SubscriptionSettings,
     SubscriptionUpdate, TopicSettings,
 };
+pub use settle::{SettleStats, SettleStatsHandle};
 pub use subscription::{SubscriberConfig, Subscription, MAX_SETTLE_BATCH};
 
 /// The generated `eventbus.v1` messages and gRPC clients.

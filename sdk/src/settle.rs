@@ -7,8 +7,15 @@
 //! Settling unregisters the lease at once (no more extensions) and queues the
 //! ack id; the task sends queued ids in one call per kind after `linger`, or
 //! as soon as `max_batch` are waiting.
+//!
+//! A settle either waits for the call that carries it ([`Settler::settle`]:
+//! a reply channel per settle) or only for a place in the queue
+//! ([`Settler::queue`]: no reply; its outcome is counted in
+//! [`SettleStats`] and logged when it fails). [`Settler::flush`] waits until
+//! everything queued before it was sent.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,10 +43,68 @@ pub(crate) enum Verdict {
     },
 }
 
-struct Request {
-    verdict: Verdict,
-    ack_id: String,
-    reply: Option<oneshot::Sender<Result<()>>>,
+enum Request {
+    Settle {
+        verdict: Verdict,
+        ack_id: String,
+        /// `None`: queued without waiting for the outcome.
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+    /// Answered once every request queued before it was sent.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Counters of one subscription's settles since it was created, whether the
+/// caller waited for them or not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SettleStats {
+    /// Acks the server took.
+    pub acked: u64,
+    /// Nacks (and dead-letterings) the server took.
+    pub nacked: u64,
+    /// Settles that failed: the lease was lost (the event comes back) or the
+    /// call failed after its retries.
+    pub failed: u64,
+}
+
+/// A live view of one subscription's [`SettleStats`]: cheap to clone, and
+/// readable from anywhere (a metrics exporter, a progress report) while the
+/// subscription runs.
+#[derive(Clone, Debug, Default)]
+pub struct SettleStatsHandle(pub(crate) Arc<SettleCounters>);
+
+impl SettleStatsHandle {
+    /// The counters now.
+    pub fn get(&self) -> SettleStats {
+        self.0.snapshot()
+    }
+}
+
+/// The shared counters behind [`SettleStats`].
+#[derive(Debug, Default)]
+pub(crate) struct SettleCounters {
+    acked: AtomicU64,
+    nacked: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl SettleCounters {
+    pub(crate) fn snapshot(&self) -> SettleStats {
+        SettleStats {
+            acked: self.acked.load(Ordering::Relaxed),
+            nacked: self.nacked.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, verdict: &Verdict, result: &Result<()>) {
+        let counter = match (result, verdict) {
+            (Err(_), _) => &self.failed,
+            (Ok(()), Verdict::Ack) => &self.acked,
+            (Ok(()), Verdict::Nack { .. }) => &self.nacked,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Settings of the settle task.
@@ -74,6 +139,7 @@ impl Settler {
         topic: String,
         subscription: String,
         config: SettleConfig,
+        counters: Arc<SettleCounters>,
     ) -> Settler {
         let (tx, rx) = mpsc::channel(config.max_batch.max(1) * 4);
         let held = Arc::new(Mutex::new(HashMap::new()));
@@ -92,6 +158,7 @@ impl Settler {
             held: held.clone(),
             extension: extension.clone(),
             queued: Vec::new(),
+            counters,
         };
         tokio::spawn(task.run());
         Settler {
@@ -127,7 +194,7 @@ impl Settler {
         self.release(&ack_id);
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request {
+            .send(Request::Settle {
                 verdict,
                 ack_id,
                 reply: Some(reply),
@@ -137,11 +204,34 @@ impl Settler {
         rx.await.unwrap_or(Err(Error::Closed("subscription")))
     }
 
+    /// Queues a settle, waiting only while the queue is full: no reply
+    /// channel, and the caller is free before the call is made. The outcome
+    /// goes to the counters (and a failure to the log).
+    pub(crate) async fn queue(&self, ack_id: String, verdict: Verdict) -> Result<()> {
+        self.release(&ack_id);
+        self.tx
+            .send(Request::Settle {
+                verdict,
+                ack_id,
+                reply: None,
+            })
+            .await
+            .map_err(|_| Error::Closed("subscription"))
+    }
+
+    /// Waits until every settle queued before this call was sent.
+    pub(crate) async fn flush(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Request::Flush(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Settles without waiting (from `Drop`). If the queue is full the lease
     /// simply expires and the event is redelivered.
     pub(crate) fn settle_detached(&self, ack_id: String, verdict: Verdict) {
         self.release(&ack_id);
-        let _ = self.tx.try_send(Request {
+        let _ = self.tx.try_send(Request::Settle {
             verdict,
             ack_id,
             reply: None,
@@ -157,8 +247,12 @@ struct Task {
     config: SettleConfig,
     held: Arc<Mutex<HashMap<String, Instant>>>,
     extension: Arc<Mutex<Extension>>,
-    queued: Vec<Request>,
+    /// Settles waiting for the next call: (verdict, ack id, reply).
+    queued: Vec<Queued>,
+    counters: Arc<SettleCounters>,
 }
+
+type Queued = (Verdict, String, Option<oneshot::Sender<Result<()>>>);
 
 impl Task {
     async fn run(mut self) {
@@ -169,14 +263,20 @@ impl Task {
             tokio::select! {
                 req = self.rx.recv() => match req {
                     Some(r) => {
-                        self.queued.push(r);
+                        let mut flushes: Vec<_> = self.take(r).into_iter().collect();
                         while self.queued.len() < self.config.max_batch {
                             match self.rx.try_recv() {
-                                Ok(r) => self.queued.push(r),
+                                Ok(r) => flushes.extend(self.take(r)),
                                 Err(_) => break,
                             }
                         }
-                        if self.queued.len() >= self.config.max_batch || self.config.linger.is_zero() {
+                        if !flushes.is_empty() {
+                            self.send_queued().await;
+                            send_at = None;
+                            for done in flushes {
+                                let _ = done.send(());
+                            }
+                        } else if self.queued.len() >= self.config.max_batch || self.config.linger.is_zero() {
                             self.send_queued().await;
                             send_at = None;
                         } else {
@@ -197,6 +297,22 @@ impl Task {
                     next_extension = Instant::now() + ext.every;
                 }
             }
+        }
+    }
+
+    /// Queues a settle; a flush is handed back, to be answered once what is
+    /// queued was sent.
+    fn take(&mut self, request: Request) -> Option<oneshot::Sender<()>> {
+        match request {
+            Request::Settle {
+                verdict,
+                ack_id,
+                reply,
+            } => {
+                self.queued.push((verdict, ack_id, reply));
+                None
+            }
+            Request::Flush(done) => Some(done),
         }
     }
 
@@ -233,29 +349,33 @@ impl Task {
 
     /// Sends the queued settles, one call per distinct verdict.
     async fn send_queued(&mut self) {
-        let mut groups: Vec<(Verdict, Vec<Request>)> = Vec::new();
-        for r in self.queued.drain(..) {
-            match groups.iter_mut().find(|(v, _)| *v == r.verdict) {
-                Some((_, g)) => g.push(r),
-                None => groups.push((r.verdict.clone(), vec![r])),
+        let mut groups: Vec<(Verdict, Vec<Queued>)> = Vec::new();
+        for q in self.queued.drain(..) {
+            match groups.iter_mut().find(|(v, _)| *v == q.0) {
+                Some((_, g)) => g.push(q),
+                None => groups.push((q.0.clone(), vec![q])),
             }
         }
         for (verdict, group) in groups {
-            let ids: Vec<String> = group.iter().map(|r| r.ack_id.clone()).collect();
+            let ids: Vec<String> = group.iter().map(|q| q.1.clone()).collect();
             let outcome = self.call(&verdict, ids).await;
-            for r in group {
+            for (_, ack_id, reply) in group {
                 let result = match &outcome {
                     Ok(()) => Ok(()),
-                    Err(Outcome::Stale(stale)) if stale.contains(&r.ack_id) => {
-                        Err(Error::LeaseLost {
-                            ack_id: r.ack_id.clone(),
-                        })
+                    Err(Outcome::Stale(stale)) if stale.contains(&ack_id) => {
+                        Err(Error::LeaseLost { ack_id })
                     }
                     Err(Outcome::Stale(_)) => Ok(()),
                     Err(Outcome::Failed(e)) => Err(e.duplicate()),
                 };
-                if let Some(reply) = r.reply {
-                    let _ = reply.send(result);
+                self.counters.count(&verdict, &result);
+                match reply {
+                    Some(reply) => drop(reply.send(result)),
+                    None => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "a queued settle failed; the event will be redelivered");
+                        }
+                    }
                 }
             }
         }

@@ -17,7 +17,7 @@ use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::event::Message;
 use crate::handler::HandlerError;
-use crate::settle::{SettleConfig, Settler};
+use crate::settle::{SettleConfig, SettleCounters, SettleStatsHandle, Settler};
 use crate::v1;
 
 /// Most ack ids in one settle call: the server names at most this many stale
@@ -94,6 +94,9 @@ pub struct Subscription {
     config: SubscriberConfig,
     rx: Option<mpsc::Receiver<Result<Delivery>>>,
     session: Option<AbortOnDrop>,
+    /// The settle task's handle, once started (shared with the session).
+    settler: Option<Settler>,
+    counters: Arc<SettleCounters>,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -118,7 +121,15 @@ impl Subscription {
             config,
             rx: None,
             session: None,
+            settler: None,
+            counters: Arc::default(),
         }
+    }
+
+    /// Live counters of this subscription's acks and nacks, including the
+    /// ones nobody waited for ([`Lease::ack_queued`](crate::Lease::ack_queued)).
+    pub fn settle_stats(&self) -> SettleStatsHandle {
+        SettleStatsHandle(self.counters.clone())
     }
 
     /// The topic.
@@ -134,12 +145,26 @@ impl Subscription {
     fn start(&mut self) -> &mut mpsc::Receiver<Result<Delivery>> {
         if self.rx.is_none() {
             let (tx, rx) = mpsc::channel(self.config.max_in_flight.max(1) as usize);
+            let settler = Settler::spawn(
+                self.client.events(),
+                self.topic.clone(),
+                self.name.clone(),
+                SettleConfig {
+                    linger: self.config.settle_linger,
+                    max_batch: self.config.max_settle_batch.clamp(1, MAX_SETTLE_BATCH),
+                    max_lease: self.config.max_lease_duration,
+                    retry: self.config.settle_retry.clone(),
+                },
+                self.counters.clone(),
+            );
+            self.settler = Some(settler.clone());
             let session = Session {
                 client: self.client.clone(),
                 topic: self.topic.clone(),
                 name: self.name.clone(),
                 config: self.config.clone(),
                 tx,
+                settler,
             };
             self.session = Some(AbortOnDrop(tokio::spawn(session.run())));
             self.rx = Some(rx);
@@ -150,7 +175,10 @@ impl Subscription {
     /// Runs `handler` for every delivery, at most `concurrency` at a time
     /// (each on its own Tokio task): `Ok` acks, an error nacks (with its
     /// delay, if it has one), and a [permanent](HandlerError::permanent)
-    /// error dead-letters with the error's text as the reason.
+    /// error dead-letters with the error's text as the reason. Acks are
+    /// [queued](crate::Lease::ack_queued): a handler's slot is free for the
+    /// next delivery while the Ack call is made; their outcomes are counted in
+    /// [`settle_stats`](Subscription::settle_stats).
     ///
     /// Returns when the subscription ends with an error that reconnecting
     /// cannot fix, after the running handlers finished. See
@@ -227,8 +255,11 @@ impl Subscription {
                         running.spawn(async move {
                             let (message, lease) = delivery.into_parts();
                             let outcome = handler(message).await;
+                            // An ack only needs a place in the queue: the
+                            // slot is free for the next delivery while the
+                            // call is made (the flush below waits for it).
                             let settled = match outcome {
-                                Ok(()) => lease.ack().await,
+                                Ok(()) => lease.ack_queued().await,
                                 Err(e) => e.settle(lease).await,
                             };
                             if let Err(e) = settled {
@@ -242,6 +273,10 @@ impl Subscription {
             }
         };
         while running.join_next().await.is_some() {}
+        // The handlers' queued acks are sent before this returns.
+        if let Some(settler) = &self.settler {
+            settler.flush().await;
+        }
         outcome
     }
 }
@@ -271,21 +306,12 @@ struct Session {
     name: String,
     config: SubscriberConfig,
     tx: mpsc::Sender<Result<Delivery>>,
+    settler: Settler,
 }
 
 impl Session {
     async fn run(self) {
-        let settler = Settler::spawn(
-            self.client.events(),
-            self.topic.clone(),
-            self.name.clone(),
-            SettleConfig {
-                linger: self.config.settle_linger,
-                max_batch: self.config.max_settle_batch.clamp(1, MAX_SETTLE_BATCH),
-                max_lease: self.config.max_lease_duration,
-                retry: self.config.settle_retry.clone(),
-            },
-        );
+        let settler = self.settler.clone();
         let mut backoff = Backoff::new(&self.config.reconnect);
         let started = tokio::time::Instant::now();
         loop {

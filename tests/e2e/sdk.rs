@@ -1,13 +1,14 @@
 //! The Rust SDK (`eventbus-sdk`) against the real server: batching, retries
 //! over a connection cut mid-publish, a reconnecting subscription, automatic
-//! lease extension, `run` with failing handlers, typed payloads and errors.
+//! lease extension, `run` with failing handlers, queued acks and their
+//! counters, typed payloads and errors.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventbus::{
-    Client, DeadLetters, Error, Event, HandlerError, Message, PublisherConfig, SeekTo,
+    Client, DeadLetters, Delivery, Error, Event, HandlerError, Message, PublisherConfig, SeekTo,
     SubscriberConfig, SubscriptionSettings,
 };
 use eventbus_tests::{CuttableProxy, TestServer};
@@ -43,9 +44,8 @@ async fn stored_payloads(client: &Client, topic: &str) -> Vec<String> {
     out
 }
 
-/// Polls the subscription until `done` holds for its stats.
-/// The acks the server counted for subscription `sub`.
-async fn server_acked(client: &Client, topic: &str, sub: &str) -> u64 {
+/// The server's stats of subscription `sub`.
+async fn sub_stats(client: &Client, topic: &str, sub: &str) -> eventbus::v1::SubscriptionStats {
     client
         .admin()
         .get_subscription(topic, sub)
@@ -53,9 +53,14 @@ async fn server_acked(client: &Client, topic: &str, sub: &str) -> u64 {
         .expect("get subscription")
         .stats
         .unwrap_or_default()
-        .acked
 }
 
+/// The acks the server counted for subscription `sub`.
+async fn server_acked(client: &Client, topic: &str, sub: &str) -> u64 {
+    sub_stats(client, topic, sub).await.acked
+}
+
+/// Polls the subscription until `done` holds for its stats.
 async fn wait_for_stats(
     client: &Client,
     topic: &str,
@@ -63,23 +68,27 @@ async fn wait_for_stats(
     what: &str,
     done: impl Fn(&eventbus::v1::SubscriptionStats) -> bool,
 ) -> eventbus::v1::SubscriptionStats {
+    poll_until(what, || sub_stats(client, topic, sub), done).await
+}
+
+/// Polls `probe` until `done` holds for what it returns, or fails the test
+/// after [`PATIENCE`].
+async fn poll_until<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    what: &str,
+    probe: impl Fn() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let s = client
-            .admin()
-            .get_subscription(topic, sub)
-            .await
-            .expect("get subscription")
-            .stats
-            .unwrap_or_default();
-        if done(&s) {
-            return s;
+        let now = probe().await;
+        if done(&now) {
+            return now;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "waited in vain for {what}: {s:?}"
+            "waited in vain for {what}: {now:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -409,15 +418,12 @@ async fn typed_payloads_round_trip() {
     d.ack().await.unwrap();
 }
 
-#[tokio::test]
-async fn an_ack_after_the_lease_moved_is_lease_lost() {
-    if eventbus_tests::skip_on_jetstream(
-        "JetStream acks by stream sequence: an ack of a lease that moved on settles the message if it is still pending and is not reported stale (ARCHITECTURE.md, Backend conformance)",
-    ) {
-        return;
-    }
-    let server = TestServer::start().await;
-    let client = client(&server).await;
+/// Why the moved-lease tests do not run on JetStream.
+const ACKS_BY_SEQUENCE: &str = "JetStream acks by stream sequence: an ack of a lease that moved on settles the message if it is still pending and is not reported stale (ARCHITECTURE.md, Backend conformance)";
+
+/// One event delivered twice on subscription `s` of topic `t`: the first
+/// lease, made stale by a seek, and the one that replaced it.
+async fn a_moved_lease(client: &Client) -> (eventbus::Subscription, Delivery, Delivery) {
     let admin = client.admin();
     admin
         .create_subscription("t", "s", SubscriptionSettings::default())
@@ -433,6 +439,25 @@ async fn an_ack_after_the_lease_moved_is_lease_lost() {
     // Seeking ends every lease; the event comes again under a new one.
     admin.seek("t", "s", SeekTo::Earliest).await.unwrap();
     let second = deliveries.next().await.unwrap().unwrap();
+    (deliveries, first, second)
+}
+
+/// Polls the SDK's settle counters until `done` holds for them.
+async fn wait_for_settles(
+    stats: &eventbus::SettleStatsHandle,
+    done: impl Fn(&eventbus::SettleStats) -> bool,
+) -> eventbus::SettleStats {
+    poll_until("the settles", || std::future::ready(stats.get()), done).await
+}
+
+#[tokio::test]
+async fn an_ack_after_the_lease_moved_is_lease_lost() {
+    if eventbus_tests::skip_on_jetstream(ACKS_BY_SEQUENCE) {
+        return;
+    }
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    let (_deliveries, first, second) = a_moved_lease(&client).await;
     let err = first.ack().await.unwrap_err();
     assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
     assert_eq!(err.code(), Some(Code::FailedPrecondition));
@@ -502,4 +527,48 @@ async fn run_until_finishes_running_handlers_before_returning() {
         .stats
         .unwrap();
     assert_eq!((stats.acked, stats.nacked, stats.backlog), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn queued_acks_settle_without_waiting_and_are_counted() {
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    client
+        .admin()
+        .create_subscription("t", "s", SubscriptionSettings::default())
+        .await
+        .unwrap();
+    let publisher = client.publisher("t");
+    for i in 0..50 {
+        publisher
+            .publish(Event::new("n", format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let mut deliveries = client.subscribe("t", "s");
+    let stats = deliveries.settle_stats();
+    for _ in 0..50 {
+        let d = deliveries.next().await.unwrap().unwrap();
+        d.ack_queued().await.expect("queued");
+    }
+    let settled = wait_for_settles(&stats, |s| s.acked == 50).await;
+    assert_eq!((settled.nacked, settled.failed), (0, 0));
+    let s = wait_for_stats(&client, "t", "s", "50 acks", |s| s.acked == 50).await;
+    assert_eq!(s.backlog, 0, "{s:?}");
+}
+
+#[tokio::test]
+async fn a_queued_ack_of_a_moved_lease_counts_as_failed() {
+    if eventbus_tests::skip_on_jetstream(ACKS_BY_SEQUENCE) {
+        return;
+    }
+    let server = TestServer::start().await;
+    let client = client(&server).await;
+    let (deliveries, first, second) = a_moved_lease(&client).await;
+    let stats = deliveries.settle_stats();
+    first.ack_queued().await.expect("queued");
+    let settled = wait_for_settles(&stats, |s| s.failed == 1).await;
+    assert_eq!(settled.acked, 0, "the stale ack settled nothing");
+    second.ack().await.expect("the new lease settles");
+    assert_eq!(stats.get().acked, 1);
 }

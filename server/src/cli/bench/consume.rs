@@ -19,19 +19,25 @@ pub async fn run(
     timeout: Duration,
     o: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let acked = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut members = tokio::task::JoinSet::new();
+    let mut stats = Vec::new();
     for client in clients {
-        let deliveries = super::member(client, topic, a.depth);
-        // The message is done with once received; only the lease goes into
-        // the ack's task, so each spawn moves a small future, not the event.
-        members.spawn(ack_each(deliveries, acked.clone(), |d| {
-            let (_message, lease) = d.into_parts();
-            async move { lease.ack().await.is_ok() }
-        }));
+        let mut deliveries = super::member(client, topic, a.depth);
+        stats.push(deliveries.settle_stats());
+        // Each ack is queued, not awaited: the next deliveries need not wait
+        // for an ack's round trip, and no ack needs a task or a reply channel
+        // of its own. The server's answers are counted in the settle stats.
+        members.spawn(async move {
+            while let Some(Ok(d)) = deliveries.next().await {
+                if d.ack_queued().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
-    drained(members, &acked, target, started + timeout, o).await;
+    let acked = || stats.iter().map(|s| s.get().acked).sum();
+    drained(members, acked, target, started + timeout, o).await;
     o.consume_secs = started.elapsed().as_secs_f64();
     Ok(())
 }
@@ -59,19 +65,19 @@ where
     }
 }
 
-/// Waits until `target` acks are counted or `deadline` passes, records the
-/// count (and a timeout) in `o`, then stops the members.
+/// Waits until `acked()` counts `target` acks or `deadline` passes, records
+/// the count (and a timeout) in `o`, then stops the members.
 pub(crate) async fn drained(
     mut members: tokio::task::JoinSet<()>,
-    acked: &AtomicU64,
+    acked: impl Fn() -> u64,
     target: u64,
     deadline: Instant,
     o: &mut Outcome,
 ) {
-    while acked.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+    while acked() < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    o.consumed = acked.load(Ordering::Relaxed);
+    o.consumed = acked();
     if o.consumed < target {
         o.timed_out.push("consume");
     }

@@ -187,7 +187,14 @@ async fn consume(
             ));
         }
     }
-    super::consume::drained(members, &acked, target, started + timeout, o).await;
+    super::consume::drained(
+        members,
+        || acked.load(std::sync::atomic::Ordering::Relaxed),
+        target,
+        started + timeout,
+        o,
+    )
+    .await;
     o.consume_secs = started.elapsed().as_secs_f64();
     Ok(())
 }
