@@ -418,26 +418,38 @@ async fn typed_payloads_round_trip() {
     d.ack().await.unwrap();
 }
 
+/// Creates subscription `s` of topic `t`, then publishes one event per
+/// payload, in order.
+async fn subscribed_then_published(client: &Client, payloads: &[&str]) {
+    client
+        .admin()
+        .create_subscription("t", "s", SubscriptionSettings::default())
+        .await
+        .unwrap();
+    let publisher = client.publisher("t");
+    for p in payloads {
+        publisher
+            .publish(Event::new("n", p.to_string()))
+            .await
+            .unwrap();
+    }
+}
+
 /// Why the moved-lease tests do not run on JetStream.
 const ACKS_BY_SEQUENCE: &str = "JetStream acks by stream sequence: an ack of a lease that moved on settles the message if it is still pending and is not reported stale (ARCHITECTURE.md, Backend conformance)";
 
 /// One event delivered twice on subscription `s` of topic `t`: the first
 /// lease, made stale by a seek, and the one that replaced it.
 async fn a_moved_lease(client: &Client) -> (eventbus::Subscription, Delivery, Delivery) {
-    let admin = client.admin();
-    admin
-        .create_subscription("t", "s", SubscriptionSettings::default())
-        .await
-        .unwrap();
-    client
-        .publisher("t")
-        .publish(Event::new("n", "x"))
-        .await
-        .unwrap();
+    subscribed_then_published(client, &["x"]).await;
     let mut deliveries = client.subscribe("t", "s");
     let first = deliveries.next().await.unwrap().unwrap();
     // Seeking ends every lease; the event comes again under a new one.
-    admin.seek("t", "s", SeekTo::Earliest).await.unwrap();
+    client
+        .admin()
+        .seek("t", "s", SeekTo::Earliest)
+        .await
+        .unwrap();
     let second = deliveries.next().await.unwrap().unwrap();
     (deliveries, first, second)
 }
@@ -490,16 +502,7 @@ async fn errors_carry_the_status_and_are_not_retried() {
 async fn run_until_finishes_running_handlers_before_returning() {
     let server = TestServer::start().await;
     let client = client(&server).await;
-    client
-        .admin()
-        .create_subscription("t", "s", SubscriptionSettings::default())
-        .await
-        .unwrap();
-    client
-        .publisher("t")
-        .publish(Event::new("n", "slow"))
-        .await
-        .unwrap();
+    subscribed_then_published(&client, &["slow"]).await;
     let started = Arc::new(tokio::sync::Notify::new());
     let begun = started.clone();
     client
@@ -533,18 +536,9 @@ async fn run_until_finishes_running_handlers_before_returning() {
 async fn queued_acks_settle_without_waiting_and_are_counted() {
     let server = TestServer::start().await;
     let client = client(&server).await;
-    client
-        .admin()
-        .create_subscription("t", "s", SubscriptionSettings::default())
-        .await
-        .unwrap();
-    let publisher = client.publisher("t");
-    for i in 0..50 {
-        publisher
-            .publish(Event::new("n", format!("{i}")))
-            .await
-            .unwrap();
-    }
+    let payloads: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+    let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    subscribed_then_published(&client, &payloads).await;
     let mut deliveries = client.subscribe("t", "s");
     let stats = deliveries.settle_stats();
     for _ in 0..50 {
