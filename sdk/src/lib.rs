@@ -62,6 +62,7 @@ mod error;
 mod event;
 mod handler;
 mod paging;
+mod publish_stream;
 mod publisher;
 mod replay;
 mod settings;

@@ -958,3 +958,48 @@ audience = "{AUDIENCE}"
     }
     server.terminate().await;
 }
+
+#[tokio::test]
+async fn every_request_of_a_publish_stream_is_checked_for_grants_and_quota() {
+    use crate::publish_stream::{next_answer, request};
+    let s = TestServer::start_with(DataDir::Fresh, |c| {
+        auth_config(c);
+        c.max_events_per_publish = 5;
+        c.auth.quotas.publish_events_per_second = 5;
+    })
+    .await;
+    let five = || (0..5).map(|_| event("k", "order.created", "x")).collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut answers = s
+        .events()
+        .publish_stream(as_key(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            "key-pub-000000000000",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // One at a time, so the quota's bucket sees them in this order.
+    tx.send(request(1, "orders.a", five())).await.unwrap();
+    let ok = next_answer(&mut answers).await;
+    assert!(ok.failure.is_none() && ok.results.len() == 5, "{ok:?}");
+    // No grant on `payments`: this request only is refused.
+    tx.send(request(2, "payments", vec![event("k", "t", "x")]))
+        .await
+        .unwrap();
+    let denied = next_answer(&mut answers).await;
+    let failure = denied.failure.expect("denied");
+    assert_eq!(failure.code, Code::PermissionDenied as i32, "{failure:?}");
+    assert!(failure.message.contains("publish:payments"), "{failure:?}");
+    // Over the publish quota: RESOURCE_EXHAUSTED with how long to wait.
+    tx.send(request(3, "orders.a", five())).await.unwrap();
+    let shed = next_answer(&mut answers).await;
+    let failure = shed.failure.expect("over quota");
+    assert_eq!(failure.code, Code::ResourceExhausted as i32, "{failure:?}");
+    assert!(
+        failure.message.contains("publish-events-per-second"),
+        "{failure:?}"
+    );
+    assert!(failure.retry_delay.is_some(), "{failure:?}");
+    drop(tx);
+}

@@ -25,6 +25,7 @@ mod migrate;
 mod ops;
 mod ordering;
 mod power_loss;
+mod publish_stream;
 mod replay;
 mod restart;
 mod retention;

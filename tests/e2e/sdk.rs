@@ -96,31 +96,40 @@ async fn poll_until<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
 async fn many_small_publishes_share_few_calls() {
     let server = TestServer::start().await;
     let client = client(&server).await;
-    let publisher = client.publisher("batched");
-    let mut handles = Vec::new();
-    for i in 0..2000 {
-        handles.push(
-            publisher
-                .send(Event::new("n", format!("{i}")))
-                .await
-                .unwrap(),
+    // Over the default PublishStream, and over unary Publish calls.
+    for (topic, stream) in [("batched", true), ("batched-unary", false)] {
+        let publisher = client.publisher_with(
+            topic,
+            PublisherConfig {
+                stream,
+                ..Default::default()
+            },
         );
+        let mut handles = Vec::new();
+        for i in 0..2000 {
+            handles.push(
+                publisher
+                    .send(Event::new("n", format!("{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut positions = HashSet::new();
+        for h in handles {
+            let p = h.await.expect("published");
+            assert!(!p.duplicate);
+            assert!(positions.insert((p.partition, p.offset)), "position reused");
+        }
+        let stats = publisher.stats();
+        assert_eq!(stats.events, 2000);
+        assert!(
+            stats.batches <= 40,
+            "2000 queued publishes took {} batches (stream: {stream})",
+            stats.batches
+        );
+        publisher.close().await;
+        assert_eq!(stored_payloads(&client, topic).await.len(), 2000);
     }
-    let mut positions = HashSet::new();
-    for h in handles {
-        let p = h.await.expect("published");
-        assert!(!p.duplicate);
-        assert!(positions.insert((p.partition, p.offset)), "position reused");
-    }
-    let stats = publisher.stats();
-    assert_eq!(stats.events, 2000);
-    assert!(
-        stats.batches <= 40,
-        "2000 queued publishes took {} Publish calls",
-        stats.batches
-    );
-    publisher.close().await;
-    assert_eq!(stored_payloads(&client, "batched").await.len(), 2000);
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"os"
 	"sort"
 	"testing"
@@ -260,5 +261,47 @@ func TestBadRequestIsInvalidArgument(t *testing.T) {
 	})
 	if got := status.Code(err); got != codes.InvalidArgument {
 		t.Fatalf("Publish with an empty topic: want InvalidArgument, got %v (%v)", got, err)
+	}
+}
+
+func TestPublishStreamAnswersEachRequestByID(t *testing.T) {
+	events, _ := dial(t)
+	topic := uniqueTopic(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stream, err := events.PublishStream(ctx)
+	if err != nil {
+		t.Fatalf("PublishStream: %v", err)
+	}
+	ev := &eventbusv1.PublishEvent{Type: "smoke.test", Payload: []byte("s"), ContentType: "text/plain"}
+	for _, req := range []*eventbusv1.PublishStreamRequest{
+		{Topic: topic, Events: []*eventbusv1.PublishEvent{ev, ev}, RequestId: 1},
+		{Topic: topic, RequestId: 2}, // no events: fails alone
+		{Topic: topic, Events: []*eventbusv1.PublishEvent{ev}, RequestId: 3},
+	} {
+		if err := stream.Send(req); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatalf("CloseSend: %v", err)
+	}
+	answers := map[uint64]*eventbusv1.PublishStreamResponse{}
+	for {
+		a, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Recv: %v", err)
+		}
+		answers[a.RequestId] = a
+	}
+	if len(answers) != 3 || len(answers[1].Results) != 2 || answers[1].Failure != nil ||
+		len(answers[3].Results) != 1 {
+		t.Fatalf("answers: %v", answers)
+	}
+	if f := answers[2].GetFailure(); f == nil || codes.Code(f.Code) != codes.InvalidArgument || f.Message == "" {
+		t.Fatalf("request 2: want an InvalidArgument failure, got %v", answers[2])
 	}
 }

@@ -183,6 +183,23 @@ class SmokeTest(unittest.TestCase):
         self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertTrue(caught.exception.details())
 
+    def test_publish_stream_answers_each_request_by_id(self) -> None:
+        def requests():
+            ev = event_pb2.PublishEvent(type="smoke.test", payload=b"s", content_type="text/plain")
+            yield es.PublishStreamRequest(topic=self.topic, events=[ev, ev], request_id=1)
+            # An empty batch fails alone; the stream goes on.
+            yield es.PublishStreamRequest(topic=self.topic, events=[], request_id=2)
+            yield es.PublishStreamRequest(topic=self.topic, events=[ev], request_id=3)
+
+        answers = {a.request_id: a for a in
+                   self.client.events.PublishStream(requests(), timeout=TIMEOUT)}
+        self.assertEqual(sorted(answers), [1, 2, 3])
+        self.assertEqual(len(answers[1].results), 2)
+        self.assertFalse(answers[1].HasField("failure"))
+        self.assertEqual(answers[2].failure.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        self.assertTrue(answers[2].failure.message)
+        self.assertEqual(len(answers[3].results), 1)
+
 
 if __name__ == "__main__":
     unittest.main()

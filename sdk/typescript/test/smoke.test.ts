@@ -154,3 +154,23 @@ test("a bad request fails with INVALID_ARGUMENT", async () => {
     },
   );
 });
+
+test("PublishStream answers each request by id; a failed one leaves the stream open", async () => {
+  const topic = `ts-smoke-${randomUUID().slice(0, 12)}`;
+  const ev = { type: "smoke.test", payload: text.encode("s"), contentType: "text/plain" };
+  async function* requests() {
+    yield { topic, events: [ev, ev], requestId: 1n };
+    yield { topic, events: [], requestId: 2n }; // fails alone
+    yield { topic, events: [ev], requestId: 3n };
+  }
+  const answers = new Map<bigint, { results: unknown[]; failure?: { code: number; message: string } }>();
+  for await (const a of client.events.publishStream(requests(), { timeoutMs })) {
+    answers.set(a.requestId, a);
+  }
+  assert.deepEqual([...answers.keys()].sort(), [1n, 2n, 3n]);
+  assert.equal(answers.get(1n)!.results.length, 2);
+  assert.equal(answers.get(1n)!.failure, undefined);
+  assert.equal(answers.get(2n)!.failure?.code, Code.InvalidArgument);
+  assert.ok(answers.get(2n)!.failure?.message);
+  assert.equal(answers.get(3n)!.results.length, 1);
+});

@@ -145,8 +145,17 @@ impl<'a> Call<'a> {
     /// longer accepts this caller's credentials (a reload of `[auth]`, an
     /// expired token). Never, when nobody is authenticated.
     pub fn until_refused(&self) -> Pin<Box<dyn Future<Output = Status> + Send>> {
-        match &self.gate.auth {
-            Some(auth) => Box::pin(auth.clone().until_refused(self.ctx.caller.clone())),
+        self.gate.until_refused(&self.ctx.caller)
+    }
+}
+
+impl Gate {
+    /// Resolves, with the status to end a stream with, once the server no
+    /// longer accepts `caller`'s credentials. Never, when nobody is
+    /// authenticated.
+    pub fn until_refused(&self, caller: &Caller) -> Pin<Box<dyn Future<Output = Status> + Send>> {
+        match &self.auth {
+            Some(auth) => Box::pin(auth.clone().until_refused(caller.clone())),
             None => Box::pin(std::future::pending()),
         }
     }

@@ -7,7 +7,8 @@
 //! that code builds it with `Default`, so it could not carry this server's
 //! configured limits. These four methods are served here the way the
 //! generated code serves them (tonic's `Grpc::unary`, same message size
-//! limits, no compression), with a codec that holds the limits.
+//! limits, no compression), with a codec that holds the limits. So is
+//! PublishStream (`Grpc::streaming`), whose every message is a Publish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -60,16 +61,45 @@ impl EventServer {
         F: FnMut(Arc<EventSvc>, tonic::Request<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>> + Send + 'static,
     {
-        let codec = PrescanCodec::<Resp, Req>::new(self.limits);
-        let handler = Handler {
+        let (mut grpc, handler) = (self.grpc::<Req, Resp>(), self.handler(method));
+        Box::pin(async move { Ok(grpc.unary(handler, req).await) })
+    }
+}
+
+impl EventServer {
+    /// tonic's server for one call: the prescanning codec with this server's
+    /// limits, the generated code's message size limits.
+    fn grpc<Req, Resp>(&self) -> Grpc<PrescanCodec<Resp, Req>>
+    where
+        Req: Prescan + Message + Default + Send + 'static,
+        Resp: Message + Send + 'static,
+    {
+        Grpc::new(PrescanCodec::new(self.limits))
+            .apply_max_message_size_config(Some(self.max_request_bytes), None)
+    }
+
+    fn handler<F>(&self, method: F) -> Handler<F> {
+        Handler {
             svc: self.svc.clone(),
             method,
-        };
-        let max = self.max_request_bytes;
-        Box::pin(async move {
-            let mut grpc = Grpc::new(codec).apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(handler, req).await)
-        })
+        }
+    }
+
+    /// Serves one bidirectional stream whose every request is prescanned.
+    fn streaming<Req, Resp, F, Fut, S>(
+        &self,
+        req: http::Request<Body>,
+        method: F,
+    ) -> BoxFuture<Result<http::Response<Body>, Infallible>>
+    where
+        Req: Prescan + Message + Default + Send + 'static,
+        Resp: Message + Send + 'static,
+        F: FnMut(Arc<EventSvc>, tonic::Request<tonic::Streaming<Req>>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<tonic::Response<S>, Status>> + Send + 'static,
+        S: futures_core::Stream<Item = Result<Resp, Status>> + Send + 'static,
+    {
+        let (mut grpc, handler) = (self.grpc::<Req, Resp>(), self.handler(method));
+        Box::pin(async move { Ok(grpc.streaming(handler, req).await) })
     }
 }
 
@@ -90,6 +120,9 @@ impl tower::Service<http::Request<Body>> for EventServer {
         match req.uri().path() {
             "/eventbus.v1.EventService/Publish" => {
                 self.unary(req, |svc, r| async move { svc.publish(r).await })
+            }
+            "/eventbus.v1.EventService/PublishStream" => {
+                self.streaming(req, |svc, r| async move { svc.publish_stream(r).await })
             }
             "/eventbus.v1.EventService/Ack" => {
                 self.unary(req, |svc, r| async move { svc.ack(r).await })

@@ -57,6 +57,8 @@ use Permission::{Admin, Publish, Subscribe};
 
 guarded! {
     PublishRequest => "Publish", |r| Need::Topic(Publish, &r.topic);
+    // Checked per request of the stream: each names its topic.
+    PublishStreamRequest => "PublishStream", |r| Need::Topic(Publish, &r.topic);
     SubscribeRequest => "Subscribe", |r| Need::Topic(Subscribe, &r.topic);
     AckRequest => "Ack", |r| Need::Topic(Subscribe, &r.topic);
     NackRequest => "Nack", |r| Need::Topic(Subscribe, &r.topic);

@@ -33,6 +33,7 @@ mod nack;
 mod paging;
 mod pause_subscription;
 mod publish;
+mod publish_stream;
 mod purge_dead_letters;
 mod redrive_dead_letters;
 mod replay;
@@ -156,6 +157,35 @@ impl EventService for EventSvc {
     async fn publish(&self, req: Request<PublishRequest>) -> RpcResult<PublishResponse> {
         let (call, req) = self.call(req).await?;
         publish::handle(&call, req).await.map(Response::new)
+    }
+
+    type PublishStreamStream = publish_stream::PublishStream;
+
+    /// Each request is checked as it arrives (see `publish_stream`), so the
+    /// stream itself needs nothing up front.
+    async fn publish_stream(
+        &self,
+        req: Request<tonic::Streaming<PublishStreamRequest>>,
+    ) -> RpcResult<Self::PublishStreamStream> {
+        let ctx = req
+            .extensions()
+            .get::<context::RequestContext>()
+            .cloned()
+            .unwrap_or_default();
+        let broker: Arc<dyn Broker> = Arc::new(crate::auth::scope::Scoped::new(
+            self.broker.clone(),
+            ctx.caller.clone(),
+            &self.gate,
+        ));
+        let refused = self.gate.until_refused(&ctx.caller);
+        Ok(Response::new(publish_stream::PublishStream::new(
+            ctx,
+            broker,
+            self.ops.clone(),
+            req.into_inner(),
+            self.shutdown.clone().cancelled_owned(),
+            refused,
+        )))
     }
 
     type SubscribeStream = subscribe::SubscribeStream;

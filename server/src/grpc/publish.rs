@@ -1,6 +1,6 @@
 //! `EventService/Publish`: append a batch of events to one topic.
 
-use eventbus_broker::Published;
+use eventbus_broker::{Broker, Published};
 use eventbus_proto::v1::{PublishEvent, PublishRequest, PublishResponse, PublishResult};
 use std::time::Instant;
 
@@ -11,20 +11,38 @@ use tonic::Status;
 use crate::ops::trace::TRACEPARENT;
 use crate::ops::{names, Ops};
 
-use super::context::Call;
+use super::context::{Call, RequestContext};
 use super::convert;
 use super::status::to_status;
 
+pub async fn handle(call: &Call<'_>, req: PublishRequest) -> Result<PublishResponse, Status> {
+    let results = append(&call.ctx, &*call.broker, call.ops, &req.topic, req.events).await?;
+    Ok(PublishResponse { results })
+}
+
+/// One Publish: of a unary call, or of one request of a PublishStream
+/// (`publish_stream`), which goes through here too, so both check the same
+/// limits and count the same metrics. `broker` is the caller's [`Scoped`]
+/// broker: it charges the publish quota.
+///
 /// `traceparent`: the W3C trace context of the call (gRPC metadata), stored
 /// with every event that does not carry its own, so consumers continue the
 /// producer's trace.
-pub async fn handle(call: &Call<'_>, req: PublishRequest) -> Result<PublishResponse, Status> {
+///
+/// [`Scoped`]: crate::auth::scope::Scoped
+pub async fn append(
+    ctx: &RequestContext,
+    broker: &dyn Broker,
+    ops: &Ops,
+    topic: &str,
+    events: Vec<PublishEvent>,
+) -> Result<Vec<PublishResult>, Status> {
     let started = Instant::now();
     // The count was bounded on the wire already (see `wire`); the other
     // bounds apply to what the client sent, before the server adds its own
     // attributes (the trace context) and before a topic is auto-created.
-    let mut events = parse_events(req.events, call.broker.limits())?;
-    if let Some(tp) = &call.ctx.traceparent {
+    let mut events = parse_events(events, broker.limits())?;
+    if let Some(tp) = &ctx.traceparent {
         for e in &mut events {
             e.attributes
                 .entry(TRACEPARENT.to_string())
@@ -34,23 +52,17 @@ pub async fn handle(call: &Call<'_>, req: PublishRequest) -> Result<PublishRespo
     let Published {
         topic_id,
         results: appended,
-    } = call
-        .broker
-        .publish(&req.topic, &events)
-        .await
-        .map_err(to_status)?;
-    record(call.ops, &req.topic, &events, &appended, started);
-    Ok(PublishResponse {
-        results: appended
-            .into_iter()
-            .map(|r| PublishResult {
-                partition: r.partition,
-                offset: r.offset,
-                event_id: eventbus_broker::format_event_id(topic_id, r.partition, r.offset),
-                duplicate: r.duplicate,
-            })
-            .collect(),
-    })
+    } = broker.publish(topic, &events).await.map_err(to_status)?;
+    record(ops, topic, &events, &appended, started);
+    Ok(appended
+        .into_iter()
+        .map(|r| PublishResult {
+            partition: r.partition,
+            offset: r.offset,
+            event_id: eventbus_broker::format_event_id(topic_id, r.partition, r.offset),
+            duplicate: r.duplicate,
+        })
+        .collect())
 }
 
 /// The broker-free part of Publish: converts and checks every event. Takes

@@ -19,7 +19,9 @@ use std::marker::PhantomData;
 use eventbus_broker::Limits;
 use eventbus_proto::bytes::Buf as _;
 use eventbus_proto::prost::Message;
-use eventbus_proto::v1::{AckRequest, ModifyAckDeadlineRequest, NackRequest, PublishRequest};
+use eventbus_proto::v1::{
+    AckRequest, ModifyAckDeadlineRequest, NackRequest, PublishRequest, PublishStreamRequest,
+};
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::Status;
 use tonic_prost::{ProstDecoder, ProstEncoder};
@@ -72,6 +74,14 @@ impl Prescan for PublishRequest {
             events += 1;
         }
         Ok(())
+    }
+}
+
+/// A PublishStream request numbers `events` and their attributes as
+/// PublishRequest does (the contract says so), so one scan serves both.
+impl Prescan for PublishStreamRequest {
+    fn prescan(wire: &[u8], limits: &Limits) -> Result<(), Status> {
+        PublishRequest::prescan(wire, limits)
     }
 }
 

@@ -246,6 +246,7 @@ mod tests {
         // The two services' RPCs, as eventbus.proto declares them today.
         for rpc in [
             "Publish",
+            "PublishStream",
             "Subscribe",
             "Ack",
             "Replay",
@@ -256,7 +257,7 @@ mod tests {
         ] {
             assert!(names.contains(&rpc), "{rpc} missing from {names:?}");
         }
-        assert_eq!(names.len(), 25, "{names:?}");
+        assert_eq!(names.len(), 26, "{names:?}");
     }
 
     #[test]

@@ -34,6 +34,29 @@ type EventServiceClient interface {
 	// publishing resumes by itself once space is freed), and UNAVAILABLE when
 	// the storage cannot write (nothing was stored).
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
+	// Publishes over one long-lived bidirectional stream: each request is a
+	// Publish of its own (one topic, an atomic batch, the same limits, the
+	// same permission check and publish quota), answered by one response
+	// with the same request_id. It saves what a unary call costs per batch
+	// (HTTP/2 headers, a stream per call, the call's task), as KurrentDB's
+	// BatchAppend and Pub/Sub's StreamingPull do, so a busy producer should
+	// prefer it; the Rust SDK's Publisher uses it by default.
+	//
+	// Requests in flight on one stream are independent, like concurrent
+	// Publish calls: they may be stored and answered in any order. To keep
+	// the order of two batches (of one key), send the second after the first
+	// was answered. The server works on at most 64 requests of a stream at
+	// once and reads no further until one is answered (flow control).
+	//
+	// A request that fails is answered with PublishStreamResponse.failure
+	// (the status the same Publish would have returned) and the stream stays
+	// open. The stream itself ends with: INVALID_ARGUMENT when a message is
+	// malformed or over max-events-per-publish or max-request-bytes (checked
+	// before it is decoded; the requests before it are still answered),
+	// UNAVAILABLE when the server shuts down (reconnect with backoff and
+	// resend what was not answered; idempotency keys make that exact), and
+	// UNAUTHENTICATED once the caller's credentials are no longer accepted.
+	PublishStream(ctx context.Context, opts ...grpc.CallOption) (EventService_PublishStreamClient, error)
 	// Joins a subscription as a member and streams leased deliveries to it.
 	// Several streams on the same subscription (in one or many processes)
 	// share the work: each delivery goes to exactly one member at a time.
@@ -107,8 +130,39 @@ func (c *eventServiceClient) Publish(ctx context.Context, in *PublishRequest, op
 	return out, nil
 }
 
+func (c *eventServiceClient) PublishStream(ctx context.Context, opts ...grpc.CallOption) (EventService_PublishStreamClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_EventService_serviceDesc.Streams[0], "/eventbus.v1.EventService/PublishStream", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &eventServicePublishStreamClient{stream}
+	return x, nil
+}
+
+type EventService_PublishStreamClient interface {
+	Send(*PublishStreamRequest) error
+	Recv() (*PublishStreamResponse, error)
+	grpc.ClientStream
+}
+
+type eventServicePublishStreamClient struct {
+	grpc.ClientStream
+}
+
+func (x *eventServicePublishStreamClient) Send(m *PublishStreamRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *eventServicePublishStreamClient) Recv() (*PublishStreamResponse, error) {
+	m := new(PublishStreamResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func (c *eventServiceClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (EventService_SubscribeClient, error) {
-	stream, err := c.cc.NewStream(ctx, &_EventService_serviceDesc.Streams[0], "/eventbus.v1.EventService/Subscribe", opts...)
+	stream, err := c.cc.NewStream(ctx, &_EventService_serviceDesc.Streams[1], "/eventbus.v1.EventService/Subscribe", opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +221,7 @@ func (c *eventServiceClient) ModifyAckDeadline(ctx context.Context, in *ModifyAc
 }
 
 func (c *eventServiceClient) Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (EventService_ReplayClient, error) {
-	stream, err := c.cc.NewStream(ctx, &_EventService_serviceDesc.Streams[1], "/eventbus.v1.EventService/Replay", opts...)
+	stream, err := c.cc.NewStream(ctx, &_EventService_serviceDesc.Streams[2], "/eventbus.v1.EventService/Replay", opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +273,29 @@ type EventServiceServer interface {
 	// publishing resumes by itself once space is freed), and UNAVAILABLE when
 	// the storage cannot write (nothing was stored).
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
+	// Publishes over one long-lived bidirectional stream: each request is a
+	// Publish of its own (one topic, an atomic batch, the same limits, the
+	// same permission check and publish quota), answered by one response
+	// with the same request_id. It saves what a unary call costs per batch
+	// (HTTP/2 headers, a stream per call, the call's task), as KurrentDB's
+	// BatchAppend and Pub/Sub's StreamingPull do, so a busy producer should
+	// prefer it; the Rust SDK's Publisher uses it by default.
+	//
+	// Requests in flight on one stream are independent, like concurrent
+	// Publish calls: they may be stored and answered in any order. To keep
+	// the order of two batches (of one key), send the second after the first
+	// was answered. The server works on at most 64 requests of a stream at
+	// once and reads no further until one is answered (flow control).
+	//
+	// A request that fails is answered with PublishStreamResponse.failure
+	// (the status the same Publish would have returned) and the stream stays
+	// open. The stream itself ends with: INVALID_ARGUMENT when a message is
+	// malformed or over max-events-per-publish or max-request-bytes (checked
+	// before it is decoded; the requests before it are still answered),
+	// UNAVAILABLE when the server shuts down (reconnect with backoff and
+	// resend what was not answered; idempotency keys make that exact), and
+	// UNAUTHENTICATED once the caller's credentials are no longer accepted.
+	PublishStream(EventService_PublishStreamServer) error
 	// Joins a subscription as a member and streams leased deliveries to it.
 	// Several streams on the same subscription (in one or many processes)
 	// share the work: each delivery goes to exactly one member at a time.
@@ -283,6 +360,9 @@ type UnimplementedEventServiceServer struct {
 func (UnimplementedEventServiceServer) Publish(context.Context, *PublishRequest) (*PublishResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Publish not implemented")
 }
+func (UnimplementedEventServiceServer) PublishStream(EventService_PublishStreamServer) error {
+	return status.Errorf(codes.Unimplemented, "method PublishStream not implemented")
+}
 func (UnimplementedEventServiceServer) Subscribe(*SubscribeRequest, EventService_SubscribeServer) error {
 	return status.Errorf(codes.Unimplemented, "method Subscribe not implemented")
 }
@@ -327,6 +407,32 @@ func _EventService_Publish_Handler(srv interface{}, ctx context.Context, dec fun
 		return srv.(EventServiceServer).Publish(ctx, req.(*PublishRequest))
 	}
 	return interceptor(ctx, in, info, handler)
+}
+
+func _EventService_PublishStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(EventServiceServer).PublishStream(&eventServicePublishStreamServer{stream})
+}
+
+type EventService_PublishStreamServer interface {
+	Send(*PublishStreamResponse) error
+	Recv() (*PublishStreamRequest, error)
+	grpc.ServerStream
+}
+
+type eventServicePublishStreamServer struct {
+	grpc.ServerStream
+}
+
+func (x *eventServicePublishStreamServer) Send(m *PublishStreamResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *eventServicePublishStreamServer) Recv() (*PublishStreamRequest, error) {
+	m := new(PublishStreamRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func _EventService_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
@@ -447,6 +553,12 @@ var _EventService_serviceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PublishStream",
+			Handler:       _EventService_PublishStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "Subscribe",
 			Handler:       _EventService_Subscribe_Handler,

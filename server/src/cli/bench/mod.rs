@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// every event carries one, as the SDK does.
     #[arg(long)]
     pub no_idempotency: bool,
+    /// Publish by unary Publish calls instead of the SDK's default, one
+    /// PublishStream per connection (to measure what the stream saves).
+    #[arg(long)]
+    pub unary_publish: bool,
     /// Connections of the `flood` phase, each with 8 publishes of 100 events
     /// in flight.
     #[arg(long, default_value_t = 4)]
@@ -245,6 +249,7 @@ fn report(a: &BenchArgs, o: &Outcome) -> serde_json::Value {
         "messages": a.messages,
         "partitions": a.partitions,
         "idempotency": !a.no_idempotency,
+        "publish_stream": !a.unary_publish,
         "lanes": a.lanes,
     });
     let rate = |n: u64, secs: f64| {

@@ -27,6 +27,7 @@ pub async fn run(
             PublisherConfig {
                 idempotent: !a.no_idempotency,
                 max_in_flight_batches: a.lanes.max(1),
+                stream: !a.unary_publish,
                 ..Default::default()
             },
         );

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65ventbus/v1/event_service.proto\x12\x0b\x65ventbus.v1\x1a\x17\x65ventbus/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12)\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x19.eventbus.v1.PublishEvent\">\n\x0fPublishResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.eventbus.v1.PublishResult\"N\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\">\n\x11SubscribeResponse\x12)\n\ndeliveries\x18\x01 \x03(\x0b\x32\x15.eventbus.v1.Delivery\"B\n\nAckRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\"\r\n\x0b\x41\x63kResponse\"\x92\x01\n\x0bNackRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\x12(\n\x05\x64\x65lay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64_letter\x18\x06 \x01(\x08\"\x0e\n\x0cNackResponse\"\x81\x01\n\x18ModifyAckDeadlineRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\x12/\n\x0c\x61\x63k_deadline\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1b\n\x19ModifyAckDeadlineResponse\"\xf1\x01\n\rReplayRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\r\x12\x16\n\x0cstart_offset\x18\x03 \x01(\x04H\x00\x12\x30\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x14\n\nend_offset\x18\x05 \x01(\x04H\x01\x12.\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x01\x12\r\n\x05types\x18\x07 \x03(\t\x12\x0e\n\x06\x66ollow\x18\x08 \x01(\x08\x42\x07\n\x05startB\x05\n\x03\x65nd\"G\n\x0eReplayResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.eventbus.v1.Event\x12\x11\n\tcaught_up\x18\x02 \x01(\x08\x32\xc2\x03\n\x0c\x45ventService\x12\x44\n\x07Publish\x12\x1b.eventbus.v1.PublishRequest\x1a\x1c.eventbus.v1.PublishResponse\x12L\n\tSubscribe\x12\x1d.eventbus.v1.SubscribeRequest\x1a\x1e.eventbus.v1.SubscribeResponse0\x01\x12\x38\n\x03\x41\x63k\x12\x17.eventbus.v1.AckRequest\x1a\x18.eventbus.v1.AckResponse\x12;\n\x04Nack\x12\x18.eventbus.v1.NackRequest\x1a\x19.eventbus.v1.NackResponse\x12\x62\n\x11ModifyAckDeadline\x12%.eventbus.v1.ModifyAckDeadlineRequest\x1a&.eventbus.v1.ModifyAckDeadlineResponse\x12\x43\n\x06Replay\x12\x1a.eventbus.v1.ReplayRequest\x1a\x1b.eventbus.v1.ReplayResponse0\x01\x42<Z:github.com/eventbus/eventbus/sdk/go/eventbus/v1;eventbusv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65ventbus/v1/event_service.proto\x12\x0b\x65ventbus.v1\x1a\x17\x65ventbus/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12)\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x19.eventbus.v1.PublishEvent\">\n\x0fPublishResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.eventbus.v1.PublishResult\"d\n\x14PublishStreamRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12)\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x19.eventbus.v1.PublishEvent\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\x86\x01\n\x15PublishStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.eventbus.v1.PublishResult\x12,\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1b.eventbus.v1.PublishFailure\"_\n\x0ePublishFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\x0bretry_delay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\">\n\x11SubscribeResponse\x12)\n\ndeliveries\x18\x01 \x03(\x0b\x32\x15.eventbus.v1.Delivery\"B\n\nAckRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\"\r\n\x0b\x41\x63kResponse\"\x92\x01\n\x0bNackRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\x12(\n\x05\x64\x65lay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64_letter\x18\x06 \x01(\x08\"\x0e\n\x0cNackResponse\"\x81\x01\n\x18ModifyAckDeadlineRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\x12/\n\x0c\x61\x63k_deadline\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1b\n\x19ModifyAckDeadlineResponse\"\xf1\x01\n\rReplayRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\r\x12\x16\n\x0cstart_offset\x18\x03 \x01(\x04H\x00\x12\x30\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x14\n\nend_offset\x18\x05 \x01(\x04H\x01\x12.\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x01\x12\r\n\x05types\x18\x07 \x03(\t\x12\x0e\n\x06\x66ollow\x18\x08 \x01(\x08\x42\x07\n\x05startB\x05\n\x03\x65nd\"G\n\x0eReplayResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.eventbus.v1.Event\x12\x11\n\tcaught_up\x18\x02 \x01(\x08\x32\x9e\x04\n\x0c\x45ventService\x12\x44\n\x07Publish\x12\x1b.eventbus.v1.PublishRequest\x1a\x1c.eventbus.v1.PublishResponse\x12Z\n\rPublishStream\x12!.eventbus.v1.PublishStreamRequest\x1a\".eventbus.v1.PublishStreamResponse(\x01\x30\x01\x12L\n\tSubscribe\x12\x1d.eventbus.v1.SubscribeRequest\x1a\x1e.eventbus.v1.SubscribeResponse0\x01\x12\x38\n\x03\x41\x63k\x12\x17.eventbus.v1.AckRequest\x1a\x18.eventbus.v1.AckResponse\x12;\n\x04Nack\x12\x18.eventbus.v1.NackRequest\x1a\x19.eventbus.v1.NackResponse\x12\x62\n\x11ModifyAckDeadline\x12%.eventbus.v1.ModifyAckDeadlineRequest\x1a&.eventbus.v1.ModifyAckDeadlineResponse\x12\x43\n\x06Replay\x12\x1a.eventbus.v1.ReplayRequest\x1a\x1b.eventbus.v1.ReplayResponse0\x01\x42<Z:github.com/eventbus/eventbus/sdk/go/eventbus/v1;eventbusv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,26 +39,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHREQUEST']._serialized_end=212
   _globals['_PUBLISHRESPONSE']._serialized_start=214
   _globals['_PUBLISHRESPONSE']._serialized_end=276
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=278
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=356
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=358
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=420
-  _globals['_ACKREQUEST']._serialized_start=422
-  _globals['_ACKREQUEST']._serialized_end=488
-  _globals['_ACKRESPONSE']._serialized_start=490
-  _globals['_ACKRESPONSE']._serialized_end=503
-  _globals['_NACKREQUEST']._serialized_start=506
-  _globals['_NACKREQUEST']._serialized_end=652
-  _globals['_NACKRESPONSE']._serialized_start=654
-  _globals['_NACKRESPONSE']._serialized_end=668
-  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_start=671
-  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_end=800
-  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_start=802
-  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_end=829
-  _globals['_REPLAYREQUEST']._serialized_start=832
-  _globals['_REPLAYREQUEST']._serialized_end=1073
-  _globals['_REPLAYRESPONSE']._serialized_start=1075
-  _globals['_REPLAYRESPONSE']._serialized_end=1146
-  _globals['_EVENTSERVICE']._serialized_start=1149
-  _globals['_EVENTSERVICE']._serialized_end=1599
+  _globals['_PUBLISHSTREAMREQUEST']._serialized_start=278
+  _globals['_PUBLISHSTREAMREQUEST']._serialized_end=378
+  _globals['_PUBLISHSTREAMRESPONSE']._serialized_start=381
+  _globals['_PUBLISHSTREAMRESPONSE']._serialized_end=515
+  _globals['_PUBLISHFAILURE']._serialized_start=517
+  _globals['_PUBLISHFAILURE']._serialized_end=612
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=614
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=692
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=694
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=756
+  _globals['_ACKREQUEST']._serialized_start=758
+  _globals['_ACKREQUEST']._serialized_end=824
+  _globals['_ACKRESPONSE']._serialized_start=826
+  _globals['_ACKRESPONSE']._serialized_end=839
+  _globals['_NACKREQUEST']._serialized_start=842
+  _globals['_NACKREQUEST']._serialized_end=988
+  _globals['_NACKRESPONSE']._serialized_start=990
+  _globals['_NACKRESPONSE']._serialized_end=1004
+  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_start=1007
+  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_end=1136
+  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_start=1138
+  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_end=1165
+  _globals['_REPLAYREQUEST']._serialized_start=1168
+  _globals['_REPLAYREQUEST']._serialized_end=1409
+  _globals['_REPLAYRESPONSE']._serialized_start=1411
+  _globals['_REPLAYRESPONSE']._serialized_end=1482
+  _globals['_EVENTSERVICE']._serialized_start=1485
+  _globals['_EVENTSERVICE']._serialized_end=2027
 # @@protoc_insertion_point(module_scope)

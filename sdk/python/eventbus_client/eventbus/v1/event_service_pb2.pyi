@@ -25,6 +25,36 @@ class PublishResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[_event_pb2.PublishResult]
     def __init__(self, results: _Optional[_Iterable[_Union[_event_pb2.PublishResult, _Mapping]]] = ...) -> None: ...
 
+class PublishStreamRequest(_message.Message):
+    __slots__ = ("topic", "events", "request_id")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    events: _containers.RepeatedCompositeFieldContainer[_event_pb2.PublishEvent]
+    request_id: int
+    def __init__(self, topic: _Optional[str] = ..., events: _Optional[_Iterable[_Union[_event_pb2.PublishEvent, _Mapping]]] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class PublishStreamResponse(_message.Message):
+    __slots__ = ("request_id", "results", "failure")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    results: _containers.RepeatedCompositeFieldContainer[_event_pb2.PublishResult]
+    failure: PublishFailure
+    def __init__(self, request_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[_event_pb2.PublishResult, _Mapping]]] = ..., failure: _Optional[_Union[PublishFailure, _Mapping]] = ...) -> None: ...
+
+class PublishFailure(_message.Message):
+    __slots__ = ("code", "message", "retry_delay")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    retry_delay: _duration_pb2.Duration
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
 class SubscribeRequest(_message.Message):
     __slots__ = ("topic", "subscription", "max_in_flight")
     TOPIC_FIELD_NUMBER: _ClassVar[int]

@@ -51,6 +51,11 @@ class EventServiceStub:
                 request_serializer=eventbus_dot_v1_dot_event__service__pb2.PublishRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_event__service__pb2.PublishResponse.FromString,
                 _registered_method=True)
+        self.PublishStream = channel.stream_stream(
+                '/eventbus.v1.EventService/PublishStream',
+                request_serializer=eventbus_dot_v1_dot_event__service__pb2.PublishStreamRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_event__service__pb2.PublishStreamResponse.FromString,
+                _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/eventbus.v1.EventService/Subscribe',
                 request_serializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeRequest.SerializeToString,
@@ -110,6 +115,34 @@ class EventServiceServicer:
         RESOURCE_EXHAUSTED while the data disk is full (nothing was stored;
         publishing resumes by itself once space is freed), and UNAVAILABLE when
         the storage cannot write (nothing was stored).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishStream(self, request_iterator, context):
+        """Publishes over one long-lived bidirectional stream: each request is a
+        Publish of its own (one topic, an atomic batch, the same limits, the
+        same permission check and publish quota), answered by one response
+        with the same request_id. It saves what a unary call costs per batch
+        (HTTP/2 headers, a stream per call, the call's task), as KurrentDB's
+        BatchAppend and Pub/Sub's StreamingPull do, so a busy producer should
+        prefer it; the Rust SDK's Publisher uses it by default.
+
+        Requests in flight on one stream are independent, like concurrent
+        Publish calls: they may be stored and answered in any order. To keep
+        the order of two batches (of one key), send the second after the first
+        was answered. The server works on at most 64 requests of a stream at
+        once and reads no further until one is answered (flow control).
+
+        A request that fails is answered with PublishStreamResponse.failure
+        (the status the same Publish would have returned) and the stream stays
+        open. The stream itself ends with: INVALID_ARGUMENT when a message is
+        malformed or over max-events-per-publish or max-request-bytes (checked
+        before it is decoded; the requests before it are still answered),
+        UNAVAILABLE when the server shuts down (reconnect with backoff and
+        resend what was not answered; idempotency keys make that exact), and
+        UNAUTHENTICATED once the caller's credentials are no longer accepted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,6 +235,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     request_deserializer=eventbus_dot_v1_dot_event__service__pb2.PublishRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_event__service__pb2.PublishResponse.SerializeToString,
             ),
+            'PublishStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PublishStream,
+                    request_deserializer=eventbus_dot_v1_dot_event__service__pb2.PublishStreamRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_event__service__pb2.PublishStreamResponse.SerializeToString,
+            ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
                     request_deserializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeRequest.FromString,
@@ -267,6 +305,33 @@ class EventService:
             '/eventbus.v1.EventService/Publish',
             eventbus_dot_v1_dot_event__service__pb2.PublishRequest.SerializeToString,
             eventbus_dot_v1_dot_event__service__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/eventbus.v1.EventService/PublishStream',
+            eventbus_dot_v1_dot_event__service__pb2.PublishStreamRequest.SerializeToString,
+            eventbus_dot_v1_dot_event__service__pb2.PublishStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file eventbus/v1/event_service.proto.
  */
 export const file_eventbus_v1_event_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9ldmVudGJ1cy92MS9ldmVudF9zZXJ2aWNlLnByb3RvEgtldmVudGJ1cy52MSJKCg5QdWJsaXNoUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIpCgZldmVudHMYAiADKAsyGS5ldmVudGJ1cy52MS5QdWJsaXNoRXZlbnQiPgoPUHVibGlzaFJlc3BvbnNlEisKB3Jlc3VsdHMYASADKAsyGi5ldmVudGJ1cy52MS5QdWJsaXNoUmVzdWx0Ik4KEFN1YnNjcmliZVJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEhUKDW1heF9pbl9mbGlnaHQYAyABKA0iPgoRU3Vic2NyaWJlUmVzcG9uc2USKQoKZGVsaXZlcmllcxgBIAMoCzIVLmV2ZW50YnVzLnYxLkRlbGl2ZXJ5IkIKCkFja1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEg8KB2Fja19pZHMYAyADKAkiDQoLQWNrUmVzcG9uc2UikgEKC05hY2tSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCRIPCgdhY2tfaWRzGAMgAygJEigKBWRlbGF5GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgFIAEoCRITCgtkZWFkX2xldHRlchgGIAEoCCIOCgxOYWNrUmVzcG9uc2UigQEKGE1vZGlmeUFja0RlYWRsaW5lUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSDwoHYWNrX2lkcxgDIAMoCRIvCgxhY2tfZGVhZGxpbmUYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iGwoZTW9kaWZ5QWNrRGVhZGxpbmVSZXNwb25zZSLxAQoNUmVwbGF5UmVxdWVzdBINCgV0b3BpYxgBIAEoCRISCgpwYXJ0aXRpb25zGAIgAygNEhYKDHN0YXJ0X29mZnNldBgDIAEoBEgAEjAKCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFAoKZW5kX29mZnNldBgFIAEoBEgBEi4KCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgBEg0KBXR5cGVzGAcgAygJEg4KBmZvbGxvdxgIIAEoCEIHCgVzdGFydEIFCgNlbmQiRwoOUmVwbGF5UmVzcG9uc2USIgoGZXZlbnRzGAEgAygLMhIuZXZlbnRidXMudjEuRXZlbnQSEQoJY2F1Z2h0X3VwGAIgASgIMsIDCgxFdmVudFNlcnZpY2USRAoHUHVibGlzaBIbLmV2ZW50YnVzLnYxLlB1Ymxpc2hSZXF1ZXN0GhwuZXZlbnRidXMudjEuUHVibGlzaFJlc3BvbnNlEkwKCVN1YnNjcmliZRIdLmV2ZW50YnVzLnYxLlN1YnNjcmliZVJlcXVlc3QaHi5ldmVudGJ1cy52MS5TdWJzY3JpYmVSZXNwb25zZTABEjgKA0FjaxIXLmV2ZW50YnVzLnYxLkFja1JlcXVlc3QaGC5ldmVudGJ1cy52MS5BY2tSZXNwb25zZRI7CgROYWNrEhguZXZlbnRidXMudjEuTmFja1JlcXVlc3QaGS5ldmVudGJ1cy52MS5OYWNrUmVzcG9uc2USYgoRTW9kaWZ5QWNrRGVhZGxpbmUSJS5ldmVudGJ1cy52MS5Nb2RpZnlBY2tEZWFkbGluZVJlcXVlc3QaJi5ldmVudGJ1cy52MS5Nb2RpZnlBY2tEZWFkbGluZVJlc3BvbnNlEkMKBlJlcGxheRIaLmV2ZW50YnVzLnYxLlJlcGxheVJlcXVlc3QaGy5ldmVudGJ1cy52MS5SZXBsYXlSZXNwb25zZTABQjxaOmdpdGh1Yi5jb20vZXZlbnRidXMvZXZlbnRidXMvc2RrL2dvL2V2ZW50YnVzL3YxO2V2ZW50YnVzdjFiBnByb3RvMw", [file_eventbus_v1_event, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch9ldmVudGJ1cy92MS9ldmVudF9zZXJ2aWNlLnByb3RvEgtldmVudGJ1cy52MSJKCg5QdWJsaXNoUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIpCgZldmVudHMYAiADKAsyGS5ldmVudGJ1cy52MS5QdWJsaXNoRXZlbnQiPgoPUHVibGlzaFJlc3BvbnNlEisKB3Jlc3VsdHMYASADKAsyGi5ldmVudGJ1cy52MS5QdWJsaXNoUmVzdWx0ImQKFFB1Ymxpc2hTdHJlYW1SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEikKBmV2ZW50cxgCIAMoCzIZLmV2ZW50YnVzLnYxLlB1Ymxpc2hFdmVudBISCgpyZXF1ZXN0X2lkGAMgASgEIoYBChVQdWJsaXNoU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBIrCgdyZXN1bHRzGAIgAygLMhouZXZlbnRidXMudjEuUHVibGlzaFJlc3VsdBIsCgdmYWlsdXJlGAMgASgLMhsuZXZlbnRidXMudjEuUHVibGlzaEZhaWx1cmUiXwoOUHVibGlzaEZhaWx1cmUSDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEi4KC3JldHJ5X2RlbGF5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIk4KEFN1YnNjcmliZVJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEhUKDW1heF9pbl9mbGlnaHQYAyABKA0iPgoRU3Vic2NyaWJlUmVzcG9uc2USKQoKZGVsaXZlcmllcxgBIAMoCzIVLmV2ZW50YnVzLnYxLkRlbGl2ZXJ5IkIKCkFja1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEg8KB2Fja19pZHMYAyADKAkiDQoLQWNrUmVzcG9uc2UikgEKC05hY2tSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCRIPCgdhY2tfaWRzGAMgAygJEigKBWRlbGF5GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgFIAEoCRITCgtkZWFkX2xldHRlchgGIAEoCCIOCgxOYWNrUmVzcG9uc2UigQEKGE1vZGlmeUFja0RlYWRsaW5lUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSDwoHYWNrX2lkcxgDIAMoCRIvCgxhY2tfZGVhZGxpbmUYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iGwoZTW9kaWZ5QWNrRGVhZGxpbmVSZXNwb25zZSLxAQoNUmVwbGF5UmVxdWVzdBINCgV0b3BpYxgBIAEoCRISCgpwYXJ0aXRpb25zGAIgAygNEhYKDHN0YXJ0X29mZnNldBgDIAEoBEgAEjAKCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFAoKZW5kX29mZnNldBgFIAEoBEgBEi4KCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgBEg0KBXR5cGVzGAcgAygJEg4KBmZvbGxvdxgIIAEoCEIHCgVzdGFydEIFCgNlbmQiRwoOUmVwbGF5UmVzcG9uc2USIgoGZXZlbnRzGAEgAygLMhIuZXZlbnRidXMudjEuRXZlbnQSEQoJY2F1Z2h0X3VwGAIgASgIMp4ECgxFdmVudFNlcnZpY2USRAoHUHVibGlzaBIbLmV2ZW50YnVzLnYxLlB1Ymxpc2hSZXF1ZXN0GhwuZXZlbnRidXMudjEuUHVibGlzaFJlc3BvbnNlEloKDVB1Ymxpc2hTdHJlYW0SIS5ldmVudGJ1cy52MS5QdWJsaXNoU3RyZWFtUmVxdWVzdBoiLmV2ZW50YnVzLnYxLlB1Ymxpc2hTdHJlYW1SZXNwb25zZSgBMAESTAoJU3Vic2NyaWJlEh0uZXZlbnRidXMudjEuU3Vic2NyaWJlUmVxdWVzdBoeLmV2ZW50YnVzLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESOAoDQWNrEhcuZXZlbnRidXMudjEuQWNrUmVxdWVzdBoYLmV2ZW50YnVzLnYxLkFja1Jlc3BvbnNlEjsKBE5hY2sSGC5ldmVudGJ1cy52MS5OYWNrUmVxdWVzdBoZLmV2ZW50YnVzLnYxLk5hY2tSZXNwb25zZRJiChFNb2RpZnlBY2tEZWFkbGluZRIlLmV2ZW50YnVzLnYxLk1vZGlmeUFja0RlYWRsaW5lUmVxdWVzdBomLmV2ZW50YnVzLnYxLk1vZGlmeUFja0RlYWRsaW5lUmVzcG9uc2USQwoGUmVwbGF5EhouZXZlbnRidXMudjEuUmVwbGF5UmVxdWVzdBobLmV2ZW50YnVzLnYxLlJlcGxheVJlc3BvbnNlMAFCPFo6Z2l0aHViLmNvbS9ldmVudGJ1cy9ldmVudGJ1cy9zZGsvZ28vZXZlbnRidXMvdjE7ZXZlbnRidXN2MWIGcHJvdG8z", [file_eventbus_v1_event, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Request for EventService.Publish.
@@ -78,6 +78,124 @@ export const PublishResponseSchema: GenMessage<PublishResponse> = /*@__PURE__*/
   messageDesc(file_eventbus_v1_event_service, 1);
 
 /**
+ * One request of EventService.PublishStream: a Publish of its own. The
+ * field numbers of `topic` and `events` are those of PublishRequest.
+ *
+ * @generated from message eventbus.v1.PublishStreamRequest
+ */
+export type PublishStreamRequest = Message<"eventbus.v1.PublishStreamRequest"> & {
+  /**
+   * Topic to append to. Required; see the naming rules in event.proto.
+   * Each request may name a different topic, and is checked against the
+   * caller's publish permission on that topic.
+   *
+   * @generated from field: string topic = 1;
+   */
+  topic: string;
+
+  /**
+   * Events to append, with the rules of PublishRequest.events: at least
+   * one, at most max-events-per-publish, stored atomically, results in the
+   * same order.
+   *
+   * @generated from field: repeated eventbus.v1.PublishEvent events = 2;
+   */
+  events: PublishEvent[];
+
+  /**
+   * Chosen by the client to match the response to this request; echoed in
+   * PublishStreamResponse.request_id. The server does not interpret it: a
+   * client should not reuse an id while a request with it is in flight.
+   *
+   * @generated from field: uint64 request_id = 3;
+   */
+  requestId: bigint;
+};
+
+/**
+ * Describes the message eventbus.v1.PublishStreamRequest.
+ * Use `create(PublishStreamRequestSchema)` to create a new message.
+ */
+export const PublishStreamRequestSchema: GenMessage<PublishStreamRequest> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_event_service, 2);
+
+/**
+ * One response of EventService.PublishStream: the outcome of one request.
+ *
+ * @generated from message eventbus.v1.PublishStreamResponse
+ */
+export type PublishStreamResponse = Message<"eventbus.v1.PublishStreamResponse"> & {
+  /**
+   * The request_id of the request this answers.
+   *
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * On success, one result per input event, in the order of
+   * PublishStreamRequest.events (as PublishResponse.results). Empty on
+   * failure.
+   *
+   * @generated from field: repeated eventbus.v1.PublishResult results = 2;
+   */
+  results: PublishResult[];
+
+  /**
+   * Set when the request failed: nothing of it was stored.
+   *
+   * @generated from field: eventbus.v1.PublishFailure failure = 3;
+   */
+  failure?: PublishFailure | undefined;
+};
+
+/**
+ * Describes the message eventbus.v1.PublishStreamResponse.
+ * Use `create(PublishStreamResponseSchema)` to create a new message.
+ */
+export const PublishStreamResponseSchema: GenMessage<PublishStreamResponse> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_event_service, 3);
+
+/**
+ * Why one request of a PublishStream failed. The stream stays open.
+ *
+ * @generated from message eventbus.v1.PublishFailure
+ */
+export type PublishFailure = Message<"eventbus.v1.PublishFailure"> & {
+  /**
+   * The google.rpc.Code the same request would have failed with as a unary
+   * Publish: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
+   * RESOURCE_EXHAUSTED, UNAVAILABLE, ... Retry under the same rules.
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * What went wrong and what to fix, as the unary call's status message.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * For RESOURCE_EXHAUSTED by a publish quota: how long to wait before
+   * publishing again (the unary call's google.rpc.RetryInfo). Unset
+   * otherwise.
+   *
+   * @generated from field: google.protobuf.Duration retry_delay = 3;
+   */
+  retryDelay?: Duration | undefined;
+};
+
+/**
+ * Describes the message eventbus.v1.PublishFailure.
+ * Use `create(PublishFailureSchema)` to create a new message.
+ */
+export const PublishFailureSchema: GenMessage<PublishFailure> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_event_service, 4);
+
+/**
  * Request for EventService.Subscribe.
  *
  * @generated from message eventbus.v1.SubscribeRequest
@@ -120,7 +238,7 @@ export type SubscribeRequest = Message<"eventbus.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 2);
+  messageDesc(file_eventbus_v1_event_service, 5);
 
 /**
  * One message of the Subscribe stream: a batch of new leases, at most 4 MiB
@@ -143,7 +261,7 @@ export type SubscribeResponse = Message<"eventbus.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 3);
+  messageDesc(file_eventbus_v1_event_service, 6);
 
 /**
  * Request for EventService.Ack.
@@ -180,7 +298,7 @@ export type AckRequest = Message<"eventbus.v1.AckRequest"> & {
  * Use `create(AckRequestSchema)` to create a new message.
  */
 export const AckRequestSchema: GenMessage<AckRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 4);
+  messageDesc(file_eventbus_v1_event_service, 7);
 
 /**
  * Response of EventService.Ack. Empty: OK means every ack_id was settled or
@@ -196,7 +314,7 @@ export type AckResponse = Message<"eventbus.v1.AckResponse"> & {
  * Use `create(AckResponseSchema)` to create a new message.
  */
 export const AckResponseSchema: GenMessage<AckResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 5);
+  messageDesc(file_eventbus_v1_event_service, 8);
 
 /**
  * Request for EventService.Nack.
@@ -262,7 +380,7 @@ export type NackRequest = Message<"eventbus.v1.NackRequest"> & {
  * Use `create(NackRequestSchema)` to create a new message.
  */
 export const NackRequestSchema: GenMessage<NackRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 6);
+  messageDesc(file_eventbus_v1_event_service, 9);
 
 /**
  * Response of EventService.Nack. Empty.
@@ -277,7 +395,7 @@ export type NackResponse = Message<"eventbus.v1.NackResponse"> & {
  * Use `create(NackResponseSchema)` to create a new message.
  */
 export const NackResponseSchema: GenMessage<NackResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 7);
+  messageDesc(file_eventbus_v1_event_service, 10);
 
 /**
  * Request for EventService.ModifyAckDeadline.
@@ -323,7 +441,7 @@ export type ModifyAckDeadlineRequest = Message<"eventbus.v1.ModifyAckDeadlineReq
  * Use `create(ModifyAckDeadlineRequestSchema)` to create a new message.
  */
 export const ModifyAckDeadlineRequestSchema: GenMessage<ModifyAckDeadlineRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 8);
+  messageDesc(file_eventbus_v1_event_service, 11);
 
 /**
  * Response of EventService.ModifyAckDeadline. Empty.
@@ -338,7 +456,7 @@ export type ModifyAckDeadlineResponse = Message<"eventbus.v1.ModifyAckDeadlineRe
  * Use `create(ModifyAckDeadlineResponseSchema)` to create a new message.
  */
 export const ModifyAckDeadlineResponseSchema: GenMessage<ModifyAckDeadlineResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 9);
+  messageDesc(file_eventbus_v1_event_service, 12);
 
 /**
  * Request for EventService.Replay.
@@ -442,7 +560,7 @@ export type ReplayRequest = Message<"eventbus.v1.ReplayRequest"> & {
  * Use `create(ReplayRequestSchema)` to create a new message.
  */
 export const ReplayRequestSchema: GenMessage<ReplayRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 10);
+  messageDesc(file_eventbus_v1_event_service, 13);
 
 /**
  * One message of the Replay stream: a batch of events.
@@ -475,7 +593,7 @@ export type ReplayResponse = Message<"eventbus.v1.ReplayResponse"> & {
  * Use `create(ReplayResponseSchema)` to create a new message.
  */
 export const ReplayResponseSchema: GenMessage<ReplayResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 11);
+  messageDesc(file_eventbus_v1_event_service, 14);
 
 /**
  * Publishes events, delivers them to subscriptions and replays history.
@@ -518,6 +636,37 @@ export const EventService: GenService<{
     methodKind: "unary";
     input: typeof PublishRequestSchema;
     output: typeof PublishResponseSchema;
+  },
+  /**
+   * Publishes over one long-lived bidirectional stream: each request is a
+   * Publish of its own (one topic, an atomic batch, the same limits, the
+   * same permission check and publish quota), answered by one response
+   * with the same request_id. It saves what a unary call costs per batch
+   * (HTTP/2 headers, a stream per call, the call's task), as KurrentDB's
+   * BatchAppend and Pub/Sub's StreamingPull do, so a busy producer should
+   * prefer it; the Rust SDK's Publisher uses it by default.
+   *
+   * Requests in flight on one stream are independent, like concurrent
+   * Publish calls: they may be stored and answered in any order. To keep
+   * the order of two batches (of one key), send the second after the first
+   * was answered. The server works on at most 64 requests of a stream at
+   * once and reads no further until one is answered (flow control).
+   *
+   * A request that fails is answered with PublishStreamResponse.failure
+   * (the status the same Publish would have returned) and the stream stays
+   * open. The stream itself ends with: INVALID_ARGUMENT when a message is
+   * malformed or over max-events-per-publish or max-request-bytes (checked
+   * before it is decoded; the requests before it are still answered),
+   * UNAVAILABLE when the server shuts down (reconnect with backoff and
+   * resend what was not answered; idempotency keys make that exact), and
+   * UNAUTHENTICATED once the caller's credentials are no longer accepted.
+   *
+   * @generated from rpc eventbus.v1.EventService.PublishStream
+   */
+  publishStream: {
+    methodKind: "bidi_streaming";
+    input: typeof PublishStreamRequestSchema;
+    output: typeof PublishStreamResponseSchema;
   },
   /**
    * Joins a subscription as a member and streams leased deliveries to it.
