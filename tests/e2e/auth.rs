@@ -771,19 +771,25 @@ async fn creation_quotas_count_what_each_principal_created() {
     );
 }
 
-/// A Subscribe stream lives no longer than the token that opened it: it
-/// ends with UNAUTHENTICATED once `exp` (plus the leeway) has passed.
-#[tokio::test]
-async fn a_stream_opened_with_a_token_ends_when_the_token_expires() {
+/// A server without JWT leeway, and a token for `sub` with one grant that
+/// expires in 2 s.
+async fn with_expiring_token(sub: &str, grant: &str) -> (TestServer, String) {
     let s = TestServer::start_with(DataDir::Fresh, |c| {
         auth_config(c);
         c.auth.jwt.as_mut().unwrap().leeway_secs = 0;
     })
     .await;
-    let mut c = claims("reader");
+    let mut c = claims(sub);
     c["exp"] = json!(now() + 2);
-    c["eventbus_grants"] = json!(["subscribe:orders.>"]);
-    let token = sign(Algorithm::RS256, "rsa-1", "rsa.pem", &c);
+    c["eventbus_grants"] = json!([grant]);
+    (s, sign(Algorithm::RS256, "rsa-1", "rsa.pem", &c))
+}
+
+/// A Subscribe stream lives no longer than the token that opened it: it
+/// ends with UNAUTHENTICATED once `exp` (plus the leeway) has passed.
+#[tokio::test]
+async fn a_stream_opened_with_a_token_ends_when_the_token_expires() {
+    let (s, token) = with_expiring_token("reader", "subscribe:orders.>").await;
     let mut stream = s
         .events()
         .subscribe(with(
@@ -799,6 +805,36 @@ async fn a_stream_opened_with_a_token_ends_when_the_token_expires() {
         .expect("a valid token")
         .into_inner();
     let status = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("the stream ends once the token expires")
+        .expect_err("with a status");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{status:?}");
+}
+
+/// A PublishStream authenticates once, when it opens; it ends like a
+/// Subscribe stream once its token expires, so an expired token publishes
+/// nothing more.
+#[tokio::test]
+async fn a_publish_stream_opened_with_a_token_ends_when_the_token_expires() {
+    use crate::publish_stream::{next_answer, request};
+    let (s, token) = with_expiring_token("writer", "publish:orders.>").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut answers = s
+        .events()
+        .publish_stream(with(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            "authorization",
+            &format!("Bearer {token}"),
+        ))
+        .await
+        .expect("a valid token")
+        .into_inner();
+    tx.send(request(1, "orders.a", vec![event("k", "t", "x")]))
+        .await
+        .unwrap();
+    assert!(next_answer(&mut answers).await.failure.is_none());
+    let status = tokio::time::timeout(PATIENCE, answers.message())
         .await
         .expect("the stream ends once the token expires")
         .expect_err("with a status");

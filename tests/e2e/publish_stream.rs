@@ -103,6 +103,28 @@ async fn a_request_over_a_wire_limit_ends_the_stream_after_the_ones_before() {
 }
 
 #[tokio::test]
+async fn a_message_over_max_request_bytes_ends_the_stream_with_out_of_range() {
+    let server = TestServer::start_with(DataDir::Fresh, |c| {
+        c.max_event_bytes = 64 * 1024;
+        c.max_request_bytes = 128 * 1024;
+    })
+    .await;
+    let (tx, mut answers) = open(server.events()).await;
+    tx.send(request(1, "t", events(1))).await.unwrap();
+    assert_eq!(next_answer(&mut answers).await.results.len(), 1);
+    let big = (0..3)
+        .map(|i| event("k", "t", vec![b'x'; 60 * 1024 + i]))
+        .collect();
+    tx.send(request(2, "t", big)).await.unwrap();
+    let end = tokio::time::timeout(PATIENCE, answers.message())
+        .await
+        .expect("the stream ends in time");
+    let status = end.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(replay_all(server.channel(), "t").await.len(), 1);
+}
+
+#[tokio::test]
 async fn the_stream_ends_with_unavailable_at_shutdown() {
     let mut server = TestServer::start().await;
     let (tx, mut answers) = open(server.events()).await;

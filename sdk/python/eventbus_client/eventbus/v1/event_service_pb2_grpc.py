@@ -138,8 +138,9 @@ class EventServiceServicer:
         A request that fails is answered with PublishStreamResponse.failure
         (the status the same Publish would have returned) and the stream stays
         open. The stream itself ends with: INVALID_ARGUMENT when a message is
-        malformed or over max-events-per-publish or max-request-bytes (checked
-        before it is decoded; the requests before it are still answered),
+        malformed or over max-events-per-publish or max-attributes-per-event,
+        OUT_OF_RANGE when it is over max-request-bytes (both checked before it
+        is decoded; the requests before it are still answered),
         UNAVAILABLE when the server shuts down (reconnect with backoff and
         resend what was not answered; idempotency keys make that exact), and
         UNAUTHENTICATED once the caller's credentials are no longer accepted.
