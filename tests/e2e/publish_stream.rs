@@ -124,6 +124,31 @@ async fn a_message_over_max_request_bytes_ends_the_stream_with_out_of_range() {
     assert_eq!(replay_all(server.channel(), "t").await.len(), 1);
 }
 
+/// The server holds at most 16 MiB of a stream's unanswered requests: the
+/// third 9 MB request waits for an answer, then everything is stored.
+#[tokio::test]
+async fn requests_over_the_streams_byte_budget_are_read_in_turn() {
+    let server = TestServer::start().await;
+    let (tx, mut answers) = open(server.events()).await;
+    let nine_mb = |i: u8| {
+        (0..9)
+            .map(|j| event(&format!("k{j}"), "t", vec![i; 1_000_000]))
+            .collect()
+    };
+    for id in 1..=3 {
+        tx.send(request(id, "t", nine_mb(id as u8))).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let a = next_answer(&mut answers).await;
+        assert!(a.failure.is_none() && a.results.len() == 9, "{a:?}");
+        ids.push(a.request_id);
+    }
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(replay_all(server.channel(), "t").await.len(), 27);
+}
+
 #[tokio::test]
 async fn the_stream_ends_with_unavailable_at_shutdown() {
     let mut server = TestServer::start().await;

@@ -578,9 +578,20 @@ pub async fn restore_stream(
     }
     let request = serde_json::json!({ "config": config, "state": entry.state });
     let subject = format!("$JS.API.STREAM.RESTORE.{name}");
-    let answer = request_json(client, subject, request.to_string(), API_WAIT, &doing)
-        .await?
-        .map_err(|refused| api_failure(&doing, refused))?;
+    // Right after a cluster forms, its JetStream API may have no responder
+    // yet (no meta leader): nothing was created, so the request is sent
+    // again for a while, as `placement::create_stream` does.
+    let (body, pause) = (request.to_string(), std::time::Duration::from_millis(250));
+    let no_responders = |e: &Error| e.to_string().contains("no responders");
+    let answer = crate::buckets::retrying(
+        &doing,
+        crate::placement::PATIENCE,
+        pause,
+        no_responders,
+        || request_json(client, subject.clone(), body.clone(), API_WAIT, &doing),
+    )
+    .await?
+    .map_err(|refused| api_failure(&doing, refused))?;
     let Some(deliver) = answer["deliver_subject"].as_str().map(str::to_string) else {
         return Err(nats_error(&doing, "the answer names no deliver subject"));
     };

@@ -8,9 +8,11 @@
 //!
 //! Like [`super::subscribe`], the response stream does its work when tonic
 //! polls it, in the connection's stream task: it reads requests while fewer
-//! than [`MAX_IN_FLIGHT`] are unanswered, drives their appends concurrently
-//! and yields each answer as it completes. A client that sends faster than the
-//! server answers is held back by HTTP/2 flow control once that many wait.
+//! than [`MAX_IN_FLIGHT`] are unanswered and they hold less than
+//! [`MAX_IN_FLIGHT_BYTES`], drives their appends concurrently and yields each
+//! answer as it completes. A client that sends faster than the server answers
+//! is held back by HTTP/2 flow control once that much waits, so a stream
+//! holds about as much memory as one large Publish, however fast it sends.
 //!
 //! A request that fails is answered with a [`PublishFailure`] and the stream
 //! goes on; the stream itself ends only when its input does (after the last
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use eventbus_broker::Broker;
+use eventbus_proto::prost::Message as _;
 use eventbus_proto::v1::{PublishFailure, PublishStreamRequest, PublishStreamResponse};
 use futures_core::Stream;
 use futures_util::stream::FuturesUnordered;
@@ -42,8 +45,12 @@ use crate::ops::Ops;
 /// until one is answered. Matches the concurrent unary calls one HTTP/2
 /// connection is allowed by default, so a stream is never slower than them.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// ... and no more while the unanswered ones hold this many encoded bytes
+/// (a request larger than this is still read, once the others are answered).
+pub const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
-type Answer = Pin<Box<dyn Future<Output = PublishStreamResponse> + Send>>;
+/// A request's answer, and its encoded size to give back to the budget.
+type Answer = Pin<Box<dyn Future<Output = (PublishStreamResponse, usize)> + Send>>;
 
 /// What every request of one stream shares.
 struct Shared {
@@ -60,6 +67,8 @@ pub struct PublishStream {
     input_done: bool,
     end_with: Option<Status>,
     in_flight: FuturesUnordered<Answer>,
+    /// Encoded bytes of the requests in `in_flight`.
+    in_flight_bytes: usize,
     shared: Arc<Shared>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     refused: Pin<Box<dyn Future<Output = Status> + Send>>,
@@ -80,6 +89,7 @@ impl PublishStream {
             input_done: false,
             end_with: None,
             in_flight: FuturesUnordered::new(),
+            in_flight_bytes: 0,
             shared: Arc::new(Shared { ctx, broker, ops }),
             shutdown: Box::pin(shutdown),
             refused,
@@ -87,12 +97,19 @@ impl PublishStream {
         }
     }
 
-    /// Starts every request that has arrived, up to [`MAX_IN_FLIGHT`].
+    /// Starts every request that has arrived, up to [`MAX_IN_FLIGHT`] and
+    /// [`MAX_IN_FLIGHT_BYTES`].
     fn read_requests(&mut self, cx: &mut Context<'_>) {
-        while !self.input_done && self.in_flight.len() < MAX_IN_FLIGHT {
+        while !self.input_done
+            && self.in_flight.len() < MAX_IN_FLIGHT
+            && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES
+        {
             match Pin::new(&mut self.requests).poll_next(cx) {
                 Poll::Ready(Some(Ok(req))) => {
-                    let answer = answer(self.shared.clone(), req);
+                    let bytes = req.encoded_len();
+                    self.in_flight_bytes += bytes;
+                    let shared = self.shared.clone();
+                    let answer = async move { (answer(shared, req).await, bytes) };
                     self.in_flight.push(Box::pin(answer));
                 }
                 Poll::Ready(Some(Err(status))) => {
@@ -124,7 +141,10 @@ impl Stream for PublishStream {
         }
         self.read_requests(cx);
         match Pin::new(&mut self.in_flight).poll_next(cx) {
-            Poll::Ready(Some(response)) => Poll::Ready(Some(Ok(response))),
+            Poll::Ready(Some((response, bytes))) => {
+                self.in_flight_bytes -= bytes;
+                Poll::Ready(Some(Ok(response)))
+            }
             // Nothing in flight: the stream ends once no request can come.
             Poll::Ready(None) if self.input_done => {
                 self.done = true;

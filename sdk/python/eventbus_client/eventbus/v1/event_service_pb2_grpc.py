@@ -133,7 +133,8 @@ class EventServiceServicer:
         Publish calls: they may be stored and answered in any order. To keep
         the order of two batches (of one key), send the second after the first
         was answered. The server works on at most 64 requests of a stream at
-        once and reads no further until one is answered (flow control).
+        once, holding at most 16 MiB of them (one larger request is read alone),
+        and reads no further until one is answered (flow control).
 
         A request that fails is answered with PublishStreamResponse.failure
         (the status the same Publish would have returned) and the stream stays
