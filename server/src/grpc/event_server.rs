@@ -64,9 +64,7 @@ impl EventServer {
         let (mut grpc, handler) = (self.grpc::<Req, Resp>(), self.handler(method));
         Box::pin(async move { Ok(grpc.unary(handler, req).await) })
     }
-}
 
-impl EventServer {
     /// tonic's server for one call: the prescanning codec with this server's
     /// limits, the generated code's message size limits.
     fn grpc<Req, Resp>(&self) -> Grpc<PrescanCodec<Resp, Req>>

@@ -161,11 +161,12 @@ async fn answer(shared: Arc<Shared>, req: PublishStreamRequest) -> PublishStream
     let request_id = req.request_id;
     let outcome = async {
         let need = req.need();
-        if let Err(denied) = crate::auth::authorize(&shared.ctx.caller, req_action(), need) {
+        let action = PublishStreamRequest::ACTION;
+        if let Err(denied) = crate::auth::authorize(&shared.ctx.caller, action, need) {
             shared
                 .ops
                 .audit
-                .denied(&shared.ctx, req_action(), need.target(), denied.code())
+                .denied(&shared.ctx, action, need.target(), denied.code())
                 .await;
             return Err(denied);
         }
@@ -185,11 +186,6 @@ async fn answer(shared: Arc<Shared>, req: PublishStreamRequest) -> PublishStream
             failure: Some(failure(&status)),
         },
     }
-}
-
-/// The audit action of a denied request.
-fn req_action() -> &'static str {
-    <PublishStreamRequest as super::guard::Guarded>::ACTION
 }
 
 /// The failure a unary Publish would have returned as its status.
