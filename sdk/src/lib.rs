@@ -67,6 +67,7 @@ mod publisher;
 mod replay;
 mod settings;
 mod settle;
+mod settle_stream;
 mod subscription;
 
 pub use admin::{Admin, AuditFilter, SeekTo};

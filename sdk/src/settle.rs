@@ -6,7 +6,11 @@
 //! than `max_lease`, so a slow handler keeps its lease without doing anything.
 //! Settling unregisters the lease at once (no more extensions) and queues the
 //! ack id; the task sends queued ids in one call per kind after `linger`, or
-//! as soon as `max_batch` are waiting.
+//! as soon as `max_batch` are waiting. A "call" is a settle request on the
+//! subscription's `SubscribeStream` while one is open ([`SettleStream`]),
+//! else a unary Ack or Nack. Lease extensions always go by unary call: they
+//! are rare (a third of the ack deadline apart) and must not wait behind a
+//! stream being reopened.
 //!
 //! A settle either waits for the call that carries it ([`Settler::settle`]:
 //! a reply channel per settle) or only for a place in the queue
@@ -26,7 +30,8 @@ use tonic_types::StatusExt;
 use crate::backoff::{proto_duration, Backoff, RetryPolicy};
 use crate::client::Channel;
 use crate::error::{Error, Result};
-use crate::v1::{self, event_service_client::EventServiceClient};
+use crate::settle_stream::SettleStream;
+use crate::v1::{self, event_service_client::EventServiceClient, subscribe_stream_request};
 
 /// Precondition-failure type the server uses for an ack id whose lease is gone.
 const STALE_LEASE: &str = "STALE_LEASE";
@@ -140,6 +145,7 @@ impl Settler {
         subscription: String,
         config: SettleConfig,
         counters: Arc<SettleCounters>,
+        stream: SettleStream,
     ) -> Settler {
         let (tx, rx) = mpsc::channel(config.max_batch.max(1) * 4);
         let held = Arc::new(Mutex::new(HashMap::new()));
@@ -159,6 +165,7 @@ impl Settler {
             extension: extension.clone(),
             queued: Vec::new(),
             counters,
+            stream,
         };
         tokio::spawn(task.run());
         Settler {
@@ -250,6 +257,8 @@ struct Task {
     /// Settles waiting for the next call: (verdict, ack id, reply).
     queued: Vec<Queued>,
     counters: Arc<SettleCounters>,
+    /// The subscription's SubscribeStream, when one is open.
+    stream: SettleStream,
 }
 
 type Queued = (Verdict, String, Option<oneshot::Sender<Result<()>>>);
@@ -382,6 +391,9 @@ impl Task {
     }
 
     async fn call(&mut self, verdict: &Verdict, ack_ids: Vec<String>) -> Result<(), Outcome> {
+        if let Some(outcome) = self.stream_call(verdict, &ack_ids).await {
+            return outcome;
+        }
         let mut backoff = Backoff::new(&self.config.retry);
         let started = Instant::now();
         loop {
@@ -425,6 +437,46 @@ impl Task {
                 return Err(Outcome::Failed(err));
             }
             tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+}
+
+impl Task {
+    /// Settles on the subscription's stream. `None` when that could not
+    /// tell: no stream was open, it ended before the answer, or the answer
+    /// is a retryable failure; the unary call (with its retries) decides.
+    async fn stream_call(
+        &self,
+        verdict: &Verdict,
+        ack_ids: &[String],
+    ) -> Option<Result<(), Outcome>> {
+        let ack_ids = ack_ids.to_vec();
+        let request = match verdict {
+            Verdict::Ack => subscribe_stream_request::Request::Ack(v1::AckRequest {
+                ack_ids,
+                ..Default::default()
+            }),
+            Verdict::Nack {
+                delay,
+                reason,
+                dead_letter,
+            } => subscribe_stream_request::Request::Nack(v1::NackRequest {
+                ack_ids,
+                delay: delay.map(proto_duration),
+                reason: reason.clone(),
+                dead_letter: *dead_letter,
+                ..Default::default()
+            }),
+        };
+        let answer = self.stream.send(request).await?.await.ok()?;
+        if let Some(failure) = answer.failure {
+            let err = Error::from(tonic::Status::new(failure.code.into(), failure.message));
+            return (!err.is_retryable()).then_some(Err(Outcome::Failed(err)));
+        }
+        if answer.stale_ack_ids.is_empty() {
+            Some(Ok(()))
+        } else {
+            Some(Err(Outcome::Stale(answer.stale_ack_ids)))
         }
     }
 }

@@ -1,8 +1,10 @@
 //! [`Subscription`]: a reconnecting stream of deliveries, and
 //! [`Subscription::run`] for handler-style consumers.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::{Backoff, RetryPolicy};
 use crate::client::Client;
@@ -18,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::event::Message;
 use crate::handler::HandlerError;
 use crate::settle::{SettleConfig, SettleCounters, SettleStatsHandle, Settler};
-use crate::v1;
+use crate::settle_stream::{CloseOnDrop, SettleStream};
+use crate::v1::{self, subscribe_stream_request};
 
 /// Most ack ids in one settle call: the server names at most this many stale
 /// leases in one FAILED_PRECONDITION.
@@ -46,6 +50,13 @@ pub struct SubscriberConfig {
     pub reconnect: RetryPolicy,
     /// Retries of a settle call that failed retryably.
     pub settle_retry: RetryPolicy,
+    /// Receive and settle on one `SubscribeStream` (default true): acks and
+    /// nacks travel on the stream that brought the deliveries, which costs
+    /// the server far less than a unary call per batch. False uses
+    /// `Subscribe` and unary Ack/Nack calls, as does a server without
+    /// SubscribeStream (detected by itself). Lease extensions are unary
+    /// calls either way.
+    pub settle_on_stream: bool,
 }
 
 impl Default for SubscriberConfig {
@@ -64,6 +75,7 @@ impl Default for SubscriberConfig {
                 timeout: Some(Duration::from_secs(10)),
                 ..RetryPolicy::default()
             },
+            settle_on_stream: true,
         }
     }
 }
@@ -145,6 +157,7 @@ impl Subscription {
     fn start(&mut self) -> &mut mpsc::Receiver<Result<Delivery>> {
         if self.rx.is_none() {
             let (tx, rx) = mpsc::channel(self.config.max_in_flight.max(1) as usize);
+            let stream = SettleStream::default();
             let settler = Settler::spawn(
                 self.client.events(),
                 self.topic.clone(),
@@ -156,6 +169,7 @@ impl Subscription {
                     retry: self.config.settle_retry.clone(),
                 },
                 self.counters.clone(),
+                stream.clone(),
             );
             self.settler = Some(settler.clone());
             let session = Session {
@@ -165,6 +179,8 @@ impl Subscription {
                 config: self.config.clone(),
                 tx,
                 settler,
+                stream,
+                unary: AtomicBool::new(!self.config.settle_on_stream),
             };
             self.session = Some(AbortOnDrop(tokio::spawn(session.run())));
             self.rx = Some(rx);
@@ -298,8 +314,8 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
-/// The background task of one subscription: (re)opens the Subscribe stream
-/// and forwards deliveries.
+/// The background task of one subscription: (re)opens the stream and
+/// forwards deliveries (and, on a SubscribeStream, routes settle answers).
 struct Session {
     client: Client,
     topic: String,
@@ -307,6 +323,42 @@ struct Session {
     config: SubscriberConfig,
     tx: mpsc::Sender<Result<Delivery>>,
     settler: Settler,
+    /// Where the settle task finds the open SubscribeStream.
+    stream: SettleStream,
+    /// Use Subscribe and unary settles: configured, or the server has no
+    /// SubscribeStream.
+    unary: AtomicBool,
+}
+
+/// Settle requests queued for the stream before the settle task waits: it
+/// sends one batch at a time, so this is never reached in practice.
+const QUEUED_SETTLES: usize = 16;
+
+/// One message of a feed: deliveries, and settle answers.
+type FeedMessage = (Vec<v1::Delivery>, Vec<v1::SettleAnswer>);
+
+/// The response stream of Subscribe or of SubscribeStream.
+enum Feed {
+    Subscribe(tonic::Streaming<v1::SubscribeResponse>),
+    SubscribeStream {
+        responses: tonic::Streaming<v1::SubscribeStreamResponse>,
+        /// Takes the stream out of the SettleStream when the feed ends.
+        _close: CloseOnDrop,
+    },
+}
+
+impl Feed {
+    /// The next message's deliveries and settle answers. Cancel safe, as
+    /// tonic's `Streaming::message` is.
+    async fn message(&mut self) -> std::result::Result<Option<FeedMessage>, tonic::Status> {
+        Ok(match self {
+            Feed::Subscribe(s) => s.message().await?.map(|m| (m.deliveries, Vec::new())),
+            Feed::SubscribeStream { responses, .. } => responses
+                .message()
+                .await?
+                .map(|m| (m.deliveries, m.settled)),
+        })
+    }
 }
 
 impl Session {
@@ -331,15 +383,54 @@ impl Session {
         }
     }
 
-    /// One Subscribe stream, until it fails (`Err`) or the consumer is gone
-    /// (`Ok`). A stream the server ends cleanly is treated as UNAVAILABLE.
-    async fn stream(&self, settler: &Settler, backoff: &mut Backoff) -> Result<()> {
+    /// Opens a SubscribeStream, or a Subscribe stream when configured or
+    /// when the server has no SubscribeStream (UNIMPLEMENTED, remembered).
+    async fn open(&self) -> Result<Feed> {
         let request = v1::SubscribeRequest {
             topic: self.topic.clone(),
             subscription: self.name.clone(),
             max_in_flight: self.config.max_in_flight,
         };
-        let mut stream = self.client.events().subscribe(request).await?.into_inner();
+        if !self.unary.load(Ordering::Relaxed) {
+            let (requests, rx) = mpsc::channel(QUEUED_SETTLES);
+            let subscribe = v1::SubscribeStreamRequest {
+                request: Some(subscribe_stream_request::Request::Subscribe(
+                    request.clone(),
+                )),
+                request_id: 0,
+            };
+            // The channel is new and empty: this cannot fail.
+            let _ = requests.try_send(subscribe);
+            match self
+                .client
+                .events()
+                .subscribe_stream(ReceiverStream::new(rx))
+                .await
+            {
+                Ok(response) => {
+                    self.stream.open(requests);
+                    return Ok(Feed::SubscribeStream {
+                        responses: response.into_inner(),
+                        _close: CloseOnDrop(self.stream.clone()),
+                    });
+                }
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    tracing::debug!(
+                        "the server has no SubscribeStream; using Subscribe and unary settles"
+                    );
+                    self.unary.store(true, Ordering::Relaxed);
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+        let stream = self.client.events().subscribe(request).await?.into_inner();
+        Ok(Feed::Subscribe(stream))
+    }
+
+    /// One stream, until it fails (`Err`) or the consumer is gone (`Ok`). A
+    /// stream the server ends cleanly is treated as UNAVAILABLE.
+    async fn stream(&self, settler: &Settler, backoff: &mut Backoff) -> Result<()> {
+        let mut feed = self.open().await?;
         // The subscription exists now (it may have been auto-created): learn
         // its ack deadline, so held leases are extended in time.
         match self
@@ -360,22 +451,47 @@ impl Session {
                 tracing::debug!(error = %e, "could not read the ack deadline; extending leases conservatively")
             }
         }
+        // Deliveries read but not yet taken by the consumer. Reading goes on
+        // while they wait, so a settle answer is never stuck behind them
+        // (a consumer awaiting an ack would otherwise never make room). The
+        // server's credit bounds them to max_in_flight; past that (leases
+        // that expired and came back while the consumer stalled) reading
+        // pauses.
+        let mut unsent: VecDeque<Delivery> = VecDeque::new();
+        let most_unsent = self.config.max_in_flight.max(1) as usize;
         loop {
-            let batch = tokio::select! {
-                msg = stream.message() => msg?,
-                _ = self.tx.closed() => return Ok(()),
-            };
-            let Some(batch) = batch else {
-                return Err(Error::Status(tonic::Status::unavailable(
-                    "the server ended the subscription stream",
-                )));
-            };
-            backoff.reset();
-            for d in batch.deliveries {
-                let delivery = Delivery::new(d, settler.clone());
-                if self.tx.send(Ok(delivery)).await.is_err() {
-                    return Ok(());
+            tokio::select! {
+                permit = self.tx.reserve(), if !unsent.is_empty() => {
+                    let Ok(permit) = permit else { return Ok(()) };
+                    if let Some(delivery) = unsent.pop_front() {
+                        permit.send(Ok(delivery));
+                    }
                 }
+                message = feed.message(), if unsent.len() < most_unsent => {
+                    let Some((deliveries, answers)) = message? else {
+                        return Err(Error::Status(tonic::Status::unavailable(
+                            "the server ended the subscription stream",
+                        )));
+                    };
+                    backoff.reset();
+                    for answer in answers {
+                        self.stream.answer(answer);
+                    }
+                    for d in deliveries {
+                        let delivery = Delivery::new(d, settler.clone());
+                        if !unsent.is_empty() {
+                            unsent.push_back(delivery);
+                            continue;
+                        }
+                        // The common case: the consumer has room.
+                        match self.tx.try_send(Ok(delivery)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(Ok(delivery))) => unsent.push_back(delivery),
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                }
+                _ = self.tx.closed() => return Ok(()),
             }
         }
     }

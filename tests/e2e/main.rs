@@ -32,6 +32,7 @@ mod retention;
 mod sdk;
 mod sdk_admin;
 mod seek;
+mod subscribe_stream;
 mod support;
 mod tls;
 mod tracing;

@@ -450,8 +450,15 @@ const ACKS_BY_SEQUENCE: &str = "JetStream acks by stream sequence: an ack of a l
 /// One event delivered twice on subscription `s` of topic `t`: the first
 /// lease, made stale by a seek, and the one that replaced it.
 async fn a_moved_lease(client: &Client) -> (eventbus::Subscription, Delivery, Delivery) {
+    a_moved_lease_with(client, SubscriberConfig::default()).await
+}
+
+async fn a_moved_lease_with(
+    client: &Client,
+    config: SubscriberConfig,
+) -> (eventbus::Subscription, Delivery, Delivery) {
     subscribed_then_published(client, &["x"]).await;
-    let mut deliveries = client.subscribe("t", "s");
+    let mut deliveries = client.subscribe_with("t", "s", config);
     let first = deliveries.next().await.unwrap().unwrap();
     // Seeking ends every lease; the event comes again under a new one.
     client
@@ -476,14 +483,91 @@ async fn an_ack_after_the_lease_moved_is_lease_lost() {
     if eventbus_tests::skip_on_jetstream(ACKS_BY_SEQUENCE) {
         return;
     }
-    let server = TestServer::start().await;
-    let client = client(&server).await;
-    let (_deliveries, first, second) = a_moved_lease(&client).await;
-    let err = first.ack().await.unwrap_err();
-    assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
-    assert_eq!(err.code(), Some(Code::FailedPrecondition));
-    assert!(!err.is_retryable());
-    second.ack().await.expect("the new lease settles");
+    // Settled on the SubscribeStream (the default) and by unary calls.
+    for settle_on_stream in [true, false] {
+        let server = TestServer::start().await;
+        let client = client(&server).await;
+        let config = SubscriberConfig {
+            settle_on_stream,
+            ..Default::default()
+        };
+        let (_deliveries, first, second) = a_moved_lease_with(&client, config).await;
+        let err = first.ack().await.unwrap_err();
+        assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+        assert_eq!(err.code(), Some(Code::FailedPrecondition));
+        assert!(!err.is_retryable());
+        second.ack().await.expect("the new lease settles");
+    }
+}
+
+/// The SDK settles on its SubscribeStream by default, and by unary calls
+/// when told to: the server's per-method counters tell which was used. A
+/// child server, so no other test shares its counters.
+#[tokio::test]
+async fn settles_travel_on_the_subscribe_stream_unless_configured_otherwise() {
+    let (_dir, data) = eventbus_tests::temp_dir();
+    let bin = env!("CARGO_BIN_EXE_eventbus-under-test");
+    let server = eventbus_tests::ChildServer::start(bin, &data, &[]).await;
+    let client = Client::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    let unary_calls = || async {
+        let (_, text) = eventbus_tests::http_get(server.metrics_addr, "/metrics").await;
+        ["Ack", "Nack", "SubscribeStream", "Subscribe"].map(|method| {
+            let series = format!("eventbus_rpc_requests_total{{method=\"{method}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64
+        })
+    };
+    for sub in ["streamed", "unary"] {
+        client
+            .admin()
+            .create_subscription("t", sub, SubscriptionSettings::default())
+            .await
+            .unwrap();
+    }
+    let publisher = client.publisher("t");
+    for i in 0..20 {
+        publisher
+            .publish(Event::new("n", format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let mut expected = [0u64; 4];
+    for (sub, settle_on_stream) in [("streamed", true), ("unary", false)] {
+        let config = SubscriberConfig {
+            settle_on_stream,
+            ..Default::default()
+        };
+        let mut deliveries = client.subscribe_with("t", sub, config);
+        // The first delivery is nacked (redelivered at once), every other
+        // one acked, the redelivery too.
+        let (mut acked, mut nacked) = (0, false);
+        while acked < 20 {
+            let d = deliveries.next().await.unwrap().unwrap();
+            if nacked {
+                d.ack().await.unwrap();
+                acked += 1;
+            } else {
+                d.nack_after(Duration::ZERO).await.unwrap();
+                nacked = true;
+            }
+        }
+        let stats = wait_for_stats(&client, "t", sub, "20 acks", |s| s.acked == 20).await;
+        assert_eq!((stats.nacked, stats.backlog), (1, 0), "{stats:?}");
+        drop(deliveries);
+        let [acks, nacks, streams, subscribes] = unary_calls().await;
+        if settle_on_stream {
+            expected[2] += 1;
+        } else {
+            expected[3] += 1;
+            assert!(acks > 0 && nacks == 1, "{acks} Ack and {nacks} Nack calls");
+            expected[0] = acks;
+            expected[1] = nacks;
+        }
+        assert_eq!([acks, nacks, streams, subscribes], expected, "{sub}");
+    }
 }
 
 #[tokio::test]

@@ -305,3 +305,68 @@ func TestPublishStreamAnswersEachRequestByID(t *testing.T) {
 		t.Fatalf("request 2: want an InvalidArgument failure, got %v", answers[2])
 	}
 }
+
+func TestSubscribeStreamSettlesOnTheStream(t *testing.T) {
+	events, _ := dial(t)
+	topic := uniqueTopic(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ev := &eventbusv1.PublishEvent{Type: "smoke.test", Payload: []byte("s"), ContentType: "text/plain"}
+	if _, err := events.Publish(ctx, &eventbusv1.PublishRequest{
+		Topic: topic, Events: []*eventbusv1.PublishEvent{ev, ev},
+	}); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	stream, err := events.SubscribeStream(ctx)
+	if err != nil {
+		t.Fatalf("SubscribeStream: %v", err)
+	}
+	send := func(req *eventbusv1.SubscribeStreamRequest) {
+		if err := stream.Send(req); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	send(&eventbusv1.SubscribeStreamRequest{Request: &eventbusv1.SubscribeStreamRequest_Subscribe{
+		Subscribe: &eventbusv1.SubscribeRequest{Topic: topic, Subscription: "smoke", MaxInFlight: 10},
+	}})
+	var ackIDs []string
+	for len(ackIDs) < 2 {
+		msg, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("Recv: %v", err)
+		}
+		for _, d := range msg.Deliveries {
+			ackIDs = append(ackIDs, d.AckId)
+		}
+	}
+	send(&eventbusv1.SubscribeStreamRequest{RequestId: 1, Request: &eventbusv1.SubscribeStreamRequest_Ack{
+		Ack: &eventbusv1.AckRequest{AckIds: ackIDs},
+	}})
+	// A malformed ack id fails its own request only.
+	send(&eventbusv1.SubscribeStreamRequest{RequestId: 2, Request: &eventbusv1.SubscribeStreamRequest_Ack{
+		Ack: &eventbusv1.AckRequest{AckIds: []string{"not-an-ack-id"}},
+	}})
+	// Closing the input ends the stream with OK once both are answered.
+	if err := stream.CloseSend(); err != nil {
+		t.Fatalf("CloseSend: %v", err)
+	}
+	answers := map[uint64]*eventbusv1.SettleAnswer{}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Recv: %v", err)
+		}
+		for _, a := range msg.Settled {
+			answers[a.RequestId] = a
+		}
+	}
+	if a := answers[1]; a == nil || a.Failure != nil || len(a.StaleAckIds) != 0 {
+		t.Fatalf("request 1: want a clean ack, got %v", a)
+	}
+	if f := answers[2].GetFailure(); f == nil || codes.Code(f.Code) != codes.InvalidArgument || f.Message == "" {
+		t.Fatalf("request 2: want an InvalidArgument failure, got %v", answers[2])
+	}
+}

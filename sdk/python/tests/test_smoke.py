@@ -7,6 +7,7 @@ the server over gRPC; `cargo xtask test-clients` starts one and runs this.
 """
 
 import os
+import queue
 import time
 import unittest
 import uuid
@@ -199,6 +200,50 @@ class SmokeTest(unittest.TestCase):
         self.assertEqual(answers[2].failure.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
         self.assertTrue(answers[2].failure.message)
         self.assertEqual(len(answers[3].results), 1)
+
+    def test_subscribe_stream_settles_on_the_stream(self) -> None:
+        self.publish(b"one")
+        self.publish(b"two")
+        outbox: "queue.Queue[es.SubscribeStreamRequest | None]" = queue.Queue()
+        outbox.put(es.SubscribeStreamRequest(subscribe=es.SubscribeRequest(
+            topic=self.topic, subscription=self.sub, max_in_flight=10)))
+
+        def requests():
+            # Closing the input (returning) ends the stream with OK once
+            # the settles in flight are answered.
+            while (item := outbox.get()) is not None:
+                yield item
+
+        deliveries, answers = [], {}
+        for msg in self.client.events.SubscribeStream(requests(), timeout=60):
+            deliveries.extend(msg.deliveries)
+            for answer in msg.settled:
+                answers[answer.request_id] = answer
+            if len(deliveries) == 2 and not answers and outbox.empty():
+                outbox.put(es.SubscribeStreamRequest(
+                    ack=es.AckRequest(ack_ids=[d.ack_id for d in deliveries]), request_id=1))
+                # A malformed ack id fails its own request only.
+                outbox.put(es.SubscribeStreamRequest(
+                    ack=es.AckRequest(ack_ids=["not-an-ack-id"]), request_id=2))
+            if len(answers) == 2:
+                outbox.put(None)
+        self.assertEqual(sorted(d.event.payload for d in deliveries), [b"one", b"two"])
+        self.assertFalse(answers[1].HasField("failure"))
+        self.assertEqual(list(answers[1].stale_ack_ids), [])
+        self.assertEqual(answers[2].failure.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        self.assertTrue(answers[2].failure.message)
+
+        # Both were acked (the counters may trail the answer briefly).
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            stats = self.client.admin.GetSubscription(
+                admin.GetSubscriptionRequest(topic=self.topic, subscription=self.sub),
+                timeout=TIMEOUT,
+            ).subscription.stats
+            if (stats.acked, stats.backlog) == (2, 0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual((stats.acked, stats.backlog), (2, 0))
 
 
 if __name__ == "__main__":

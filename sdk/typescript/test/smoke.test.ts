@@ -174,3 +174,48 @@ test("PublishStream answers each request by id; a failed one leaves the stream o
   assert.ok(answers.get(2n)!.failure?.message);
   assert.equal(answers.get(3n)!.results.length, 1);
 });
+
+test("SubscribeStream settles on the stream; a failed settle leaves it open", async () => {
+  const topic = `ts-smoke-${randomUUID().slice(0, 12)}`;
+  const subscription = "smoke";
+  await publish(topic, "one");
+  await publish(topic, "two");
+
+  // The requests: a queue the loop below feeds; null closes the input, which
+  // ends the stream with OK once the settles in flight are answered.
+  type Req = Parameters<typeof client.events.subscribeStream>[0] extends AsyncIterable<infer R> ? R : never;
+  const outbox: (Req | null)[] = [{ request: { case: "subscribe", value: { topic, subscription, maxInFlight: 10 } } }];
+  let wake: () => void = () => {};
+  async function* requests(): AsyncGenerator<Req> {
+    for (;;) {
+      while (outbox.length === 0) await new Promise<void>((r) => (wake = r));
+      const next = outbox.shift()!;
+      if (next === null) return;
+      yield next;
+    }
+  }
+  const send = (r: Req | null) => {
+    outbox.push(r);
+    wake();
+  };
+
+  const deliveries: Delivery[] = [];
+  const answers = new Map<bigint, { staleAckIds: string[]; failure?: { code: number; message: string } }>();
+  let sent = false;
+  for await (const msg of client.events.subscribeStream(requests(), { signal: AbortSignal.timeout(60_000) })) {
+    deliveries.push(...msg.deliveries);
+    for (const a of msg.settled) answers.set(a.requestId, a);
+    if (deliveries.length === 2 && !sent) {
+      sent = true;
+      send({ request: { case: "ack", value: { ackIds: deliveries.map((d) => d.ackId) } }, requestId: 1n });
+      // A malformed ack id fails its own request only.
+      send({ request: { case: "ack", value: { ackIds: ["not-an-ack-id"] } }, requestId: 2n });
+    }
+    if (answers.size === 2) send(null);
+  }
+  assert.deepEqual(deliveries.map((d) => untext.decode(d.event?.payload)).sort(), ["one", "two"]);
+  assert.equal(answers.get(1n)!.failure, undefined);
+  assert.deepEqual(answers.get(1n)!.staleAckIds, []);
+  assert.equal(answers.get(2n)!.failure?.code, Code.InvalidArgument);
+  assert.ok(answers.get(2n)!.failure?.message);
+});

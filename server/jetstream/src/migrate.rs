@@ -138,13 +138,50 @@ impl Importer {
     /// stored in the wrong place. An event whose idempotency key is still
     /// in its window (published at or after `dedup_since`) carries it as
     /// `Nats-Msg-Id`, so the cluster keeps deduplicating it.
+    ///
+    /// A stream the cluster just created may not have elected its leader
+    /// yet: its publishes find no responder ("no stream found"). That is
+    /// waited out for up to [`NEW_STREAM_PATIENCE`], going on from what the
+    /// stream holds (what went in before the failure stays; what was sent
+    /// after it was refused by its expected sequence).
     pub async fn append(
+        &self,
+        topic: &TopicMeta,
+        p: u32,
+        mut events: &[StoredEvent],
+        dedup_since: UnixMillis,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + NEW_STREAM_PATIENCE;
+        loop {
+            let error = match self.append_once(topic, p, events, dedup_since).await {
+                Ok(()) => return Ok(()),
+                Err(AppendError::Failed(e)) => return Err(e),
+                Err(AppendError::NoStream(e)) if tokio::time::Instant::now() >= deadline => {
+                    return Err(e)
+                }
+                Err(AppendError::NoStream(e)) => e,
+            };
+            tracing::debug!(error = %error, "no leader for a new stream yet; waiting");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let Ok(there) = self.bounds(topic, p).await else {
+                continue;
+            };
+            let first = events.first().map_or(there.end, |e| e.offset);
+            let stored = usize::try_from(there.end.saturating_sub(first)).unwrap_or(usize::MAX);
+            events = &events[stored.min(events.len())..];
+            if events.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn append_once(
         &self,
         topic: &TopicMeta,
         p: u32,
         events: &[StoredEvent],
         dedup_since: UnixMillis,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), AppendError> {
         let subject = subject(topic.id, p);
         let mut waiting: VecDeque<(Offset, PublishAckFuture)> = VecDeque::new();
         for event in events {
@@ -165,7 +202,7 @@ impl Importer {
                 .js
                 .publish_with_headers(subject.clone(), headers, body(event))
                 .await
-                .map_err(|e| nats_error("copying an event", e))?;
+                .map_err(|e| AppendError::Failed(nats_error("copying an event", e)))?;
             waiting.push_back((event.offset, ack));
         }
         for (offset, ack) in waiting {
@@ -262,26 +299,48 @@ fn body(event: &StoredEvent) -> Bytes {
 
 /// Waits for the acknowledgement of the event at `offset` and checks that
 /// it landed there.
-async fn check_ack(topic: &TopicMeta, p: u32, offset: Offset, ack: PublishAckFuture) -> Result<()> {
+/// How long [`Importer::append`] waits for a new stream's leader.
+const NEW_STREAM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why one pass of [`Importer::append`] stopped.
+enum AppendError {
+    /// A publish found no stream leader to answer it: worth waiting for.
+    NoStream(Error),
+    Failed(Error),
+}
+
+async fn check_ack(
+    topic: &TopicMeta,
+    p: u32,
+    offset: Offset,
+    ack: PublishAckFuture,
+) -> std::result::Result<(), AppendError> {
     let where_ = || format!("topic {:?} partition {p} offset {offset}", topic.name);
     let ack = ack.await.map_err(|e| {
-        nats_error(
+        let no_stream =
+            e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound;
+        let error = nats_error(
             "copying an event",
             format!(
                 "{} ({e}); run migrate again: it goes on from what {} holds",
                 where_(),
                 stream_name(topic.id, p)
             ),
-        )
+        );
+        if no_stream {
+            AppendError::NoStream(error)
+        } else {
+            AppendError::Failed(error)
+        }
     })?;
     if ack.duplicate || ack.sequence != offset + 1 {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(AppendError::Failed(Error::FailedPrecondition(format!(
             "{} was stored at offset {} (duplicate: {}): another event in the cluster's \
              duplicate window has its idempotency key",
             where_(),
             ack.sequence.saturating_sub(1),
             ack.duplicate
-        )));
+        ))));
     }
     Ok(())
 }

@@ -7,8 +7,9 @@
 //! that code builds it with `Default`, so it could not carry this server's
 //! configured limits. These four methods are served here the way the
 //! generated code serves them (tonic's `Grpc::unary`, same message size
-//! limits, no compression), with a codec that holds the limits. So is
-//! PublishStream (`Grpc::streaming`), whose every message is a Publish.
+//! limits, no compression), with a codec that holds the limits. So are
+//! PublishStream (`Grpc::streaming`), whose every message is a Publish, and
+//! SubscribeStream, whose messages after the first are those settles.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -121,6 +122,9 @@ impl tower::Service<http::Request<Body>> for EventServer {
             }
             "/eventbus.v1.EventService/PublishStream" => {
                 self.streaming(req, |svc, r| async move { svc.publish_stream(r).await })
+            }
+            "/eventbus.v1.EventService/SubscribeStream" => {
+                self.streaming(req, |svc, r| async move { svc.subscribe_stream(r).await })
             }
             "/eventbus.v1.EventService/Ack" => {
                 self.unary(req, |svc, r| async move { svc.ack(r).await })

@@ -40,7 +40,9 @@ mod replay;
 mod resume_subscription;
 mod seek_subscription;
 pub mod status;
+mod stream_requests;
 mod subscribe;
+mod subscribe_stream;
 mod update_subscription;
 mod wire;
 
@@ -188,13 +190,40 @@ impl EventService for EventSvc {
         )))
     }
 
-    type SubscribeStream = subscribe::SubscribeStream;
+    type SubscribeStream = subscribe::DeliveryStream;
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> RpcResult<Self::SubscribeStream> {
         let (call, req) = self.call(req).await?;
         subscribe::handle(&call, &self.shutdown, req)
             .await
             .map(Response::new)
+    }
+
+    type SubscribeStreamStream = subscribe_stream::SubscribeStream;
+
+    /// The first request joins the subscription as Subscribe does (the same
+    /// check, with its metadata); each later one is checked as it arrives
+    /// (see `subscribe_stream`).
+    async fn subscribe_stream(
+        &self,
+        req: Request<tonic::Streaming<SubscribeStreamRequest>>,
+    ) -> RpcResult<Self::SubscribeStreamStream> {
+        let (metadata, extensions, mut requests) = req.into_parts();
+        let first = subscribe_stream::first_request(&mut requests, &self.shutdown).await?;
+        let (call, first) = self
+            .call(Request::from_parts(metadata, extensions, first))
+            .await?;
+        let shared = subscribe_stream::Shared {
+            ctx: call.ctx.clone(),
+            broker: call.broker.clone(),
+            ops: self.ops.clone(),
+            topic: first.topic.clone(),
+            subscription: first.subscription.clone(),
+        };
+        let deliveries = subscribe::handle(&call, &self.shutdown, first).await?;
+        Ok(Response::new(subscribe_stream::SubscribeStream::new(
+            deliveries, requests, shared,
+        )))
     }
 
     async fn ack(&self, req: Request<AckRequest>) -> RpcResult<AckResponse> {

@@ -31,7 +31,7 @@ pub async fn handle(
     call: &Call<'_>,
     shutdown: &CancellationToken,
     req: SubscribeRequest,
-) -> Result<SubscribeStream, Status> {
+) -> Result<DeliveryStream, Status> {
     let member = call
         .broker
         .subscribe(&req.topic, &req.subscription, req.max_in_flight)
@@ -43,7 +43,7 @@ pub async fn handle(
         member = member.member_id,
         "member joined"
     );
-    Ok(SubscribeStream {
+    Ok(DeliveryStream {
         topic: req.topic,
         deliveries: member.deliveries,
         unsent: Vec::new().into_iter(),
@@ -71,7 +71,7 @@ impl Drop for OpenStream {
     }
 }
 
-pub struct SubscribeStream {
+pub struct DeliveryStream {
     topic: String,
     deliveries: BoxStream<eventbus_broker::Result<Vec<Delivery>>>,
     /// The rest of the current batch, not yet converted.
@@ -87,7 +87,7 @@ pub struct SubscribeStream {
     _open: OpenStream,
 }
 
-impl SubscribeStream {
+impl DeliveryStream {
     /// The next message of the current batch; empty when the batch is sent.
     fn next_message(&mut self) -> Vec<v1::Delivery> {
         let (topic, unsent) = (&self.topic, &mut self.unsent);
@@ -97,7 +97,7 @@ impl SubscribeStream {
     }
 }
 
-impl Stream for SubscribeStream {
+impl Stream for DeliveryStream {
     type Item = Result<SubscribeResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

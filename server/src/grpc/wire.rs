@@ -21,6 +21,7 @@ use eventbus_proto::bytes::Buf as _;
 use eventbus_proto::prost::Message;
 use eventbus_proto::v1::{
     AckRequest, ModifyAckDeadlineRequest, NackRequest, PublishRequest, PublishStreamRequest,
+    SubscribeStreamRequest,
 };
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::Status;
@@ -39,6 +40,8 @@ const PUBLISH_EVENTS: u32 = 2;
 const EVENT_ATTRIBUTES: u32 = 5;
 /// `ack_ids` of Ack, Nack and ModifyAckDeadline (field 3 in all three).
 const ACK_IDS: u32 = 3;
+/// `SubscribeStreamRequest`'s settles: `ack`, `nack`, `modify_ack_deadline`.
+const STREAM_SETTLES: [u32; 3] = [2, 3, 4];
 
 impl Prescan for PublishRequest {
     fn prescan(wire: &[u8], limits: &Limits) -> Result<(), Status> {
@@ -89,14 +92,18 @@ impl Prescan for PublishStreamRequest {
 fn prescan_ack_ids(wire: &[u8], limits: &Limits) -> Result<(), Status> {
     let max = limits.max_ack_ids_per_call;
     if count_bytes_fields(wire, ACK_IDS, max)? > max {
-        return Err(to_status(Limits::exceeded(
-            "ack_ids",
-            format!("more than {max} ack ids in one call; split them over several calls"),
-            max,
-            "max-ack-ids-per-call",
-        )));
+        return Err(too_many_ack_ids(max));
     }
     Ok(())
+}
+
+fn too_many_ack_ids(max: usize) -> Status {
+    to_status(Limits::exceeded(
+        "ack_ids",
+        format!("more than {max} ack ids in one call; split them over several calls"),
+        max,
+        "max-ack-ids-per-call",
+    ))
 }
 
 impl Prescan for AckRequest {
@@ -114,6 +121,27 @@ impl Prescan for NackRequest {
 impl Prescan for ModifyAckDeadlineRequest {
     fn prescan(wire: &[u8], limits: &Limits) -> Result<(), Status> {
         prescan_ack_ids(wire, limits)
+    }
+}
+
+/// A SubscribeStream settle holds one Ack, Nack or ModifyAckDeadline request;
+/// prost merges repeats of a oneof's message field, so the ack ids of every
+/// occurrence count together.
+impl Prescan for SubscribeStreamRequest {
+    fn prescan(wire: &[u8], limits: &Limits) -> Result<(), Status> {
+        let max = limits.max_ack_ids_per_call;
+        let mut ack_ids = 0;
+        for field in Fields::new(wire) {
+            if let Field::Bytes(number, settle) = field.map_err(malformed)? {
+                if STREAM_SETTLES.contains(&number) {
+                    ack_ids += count_bytes_fields(settle, ACK_IDS, max)?;
+                    if ack_ids > max {
+                        return Err(too_many_ack_ids(max));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -414,6 +442,42 @@ mod tests {
             let err = err.unwrap_err();
             assert!(err.message().contains("max-ack-ids-per-call"), "{err:?}");
         }
+    }
+
+    #[test]
+    fn a_subscribe_stream_settle_counts_the_ack_ids_of_every_occurrence() {
+        use eventbus_proto::v1::subscribe_stream_request::Request;
+        let ids = |n: usize| (0..n).map(|i| format!("id{i}")).collect::<Vec<_>>();
+        let settle = |request| {
+            SubscribeStreamRequest {
+                request: Some(request),
+                request_id: 7,
+            }
+            .encode_to_vec()
+        };
+        let ack = |n| {
+            settle(Request::Ack(AckRequest {
+                ack_ids: ids(n),
+                ..Default::default()
+            }))
+        };
+        let l = limits(1, 1, 2);
+        SubscribeStreamRequest::prescan(&ack(2), &l).unwrap();
+        let err = SubscribeStreamRequest::prescan(&ack(3), &l).unwrap_err();
+        assert!(err.message().contains("max-ack-ids-per-call"), "{err:?}");
+        // prost merges a repeated oneof message field: two `ack`s of 2 ids
+        // each decode as one of 4, and count as 4.
+        let twice = [ack(2), ack(2)].concat();
+        let decoded = SubscribeStreamRequest::decode(&twice[..]).unwrap();
+        assert!(matches!(decoded.request, Some(Request::Ack(a)) if a.ack_ids.len() == 4));
+        assert!(SubscribeStreamRequest::prescan(&twice, &l).is_err());
+        let nack = settle(Request::Nack(NackRequest {
+            ack_ids: ids(3),
+            ..Default::default()
+        }));
+        assert!(SubscribeStreamRequest::prescan(&nack, &l).is_err());
+        let subscribe = settle(Request::Subscribe(Default::default()));
+        SubscribeStreamRequest::prescan(&subscribe, &l).unwrap();
     }
 
     #[test]

@@ -257,7 +257,7 @@ mod tests {
         ] {
             assert!(names.contains(&rpc), "{rpc} missing from {names:?}");
         }
-        assert_eq!(names.len(), 26, "{names:?}");
+        assert_eq!(names.len(), 27, "{names:?}");
     }
 
     #[test]

@@ -387,8 +387,9 @@ func (x *Event) GetEventTime() *timestamppb.Timestamp {
 
 // One event leased to one member of a subscription. The lease ends when the
 // delivery is acked or nacked, when its ack deadline passes, when the
-// Subscribe stream that received it closes, or when the subscription is
-// sought; the event is then redelivered unless it was settled.
+// Subscribe (or SubscribeStream) stream that received it closes, or when
+// the subscription is sought; the event is then redelivered unless it was
+// settled.
 type Delivery struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache

@@ -82,6 +82,33 @@ type EventServiceClient interface {
 	// Every message of the stream is at most 4 MiB encoded, the receive limit
 	// gRPC clients keep by default, so no client setting needs raising.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (EventService_SubscribeClient, error)
+	// Subscribe and settle on one bidirectional stream, as Pub/Sub's
+	// StreamingPull: the first request joins the subscription (a
+	// SubscribeRequest, with the same checks and the same deliveries as
+	// Subscribe), and every later request settles deliveries with an Ack,
+	// Nack or ModifyAckDeadline of its own, answered on the response stream
+	// by a SettleAnswer with the same request_id. It saves what a unary
+	// settle call costs (HTTP/2 headers, a stream per call, the call's task),
+	// so a busy consumer should prefer it; the Rust SDK uses it by default.
+	//
+	// Each settle request passes the same permission check, limits and
+	// validation as the unary call, and its lease errors are the same, but
+	// they are answered in SettleAnswer (stale_ack_ids, failure) and the
+	// stream stays open. Settle requests in flight on one stream are
+	// independent and may be answered in any order; the server works on at
+	// most 64 of them at once and reads no further until one is answered.
+	// Deliveries of this stream may also be settled with the unary calls,
+	// and those of other streams on this one.
+	//
+	// The stream ends as Subscribe's does (NOT_FOUND, UNAVAILABLE at
+	// shutdown, DATA_LOSS, UNAUTHENTICATED), and also: with INVALID_ARGUMENT
+	// when the first request is not a `subscribe` or a later one is, or a
+	// message is malformed or holds more than max-ack-ids-per-call ack ids;
+	// with OUT_OF_RANGE when a message is over max-request-bytes; and with
+	// OK once the client closes its side and the settles in flight are
+	// answered. As with Subscribe, the deliveries left unsettled when the
+	// stream ends are released for redelivery.
+	SubscribeStream(ctx context.Context, opts ...grpc.CallOption) (EventService_SubscribeStreamClient, error)
 	// Acknowledges deliveries: they are settled and never redelivered.
 	//
 	// Acking a delivery that is already settled is a no-op. An ack_id whose
@@ -195,6 +222,37 @@ func (x *eventServiceSubscribeClient) Recv() (*SubscribeResponse, error) {
 	return m, nil
 }
 
+func (c *eventServiceClient) SubscribeStream(ctx context.Context, opts ...grpc.CallOption) (EventService_SubscribeStreamClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_EventService_serviceDesc.Streams[2], "/eventbus.v1.EventService/SubscribeStream", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &eventServiceSubscribeStreamClient{stream}
+	return x, nil
+}
+
+type EventService_SubscribeStreamClient interface {
+	Send(*SubscribeStreamRequest) error
+	Recv() (*SubscribeStreamResponse, error)
+	grpc.ClientStream
+}
+
+type eventServiceSubscribeStreamClient struct {
+	grpc.ClientStream
+}
+
+func (x *eventServiceSubscribeStreamClient) Send(m *SubscribeStreamRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *eventServiceSubscribeStreamClient) Recv() (*SubscribeStreamResponse, error) {
+	m := new(SubscribeStreamResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func (c *eventServiceClient) Ack(ctx context.Context, in *AckRequest, opts ...grpc.CallOption) (*AckResponse, error) {
 	out := new(AckResponse)
 	err := c.cc.Invoke(ctx, "/eventbus.v1.EventService/Ack", in, out, opts...)
@@ -223,7 +281,7 @@ func (c *eventServiceClient) ModifyAckDeadline(ctx context.Context, in *ModifyAc
 }
 
 func (c *eventServiceClient) Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (EventService_ReplayClient, error) {
-	stream, err := c.cc.NewStream(ctx, &_EventService_serviceDesc.Streams[2], "/eventbus.v1.EventService/Replay", opts...)
+	stream, err := c.cc.NewStream(ctx, &_EventService_serviceDesc.Streams[3], "/eventbus.v1.EventService/Replay", opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -323,6 +381,33 @@ type EventServiceServer interface {
 	// Every message of the stream is at most 4 MiB encoded, the receive limit
 	// gRPC clients keep by default, so no client setting needs raising.
 	Subscribe(*SubscribeRequest, EventService_SubscribeServer) error
+	// Subscribe and settle on one bidirectional stream, as Pub/Sub's
+	// StreamingPull: the first request joins the subscription (a
+	// SubscribeRequest, with the same checks and the same deliveries as
+	// Subscribe), and every later request settles deliveries with an Ack,
+	// Nack or ModifyAckDeadline of its own, answered on the response stream
+	// by a SettleAnswer with the same request_id. It saves what a unary
+	// settle call costs (HTTP/2 headers, a stream per call, the call's task),
+	// so a busy consumer should prefer it; the Rust SDK uses it by default.
+	//
+	// Each settle request passes the same permission check, limits and
+	// validation as the unary call, and its lease errors are the same, but
+	// they are answered in SettleAnswer (stale_ack_ids, failure) and the
+	// stream stays open. Settle requests in flight on one stream are
+	// independent and may be answered in any order; the server works on at
+	// most 64 of them at once and reads no further until one is answered.
+	// Deliveries of this stream may also be settled with the unary calls,
+	// and those of other streams on this one.
+	//
+	// The stream ends as Subscribe's does (NOT_FOUND, UNAVAILABLE at
+	// shutdown, DATA_LOSS, UNAUTHENTICATED), and also: with INVALID_ARGUMENT
+	// when the first request is not a `subscribe` or a later one is, or a
+	// message is malformed or holds more than max-ack-ids-per-call ack ids;
+	// with OUT_OF_RANGE when a message is over max-request-bytes; and with
+	// OK once the client closes its side and the settles in flight are
+	// answered. As with Subscribe, the deliveries left unsettled when the
+	// stream ends are released for redelivery.
+	SubscribeStream(EventService_SubscribeStreamServer) error
 	// Acknowledges deliveries: they are settled and never redelivered.
 	//
 	// Acking a delivery that is already settled is a no-op. An ack_id whose
@@ -369,6 +454,9 @@ func (UnimplementedEventServiceServer) PublishStream(EventService_PublishStreamS
 }
 func (UnimplementedEventServiceServer) Subscribe(*SubscribeRequest, EventService_SubscribeServer) error {
 	return status.Errorf(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedEventServiceServer) SubscribeStream(EventService_SubscribeStreamServer) error {
+	return status.Errorf(codes.Unimplemented, "method SubscribeStream not implemented")
 }
 func (UnimplementedEventServiceServer) Ack(context.Context, *AckRequest) (*AckResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Ack not implemented")
@@ -458,6 +546,32 @@ type eventServiceSubscribeServer struct {
 
 func (x *eventServiceSubscribeServer) Send(m *SubscribeResponse) error {
 	return x.ServerStream.SendMsg(m)
+}
+
+func _EventService_SubscribeStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(EventServiceServer).SubscribeStream(&eventServiceSubscribeStreamServer{stream})
+}
+
+type EventService_SubscribeStreamServer interface {
+	Send(*SubscribeStreamResponse) error
+	Recv() (*SubscribeStreamRequest, error)
+	grpc.ServerStream
+}
+
+type eventServiceSubscribeStreamServer struct {
+	grpc.ServerStream
+}
+
+func (x *eventServiceSubscribeStreamServer) Send(m *SubscribeStreamResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *eventServiceSubscribeStreamServer) Recv() (*SubscribeStreamRequest, error) {
+	m := new(SubscribeStreamRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func _EventService_Ack_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -567,6 +681,12 @@ var _EventService_serviceDesc = grpc.ServiceDesc{
 			StreamName:    "Subscribe",
 			Handler:       _EventService_Subscribe_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubscribeStream",
+			Handler:       _EventService_SubscribeStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 		{
 			StreamName:    "Replay",

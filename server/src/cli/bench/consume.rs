@@ -23,7 +23,7 @@ pub async fn run(
     let mut members = tokio::task::JoinSet::new();
     let mut stats = Vec::new();
     for client in clients {
-        let mut deliveries = super::member(client, topic, a.depth);
+        let mut deliveries = super::member(client, topic, a);
         stats.push(deliveries.settle_stats());
         // Each ack is queued, not awaited: the next deliveries need not wait
         // for an ack's round trip, and no ack needs a task or a reply channel

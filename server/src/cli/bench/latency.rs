@@ -33,7 +33,7 @@ pub async fn run(
     )?));
     let mut members = tokio::task::JoinSet::new();
     for client in clients {
-        let mut deliveries = super::member(client, &topic, a.depth);
+        let mut deliveries = super::member(client, &topic, a);
         let hist = hist.clone();
         members.spawn(async move {
             while let Some(Ok(d)) = deliveries.next().await {

@@ -79,6 +79,11 @@ pub struct BenchArgs {
     /// PublishStream per connection (to measure what the stream saves).
     #[arg(long)]
     pub unary_publish: bool,
+    /// Consume with Subscribe and unary Ack calls instead of the SDK's
+    /// default, settling on one SubscribeStream per member (to measure what
+    /// the stream saves).
+    #[arg(long)]
+    pub unary_settle: bool,
     /// Connections of the `flood` phase, each with 8 publishes of 100 events
     /// in flight.
     #[arg(long, default_value_t = 4)]
@@ -163,13 +168,15 @@ pub(crate) async fn fresh_topic(
     Ok(topic)
 }
 
-/// A member of the benchmark subscription, with `--depth` deliveries in flight.
-pub(crate) fn member(client: &Client, topic: &str, depth: usize) -> Subscription {
+/// A member of the benchmark subscription, with `--depth` deliveries in
+/// flight, settling as `--unary-settle` says.
+pub(crate) fn member(client: &Client, topic: &str, a: &BenchArgs) -> Subscription {
     client.subscribe_with(
         topic,
         "bench",
         SubscriberConfig {
-            max_in_flight: depth.max(1) as u32,
+            max_in_flight: a.depth.max(1) as u32,
+            settle_on_stream: !a.unary_settle,
             ..Default::default()
         },
     )
@@ -250,6 +257,7 @@ fn report(a: &BenchArgs, o: &Outcome) -> serde_json::Value {
         "partitions": a.partitions,
         "idempotency": !a.no_idempotency,
         "publish_stream": !a.unary_publish,
+        "settle_stream": !a.unary_settle,
         "lanes": a.lanes,
     });
     let rate = |n: u64, secs: f64| {

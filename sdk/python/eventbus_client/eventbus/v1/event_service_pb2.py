@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65ventbus/v1/event_service.proto\x12\x0b\x65ventbus.v1\x1a\x17\x65ventbus/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12)\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x19.eventbus.v1.PublishEvent\">\n\x0fPublishResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.eventbus.v1.PublishResult\"d\n\x14PublishStreamRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12)\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x19.eventbus.v1.PublishEvent\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\x86\x01\n\x15PublishStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.eventbus.v1.PublishResult\x12,\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1b.eventbus.v1.PublishFailure\"_\n\x0ePublishFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\x0bretry_delay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\">\n\x11SubscribeResponse\x12)\n\ndeliveries\x18\x01 \x03(\x0b\x32\x15.eventbus.v1.Delivery\"B\n\nAckRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\"\r\n\x0b\x41\x63kResponse\"\x92\x01\n\x0bNackRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\x12(\n\x05\x64\x65lay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64_letter\x18\x06 \x01(\x08\"\x0e\n\x0cNackResponse\"\x81\x01\n\x18ModifyAckDeadlineRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\x12/\n\x0c\x61\x63k_deadline\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1b\n\x19ModifyAckDeadlineResponse\"\xf1\x01\n\rReplayRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\r\x12\x16\n\x0cstart_offset\x18\x03 \x01(\x04H\x00\x12\x30\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x14\n\nend_offset\x18\x05 \x01(\x04H\x01\x12.\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x01\x12\r\n\x05types\x18\x07 \x03(\t\x12\x0e\n\x06\x66ollow\x18\x08 \x01(\x08\x42\x07\n\x05startB\x05\n\x03\x65nd\"G\n\x0eReplayResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.eventbus.v1.Event\x12\x11\n\tcaught_up\x18\x02 \x01(\x08\x32\x9e\x04\n\x0c\x45ventService\x12\x44\n\x07Publish\x12\x1b.eventbus.v1.PublishRequest\x1a\x1c.eventbus.v1.PublishResponse\x12Z\n\rPublishStream\x12!.eventbus.v1.PublishStreamRequest\x1a\".eventbus.v1.PublishStreamResponse(\x01\x30\x01\x12L\n\tSubscribe\x12\x1d.eventbus.v1.SubscribeRequest\x1a\x1e.eventbus.v1.SubscribeResponse0\x01\x12\x38\n\x03\x41\x63k\x12\x17.eventbus.v1.AckRequest\x1a\x18.eventbus.v1.AckResponse\x12;\n\x04Nack\x12\x18.eventbus.v1.NackRequest\x1a\x19.eventbus.v1.NackResponse\x12\x62\n\x11ModifyAckDeadline\x12%.eventbus.v1.ModifyAckDeadlineRequest\x1a&.eventbus.v1.ModifyAckDeadlineResponse\x12\x43\n\x06Replay\x12\x1a.eventbus.v1.ReplayRequest\x1a\x1b.eventbus.v1.ReplayResponse0\x01\x42<Z:github.com/eventbus/eventbus/sdk/go/eventbus/v1;eventbusv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65ventbus/v1/event_service.proto\x12\x0b\x65ventbus.v1\x1a\x17\x65ventbus/v1/event.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x0ePublishRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12)\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x19.eventbus.v1.PublishEvent\">\n\x0fPublishResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.eventbus.v1.PublishResult\"d\n\x14PublishStreamRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12)\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x19.eventbus.v1.PublishEvent\x12\x12\n\nrequest_id\x18\x03 \x01(\x04\"\x86\x01\n\x15PublishStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.eventbus.v1.PublishResult\x12,\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1b.eventbus.v1.PublishFailure\"_\n\x0ePublishFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\x0bretry_delay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x10SubscribeRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r\">\n\x11SubscribeResponse\x12)\n\ndeliveries\x18\x01 \x03(\x0b\x32\x15.eventbus.v1.Delivery\"\x83\x02\n\x16SubscribeStreamRequest\x12\x32\n\tsubscribe\x18\x01 \x01(\x0b\x32\x1d.eventbus.v1.SubscribeRequestH\x00\x12&\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.eventbus.v1.AckRequestH\x00\x12(\n\x04nack\x18\x03 \x01(\x0b\x32\x18.eventbus.v1.NackRequestH\x00\x12\x44\n\x13modify_ack_deadline\x18\x04 \x01(\x0b\x32%.eventbus.v1.ModifyAckDeadlineRequestH\x00\x12\x12\n\nrequest_id\x18\x05 \x01(\x04\x42\t\n\x07request\"p\n\x17SubscribeStreamResponse\x12)\n\ndeliveries\x18\x01 \x03(\x0b\x32\x15.eventbus.v1.Delivery\x12*\n\x07settled\x18\x02 \x03(\x0b\x32\x19.eventbus.v1.SettleAnswer\"f\n\x0cSettleAnswer\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x15\n\rstale_ack_ids\x18\x02 \x03(\t\x12+\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1a.eventbus.v1.SettleFailure\".\n\rSettleFailure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"B\n\nAckRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\"\r\n\x0b\x41\x63kResponse\"\x92\x01\n\x0bNackRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\x12(\n\x05\x64\x65lay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64_letter\x18\x06 \x01(\x08\"\x0e\n\x0cNackResponse\"\x81\x01\n\x18ModifyAckDeadlineRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x14\n\x0csubscription\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x03 \x03(\t\x12/\n\x0c\x61\x63k_deadline\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1b\n\x19ModifyAckDeadlineResponse\"\xf1\x01\n\rReplayRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\r\x12\x16\n\x0cstart_offset\x18\x03 \x01(\x04H\x00\x12\x30\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x14\n\nend_offset\x18\x05 \x01(\x04H\x01\x12.\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x01\x12\r\n\x05types\x18\x07 \x03(\t\x12\x0e\n\x06\x66ollow\x18\x08 \x01(\x08\x42\x07\n\x05startB\x05\n\x03\x65nd\"G\n\x0eReplayResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.eventbus.v1.Event\x12\x11\n\tcaught_up\x18\x02 \x01(\x08\x32\x80\x05\n\x0c\x45ventService\x12\x44\n\x07Publish\x12\x1b.eventbus.v1.PublishRequest\x1a\x1c.eventbus.v1.PublishResponse\x12Z\n\rPublishStream\x12!.eventbus.v1.PublishStreamRequest\x1a\".eventbus.v1.PublishStreamResponse(\x01\x30\x01\x12L\n\tSubscribe\x12\x1d.eventbus.v1.SubscribeRequest\x1a\x1e.eventbus.v1.SubscribeResponse0\x01\x12`\n\x0fSubscribeStream\x12#.eventbus.v1.SubscribeStreamRequest\x1a$.eventbus.v1.SubscribeStreamResponse(\x01\x30\x01\x12\x38\n\x03\x41\x63k\x12\x17.eventbus.v1.AckRequest\x1a\x18.eventbus.v1.AckResponse\x12;\n\x04Nack\x12\x18.eventbus.v1.NackRequest\x1a\x19.eventbus.v1.NackResponse\x12\x62\n\x11ModifyAckDeadline\x12%.eventbus.v1.ModifyAckDeadlineRequest\x1a&.eventbus.v1.ModifyAckDeadlineResponse\x12\x43\n\x06Replay\x12\x1a.eventbus.v1.ReplayRequest\x1a\x1b.eventbus.v1.ReplayResponse0\x01\x42<Z:github.com/eventbus/eventbus/sdk/go/eventbus/v1;eventbusv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,22 +49,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_end=692
   _globals['_SUBSCRIBERESPONSE']._serialized_start=694
   _globals['_SUBSCRIBERESPONSE']._serialized_end=756
-  _globals['_ACKREQUEST']._serialized_start=758
-  _globals['_ACKREQUEST']._serialized_end=824
-  _globals['_ACKRESPONSE']._serialized_start=826
-  _globals['_ACKRESPONSE']._serialized_end=839
-  _globals['_NACKREQUEST']._serialized_start=842
-  _globals['_NACKREQUEST']._serialized_end=988
-  _globals['_NACKRESPONSE']._serialized_start=990
-  _globals['_NACKRESPONSE']._serialized_end=1004
-  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_start=1007
-  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_end=1136
-  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_start=1138
-  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_end=1165
-  _globals['_REPLAYREQUEST']._serialized_start=1168
-  _globals['_REPLAYREQUEST']._serialized_end=1409
-  _globals['_REPLAYRESPONSE']._serialized_start=1411
-  _globals['_REPLAYRESPONSE']._serialized_end=1482
-  _globals['_EVENTSERVICE']._serialized_start=1485
-  _globals['_EVENTSERVICE']._serialized_end=2027
+  _globals['_SUBSCRIBESTREAMREQUEST']._serialized_start=759
+  _globals['_SUBSCRIBESTREAMREQUEST']._serialized_end=1018
+  _globals['_SUBSCRIBESTREAMRESPONSE']._serialized_start=1020
+  _globals['_SUBSCRIBESTREAMRESPONSE']._serialized_end=1132
+  _globals['_SETTLEANSWER']._serialized_start=1134
+  _globals['_SETTLEANSWER']._serialized_end=1236
+  _globals['_SETTLEFAILURE']._serialized_start=1238
+  _globals['_SETTLEFAILURE']._serialized_end=1284
+  _globals['_ACKREQUEST']._serialized_start=1286
+  _globals['_ACKREQUEST']._serialized_end=1352
+  _globals['_ACKRESPONSE']._serialized_start=1354
+  _globals['_ACKRESPONSE']._serialized_end=1367
+  _globals['_NACKREQUEST']._serialized_start=1370
+  _globals['_NACKREQUEST']._serialized_end=1516
+  _globals['_NACKRESPONSE']._serialized_start=1518
+  _globals['_NACKRESPONSE']._serialized_end=1532
+  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_start=1535
+  _globals['_MODIFYACKDEADLINEREQUEST']._serialized_end=1664
+  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_start=1666
+  _globals['_MODIFYACKDEADLINERESPONSE']._serialized_end=1693
+  _globals['_REPLAYREQUEST']._serialized_start=1696
+  _globals['_REPLAYREQUEST']._serialized_end=1937
+  _globals['_REPLAYRESPONSE']._serialized_start=1939
+  _globals['_REPLAYRESPONSE']._serialized_end=2010
+  _globals['_EVENTSERVICE']._serialized_start=2013
+  _globals['_EVENTSERVICE']._serialized_end=2653
 # @@protoc_insertion_point(module_scope)

@@ -71,6 +71,46 @@ class SubscribeResponse(_message.Message):
     deliveries: _containers.RepeatedCompositeFieldContainer[_event_pb2.Delivery]
     def __init__(self, deliveries: _Optional[_Iterable[_Union[_event_pb2.Delivery, _Mapping]]] = ...) -> None: ...
 
+class SubscribeStreamRequest(_message.Message):
+    __slots__ = ("subscribe", "ack", "nack", "modify_ack_deadline", "request_id")
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    NACK_FIELD_NUMBER: _ClassVar[int]
+    MODIFY_ACK_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    subscribe: SubscribeRequest
+    ack: AckRequest
+    nack: NackRequest
+    modify_ack_deadline: ModifyAckDeadlineRequest
+    request_id: int
+    def __init__(self, subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., ack: _Optional[_Union[AckRequest, _Mapping]] = ..., nack: _Optional[_Union[NackRequest, _Mapping]] = ..., modify_ack_deadline: _Optional[_Union[ModifyAckDeadlineRequest, _Mapping]] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class SubscribeStreamResponse(_message.Message):
+    __slots__ = ("deliveries", "settled")
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[_event_pb2.Delivery]
+    settled: _containers.RepeatedCompositeFieldContainer[SettleAnswer]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[_event_pb2.Delivery, _Mapping]]] = ..., settled: _Optional[_Iterable[_Union[SettleAnswer, _Mapping]]] = ...) -> None: ...
+
+class SettleAnswer(_message.Message):
+    __slots__ = ("request_id", "stale_ack_ids", "failure")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STALE_ACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    stale_ack_ids: _containers.RepeatedScalarFieldContainer[str]
+    failure: SettleFailure
+    def __init__(self, request_id: _Optional[int] = ..., stale_ack_ids: _Optional[_Iterable[str]] = ..., failure: _Optional[_Union[SettleFailure, _Mapping]] = ...) -> None: ...
+
+class SettleFailure(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class AckRequest(_message.Message):
     __slots__ = ("topic", "subscription", "ack_ids")
     TOPIC_FIELD_NUMBER: _ClassVar[int]

@@ -61,6 +61,11 @@ class EventServiceStub:
                 request_serializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.SubscribeStream = channel.stream_stream(
+                '/eventbus.v1.EventService/SubscribeStream',
+                request_serializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeStreamRequest.SerializeToString,
+                response_deserializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeStreamResponse.FromString,
+                _registered_method=True)
         self.Ack = channel.unary_unary(
                 '/eventbus.v1.EventService/Ack',
                 request_serializer=eventbus_dot_v1_dot_event__service__pb2.AckRequest.SerializeToString,
@@ -178,6 +183,38 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeStream(self, request_iterator, context):
+        """Subscribe and settle on one bidirectional stream, as Pub/Sub's
+        StreamingPull: the first request joins the subscription (a
+        SubscribeRequest, with the same checks and the same deliveries as
+        Subscribe), and every later request settles deliveries with an Ack,
+        Nack or ModifyAckDeadline of its own, answered on the response stream
+        by a SettleAnswer with the same request_id. It saves what a unary
+        settle call costs (HTTP/2 headers, a stream per call, the call's task),
+        so a busy consumer should prefer it; the Rust SDK uses it by default.
+
+        Each settle request passes the same permission check, limits and
+        validation as the unary call, and its lease errors are the same, but
+        they are answered in SettleAnswer (stale_ack_ids, failure) and the
+        stream stays open. Settle requests in flight on one stream are
+        independent and may be answered in any order; the server works on at
+        most 64 of them at once and reads no further until one is answered.
+        Deliveries of this stream may also be settled with the unary calls,
+        and those of other streams on this one.
+
+        The stream ends as Subscribe's does (NOT_FOUND, UNAVAILABLE at
+        shutdown, DATA_LOSS, UNAUTHENTICATED), and also: with INVALID_ARGUMENT
+        when the first request is not a `subscribe` or a later one is, or a
+        message is malformed or holds more than max-ack-ids-per-call ack ids;
+        with OUT_OF_RANGE when a message is over max-request-bytes; and with
+        OK once the client closes its side and the settles in flight are
+        answered. As with Subscribe, the deliveries left unsettled when the
+        stream ends are released for redelivery.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Ack(self, request, context):
         """Acknowledges deliveries: they are settled and never redelivered.
 
@@ -246,6 +283,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeRequest.FromString,
                     response_serializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'SubscribeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubscribeStream,
+                    request_deserializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeStreamRequest.FromString,
+                    response_serializer=eventbus_dot_v1_dot_event__service__pb2.SubscribeStreamResponse.SerializeToString,
             ),
             'Ack': grpc.unary_unary_rpc_method_handler(
                     servicer.Ack,
@@ -361,6 +403,33 @@ class EventService:
             '/eventbus.v1.EventService/Subscribe',
             eventbus_dot_v1_dot_event__service__pb2.SubscribeRequest.SerializeToString,
             eventbus_dot_v1_dot_event__service__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/eventbus.v1.EventService/SubscribeStream',
+            eventbus_dot_v1_dot_event__service__pb2.SubscribeStreamRequest.SerializeToString,
+            eventbus_dot_v1_dot_event__service__pb2.SubscribeStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -259,8 +259,9 @@ export const EventSchema: GenMessage<Event> = /*@__PURE__*/
 /**
  * One event leased to one member of a subscription. The lease ends when the
  * delivery is acked or nacked, when its ack deadline passes, when the
- * Subscribe stream that received it closes, or when the subscription is
- * sought; the event is then redelivered unless it was settled.
+ * Subscribe (or SubscribeStream) stream that received it closes, or when
+ * the subscription is sought; the event is then redelivered unless it was
+ * settled.
  *
  * @generated from message eventbus.v1.Delivery
  */

@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file eventbus/v1/event_service.proto.
  */
 export const file_eventbus_v1_event_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9ldmVudGJ1cy92MS9ldmVudF9zZXJ2aWNlLnByb3RvEgtldmVudGJ1cy52MSJKCg5QdWJsaXNoUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIpCgZldmVudHMYAiADKAsyGS5ldmVudGJ1cy52MS5QdWJsaXNoRXZlbnQiPgoPUHVibGlzaFJlc3BvbnNlEisKB3Jlc3VsdHMYASADKAsyGi5ldmVudGJ1cy52MS5QdWJsaXNoUmVzdWx0ImQKFFB1Ymxpc2hTdHJlYW1SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEikKBmV2ZW50cxgCIAMoCzIZLmV2ZW50YnVzLnYxLlB1Ymxpc2hFdmVudBISCgpyZXF1ZXN0X2lkGAMgASgEIoYBChVQdWJsaXNoU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBIrCgdyZXN1bHRzGAIgAygLMhouZXZlbnRidXMudjEuUHVibGlzaFJlc3VsdBIsCgdmYWlsdXJlGAMgASgLMhsuZXZlbnRidXMudjEuUHVibGlzaEZhaWx1cmUiXwoOUHVibGlzaEZhaWx1cmUSDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEi4KC3JldHJ5X2RlbGF5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIk4KEFN1YnNjcmliZVJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEhUKDW1heF9pbl9mbGlnaHQYAyABKA0iPgoRU3Vic2NyaWJlUmVzcG9uc2USKQoKZGVsaXZlcmllcxgBIAMoCzIVLmV2ZW50YnVzLnYxLkRlbGl2ZXJ5IkIKCkFja1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEg8KB2Fja19pZHMYAyADKAkiDQoLQWNrUmVzcG9uc2UikgEKC05hY2tSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCRIPCgdhY2tfaWRzGAMgAygJEigKBWRlbGF5GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgFIAEoCRITCgtkZWFkX2xldHRlchgGIAEoCCIOCgxOYWNrUmVzcG9uc2UigQEKGE1vZGlmeUFja0RlYWRsaW5lUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSDwoHYWNrX2lkcxgDIAMoCRIvCgxhY2tfZGVhZGxpbmUYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iGwoZTW9kaWZ5QWNrRGVhZGxpbmVSZXNwb25zZSLxAQoNUmVwbGF5UmVxdWVzdBINCgV0b3BpYxgBIAEoCRISCgpwYXJ0aXRpb25zGAIgAygNEhYKDHN0YXJ0X29mZnNldBgDIAEoBEgAEjAKCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFAoKZW5kX29mZnNldBgFIAEoBEgBEi4KCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgBEg0KBXR5cGVzGAcgAygJEg4KBmZvbGxvdxgIIAEoCEIHCgVzdGFydEIFCgNlbmQiRwoOUmVwbGF5UmVzcG9uc2USIgoGZXZlbnRzGAEgAygLMhIuZXZlbnRidXMudjEuRXZlbnQSEQoJY2F1Z2h0X3VwGAIgASgIMp4ECgxFdmVudFNlcnZpY2USRAoHUHVibGlzaBIbLmV2ZW50YnVzLnYxLlB1Ymxpc2hSZXF1ZXN0GhwuZXZlbnRidXMudjEuUHVibGlzaFJlc3BvbnNlEloKDVB1Ymxpc2hTdHJlYW0SIS5ldmVudGJ1cy52MS5QdWJsaXNoU3RyZWFtUmVxdWVzdBoiLmV2ZW50YnVzLnYxLlB1Ymxpc2hTdHJlYW1SZXNwb25zZSgBMAESTAoJU3Vic2NyaWJlEh0uZXZlbnRidXMudjEuU3Vic2NyaWJlUmVxdWVzdBoeLmV2ZW50YnVzLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESOAoDQWNrEhcuZXZlbnRidXMudjEuQWNrUmVxdWVzdBoYLmV2ZW50YnVzLnYxLkFja1Jlc3BvbnNlEjsKBE5hY2sSGC5ldmVudGJ1cy52MS5OYWNrUmVxdWVzdBoZLmV2ZW50YnVzLnYxLk5hY2tSZXNwb25zZRJiChFNb2RpZnlBY2tEZWFkbGluZRIlLmV2ZW50YnVzLnYxLk1vZGlmeUFja0RlYWRsaW5lUmVxdWVzdBomLmV2ZW50YnVzLnYxLk1vZGlmeUFja0RlYWRsaW5lUmVzcG9uc2USQwoGUmVwbGF5EhouZXZlbnRidXMudjEuUmVwbGF5UmVxdWVzdBobLmV2ZW50YnVzLnYxLlJlcGxheVJlc3BvbnNlMAFCPFo6Z2l0aHViLmNvbS9ldmVudGJ1cy9ldmVudGJ1cy9zZGsvZ28vZXZlbnRidXMvdjE7ZXZlbnRidXN2MWIGcHJvdG8z", [file_eventbus_v1_event, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch9ldmVudGJ1cy92MS9ldmVudF9zZXJ2aWNlLnByb3RvEgtldmVudGJ1cy52MSJKCg5QdWJsaXNoUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIpCgZldmVudHMYAiADKAsyGS5ldmVudGJ1cy52MS5QdWJsaXNoRXZlbnQiPgoPUHVibGlzaFJlc3BvbnNlEisKB3Jlc3VsdHMYASADKAsyGi5ldmVudGJ1cy52MS5QdWJsaXNoUmVzdWx0ImQKFFB1Ymxpc2hTdHJlYW1SZXF1ZXN0Eg0KBXRvcGljGAEgASgJEikKBmV2ZW50cxgCIAMoCzIZLmV2ZW50YnVzLnYxLlB1Ymxpc2hFdmVudBISCgpyZXF1ZXN0X2lkGAMgASgEIoYBChVQdWJsaXNoU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBIrCgdyZXN1bHRzGAIgAygLMhouZXZlbnRidXMudjEuUHVibGlzaFJlc3VsdBIsCgdmYWlsdXJlGAMgASgLMhsuZXZlbnRidXMudjEuUHVibGlzaEZhaWx1cmUiXwoOUHVibGlzaEZhaWx1cmUSDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEi4KC3JldHJ5X2RlbGF5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIk4KEFN1YnNjcmliZVJlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEhUKDW1heF9pbl9mbGlnaHQYAyABKA0iPgoRU3Vic2NyaWJlUmVzcG9uc2USKQoKZGVsaXZlcmllcxgBIAMoCzIVLmV2ZW50YnVzLnYxLkRlbGl2ZXJ5IoMCChZTdWJzY3JpYmVTdHJlYW1SZXF1ZXN0EjIKCXN1YnNjcmliZRgBIAEoCzIdLmV2ZW50YnVzLnYxLlN1YnNjcmliZVJlcXVlc3RIABImCgNhY2sYAiABKAsyFy5ldmVudGJ1cy52MS5BY2tSZXF1ZXN0SAASKAoEbmFjaxgDIAEoCzIYLmV2ZW50YnVzLnYxLk5hY2tSZXF1ZXN0SAASRAoTbW9kaWZ5X2Fja19kZWFkbGluZRgEIAEoCzIlLmV2ZW50YnVzLnYxLk1vZGlmeUFja0RlYWRsaW5lUmVxdWVzdEgAEhIKCnJlcXVlc3RfaWQYBSABKARCCQoHcmVxdWVzdCJwChdTdWJzY3JpYmVTdHJlYW1SZXNwb25zZRIpCgpkZWxpdmVyaWVzGAEgAygLMhUuZXZlbnRidXMudjEuRGVsaXZlcnkSKgoHc2V0dGxlZBgCIAMoCzIZLmV2ZW50YnVzLnYxLlNldHRsZUFuc3dlciJmCgxTZXR0bGVBbnN3ZXISEgoKcmVxdWVzdF9pZBgBIAEoBBIVCg1zdGFsZV9hY2tfaWRzGAIgAygJEisKB2ZhaWx1cmUYAyABKAsyGi5ldmVudGJ1cy52MS5TZXR0bGVGYWlsdXJlIi4KDVNldHRsZUZhaWx1cmUSDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJIkIKCkFja1JlcXVlc3QSDQoFdG9waWMYASABKAkSFAoMc3Vic2NyaXB0aW9uGAIgASgJEg8KB2Fja19pZHMYAyADKAkiDQoLQWNrUmVzcG9uc2UikgEKC05hY2tSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEhQKDHN1YnNjcmlwdGlvbhgCIAEoCRIPCgdhY2tfaWRzGAMgAygJEigKBWRlbGF5GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgFIAEoCRITCgtkZWFkX2xldHRlchgGIAEoCCIOCgxOYWNrUmVzcG9uc2UigQEKGE1vZGlmeUFja0RlYWRsaW5lUmVxdWVzdBINCgV0b3BpYxgBIAEoCRIUCgxzdWJzY3JpcHRpb24YAiABKAkSDwoHYWNrX2lkcxgDIAMoCRIvCgxhY2tfZGVhZGxpbmUYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iGwoZTW9kaWZ5QWNrRGVhZGxpbmVSZXNwb25zZSLxAQoNUmVwbGF5UmVxdWVzdBINCgV0b3BpYxgBIAEoCRISCgpwYXJ0aXRpb25zGAIgAygNEhYKDHN0YXJ0X29mZnNldBgDIAEoBEgAEjAKCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFAoKZW5kX29mZnNldBgFIAEoBEgBEi4KCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEgBEg0KBXR5cGVzGAcgAygJEg4KBmZvbGxvdxgIIAEoCEIHCgVzdGFydEIFCgNlbmQiRwoOUmVwbGF5UmVzcG9uc2USIgoGZXZlbnRzGAEgAygLMhIuZXZlbnRidXMudjEuRXZlbnQSEQoJY2F1Z2h0X3VwGAIgASgIMoAFCgxFdmVudFNlcnZpY2USRAoHUHVibGlzaBIbLmV2ZW50YnVzLnYxLlB1Ymxpc2hSZXF1ZXN0GhwuZXZlbnRidXMudjEuUHVibGlzaFJlc3BvbnNlEloKDVB1Ymxpc2hTdHJlYW0SIS5ldmVudGJ1cy52MS5QdWJsaXNoU3RyZWFtUmVxdWVzdBoiLmV2ZW50YnVzLnYxLlB1Ymxpc2hTdHJlYW1SZXNwb25zZSgBMAESTAoJU3Vic2NyaWJlEh0uZXZlbnRidXMudjEuU3Vic2NyaWJlUmVxdWVzdBoeLmV2ZW50YnVzLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESYAoPU3Vic2NyaWJlU3RyZWFtEiMuZXZlbnRidXMudjEuU3Vic2NyaWJlU3RyZWFtUmVxdWVzdBokLmV2ZW50YnVzLnYxLlN1YnNjcmliZVN0cmVhbVJlc3BvbnNlKAEwARI4CgNBY2sSFy5ldmVudGJ1cy52MS5BY2tSZXF1ZXN0GhguZXZlbnRidXMudjEuQWNrUmVzcG9uc2USOwoETmFjaxIYLmV2ZW50YnVzLnYxLk5hY2tSZXF1ZXN0GhkuZXZlbnRidXMudjEuTmFja1Jlc3BvbnNlEmIKEU1vZGlmeUFja0RlYWRsaW5lEiUuZXZlbnRidXMudjEuTW9kaWZ5QWNrRGVhZGxpbmVSZXF1ZXN0GiYuZXZlbnRidXMudjEuTW9kaWZ5QWNrRGVhZGxpbmVSZXNwb25zZRJDCgZSZXBsYXkSGi5ldmVudGJ1cy52MS5SZXBsYXlSZXF1ZXN0GhsuZXZlbnRidXMudjEuUmVwbGF5UmVzcG9uc2UwAUI8WjpnaXRodWIuY29tL2V2ZW50YnVzL2V2ZW50YnVzL3Nkay9nby9ldmVudGJ1cy92MTtldmVudGJ1c3YxYgZwcm90bzM", [file_eventbus_v1_event, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Request for EventService.Publish.
@@ -264,6 +264,174 @@ export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE_
   messageDesc(file_eventbus_v1_event_service, 6);
 
 /**
+ * One request of EventService.SubscribeStream.
+ *
+ * @generated from message eventbus.v1.SubscribeStreamRequest
+ */
+export type SubscribeStreamRequest = Message<"eventbus.v1.SubscribeStreamRequest"> & {
+  /**
+   * What this request does: exactly one is set.
+   *
+   * @generated from oneof eventbus.v1.SubscribeStreamRequest.request
+   */
+  request: {
+    /**
+     * Joins the subscription, as Subscribe's request. Required in the first
+     * request of the stream and refused in any later one.
+     *
+     * @generated from field: eventbus.v1.SubscribeRequest subscribe = 1;
+     */
+    value: SubscribeRequest;
+    case: "subscribe";
+  } | {
+    /**
+     * Acknowledges deliveries, as Ack. `topic` and `subscription` may be
+     * left empty: they default to the stream's, and any other value is
+     * answered with INVALID_ARGUMENT.
+     *
+     * @generated from field: eventbus.v1.AckRequest ack = 2;
+     */
+    value: AckRequest;
+    case: "ack";
+  } | {
+    /**
+     * Negatively acknowledges deliveries, as Nack; `topic` and
+     * `subscription` as for `ack`.
+     *
+     * @generated from field: eventbus.v1.NackRequest nack = 3;
+     */
+    value: NackRequest;
+    case: "nack";
+  } | {
+    /**
+     * Changes the ack deadline of deliveries, as ModifyAckDeadline; `topic`
+     * and `subscription` as for `ack`.
+     *
+     * @generated from field: eventbus.v1.ModifyAckDeadlineRequest modify_ack_deadline = 4;
+     */
+    value: ModifyAckDeadlineRequest;
+    case: "modifyAckDeadline";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Chosen by the client to match a settle to its answer; echoed in
+   * SettleAnswer.request_id. The server does not interpret it: a client
+   * should not reuse an id while a request with it is in flight. Ignored
+   * on the `subscribe` request.
+   *
+   * @generated from field: uint64 request_id = 5;
+   */
+  requestId: bigint;
+};
+
+/**
+ * Describes the message eventbus.v1.SubscribeStreamRequest.
+ * Use `create(SubscribeStreamRequestSchema)` to create a new message.
+ */
+export const SubscribeStreamRequestSchema: GenMessage<SubscribeStreamRequest> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_event_service, 7);
+
+/**
+ * One message of the SubscribeStream response stream: new deliveries, or
+ * answers to settle requests (a message holds one kind or the other).
+ *
+ * @generated from message eventbus.v1.SubscribeStreamResponse
+ */
+export type SubscribeStreamResponse = Message<"eventbus.v1.SubscribeStreamResponse"> & {
+  /**
+   * Deliveries leased to this stream, as SubscribeResponse.deliveries (the
+   * message is at most 4 MiB encoded).
+   *
+   * @generated from field: repeated eventbus.v1.Delivery deliveries = 1;
+   */
+  deliveries: Delivery[];
+
+  /**
+   * Answers to settle requests, in the order they completed.
+   *
+   * @generated from field: repeated eventbus.v1.SettleAnswer settled = 2;
+   */
+  settled: SettleAnswer[];
+};
+
+/**
+ * Describes the message eventbus.v1.SubscribeStreamResponse.
+ * Use `create(SubscribeStreamResponseSchema)` to create a new message.
+ */
+export const SubscribeStreamResponseSchema: GenMessage<SubscribeStreamResponse> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_event_service, 8);
+
+/**
+ * The outcome of one settle request of a SubscribeStream.
+ *
+ * @generated from message eventbus.v1.SettleAnswer
+ */
+export type SettleAnswer = Message<"eventbus.v1.SettleAnswer"> & {
+  /**
+   * The request_id of the request this answers.
+   *
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * Ack ids of the request whose lease had expired or moved to a newer
+   * delivery: they were not settled (the event will be or was delivered
+   * again). Every other ack id of the request was settled. All of them are
+   * listed, unlike the unary calls' error details.
+   *
+   * @generated from field: repeated string stale_ack_ids = 2;
+   */
+  staleAckIds: string[];
+
+  /**
+   * Set when the request failed as a whole, with the status the unary call
+   * would have returned (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
+   * UNAVAILABLE, ...): none of its ack ids was settled. The stream stays
+   * open.
+   *
+   * @generated from field: eventbus.v1.SettleFailure failure = 3;
+   */
+  failure?: SettleFailure | undefined;
+};
+
+/**
+ * Describes the message eventbus.v1.SettleAnswer.
+ * Use `create(SettleAnswerSchema)` to create a new message.
+ */
+export const SettleAnswerSchema: GenMessage<SettleAnswer> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_event_service, 9);
+
+/**
+ * Why one settle request of a SubscribeStream failed.
+ *
+ * @generated from message eventbus.v1.SettleFailure
+ */
+export type SettleFailure = Message<"eventbus.v1.SettleFailure"> & {
+  /**
+   * The google.rpc.Code the same request would have failed with as a unary
+   * call.
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * What went wrong and what to fix, as the unary call's status message.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message eventbus.v1.SettleFailure.
+ * Use `create(SettleFailureSchema)` to create a new message.
+ */
+export const SettleFailureSchema: GenMessage<SettleFailure> = /*@__PURE__*/
+  messageDesc(file_eventbus_v1_event_service, 10);
+
+/**
  * Request for EventService.Ack.
  *
  * @generated from message eventbus.v1.AckRequest
@@ -298,7 +466,7 @@ export type AckRequest = Message<"eventbus.v1.AckRequest"> & {
  * Use `create(AckRequestSchema)` to create a new message.
  */
 export const AckRequestSchema: GenMessage<AckRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 7);
+  messageDesc(file_eventbus_v1_event_service, 11);
 
 /**
  * Response of EventService.Ack. Empty: OK means every ack_id was settled or
@@ -314,7 +482,7 @@ export type AckResponse = Message<"eventbus.v1.AckResponse"> & {
  * Use `create(AckResponseSchema)` to create a new message.
  */
 export const AckResponseSchema: GenMessage<AckResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 8);
+  messageDesc(file_eventbus_v1_event_service, 12);
 
 /**
  * Request for EventService.Nack.
@@ -380,7 +548,7 @@ export type NackRequest = Message<"eventbus.v1.NackRequest"> & {
  * Use `create(NackRequestSchema)` to create a new message.
  */
 export const NackRequestSchema: GenMessage<NackRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 9);
+  messageDesc(file_eventbus_v1_event_service, 13);
 
 /**
  * Response of EventService.Nack. Empty.
@@ -395,7 +563,7 @@ export type NackResponse = Message<"eventbus.v1.NackResponse"> & {
  * Use `create(NackResponseSchema)` to create a new message.
  */
 export const NackResponseSchema: GenMessage<NackResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 10);
+  messageDesc(file_eventbus_v1_event_service, 14);
 
 /**
  * Request for EventService.ModifyAckDeadline.
@@ -441,7 +609,7 @@ export type ModifyAckDeadlineRequest = Message<"eventbus.v1.ModifyAckDeadlineReq
  * Use `create(ModifyAckDeadlineRequestSchema)` to create a new message.
  */
 export const ModifyAckDeadlineRequestSchema: GenMessage<ModifyAckDeadlineRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 11);
+  messageDesc(file_eventbus_v1_event_service, 15);
 
 /**
  * Response of EventService.ModifyAckDeadline. Empty.
@@ -456,7 +624,7 @@ export type ModifyAckDeadlineResponse = Message<"eventbus.v1.ModifyAckDeadlineRe
  * Use `create(ModifyAckDeadlineResponseSchema)` to create a new message.
  */
 export const ModifyAckDeadlineResponseSchema: GenMessage<ModifyAckDeadlineResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 12);
+  messageDesc(file_eventbus_v1_event_service, 16);
 
 /**
  * Request for EventService.Replay.
@@ -560,7 +728,7 @@ export type ReplayRequest = Message<"eventbus.v1.ReplayRequest"> & {
  * Use `create(ReplayRequestSchema)` to create a new message.
  */
 export const ReplayRequestSchema: GenMessage<ReplayRequest> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 13);
+  messageDesc(file_eventbus_v1_event_service, 17);
 
 /**
  * One message of the Replay stream: a batch of events.
@@ -593,7 +761,7 @@ export type ReplayResponse = Message<"eventbus.v1.ReplayResponse"> & {
  * Use `create(ReplayResponseSchema)` to create a new message.
  */
 export const ReplayResponseSchema: GenMessage<ReplayResponse> = /*@__PURE__*/
-  messageDesc(file_eventbus_v1_event_service, 14);
+  messageDesc(file_eventbus_v1_event_service, 18);
 
 /**
  * Publishes events, delivers them to subscriptions and replays history.
@@ -700,6 +868,41 @@ export const EventService: GenService<{
     methodKind: "server_streaming";
     input: typeof SubscribeRequestSchema;
     output: typeof SubscribeResponseSchema;
+  },
+  /**
+   * Subscribe and settle on one bidirectional stream, as Pub/Sub's
+   * StreamingPull: the first request joins the subscription (a
+   * SubscribeRequest, with the same checks and the same deliveries as
+   * Subscribe), and every later request settles deliveries with an Ack,
+   * Nack or ModifyAckDeadline of its own, answered on the response stream
+   * by a SettleAnswer with the same request_id. It saves what a unary
+   * settle call costs (HTTP/2 headers, a stream per call, the call's task),
+   * so a busy consumer should prefer it; the Rust SDK uses it by default.
+   *
+   * Each settle request passes the same permission check, limits and
+   * validation as the unary call, and its lease errors are the same, but
+   * they are answered in SettleAnswer (stale_ack_ids, failure) and the
+   * stream stays open. Settle requests in flight on one stream are
+   * independent and may be answered in any order; the server works on at
+   * most 64 of them at once and reads no further until one is answered.
+   * Deliveries of this stream may also be settled with the unary calls,
+   * and those of other streams on this one.
+   *
+   * The stream ends as Subscribe's does (NOT_FOUND, UNAVAILABLE at
+   * shutdown, DATA_LOSS, UNAUTHENTICATED), and also: with INVALID_ARGUMENT
+   * when the first request is not a `subscribe` or a later one is, or a
+   * message is malformed or holds more than max-ack-ids-per-call ack ids;
+   * with OUT_OF_RANGE when a message is over max-request-bytes; and with
+   * OK once the client closes its side and the settles in flight are
+   * answered. As with Subscribe, the deliveries left unsettled when the
+   * stream ends are released for redelivery.
+   *
+   * @generated from rpc eventbus.v1.EventService.SubscribeStream
+   */
+  subscribeStream: {
+    methodKind: "bidi_streaming";
+    input: typeof SubscribeStreamRequestSchema;
+    output: typeof SubscribeStreamResponseSchema;
   },
   /**
    * Acknowledges deliveries: they are settled and never redelivered.
