@@ -458,6 +458,32 @@ impl Session {
         // that expired and came back while the consumer stalled) reading
         // pauses.
         let mut unsent: VecDeque<Delivery> = VecDeque::new();
+        let ended = self.read(&mut feed, &mut unsent, settler, backoff).await;
+        // The stream is over: close it first, so that settles waiting on it
+        // go by unary call, then hand the consumer what was read before the
+        // end, as if each delivery had been handed over before the next
+        // read. Their leases are released by the server; acking one settles
+        // it if it was not redelivered yet, or says LeaseLost.
+        drop(feed);
+        if ended.is_err() {
+            for delivery in unsent {
+                if self.tx.send(Ok(delivery)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        ended
+    }
+
+    /// Reads `feed` until it fails (`Err`) or the consumer is gone (`Ok`),
+    /// handing deliveries to the consumer and answers to the settles.
+    async fn read(
+        &self,
+        feed: &mut Feed,
+        unsent: &mut VecDeque<Delivery>,
+        settler: &Settler,
+        backoff: &mut Backoff,
+    ) -> Result<()> {
         let most_unsent = self.config.max_in_flight.max(1) as usize;
         loop {
             tokio::select! {

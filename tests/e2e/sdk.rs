@@ -197,10 +197,15 @@ async fn subscription_reconnects_after_the_connection_drops() {
     let server = TestServer::start().await;
     let direct = client(&server).await;
     let admin = direct.admin();
-    admin
-        .create_subscription("t", "s", SubscriptionSettings::default())
-        .await
-        .unwrap();
+    // A short deadline: through a gateway, a message JetStream hands to a
+    // pull of the member that the cut ended comes back only when its lease
+    // runs out (ARCHITECTURE.md, Backend conformance), within the test's
+    // patience.
+    let settings = SubscriptionSettings {
+        ack_deadline: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    admin.create_subscription("t", "s", settings).await.unwrap();
     let publisher = direct.publisher("t");
     for i in 0..10 {
         publisher
@@ -658,4 +663,106 @@ async fn a_queued_ack_of_a_moved_lease_counts_as_failed() {
     assert_eq!(settled.acked, 0, "the stale ack settled nothing");
     second.ack().await.expect("the new lease settles");
     assert_eq!(stats.get().acked, 1);
+}
+
+/// A server as it was before PublishStream and SubscribeStream: a gRPC
+/// front on 127.0.0.1:0 that answers those two methods UNIMPLEMENTED, as an
+/// older eventbus does, and forwards every other call to `upstream`.
+mod older_server {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tonic::body::Body;
+    use tonic::server::NamedService;
+    use tonic::transport::Channel;
+
+    #[derive(Clone)]
+    pub struct Front<const ADMIN: bool>(Channel);
+
+    impl NamedService for Front<false> {
+        const NAME: &'static str = "eventbus.v1.EventService";
+    }
+
+    impl NamedService for Front<true> {
+        const NAME: &'static str = "eventbus.v1.AdminService";
+    }
+
+    impl<const ADMIN: bool> tower::Service<http::Request<Body>> for Front<ADMIN> {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+            let path = req.uri().path();
+            if path.ends_with("/PublishStream") || path.ends_with("/SubscribeStream") {
+                let status = tonic::Status::unimplemented(format!("unknown method {path}"));
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+            let mut upstream = self.0.clone();
+            Box::pin(async move {
+                let forwarded = match std::future::poll_fn(|cx| upstream.poll_ready(cx)).await {
+                    Ok(()) => upstream.call(req).await,
+                    Err(e) => Err(e),
+                };
+                Ok(match forwarded {
+                    Ok(response) => response.map(Body::new),
+                    Err(e) => tonic::Status::unavailable(e.to_string()).into_http(),
+                })
+            })
+        }
+    }
+
+    /// Serves the front; returns its URL.
+    pub async fn start(upstream: Channel) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(Front::<false>(upstream.clone()))
+                .add_service(Front::<true>(upstream))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        format!("http://{addr}")
+    }
+}
+
+/// Against a server without the streaming RPCs, the SDK publishes by unary
+/// Publish and subscribes by Subscribe with unary settles, by itself.
+#[tokio::test]
+async fn the_sdk_falls_back_to_unary_calls_on_an_older_server() {
+    let server = TestServer::start().await;
+    let url = older_server::start(server.channel()).await;
+    let client = Client::connect(url).await.expect("connect");
+    client
+        .admin()
+        .create_subscription("t", "s", SubscriptionSettings::default())
+        .await
+        .unwrap();
+    let publisher = client.publisher("t");
+    for i in 0..10 {
+        publisher
+            .publish(Event::new("n", format!("{i}")))
+            .await
+            .expect("published by unary calls");
+    }
+    let mut deliveries = client.subscribe("t", "s");
+    let mut got = BTreeSet::new();
+    while got.len() < 10 {
+        let d = tokio::time::timeout(PATIENCE, deliveries.next())
+            .await
+            .expect("a delivery in time")
+            .unwrap()
+            .expect("subscribed by Subscribe");
+        got.insert(String::from_utf8(d.payload().to_vec()).unwrap());
+        d.ack().await.expect("acked by a unary call");
+    }
+    assert_eq!(got.len(), 10);
+    let stats = wait_for_stats(&client, "t", "s", "10 acks", |s| s.acked == 10).await;
+    assert_eq!(stats.backlog, 0, "{stats:?}");
 }

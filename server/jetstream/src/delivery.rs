@@ -482,6 +482,47 @@ enum Handled {
     Delivered,
     /// Settled here (filtered out, or dead-lettered): its permit is free.
     Settled,
+    /// The member left before taking it: its lease was dropped, and the
+    /// message is to be nacked ([`InHand`]).
+    Left,
+}
+
+/// A pulled message not yet handed to the member. Dropped before
+/// [`InHand::done`] (the member left, its task was aborted while the
+/// message waited for credit), it is nacked, so it comes back at once
+/// rather than after its ack deadline: the member's guard nacks only the
+/// leases it holds, and this one never became a lease.
+struct InHand {
+    client: async_nats::Client,
+    reply: Option<String>,
+}
+
+impl InHand {
+    fn new(client: &async_nats::Client, message: &jetstream::Message) -> InHand {
+        InHand {
+            client: client.clone(),
+            reply: message.reply.as_ref().map(|r| r.to_string()),
+        }
+    }
+
+    /// Handed over, settled here, or left pending on purpose.
+    fn done(mut self) {
+        self.reply = None;
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.publish(reply, Bytes::from(AckKind::Nak(None))).await;
+            });
+        }
+    }
 }
 
 impl Puller {
@@ -585,13 +626,27 @@ impl Puller {
         while let Ok(Some(message)) = tokio::time::timeout_at(ends, batch.next()).await {
             let message = message.map_err(|e| nats_error("pulling deliveries", e))?;
             *seen += 1;
+            let in_hand = InHand::new(&self.ctx.client, &message);
             self.credit_for(&message, probe).await;
             if probe {
                 *held += 1;
             }
-            match self.handle(message).await? {
-                Handled::Delivered => *kept += 1,
-                Handled::Settled => {}
+            // An error (damage) leaves the message pending, as it was.
+            match self.handle(message).await {
+                Ok(Handled::Delivered) => {
+                    *kept += 1;
+                    in_hand.done();
+                }
+                Ok(Handled::Settled) => in_hand.done(),
+                Ok(Handled::Left) => {
+                    // Its lease's release gave its permit back already.
+                    *kept += 1;
+                    drop(in_hand);
+                }
+                Err(e) => {
+                    in_hand.done();
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -672,8 +727,11 @@ impl Puller {
             attempt: delivered,
         };
         if self.tx.send(Ok(delivery)).await.is_err() {
-            // The member left; its guard nacks what it held.
-            return Ok(Handled::Settled);
+            // The member left. Its guard nacks the leases it held when it
+            // left, which this one may have joined since: drop it here,
+            // and the caller nacks it.
+            self.credit.release(&reply);
+            return Ok(Handled::Left);
         }
         let redelivery = delivered > 1;
         if !redelivery && matches!(self.source, Source::Partition(_)) {
