@@ -348,7 +348,7 @@ async fn put(
     summary: &mut Summary,
     say: &mut dyn FnMut(&str),
 ) -> Result<RestoredStream> {
-    let r = backup::restore_stream(client, dir, entry, replicas).await?;
+    let r = restore_with_patience(client, dir, entry, replicas).await?;
     let held = match r.messages {
         0 => "empty".to_string(),
         n => format!("{n} messages (seq {}..={})", r.first_seq, r.last_seq),
@@ -360,6 +360,37 @@ async fn put(
     summary.streams += 1;
     summary.bytes += r.bytes;
     Ok(r)
+}
+
+/// [`backup::restore_stream`], done again while the cluster answers "no
+/// responders" part-way (seen under load right after a stream's restore
+/// began: the subject its chunks go to had no responder yet, or no longer
+/// one). Nothing else writes the stream (the target held none of the
+/// backup's streams, [`refuse_existing`]), so a partial one is deleted
+/// first; another error ends the restore as before.
+async fn restore_with_patience(
+    client: &async_nats::Client,
+    dir: &Path,
+    entry: &backup::StreamEntry,
+    replicas: Option<usize>,
+) -> Result<RestoredStream> {
+    let deadline = tokio::time::Instant::now() + crate::placement::PATIENCE;
+    loop {
+        match backup::restore_stream(client, dir, entry, replicas).await {
+            Err(e)
+                if e.to_string().contains("no responders")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(stream = %entry.name, error = %e, "restoring the stream again");
+                let js = jetstream::new(client.clone());
+                if let Err(e) = js.delete_stream(&entry.name).await {
+                    tracing::debug!(stream = %entry.name, error = %e, "no partial stream to delete");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Refuses a target that holds any of the backup's streams, naming them.
