@@ -12,7 +12,8 @@
 //! | `subs`        | sub:u32 0x02 seq:u64                             | redriven dead letter (pending) |
 //! | `subs`        | sub:u32 0x03                                     | next dead-letter seq, u64      |
 //! | `dlq`         | sub:u32 seq:u64                                  | dead-letter entry              |
-//! | `dedup`       | topic:u32 bucket:u64 idempotency key             | partition:u32 offset:u64       |
+//! | `dedup`       | topic:u32 bucket:u64 0xFF group:u64              | the group's keys ([`crate::dedup`]) |
+//! | `dedup`       | topic:u32 bucket:u64 idempotency key             | partition:u32 offset:u64 publish_ms:u64 |
 //! | `audit`       | time_ms:u64 id:u64                               | JSON audit record              |
 //!
 //! Kind bytes are permanent: a retired kind is never reused.
@@ -251,6 +252,47 @@ pub fn dedup_key(topic: TopicId, bucket: u64, key: &str) -> Vec<u8> {
     k
 }
 
+/// The byte after the bucket that marks a group value: it never occurs in
+/// UTF-8, so no idempotency key starts with it, and a bucket's group values
+/// sort after its key entries.
+pub const DEDUP_GROUP_MARK: u8 = 0xFF;
+
+/// Length of a dedup group value's key.
+pub const DEDUP_GROUP_KEY_LEN: usize = DEDUP_KEY_PREFIX + 1 + 8;
+
+/// The value holding the keys of `topic` committed by group commit `group`,
+/// in bucket `bucket` (see [`crate::dedup`]).
+pub fn dedup_group_key(topic: TopicId, bucket: u64, group: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(DEDUP_GROUP_KEY_LEN);
+    k.extend_from_slice(&topic.0.to_be_bytes());
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k.push(DEDUP_GROUP_MARK);
+    k.extend_from_slice(&group.to_be_bytes());
+    k
+}
+
+/// What a `dedup` key of a topic names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupKey {
+    /// A group value: (bucket, group).
+    Group(u64, u64),
+    /// One idempotency key's entry, in this bucket.
+    Key(u64),
+}
+
+/// Decodes a `dedup` key (its topic is not checked).
+pub fn parse_dedup_key(key: &[u8]) -> Option<DedupKey> {
+    let bucket = u64::from_be_bytes(key.get(4..DEDUP_KEY_PREFIX)?.try_into().ok()?);
+    match key.get(DEDUP_KEY_PREFIX) {
+        Some(&DEDUP_GROUP_MARK) if key.len() == DEDUP_GROUP_KEY_LEN => Some(DedupKey::Group(
+            bucket,
+            u64::from_be_bytes(key[DEDUP_KEY_PREFIX + 1..].try_into().ok()?),
+        )),
+        Some(&DEDUP_GROUP_MARK) => None,
+        _ => Some(DedupKey::Key(bucket)),
+    }
+}
+
 pub const AUDIT_KEY_LEN: usize = 16;
 
 /// An audit record: time first, so key order is time order and retention
@@ -361,6 +403,18 @@ mod tests {
         let (start, end) = topic_range(TopicId(1));
         let k = dedup_key(TopicId(1), 9, "k");
         assert!(k.as_slice() >= start.as_slice() && k.as_slice() < end.as_slice());
+        let g = dedup_group_key(TopicId(1), u64::MAX, u64::MAX);
+        assert!(g.as_slice() >= start.as_slice() && g.as_slice() < end.as_slice());
+    }
+
+    #[test]
+    fn dedup_group_values_sort_after_their_buckets_key_entries() {
+        let key = dedup_key(TopicId(1), 9, "\u{10FFFF}");
+        let group = dedup_group_key(TopicId(1), 9, 0);
+        assert!(key < group && group < dedup_key(TopicId(1), 10, ""));
+        assert_eq!(parse_dedup_key(&key), Some(DedupKey::Key(9)));
+        assert_eq!(parse_dedup_key(&group), Some(DedupKey::Group(9, 0)));
+        assert_eq!(parse_dedup_key(&group[..15]), None);
     }
 
     #[test]

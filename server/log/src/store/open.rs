@@ -30,12 +30,15 @@ use crate::dedup::Dedup;
 
 /// On-disk format of this data dir. Bumped on incompatible layout changes.
 /// 2: the `records` column family holds record batches ([`crate::batch`]).
-const FORMAT_VERSION: u32 = 2;
-/// Formats this build opens and upgrades in place: format 1 stored one
-/// record per value, which format 2 reads as a batch of one, so upgrading
-/// only restamps the version (and a build that reads only format 1 then
-/// refuses the data dir instead of misreading batches).
-const UPGRADABLE_FORMATS: [u32; 1] = [1];
+/// 3: the `dedup` column family holds one group value per group commit
+/// ([`crate::dedup`]).
+const FORMAT_VERSION: u32 = 3;
+/// Formats this build opens and upgrades in place, by restamping the
+/// version only: format 1 stored one record per value, which is read as a
+/// batch of one; formats 1 and 2 stored a key entry per idempotency key,
+/// which is still looked up. A build that reads an older format only then
+/// refuses the data dir, instead of missing the keys in group values.
+const UPGRADABLE_FORMATS: [u32; 2] = [1, 2];
 /// Commands queued for the writer before publishers wait (backpressure).
 const WRITER_QUEUE: usize = 1024;
 
@@ -333,11 +336,10 @@ pub(crate) fn open_db(path: &Path, write_buffer_bytes: usize) -> Result<DB> {
         // from an out-of-space error by itself.
         o.set_write_buffer_size((write_buffer_bytes / 4).max(1 << 20));
         if cf == Cf::Dedup {
-            // Lookups come here only for a key the writer's fingerprints
-            // may have seen, or while they do not cover the window (after a
-            // start that found too many keys to read back, see `dedup`);
-            // then nearly every key is new, and a memtable bloom filter
-            // answers those without a skiplist search.
+            // Point lookups of key entries come here only while some keys
+            // of the window are key entries (see `dedup`); then nearly every
+            // key is new, and a memtable bloom filter answers those without
+            // a skiplist search.
             o.set_memtable_prefix_bloom_ratio(0.1);
             o.set_memtable_whole_key_filtering(true);
         }

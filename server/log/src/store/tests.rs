@@ -568,12 +568,56 @@ async fn a_format_1_data_dir_opens_reads_as_before_and_is_upgraded_in_place() {
     );
     assert_eq!(all[2].publish_time, 1_002);
     let stamp = log.db().get_cf(log.cf(Cf::Meta), version).unwrap();
-    assert_eq!(stamp.as_deref(), Some(&2u32.to_be_bytes()[..]), "upgraded");
+    assert_eq!(stamp.as_deref(), Some(&3u32.to_be_bytes()[..]), "upgraded");
     // A format from a newer build is refused, with what to do.
     log.db()
-        .put_cf(log.cf(Cf::Meta), version, 3u32.to_be_bytes())
+        .put_cf(log.cf(Cf::Meta), version, 4u32.to_be_bytes())
         .unwrap();
     log.close();
     let err = open_refused(dir.path()).await;
-    assert!(err.to_string().contains("data dir has format 3"), "{err}");
+    assert!(err.to_string().contains("data dir has format 4"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_2_data_dirs_idempotency_keys_still_deduplicate_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = one_partition_topic(&log).await;
+    let keyed = |idempotency_key: &str| NewEvent {
+        idempotency_key: idempotency_key.into(),
+        ..ev("", idempotency_key)
+    };
+    let first = log.append(&topic, &[ev("", "old")]).await.unwrap();
+    // Format 2 stored a key entry per key: partition, offset, publish_ms.
+    let now = crate::meta::now_ms();
+    let window = crate::types::saturating_millis(options(dir.path()).dedup_window);
+    let mut entry = 0u32.to_be_bytes().to_vec();
+    entry.extend_from_slice(&first[0].offset.to_be_bytes());
+    entry.extend_from_slice(&now.to_be_bytes());
+    let key = keys::dedup_key(topic.id(), now / window, "old");
+    log.db().put_cf(log.cf(Cf::Dedup), key, entry).unwrap();
+    let version = keys::meta_key(keys::MetaKind::FormatVersion);
+    log.db()
+        .put_cf(log.cf(Cf::Meta), version, 2u32.to_be_bytes())
+        .unwrap();
+    log.close();
+
+    let log = open(dir.path()).await;
+    let topic = log.topic("t").unwrap();
+    let again = log.append(&topic, &[keyed("old")]).await.unwrap();
+    assert!(again[0].duplicate, "the key entry is still looked up");
+    assert_eq!(again[0].offset, first[0].offset);
+    let new = log.append(&topic, &[keyed("new")]).await.unwrap();
+    assert!(!new[0].duplicate);
+    let retry = log.append(&topic, &[keyed("new")]).await.unwrap();
+    assert!(retry[0].duplicate && retry[0].offset == new[0].offset);
+    let stamp = log.db().get_cf(log.cf(Cf::Meta), version).unwrap();
+    assert_eq!(stamp.as_deref(), Some(&3u32.to_be_bytes()[..]), "upgraded");
+    log.close();
+
+    // After a restart the new key is read back from its group value.
+    let log = open(dir.path()).await;
+    let topic = log.topic("t").unwrap();
+    let retry = log.append(&topic, &[keyed("new")]).await.unwrap();
+    assert!(retry[0].duplicate && retry[0].offset == new[0].offset);
 }

@@ -10,7 +10,7 @@ use rocksdb::{ColumnFamily, WriteBatch};
 use super::batches::OpenBatches;
 use super::{cf_handle, Advance, PendingRecord, Writer, TIME_INDEX_INTERVAL_MS};
 use crate::codec::seal_record;
-use crate::dedup::{ByFingerprint, Fingerprint, Lookup, Seen};
+use crate::dedup::{ByFingerprint, Lookup, NewKey, Seen};
 use crate::error::Result;
 use crate::keys::{self, Cf};
 use crate::topic::TopicState;
@@ -19,8 +19,9 @@ use crate::types::{AppendResult, PartitionId};
 /// What the writer does with one record of an append.
 #[derive(Debug, Clone, Copy)]
 enum Plan {
-    /// A new record; with its idempotency key's fingerprint when it has one.
-    Write(Option<Fingerprint>),
+    /// A new record; with what its idempotency key's lookup found, when it
+    /// has one.
+    Write(Option<NewKey>),
     /// Its idempotency key was committed before.
     Duplicate(Seen),
     /// Its idempotency key appeared earlier in the same command.
@@ -54,8 +55,8 @@ impl Writer {
         let mut results: Vec<AppendResult> = Vec::with_capacity(records.len());
         for (record, plan) in records.into_iter().zip(plan) {
             let result = match plan {
-                Plan::Write(fingerprint) => {
-                    let record = (record, fingerprint);
+                Plan::Write(new_key) => {
+                    let record = (record, new_key);
                     self.add_record(batch, &cfs, topic, record, now, (advances, batches))
                 }
                 Plan::Duplicate(seen) => AppendResult {
@@ -111,9 +112,9 @@ impl Writer {
                 Some(&j) => Plan::SameAs(j),
                 None => match self.dedup.lookup(&self.db, cfs.dedup, (id, key, fp), now)? {
                     Lookup::Seen(seen) => Plan::Duplicate(seen),
-                    Lookup::New(fingerprint) => {
+                    Lookup::New(new_key) => {
                         first_in_command.entry(fp).or_insert(i);
-                        Plan::Write(Some(fingerprint))
+                        Plan::Write(Some(new_key))
                     }
                 },
             });
@@ -125,9 +126,9 @@ impl Writer {
     }
 
     /// Gives a record its offset and publish time, seals it and adds it to
-    /// its partition's record batch, and its idempotency key (whose
-    /// fingerprint the lookup gave) and, when due, a time-index entry to
-    /// `batch`.
+    /// its partition's record batch; remembers its idempotency key (as its
+    /// lookup found it) for the group's dedup values, or adds its key entry
+    /// to `batch`; adds a time-index entry when due.
     fn add_record(
         &mut self,
         batch: &mut WriteBatch,
@@ -139,8 +140,8 @@ impl Writer {
                 mut record,
                 idempotency_key,
             },
-            fingerprint,
-        ): (PendingRecord, Option<Fingerprint>),
+            new_key,
+        ): (PendingRecord, Option<NewKey>),
         now: u64,
         (advances, batches): (&mut Vec<Advance>, &mut OpenBatches),
     ) -> AppendResult {
@@ -154,14 +155,15 @@ impl Writer {
         seal_record(&mut record, publish_ms);
         let bytes = (record.len() + keys::RECORD_KEY_LEN) as u64;
         tail.bytes.fetch_add(bytes, Relaxed);
-        if let Some(fingerprint) = fingerprint {
+        if let Some(new_key) = new_key {
             let seen = Seen {
                 partition,
                 offset,
                 publish_ms,
             };
-            let (k, v) = self.dedup.remember(id, idempotency_key, fingerprint, seen);
-            batch.put_cf(cfs.dedup, k, v);
+            if let Some((k, v)) = self.dedup.remember(id, idempotency_key, new_key, seen) {
+                batch.put_cf(cfs.dedup, k, v);
+            }
         }
         batches.push(id, partition, offset, &record);
         let last_indexed = tail.last_index_ms.load(Relaxed);

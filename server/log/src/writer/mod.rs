@@ -294,9 +294,13 @@ impl Writer {
         let mut batches = batches::OpenBatches::default();
         let db = self.db.clone();
         let records_cf = cf_handle(&db, Cf::Records);
+        let dedup_cf = cf_handle(&db, Cf::Dedup);
         for cmd in group {
+            // Appends' records and idempotency keys go into the batch before
+            // any other write (a topic's deletion must follow them).
             if !matches!(cmd, Command::Append { .. }) {
                 batches.flush(batch, records_cf);
+                self.dedup.seal_group(batch, dedup_cf);
             }
             match cmd {
                 Command::Append {
@@ -336,6 +340,7 @@ impl Writer {
             }
         }
         batches.flush(batch, records_cf);
+        self.dedup.seal_group(batch, dedup_cf);
         Written {
             sync,
             advances,
