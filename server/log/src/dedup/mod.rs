@@ -54,8 +54,9 @@ use crate::error::{storage, Result};
 use crate::keys::{dedup_group_key, dedup_key};
 use crate::types::{TopicId, UnixMillis};
 
-/// Keys held in memory at most (a fingerprint and a group number, ~26 bytes
-/// each in a hash map, so about 100 MiB). Past it a key is written as a key
+/// Keys held in memory at most (a fingerprint and a group number, 16 bytes
+/// each in hash maps kept at most 7/8 full with power-of-two sizes: up to
+/// ~140 MiB). Past it a key is written as a key
 /// entry of its own, and keys memory does not know are looked up on disk
 /// until that key has left the window.
 pub const MAX_REMEMBERED_KEYS: usize = 4 << 20;
@@ -201,14 +202,13 @@ impl Dedup {
     }
 
     /// The slice for a group whose newest key was published at `newest_ms`.
-    fn slice_for(&mut self, newest_ms: UnixMillis) -> &mut Slice {
+    /// A new slice gets room for `capacity` keys: growing a map of many
+    /// keys rehashes every one.
+    fn slice_for(&mut self, newest_ms: UnixMillis, capacity: usize) -> &mut Slice {
         let index = newest_ms / self.slice_ms;
         // Publish times are per partition; a group whose newest key is from a
         // partition a little behind the others joins the newest slice.
         if !matches!(self.slices.back(), Some(s) if s.index >= index) {
-            // Sized like the slice before, as the rate is much the same:
-            // growing a large map rehashes every key.
-            let capacity = self.slices.back().map_or(0, |s| s.keys.len());
             let capacity = capacity.min(self.max_remembered.saturating_sub(self.remembered));
             self.slices.push_back(Slice {
                 index,
@@ -377,7 +377,10 @@ impl Dedup {
     pub fn group_written(&mut self) {
         let group_keys = std::mem::take(&mut self.group_keys);
         for sealed in std::mem::take(&mut self.sealed) {
-            let slice = self.slice_for(sealed.newest_ms);
+            // A new slice is sized like the one before: the rate is much
+            // the same.
+            let capacity = self.slices.back().map_or(0, |s| s.keys.len());
+            let slice = self.slice_for(sealed.newest_ms, capacity);
             slice.groups.insert(sealed.group, sealed.bucket);
             let mut added = 0;
             for g in group_keys[sealed.keys].iter().filter(|g| !g.alone) {

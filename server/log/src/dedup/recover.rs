@@ -1,6 +1,6 @@
 //! Reading the window's keys back at open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rocksdb::{ColumnFamily, WriteBatch, DB};
 
@@ -46,6 +46,7 @@ impl Dedup {
         now: UnixMillis,
         max_remembered: usize,
     ) -> Result<Dedup> {
+        let started = std::time::Instant::now();
         let mut d = Dedup::new(window_ms);
         d.max_remembered = max_remembered;
         let from_bucket = d.bucket(now).saturating_sub(1);
@@ -60,16 +61,15 @@ impl Dedup {
                 match parse_dedup_key(k) {
                     Some(DedupKey::Group(bucket, group)) => {
                         d.next_group = d.next_group.max(group + 1);
-                        for (key, seen) in group_entries(v)? {
-                            if !d.fresh(&seen, now) {
-                                continue;
-                            }
+                        let mut entries = group_entries(v)?;
+                        entries.retain(|(_, seen)| d.fresh(seen, now));
+                        if !entries.is_empty() {
                             let f = found.entry(group).or_default();
                             f.bucket = bucket;
-                            f.newest_ms = f.newest_ms.max(seen.publish_ms);
-                            f.fingerprints.push(d.fingerprint(topic, key));
-                            if f.topics.last() != Some(&topic) {
-                                f.topics.push(topic);
+                            f.topics.push(topic);
+                            for (key, seen) in entries {
+                                f.newest_ms = f.newest_ms.max(seen.publish_ms);
+                                f.fingerprints.push(d.fingerprint(topic, key));
                             }
                         }
                     }
@@ -100,8 +100,14 @@ impl Dedup {
             })
             .unwrap_or(groups.len());
         let converted = groups.split_off(split);
+        let mut per_slice: HashMap<u64, usize> = HashMap::new();
+        for (_, f) in &groups {
+            *per_slice.entry(f.newest_ms / d.slice_ms).or_default() += f.fingerprints.len();
+        }
+        // Oldest first, so each group finds its own slice.
         for (group, f) in groups.into_iter().rev() {
-            let slice = d.slice_for(f.newest_ms);
+            let capacity = per_slice.get(&(f.newest_ms / d.slice_ms)).copied();
+            let slice = d.slice_for(f.newest_ms, capacity.unwrap_or(0));
             slice.groups.insert(group, f.bucket);
             for fp in f.fingerprints {
                 slice.keys.insert(fp, group);
@@ -109,6 +115,11 @@ impl Dedup {
         }
         d.remembered = d.slices.iter().map(|s| s.keys.len()).sum();
         d.convert_to_key_entries(db, cf, &converted, now)?;
+        tracing::info!(
+            keys = d.remembered,
+            ms = started.elapsed().as_millis() as u64,
+            "idempotency keys of the window read back"
+        );
         Ok(d)
     }
 
