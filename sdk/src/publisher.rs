@@ -127,7 +127,8 @@ struct Inner {
     /// Encoded bytes waiting in each lane's queue.
     lane_bytes: Vec<Arc<AtomicUsize>>,
     next_lane: AtomicUsize,
-    idempotent: bool,
+    /// Makes the keys of events without one; `None`: not idempotent.
+    keys: Option<KeyMaker>,
     closed: AtomicBool,
     stats: Arc<Counters>,
 }
@@ -198,7 +199,7 @@ impl Publisher {
                 spill_at_bytes: config.max_batch_bytes.max(1),
                 lane_bytes,
                 next_lane: AtomicUsize::new(0),
-                idempotent: config.idempotent,
+                keys: config.idempotent.then(KeyMaker::new),
                 closed: AtomicBool::new(false),
                 stats,
             }),
@@ -224,8 +225,10 @@ impl Publisher {
             return Err(Error::Closed("publisher"));
         }
         let mut event = event.into().into_proto();
-        if self.inner.idempotent && event.idempotency_key.is_empty() {
-            event.idempotency_key = default_idempotency_key();
+        if let Some(keys) = &self.inner.keys {
+            if event.idempotency_key.is_empty() {
+                event.idempotency_key = keys.next_key();
+            }
         }
         let lane = self.lane_for(&event.key);
         let (reply, rx) = oneshot::channel();
@@ -460,17 +463,71 @@ impl Lane {
     }
 }
 
-/// A fresh idempotency key: a UUIDv7. It is unique (74 random bits per
-/// millisecond) and starts with the time, so the keys of a burst sort
-/// together: the server indexes keys in order, and inserting ascending keys
-/// costs a fraction of inserting random ones (BENCHMARKS.md, idempotent
-/// publish). Its random bits come from a thread-local generator (uuid's
-/// `fast-rng`): a `getrandom` system call per key was ~7 % of the load
-/// tool's CPU.
-fn default_idempotency_key() -> String {
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::now_v7()
-        .hyphenated()
-        .encode_lower(&mut text)
-        .to_string()
+/// Makes the idempotency keys of a Publisher's events (its clones share
+/// it): 32 hex digits, a random 64-bit prefix drawn once, then a counter
+/// that starts at a random value. Two publishers' keys can only meet if
+/// their prefixes are equal (2^-64 per pair) and their counters overlap. A
+/// key costs no lock, clock or random draw: the UUIDv7s used before took a
+/// process-wide lock in `uuid` and read the clock for every event (+0.35 µs
+/// per event in the load tool, BENCHMARKS.md, issue 15 sixth step). A
+/// publisher's keys ascend, which the server's key entries insert cheaply.
+struct KeyMaker {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl KeyMaker {
+    fn new() -> Self {
+        KeyMaker {
+            prefix: rand::random(),
+            next: AtomicU64::new(rand::random()),
+        }
+    }
+
+    fn next_key(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut key = String::with_capacity(32);
+        push_hex(&mut key, self.prefix);
+        push_hex(&mut key, n);
+        key
+    }
+}
+
+/// Appends `v` as 16 lower-case hex digits.
+fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(DIGITS[((v >> (shift * 4)) & 0xf) as usize]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_keys_are_hex_distinct_and_ascend_per_publisher() {
+        let keys = KeyMaker::new();
+        let (a, b) = (keys.next_key(), keys.next_key());
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(a[..16], b[..16], "one prefix per publisher");
+        let count = |k: &str| u64::from_str_radix(&k[16..], 16).unwrap();
+        assert_eq!(count(&b), count(&a).wrapping_add(1));
+        let other = KeyMaker::new().next_key();
+        assert_ne!(
+            other[..16],
+            a[..16],
+            "another publisher draws its own prefix"
+        );
+    }
+
+    #[test]
+    fn hex_is_fixed_width() {
+        let mut s = String::new();
+        push_hex(&mut s, 0xab);
+        assert_eq!(s, "00000000000000ab");
+    }
 }
