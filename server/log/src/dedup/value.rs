@@ -1,7 +1,7 @@
 //! The two value formats of the `dedup` CF: a key entry's position, and a
 //! group value's keys (see [`super`]).
 
-use crate::codec::{put_varint, Reader};
+use crate::codec::{put_varint, CodecError, Reader};
 use crate::error::{Error, Result};
 use crate::types::{Offset, PartitionId, UnixMillis};
 
@@ -46,31 +46,27 @@ pub(super) fn put_group_entry(value: &mut Vec<u8>, key: &str, seen: Seen) {
 
 /// The keys of a group value, in order; a damaged value is DATA_LOSS.
 pub(super) fn group_entries(value: &[u8]) -> Result<Vec<(&[u8], Seen)>> {
-    let damaged = || Error::StorageCorruption("damaged idempotency-key group value".into());
+    let damaged = |_| Error::StorageCorruption("damaged idempotency-key group value".into());
     let mut r = Reader::new(value);
-    if r.u8().map_err(|_| damaged())? != GROUP_VALUE_V1 {
-        return Err(damaged());
+    if r.u8().map_err(damaged)? != GROUP_VALUE_V1 {
+        return Err(damaged(CodecError::Truncated));
     }
     let mut entries = Vec::new();
     while !r.is_empty() {
-        let mut entry = || -> std::result::Result<(&[u8], Seen), crate::codec::CodecError> {
-            let len =
-                usize::try_from(r.varint()?).map_err(|_| crate::codec::CodecError::Truncated)?;
-            let key = r.bytes(len)?;
-            let partition =
-                u32::try_from(r.varint()?).map_err(|_| crate::codec::CodecError::Truncated)?;
-            let offset = r.u64()?;
-            let publish_ms = r.u64()?;
-            Ok((
-                key,
-                Seen {
-                    partition,
-                    offset,
-                    publish_ms,
-                },
-            ))
-        };
-        entries.push(entry().map_err(|_| damaged())?);
+        entries.push(group_entry(&mut r).map_err(damaged)?);
     }
     Ok(entries)
+}
+
+/// One key of a group value (see [`put_group_entry`]).
+fn group_entry<'a>(r: &mut Reader<'a>) -> std::result::Result<(&'a [u8], Seen), CodecError> {
+    let len = usize::try_from(r.varint()?).map_err(|_| CodecError::Truncated)?;
+    let key = r.bytes(len)?;
+    let partition = u32::try_from(r.varint()?).map_err(|_| CodecError::Truncated)?;
+    let seen = Seen {
+        partition,
+        offset: r.u64()?,
+        publish_ms: r.u64()?,
+    };
+    Ok((key, seen))
 }
