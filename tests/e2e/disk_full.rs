@@ -76,14 +76,24 @@ fn ballast(dir: &Path, mib: usize) -> PathBuf {
     path
 }
 
-/// One call of four events, payload `"<call>-<i>"` padded to 60 KB, each
-/// with its own idempotency key (so a refused call sent again must be
-/// stored, not taken for a duplicate).
+/// One call of four events, payload `"<call>-<i>-"` then pseudo-random
+/// bytes up to 60 KB, each with its own idempotency key (so a refused call
+/// sent again must be stored, not taken for a duplicate). The bytes do not
+/// compress: the WAL is bounded (four memtables), so it is the SST files
+/// that fill the disk, and compressible payloads would never fill it.
 fn batch(call: usize) -> Vec<v1::PublishEvent> {
     (0..4)
         .map(|i| {
             let mut payload = format!("{call}-{i}-").into_bytes();
-            payload.resize(EVENT_BYTES, b'.');
+            // xorshift64, seeded by the event: the same bytes every call.
+            let mut x = ((call as u64) << 8 | i as u64) ^ 0x9e37_79b9_7f4a_7c15;
+            while payload.len() < EVENT_BYTES {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                payload.extend_from_slice(&x.to_le_bytes());
+            }
+            payload.truncate(EVENT_BYTES);
             v1::PublishEvent {
                 idempotency_key: format!("fill-{call}-{i}"),
                 ..event("", "fill", payload)
