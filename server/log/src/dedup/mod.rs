@@ -21,7 +21,7 @@
 //! The writer keeps in memory, for every key of the window in a group
 //! value, a *fingerprint* (a 64-bit keyed hash of topic and key) and the
 //! group it is in, in time slices of a quarter window. A lookup:
-//! - finds a fingerprint in memory (a retry, or in ~n/2^64 of cases a
+//! - finds a fingerprint in memory (a retry, or in ~n/2^56 of cases a
 //!   collision) and confirms it against the full key in the group value on
 //!   disk: a collision never turns a new event into a "duplicate";
 //! - finds no fingerprint: the key is new, unless some keys of the window are
@@ -86,6 +86,28 @@ impl Hasher for Identity {
 
 /// A 64-bit keyed hash of a topic and an idempotency key.
 pub type Fingerprint = u64;
+
+/// A permutation of the byte values that puts the hex digits first: `0`-`9`
+/// are 0-9, `a`-`f` 10-15, every other byte keeps its order after them. It
+/// is one-to-one, so keys that differ in their last byte only never share a
+/// fingerprint.
+const LAST_BYTE_RANK: [u8; 256] = {
+    let mut rank = [0u8; 256];
+    let mut next = 16usize;
+    let mut b = 0usize;
+    while b < 256 {
+        rank[b] = match b as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            x @ b'a'..=b'f' => x - b'a' + 10,
+            _ => {
+                next += 1;
+                (next - 1) as u8
+            }
+        };
+        b += 1;
+    }
+    rank
+};
 
 /// A map keyed by fingerprints, which are hashed as they are.
 pub type ByFingerprint<V> = HashMap<Fingerprint, V, BuildHasherDefault<Identity>>;
@@ -194,11 +216,32 @@ impl Dedup {
     }
 
     /// The fingerprint of `key` in `topic`: what [`Dedup::lookup`] takes.
+    ///
+    /// A keyed hash of the topic and all of the key but its last byte, with
+    /// that byte's [`LAST_BYTE_RANK`] XORed into the low (and top) bits. Keys that
+    /// count up (the SDK's default keys end in a hex counter, many
+    /// producers' in a decimal one) thus land in one aligned block of 16
+    /// slots of the maps, which use fingerprints as they are: a run of keys
+    /// shares a few cache lines and one page instead of touching a random
+    /// line and page each. Distinct keys still get distinct fingerprints
+    /// when they differ only in the last byte, and collide with probability
+    /// 2^-56 otherwise (a collision is confirmed away on disk, see
+    /// [`Dedup::lookup`]).
     pub fn fingerprint(&self, topic: TopicId, key: &[u8]) -> Fingerprint {
         let mut h = self.hasher.build_hasher();
         h.write_u32(topic.0);
-        h.write(key);
-        h.finish()
+        match key.split_last() {
+            Some((&last, head)) => {
+                h.write(head);
+                let rank = u64::from(LAST_BYTE_RANK[usize::from(last)]);
+                // Also into the top bits: the maps tell the slots of one
+                // block apart by a 7-bit tag taken from there, so keys of a
+                // run get different tags, not one shared tag that makes
+                // every probe compare them all.
+                h.finish() ^ rank ^ (rank << 57)
+            }
+            None => h.finish(),
+        }
     }
 
     /// The slice for a group whose newest key was published at `newest_ms`.
@@ -602,6 +645,41 @@ mod tests {
         assert_ne!(fp(1, "k"), fp(2, "k"));
         assert_ne!(fp(1, "k"), fp(1, "k2"));
         assert_eq!(fp(1, "k"), fp(1, "k"));
+    }
+
+    #[test]
+    fn keys_that_count_up_get_neighbouring_distinct_fingerprints() {
+        let d = Dedup::new(1000);
+        let fp = |k: &str| d.fingerprint(TopicId(1), k.as_bytes());
+        let run: Vec<u64> = "0123456789abcdef"
+            .chars()
+            .map(|c| fp(&format!("7f3a9c{c}")))
+            .collect();
+        // One aligned block of 16, every slot of it taken once.
+        let block = run[0] & !0xF & (u64::MAX >> 7);
+        let mut slots: Vec<u64> = run.iter().map(|f| (f ^ block) & (u64::MAX >> 7)).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, (0..16).collect::<Vec<u64>>());
+        // ... with 16 different tags (the maps' top 7 bits).
+        let tags: std::collections::HashSet<u64> = run.iter().map(|f| f >> 57).collect();
+        assert_eq!(tags.len(), 16);
+        // Any two last bytes differ, so any two fingerprints do.
+        let all: std::collections::HashSet<u64> = (0..=255u8)
+            .map(|b| d.fingerprint(TopicId(1), &[b'k', b]))
+            .collect();
+        assert_eq!(all.len(), 256);
+        assert_ne!(fp("x0"), fp("y0"), "the rest of the key is hashed");
+    }
+
+    #[test]
+    fn last_byte_rank_is_a_permutation() {
+        let mut seen = [false; 256];
+        for &r in &LAST_BYTE_RANK {
+            assert!(!seen[usize::from(r)], "rank {r} twice");
+            seen[usize::from(r)] = true;
+        }
+        assert_eq!(LAST_BYTE_RANK[usize::from(b'7')], 7);
+        assert_eq!(LAST_BYTE_RANK[usize::from(b'f')], 15);
     }
 
     #[test]
