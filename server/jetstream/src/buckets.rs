@@ -115,8 +115,17 @@ async fn open_bucket_once(
 
 /// A new id from the counter at `key`, advanced by compare-and-set, so ids
 /// are never reused, even across gateways. The first id is 1.
+///
+/// A lost compare-and-set (another gateway took the id) is tried again at
+/// once, then, after [`CAS_AT_ONCE`] losses in a row, after short pauses.
+/// Any other failure of the write (a stream without a leader yet, a
+/// timeout: a cluster just started or electing) is tried again after a
+/// pause. Either way for up to [`ID_COUNTER_PATIENCE`]; then the last cause
+/// is returned.
 pub async fn next_id(store: &kv::Store, bucket: &str, key: &str) -> Result<u32> {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + ID_COUNTER_PATIENCE;
+    let mut lost = 0;
+    loop {
         let entry = store
             .entry(key)
             .await
@@ -135,18 +144,47 @@ pub async fn next_id(store: &kv::Store, bucket: &str, key: &str) -> Result<u32> 
             _ => (1, None),
         };
         let next = Bytes::from((current + 1).to_string());
-        let won = match revision {
-            Some(r) => store.update(key, next, r).await.is_ok(),
-            None => store.create(key, next).await.is_ok(),
+        // Err(true): another writer won the compare-and-set.
+        let written = match revision {
+            Some(r) => store.update(key, next, r).await.map_err(|e| {
+                let lost = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
+                (lost, e.to_string())
+            }),
+            None => store.create(key, next).await.map_err(|e| {
+                let lost = e.kind() == kv::CreateErrorKind::AlreadyExists;
+                (lost, e.to_string())
+            }),
         };
-        if won {
-            return Ok(current);
+        let (contended, cause) = match written {
+            Ok(_) => return Ok(current),
+            Err(failed) => failed,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Storage(match contended {
+                true => format!("the id counter {bucket}/{key} stayed contended; retry"),
+                false => format!("advancing the id counter {bucket}/{key} failed: {cause}; retry"),
+            }));
+        }
+        if contended {
+            lost += 1;
+            if lost > CAS_AT_ONCE {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        } else {
+            lost = 0;
+            tracing::warn!(bucket, key, error = %cause, "advancing an id counter failed; retrying");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    Err(Error::Storage(format!(
-        "the id counter {bucket}/{key} stayed contended; retry"
-    )))
 }
+
+/// Compare-and-set rounds [`next_id`] retries at once before it pauses
+/// between them.
+const CAS_AT_ONCE: u32 = 10;
+
+/// How long [`next_id`] retries a write the cluster failed (not a lost
+/// compare-and-set).
+const ID_COUNTER_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The bucket of secrets every gateway shares.
 pub const SECRETS_BUCKET: &str = "eventbus-secrets";
