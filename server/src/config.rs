@@ -144,7 +144,8 @@ pub struct Config {
     pub disk_reserve_bytes: u64,
     /// Size of the records memtable: bytes written before RocksDB flushes
     /// them to an SST file (each flush needs about this much free disk, so
-    /// keep it well under disk-reserve-bytes). Default: 67108864 (64 MiB).
+    /// keep it well under disk-reserve-bytes). The WAL is kept under four
+    /// times this. Default: 67108864 (64 MiB).
     pub write_buffer_bytes: usize,
     /// Most distinct topics, and most distinct subscriptions, that get their
     /// own metric labels; the rest are reported as `_other`, so a topic

@@ -240,19 +240,10 @@ async fn a_cluster_backup_restores_events_positions_dead_letters_and_audit_into_
     // blobs: 2 MiB that does not compress, so its snapshot and its
     // restore go in many chunks (flow control both ways).
     create_topic(&source, "blobs", 1).await;
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     for batch in 0..8 {
         let blobs = (0..8)
             .map(|i| {
-                let bytes: Vec<u8> = (0..32 * 1024 / 8)
-                    .flat_map(|_| {
-                        // xorshift64
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        state.to_le_bytes()
-                    })
-                    .collect();
+                let bytes = incompressible_bytes(32 * 1024, batch * 8 + i);
                 let mut e = event("", "blob", bytes);
                 e.idempotency_key = format!("blob-{batch}-{i}");
                 e

@@ -18,7 +18,7 @@ use eventbus_tests::{http_get, temp_dir, ChildServer};
 use tempfile::TempDir;
 use tonic::Code;
 
-use crate::support::event;
+use crate::support::{event, incompressible_bytes};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eventbus-under-test");
 const PARTITIONS: u32 = 2;
@@ -46,15 +46,7 @@ enum Stop {
 }
 
 fn payload(i: usize) -> Vec<u8> {
-    let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (0..PAYLOAD_BYTES)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    incompressible_bytes(PAYLOAD_BYTES, i as u64 + 1)
 }
 
 async fn golden(stop: Stop) -> Golden {

@@ -85,15 +85,8 @@ fn batch(call: usize) -> Vec<v1::PublishEvent> {
     (0..4)
         .map(|i| {
             let mut payload = format!("{call}-{i}-").into_bytes();
-            // xorshift64, seeded by the event: the same bytes every call.
-            let mut x = ((call as u64) << 8 | i as u64) ^ 0x9e37_79b9_7f4a_7c15;
-            while payload.len() < EVENT_BYTES {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                payload.extend_from_slice(&x.to_le_bytes());
-            }
-            payload.truncate(EVENT_BYTES);
+            let seed = (call as u64) << 8 | i as u64;
+            payload.extend(incompressible_bytes(EVENT_BYTES - payload.len(), seed));
             v1::PublishEvent {
                 idempotency_key: format!("fill-{call}-{i}"),
                 ..event("", "fill", payload)

@@ -161,6 +161,22 @@ pub fn payload(d: &Delivery) -> String {
     String::from_utf8(d.event.as_ref().expect("event").payload.to_vec()).expect("utf8")
 }
 
+/// `len` bytes that do not compress (xorshift64 from `seed`; the same bytes
+/// for the same seed): RocksDB compresses SST files, so a test that must
+/// fill a disk or damage a block needs payloads it cannot shrink.
+pub fn incompressible_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
 pub fn duration(secs: f64) -> prost_types::Duration {
     prost_types::Duration {
         seconds: secs.trunc() as i64,

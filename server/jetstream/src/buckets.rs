@@ -144,15 +144,15 @@ pub async fn next_id(store: &kv::Store, bucket: &str, key: &str) -> Result<u32> 
             _ => (1, None),
         };
         let next = Bytes::from((current + 1).to_string());
-        // Err(true): another writer won the compare-and-set.
+        // Err((true, _)): another writer won the compare-and-set.
         let written = match revision {
             Some(r) => store.update(key, next, r).await.map_err(|e| {
-                let lost = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
-                (lost, e.to_string())
+                let cas_lost = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
+                (cas_lost, e.to_string())
             }),
             None => store.create(key, next).await.map_err(|e| {
-                let lost = e.kind() == kv::CreateErrorKind::AlreadyExists;
-                (lost, e.to_string())
+                let cas_lost = e.kind() == kv::CreateErrorKind::AlreadyExists;
+                (cas_lost, e.to_string())
             }),
         };
         let (contended, cause) = match written {

@@ -59,7 +59,8 @@ pub struct Options {
     /// Default: 256 MiB.
     pub disk_reserve_bytes: u64,
     /// Memtable size of the records column family: how much is written before
-    /// a flush to an SST file (a flush needs this much free disk). Default: 64 MiB.
+    /// a flush to an SST file (a flush needs this much free disk). The WAL is
+    /// kept under four times this. Default: 64 MiB.
     pub write_buffer_bytes: usize,
     /// Bounds on every size a client controls.
     pub limits: Limits,
