@@ -16,7 +16,7 @@ label=$([ "$MODE" = fsync ] && echo fsync || echo os)
 # An older build may not know --server-pid.
 if "$BIN" bench --help | grep -q server-pid; then sp="--server-pid $pid"; else sp=""; fi
 if [ -n "${PERF:-}" ]; then
-  (sleep "${PERF_DELAY:-1}"; perf record -F 999 -g -p $pid -o "$PERF" -- sleep "${PERF_SECS:-4}" >/dev/null 2>&1) &
+  (sleep "${PERF_DELAY:-1}"; perf record -F 999 ${PERF_CG:--g} -p $pid -o "$PERF" -- sleep "${PERF_SECS:-4}" >/dev/null 2>&1) &
 fi
 # CPU time stolen by the hypervisor during the run (this machine is a VM
 # whose speed drifts; a run with much steal is not comparable).

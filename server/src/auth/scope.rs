@@ -266,11 +266,12 @@ impl Scoped {
     /// The backend's ack ids inside the caller's sealed ones.
     fn open_ids(&self, topic: &str, name: &str, sealed: &[String]) -> Result<Vec<String>> {
         let tag = self.sealer.principal_tag(self.caller.name());
+        let lease = self.sealer.lease(topic, name, &tag);
         sealed
             .iter()
             .map(|id| {
-                self.sealer
-                    .open(topic, name, &tag, id)
+                lease
+                    .open(id)
                     .map(str::to_string)
                     .map_err(|refused| refused.into_error(id))
             })
@@ -430,14 +431,13 @@ impl Broker for Scoped {
                 self.inner.subscribe(&t, name, max_in_flight).await
             })
             .await?;
-        let sealer = self.sealer.clone();
-        let tag = sealer.principal_tag(self.caller.name());
-        let subscription = name.to_string();
+        let tag = self.sealer.principal_tag(self.caller.name());
+        let lease = self.sealer.lease(&internal, name, &tag);
         let deliveries = membership.deliveries.map(move |batch| {
             let _slot = &slot;
             batch.map(|mut batch| {
                 for d in &mut batch {
-                    d.ack_id = sealer.seal(&internal, &subscription, &tag, &d.ack_id);
+                    d.ack_id = lease.seal(&d.ack_id);
                 }
                 batch
             })

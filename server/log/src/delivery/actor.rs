@@ -74,6 +74,9 @@ struct Actor {
     stats: SubscriptionStats,
     redrive: RedriveQueue,
     keys: KeyOrder,
+    /// Publish-to-first-delivery lag, registered once: looking the histogram
+    /// up in the recorder per delivery was ~3 % of a consume run's CPU.
+    delivery_latency: metrics::Histogram,
 }
 
 enum Wake {
@@ -122,6 +125,7 @@ impl Actor {
             stats: SubscriptionStats::default(),
             redrive: redrive_queue,
             keys: KeyOrder::new(key_ordered),
+            delivery_latency: metrics::histogram!(crate::metric_names::DELIVERY_LATENCY),
         }
     }
 
@@ -345,7 +349,7 @@ impl Actor {
             // Redriven dead letters are not first deliveries (their age would
             // read as lag); a seek back re-measures what it re-delivers.
             let lag_ms = delivered_ms.saturating_sub(event.publish_time);
-            metrics::histogram!(crate::metric_names::DELIVERY_LATENCY).record(lag_ms as f64 / 1e3);
+            self.delivery_latency.record(lag_ms as f64 / 1e3);
         }
         self.persist.flush_soon(now);
         let generation = self.leases.grant(
