@@ -5,7 +5,8 @@
 # e.g. benches/one-run.sh target/release/eventbus fsync --phases publish
 # The server gets a temp data dir and ports on 127.0.0.1, and is stopped by
 # PID. PERF=file records the server with perf for PERF_SECS (4) seconds,
-# starting PERF_DELAY (1) seconds into the run.
+# starting PERF_DELAY (1) seconds into the run, with frame-pointer call graphs
+# (PERF_CG="--call-graph dwarf,16384" for DWARF ones).
 set -u
 BIN=$1; MODE=$2; shift 2
 d=$(mktemp -d); port=$((40000 + RANDOM % 20000)); mport=$((port + 1))

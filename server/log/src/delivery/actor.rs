@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
 use crate::store::Log;
 use crate::topic::TopicState;
+use crate::types::UnixMillis;
 use crate::types::{Offset, PartitionId, StoredEvent};
 
 mod reposition;
@@ -256,11 +257,14 @@ impl Actor {
             return;
         }
         let mut batches: HashMap<u64, Vec<Delivery>> = HashMap::new();
+        // One wall-clock read per round, not per event (it was ~1.4 % of a
+        // consume run's CPU); the round takes microseconds.
+        let now_wall_ms = now_ms();
         while let Some(member) = self.members.next_with_credit() {
             let Some(next) = self.next_event(now) else {
                 break;
             };
-            let delivery = self.lease(member, next, now);
+            let delivery = self.lease(member, next, now, now_wall_ms);
             batches.entry(member).or_default().push(delivery);
         }
         for (member, batch) in batches {
@@ -335,13 +339,18 @@ impl Actor {
         })
     }
 
-    fn lease(&mut self, member: u64, next: Next, now: Instant) -> Delivery {
+    fn lease(
+        &mut self,
+        member: u64,
+        next: Next,
+        now: Instant,
+        delivered_ms: UnixMillis,
+    ) -> Delivery {
         let Next {
             event,
             first_delivery_ms,
             mut origin,
         } = next;
-        let delivered_ms = now_ms();
         self.keys.start(&event);
         let attempt = self.adjust_attempts((event.partition, event.offset), &mut origin, true);
         if attempt == 1 && first_delivery_ms.is_none() && matches!(origin, Origin::Log) {

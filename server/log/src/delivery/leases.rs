@@ -2,13 +2,21 @@
 //! which generation, until when, and the heap that says which lease runs out
 //! next.
 //!
-//! The heap is lazy: settling or extending a lease leaves its old entry behind,
-//! and an entry counts only while it still matches its lease's generation and
-//! deadline. When old entries outnumber the live leases the heap is rebuilt, so
-//! its size follows the leases in flight, not the throughput.
+//! The deadlines are lazy: settling or extending a lease leaves its old entry
+//! behind, and an entry counts only while it still matches its lease's
+//! generation and deadline. When old entries outnumber the live leases the
+//! deadlines are rebuilt, so their size follows the leases in flight, not the
+//! throughput.
+//!
+//! Grants all take the same ack deadline from a monotonic clock, so their
+//! deadlines arrive sorted: they go in a queue (O(1) each; the heap's pushes
+//! were ~2 % of a consume run's CPU). Only a deadline that would break the
+//! queue's order (an extension, or grants after the ack deadline shrank)
+//! goes in a heap beside it; the next deadline is the earlier of the two
+//! fronts.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,13 +38,13 @@ pub(super) struct Lease {
     pub origin: Origin,
 }
 
-/// A deadline heap entry: (deadline, partition, offset, generation).
-type DeadlineEntry = Reverse<(Instant, PartitionId, Offset, u64)>;
+/// A deadline entry: (deadline, partition, offset, generation).
+type DeadlineEntry = (Instant, PartitionId, Offset, u64);
 
 pub(super) struct Leases {
     live: HashMap<Key, Lease>,
     /// Every deadline ever set; stale entries are skipped when they come due.
-    deadlines: BinaryHeap<DeadlineEntry>,
+    deadlines: Deadlines,
     /// The generation of the last lease granted.
     generation: u64,
     ack_deadline: Duration,
@@ -48,7 +56,7 @@ impl Leases {
     pub fn new(first_generation: u64, ack_deadline: Duration) -> Self {
         Leases {
             live: HashMap::new(),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             generation: first_generation,
             ack_deadline,
         }
@@ -87,7 +95,7 @@ impl Leases {
                 origin,
             },
         );
-        self.push_deadline(Reverse((deadline, key.0, key.1, self.generation)));
+        self.push_deadline((deadline, key.0, key.1, self.generation));
         self.generation
     }
 
@@ -124,18 +132,18 @@ impl Leases {
             return;
         };
         lease.deadline = deadline;
-        let entry = Reverse((lease.deadline, key.0, key.1, lease.generation));
+        let entry = (lease.deadline, key.0, key.1, lease.generation);
         self.push_deadline(entry);
     }
 
     /// The next lease whose deadline passed by `now`, dropping the stale heap
     /// entries on the way. The lease stays until the caller ends it.
     pub fn next_expired(&mut self, now: Instant) -> Option<Key> {
-        while let Some(Reverse((deadline, p, o, generation))) = self.deadlines.peek().copied() {
+        while let Some((deadline, p, o, generation)) = self.deadlines.first() {
             if deadline > now {
                 return None;
             }
-            self.deadlines.pop();
+            self.deadlines.pop_first();
             let current = self
                 .live
                 .get(&(p, o))
@@ -150,7 +158,7 @@ impl Leases {
     /// When to look for expired leases next (possibly a stale entry's time:
     /// waking early costs one look).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse(d)| d.0)
+        self.deadlines.first().map(|d| d.0)
     }
 
     /// The events `member` holds.
@@ -175,17 +183,64 @@ impl Leases {
         self.live.len()
     }
 
-    /// Adds a deadline entry, and rebuilds the heap from the live leases when
-    /// stale entries outnumber them.
+    /// Adds a deadline entry, and rebuilds the deadlines from the live leases
+    /// when stale entries outnumber them.
     fn push_deadline(&mut self, entry: DeadlineEntry) {
         self.deadlines.push(entry);
         if self.deadlines.len() > 2 * self.live.len() + 1024 {
-            self.deadlines = self
+            let mut live: Vec<DeadlineEntry> = self
                 .live
                 .iter()
-                .map(|(&(p, o), l)| Reverse((l.deadline, p, o, l.generation)))
+                .map(|(&(p, o), l)| (l.deadline, p, o, l.generation))
                 .collect();
+            live.sort_unstable();
+            self.deadlines = Deadlines {
+                in_order: live.into(),
+                out_of_order: BinaryHeap::new(),
+            };
         }
+    }
+}
+
+/// Deadline entries, earliest first: a queue of those that arrived in order
+/// and a heap of the others (module doc).
+#[derive(Default)]
+struct Deadlines {
+    in_order: VecDeque<DeadlineEntry>,
+    out_of_order: BinaryHeap<Reverse<DeadlineEntry>>,
+}
+
+impl Deadlines {
+    fn push(&mut self, entry: DeadlineEntry) {
+        match self.in_order.back() {
+            Some(last) if *last > entry => self.out_of_order.push(Reverse(entry)),
+            _ => self.in_order.push_back(entry),
+        }
+    }
+
+    /// The earliest entry.
+    fn first(&self) -> Option<DeadlineEntry> {
+        match (self.in_order.front(), self.out_of_order.peek()) {
+            (Some(&a), Some(&Reverse(b))) => Some(a.min(b)),
+            (a, b) => a.copied().or(b.map(|r| r.0)),
+        }
+    }
+
+    /// Removes the earliest entry.
+    fn pop_first(&mut self) {
+        let from_queue = match (self.in_order.front(), self.out_of_order.peek()) {
+            (Some(a), Some(Reverse(b))) => a <= b,
+            (a, _) => a.is_some(),
+        };
+        if from_queue {
+            self.in_order.pop_front();
+        } else {
+            self.out_of_order.pop();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.in_order.len() + self.out_of_order.len()
     }
 }
 
@@ -309,6 +364,40 @@ mod tests {
             grant(&mut leases, 1, 1 << 20, t0);
             let expired = leases.next_expired(t0 + DEADLINE);
             assert_eq!(expired, Some((0, 1 << 20)), "after {settled} settled");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever order deadlines arrive in (grants at any time, a changed
+        /// ack deadline, extensions, settles), the live leases expire exactly
+        /// once each, earliest deadline first.
+        #[test]
+        fn live_leases_expire_in_deadline_order(
+            ops in proptest::collection::vec((0u8..4, 0u64..64, 0u64..30), 1..400)
+        ) {
+            let t0 = Instant::now();
+            let mut leases = Leases::new(0, DEADLINE);
+            for (op, offset, secs) in ops {
+                let at = t0 + Duration::from_secs(secs);
+                match op {
+                    0 => { grant(&mut leases, 1, offset, at); }
+                    1 => leases.set_ack_deadline(Duration::from_secs(1 + secs)),
+                    2 => leases.extend(&(0, offset), at),
+                    _ => { leases.take(&(0, offset)); }
+                }
+            }
+            let mut expected: Vec<(Instant, Offset)> =
+                leases.iter().map(|(k, l)| (l.deadline, k.1)).collect();
+            expected.sort();
+            let mut expired = Vec::new();
+            while let Some(key) = leases.next_expired(t0 + Duration::from_secs(1000)) {
+                let lease = leases.take(&key).unwrap();
+                expired.push((lease.deadline, key.1));
+            }
+            let deadlines: Vec<Instant> = expired.iter().map(|e| e.0).collect();
+            proptest::prop_assert!(deadlines.windows(2).all(|w| w[0] <= w[1]));
+            expired.sort();
+            proptest::prop_assert_eq!(expired, expected);
         }
     }
 }
