@@ -151,6 +151,14 @@ pub struct Config {
     /// own metric labels; the rest are reported as `_other`, so a topic
     /// explosion cannot blow up Prometheus. Default: 1000.
     pub metrics_max_label_values: usize,
+    /// Threads that run gRPC (the async runtime's workers). 0 (default):
+    /// one per core the process may use, minus one with `storage = rocksdb`,
+    /// whose writer, syncer, reads and compactions run on threads of their
+    /// own; at least one. On two cores shared with clients, one worker
+    /// instead of two cut the server's CPU per consumed event by a quarter
+    /// (fewer cross-thread wake-ups and task steals; BENCHMARKS.md, issue
+    /// 15, eighth step). At most 1024.
+    pub worker_threads: usize,
 
     // ---- limits: a request over one is INVALID_ARGUMENT, a server-wide count
     // at its cap RESOURCE_EXHAUSTED; every message names the key. See the
@@ -260,6 +268,7 @@ impl Default for Config {
             disk_reserve_bytes: log.disk_reserve_bytes,
             write_buffer_bytes: log.write_buffer_bytes,
             metrics_max_label_values: 1000,
+            worker_threads: 0,
             max_events_per_publish: log.limits.max_events_per_publish,
             max_attributes_per_event: log.limits.max_attributes_per_event,
             max_attribute_bytes: log.limits.max_attribute_bytes,
@@ -410,6 +419,10 @@ impl Config {
             "retention-interval must be at least 10ms"
         );
         anyhow::ensure!(
+            self.worker_threads <= 1024,
+            "worker-threads must be 0 (one per core, less one for the storage engine) to 1024"
+        );
+        anyhow::ensure!(
             self.write_buffer_bytes >= 1 << 20,
             "write-buffer-bytes must be at least 1048576 (1 MiB)"
         );
@@ -512,6 +525,17 @@ impl Config {
     }
 
     /// The storage options this config implies.
+    /// The async runtime's worker threads ([`Config::worker_threads`], 0
+    /// resolved against the cores this process may use).
+    pub fn runtime_workers(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let reserved = usize::from(self.storage == Storage::Rocksdb);
+        cores.saturating_sub(reserved).max(1)
+    }
+
     pub fn log_options(&self) -> Options {
         let mut o = Options::new(&self.data_dir);
         o.durability = self.durability;
@@ -789,6 +813,35 @@ mod tests {
             assert_eq!(o.max_event_bytes, 4_193_280);
             assert_eq!(o.read_ahead_bytes, 1 << 20);
             assert_eq!(o.max_in_flight_bytes, 2 << 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cores_less_one_for_rocksdb() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let rocksdb = Config::default();
+        assert_eq!(rocksdb.runtime_workers(), cores.saturating_sub(1).max(1));
+        let gateway = Config {
+            storage: Storage::Jetstream,
+            ..Config::default()
+        };
+        assert_eq!(gateway.runtime_workers(), cores);
+        let set = Config {
+            worker_threads: 3,
+            ..Config::default()
+        };
+        assert_eq!(set.runtime_workers(), 3);
+        let too_many = Config {
+            worker_threads: 1025,
+            ..Config::default()
+        };
+        let err = too_many.validate().unwrap_err().to_string();
+        assert!(err.contains("worker-threads must be"), "{err}");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EVENTBUS_WORKER_THREADS", "2");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.runtime_workers(), 2);
             Ok(())
         });
     }

@@ -70,8 +70,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         nats_url: args.nats_url,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
+    let workers = config.runtime_workers();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(workers)
         .thread_name("eventbus")
         .build()?;
     runtime.block_on(async move {
@@ -81,6 +83,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         // Flushes exported spans when serving ends.
         let _telemetry = telemetry::init(format, &config.log_level, &config.otlp_endpoint)?;
+        tracing::info!(workers, "async runtime started (worker-threads)");
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
