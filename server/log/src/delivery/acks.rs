@@ -19,7 +19,7 @@
 //! offsets as a count plus ascending (non-zero) deltas, then the attempts as a count plus
 //! (offset delta from floor, attempts) pairs. All varints.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
 use bytes::BytesMut;
 
@@ -32,8 +32,14 @@ const VERSION: u8 = 1;
 pub struct PartitionAcks {
     pub floor: Offset,
     pub settled: BTreeSet<Offset>,
-    pub attempts: BTreeMap<Offset, u32>,
+    /// Hashed, not ordered: an entry goes in per delivery and out per ack,
+    /// the hottest operations of a consume run (a B-tree's were ~2 % of its
+    /// CPU); only the encoding, once per flush, needs them in order.
+    pub attempts: Attempts,
 }
+
+/// Delivery counts by offset.
+pub type Attempts = HashMap<Offset, u32, foldhash::fast::FixedState>;
 
 impl PartitionAcks {
     pub fn starting_at(floor: Offset) -> Self {
@@ -81,7 +87,7 @@ impl PartitionAcks {
         }
         self.floor = to;
         self.settled = self.settled.split_off(&to);
-        self.attempts = self.attempts.split_off(&to);
+        self.attempts.retain(|&o, _| o >= to);
         while self.settled.remove(&self.floor) {
             self.floor += 1;
         }
@@ -99,7 +105,10 @@ impl PartitionAcks {
             prev = o;
         }
         put_varint(&mut b, self.attempts.len() as u64);
-        for (&o, &n) in &self.attempts {
+        let mut attempts: Vec<(Offset, u32)> =
+            self.attempts.iter().map(|(&o, &n)| (o, n)).collect();
+        attempts.sort_unstable();
+        for (o, n) in attempts {
             put_varint(&mut b, o.saturating_sub(self.floor));
             put_varint(&mut b, u64::from(n));
         }
@@ -127,7 +136,7 @@ impl PartitionAcks {
             prev = prev.checked_add(delta).ok_or(CodecError::Truncated)?;
             settled.insert(prev);
         }
-        let mut attempts = BTreeMap::new();
+        let mut attempts = Attempts::default();
         for _ in 0..r.varint()? {
             let o = floor
                 .checked_add(r.varint()?)
@@ -183,7 +192,7 @@ mod tests {
         a.raise_floor(5);
         assert_eq!(a.floor, 5);
         assert_eq!(a.settled, BTreeSet::from([6]));
-        assert_eq!(a.attempts, BTreeMap::from([(7, 1)]));
+        assert_eq!(a.attempts, Attempts::from_iter([(7, 1)]));
         a.raise_floor(6);
         assert_eq!(a.floor, 7, "floor skips the settled 6");
     }
