@@ -157,7 +157,8 @@ pub struct Config {
     /// own; at least one. On two cores shared with clients, one worker
     /// instead of two cut the server's CPU per consumed event by a quarter
     /// (fewer cross-thread wake-ups and task steals; BENCHMARKS.md, issue
-    /// 15, eighth step). At most 1024.
+    /// 15, eighth step). At most 1024. Tokio's `TOKIO_WORKER_THREADS` does
+    /// not apply; this key does.
     pub worker_threads: usize,
 
     // ---- limits: a request over one is INVALID_ARGUMENT, a server-wide count
@@ -524,9 +525,10 @@ impl Config {
         }
     }
 
-    /// The storage options this config implies.
     /// The async runtime's worker threads ([`Config::worker_threads`], 0
-    /// resolved against the cores this process may use).
+    /// resolved against the cores this process may use). It is set
+    /// explicitly, so tokio's `TOKIO_WORKER_THREADS` has no effect on the
+    /// server: use `worker-threads` (`EVENTBUS_WORKER_THREADS`).
     pub fn runtime_workers(&self) -> usize {
         if self.worker_threads > 0 {
             return self.worker_threads;
@@ -536,6 +538,7 @@ impl Config {
         cores.saturating_sub(reserved).max(1)
     }
 
+    /// The storage options this config implies.
     pub fn log_options(&self) -> Options {
         let mut o = Options::new(&self.data_dir);
         o.durability = self.durability;

@@ -22,8 +22,10 @@
 //!
 //! Ids sealed by older builds (`{backend id}.{tag}.{mac}` with a 22-character
 //! MAC: the first 16 bytes of HMAC-SHA256(key, topic ‖ subscription ‖ tag ‖
-//! backend id)) still open, so deliveries in flight across an upgrade, or
-//! across gateways of mixed versions, can be settled.
+//! backend id)) still open, so deliveries in flight across an upgrade, and
+//! ids sealed by gateways not yet upgraded, can be settled. The other way
+//! round does not work: an older build refuses this format as forged
+//! (RUNBOOK.md, "Ack ids across versions").
 
 use std::hash::Hasher as _;
 use std::path::Path;
