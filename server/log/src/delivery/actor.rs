@@ -25,8 +25,7 @@ use crate::error::Error;
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
 use crate::store::Log;
 use crate::topic::TopicState;
-use crate::types::UnixMillis;
-use crate::types::{Offset, PartitionId, StoredEvent};
+use crate::types::{Offset, PartitionId, StoredEvent, UnixMillis};
 
 mod reposition;
 mod settle;
