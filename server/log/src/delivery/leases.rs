@@ -5,8 +5,8 @@
 //! The deadlines are lazy: settling or extending a lease leaves its old entry
 //! behind, and an entry counts only while it still matches its lease's
 //! generation and deadline. When old entries outnumber the live leases the
-//! deadlines are rebuilt, so their size follows the leases in flight, not the
-//! throughput.
+//! deadlines are refilled from the live leases, so their size follows the
+//! leases in flight, not the throughput.
 //!
 //! Grants all take the same ack deadline from a monotonic clock, so their
 //! deadlines arrive sorted: they go in a queue (O(1) each; the heap's pushes
@@ -183,21 +183,14 @@ impl Leases {
         self.live.len()
     }
 
-    /// Adds a deadline entry, and rebuilds the deadlines from the live leases
+    /// Adds a deadline entry, and refills the deadlines from the live leases
     /// when stale entries outnumber them.
     fn push_deadline(&mut self, entry: DeadlineEntry) {
         self.deadlines.push(entry);
         if self.deadlines.len() > 2 * self.live.len() + 1024 {
-            let mut live: Vec<DeadlineEntry> = self
-                .live
-                .iter()
-                .map(|(&(p, o), l)| (l.deadline, p, o, l.generation))
-                .collect();
-            live.sort_unstable();
-            self.deadlines = Deadlines {
-                in_order: live.into(),
-                out_of_order: BinaryHeap::new(),
-            };
+            let live = self.live.iter();
+            self.deadlines
+                .refill(live.map(|(&(p, o), l)| (l.deadline, p, o, l.generation)));
         }
     }
 }
@@ -244,6 +237,16 @@ impl Deadlines {
 
     fn len(&self) -> usize {
         self.in_order.len() + self.out_of_order.len()
+    }
+
+    /// Replaces every entry with `live`'s. Reuses the queue's allocation:
+    /// growing a new one after each rebuild (every ~1 000 grants) cost ~1 %
+    /// of a consume run's CPU in page faults.
+    fn refill(&mut self, live: impl Iterator<Item = DeadlineEntry>) {
+        self.in_order.clear();
+        self.in_order.extend(live);
+        self.in_order.make_contiguous().sort_unstable();
+        self.out_of_order.clear();
     }
 }
 
@@ -353,8 +356,27 @@ mod tests {
         assert!(leases.deadlines.len() <= 1027, "{}", leases.deadlines.len());
     }
 
-    /// The grant whose entry makes the heap rebuild used to rebuild it from
-    /// the live leases without itself, so that lease never expired.
+    /// A refill keeps the live entries of both the queue and the heap (an
+    /// extension's entry goes in the heap).
+    #[test]
+    fn a_refill_keeps_extended_leases() {
+        let t0 = Instant::now();
+        let mut leases = Leases::new(0, DEADLINE);
+        grant(&mut leases, 1, 1 << 20, t0);
+        let extended = t0 + 3 * DEADLINE;
+        leases.extend(&(0, 1 << 20), extended);
+        for o in 0..3000 {
+            grant(&mut leases, 1, o, t0);
+            leases.take(&(0, o));
+        }
+        assert!(leases.deadlines.len() <= 1027, "{}", leases.deadlines.len());
+        assert_eq!(leases.next_expired(t0 + 2 * DEADLINE), None);
+        assert_eq!(leases.next_expired(extended), Some((0, 1 << 20)));
+    }
+
+    /// The grant whose entry makes the deadlines refill must keep its own
+    /// (an earlier rebuild from the live leases left it out, so that lease
+    /// never expired).
     #[test]
     fn a_lease_granted_as_the_heap_is_rebuilt_still_expires() {
         let t0 = Instant::now();
