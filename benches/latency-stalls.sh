@@ -4,9 +4,10 @@
 # e.g. benches/latency-stalls.sh target/release/eventbus 35 --messages 200000
 # Runs `eventbus bench --phases publish` with the flags, then, against the
 # same server, `--phases latency` for SECONDS (default 35), and prints the
-# latency percentiles and how many group commits and Publish calls of the
-# latency phase alone took over 5, 10 and 25 ms (from the server's
-# histograms, read before and after it). Buffered mode; the server gets a
+# latency percentiles and how many group commits, Publish calls and first
+# deliveries (publish to delivery, in the server) of the latency phase alone
+# took over 5, 10 and 25 ms (from the server's histograms, read before and
+# after it). Buffered mode; the server gets a
 # temp data dir and ports on 127.0.0.1, and is stopped by PID.
 set -u
 BIN=$1; SECS=${2:-35}; shift 2 || shift $#
@@ -29,7 +30,8 @@ def buckets(text, name):
             le = line.split('le="')[1].split('"')[0]
             out[le] = float(line.split()[-1])
     return out
-for name in ("eventbus_commit_duration_seconds", "eventbus_publish_duration_seconds"):
+for name in ("eventbus_commit_duration_seconds", "eventbus_publish_duration_seconds",
+             "eventbus_delivery_latency_seconds"):
     a, b = buckets(sys.argv[1], name), buckets(sys.argv[2], name)
     d = {le: b[le] - a.get(le, 0) for le in b}
     total = d["+Inf"]

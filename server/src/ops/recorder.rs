@@ -22,6 +22,14 @@ const BATCH_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often the histograms' recorded samples are folded into their
+/// buckets. The exporter keeps every sample until then: without this, a
+/// server nobody scrapes grew by 24 bytes per delivery and per publish
+/// (+215 MiB of RSS over 3M events published and consumed), and the first
+/// scrape after that spent 63 ms draining them on an async worker. Once a
+/// second, on a thread of its own, a drain holds at most a second of samples.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// Installs the recorder once per process and returns its handle. Servers
 /// embedded in one process (tests) share it.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -39,8 +47,21 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = recorder.handle();
     if metrics::set_global_recorder(recorder).is_ok() {
         describe();
+        spawn_upkeep(handle.clone())?;
     }
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Folds the histograms' samples into their buckets every
+/// [`UPKEEP_EVERY`], for the life of the process (the recorder is global).
+fn spawn_upkeep(handle: PrometheusHandle) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("eventbus-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        })?;
+    Ok(())
 }
 
 fn describe() {
