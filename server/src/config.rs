@@ -107,6 +107,10 @@ pub struct Config {
     /// Most bytes of events a subscription reads from the log ahead of its
     /// members. Default: 16777216 (16 MiB).
     pub read_ahead_bytes: usize,
+    /// Most bytes of recently committed events kept in memory over all
+    /// partitions (at most 4 MiB each), so subscriptions that keep up are fed
+    /// without a RocksDB read. 0 turns it off. Default: 67108864 (64 MiB).
+    pub hot_tail_bytes: usize,
     /// How often ack state is persisted; a crash can lose this much of the latest
     /// acks, which are then redelivered. Default: `20ms`.
     #[serde(with = "humantime_serde")]
@@ -258,6 +262,7 @@ impl Default for Config {
             max_in_flight_limit: log.max_in_flight_limit,
             max_in_flight_bytes: log.max_in_flight_bytes,
             read_ahead_bytes: log.read_ahead_bytes,
+            hot_tail_bytes: log.hot_tail_bytes,
             ack_flush_interval: log.ack_flush_interval,
             dedup_window: log.dedup_window,
             retention_interval: log.retention_interval,
@@ -552,6 +557,7 @@ impl Config {
         o.max_in_flight_limit = self.max_in_flight_limit;
         o.max_in_flight_bytes = self.max_in_flight_bytes;
         o.read_ahead_bytes = self.read_ahead_bytes;
+        o.hot_tail_bytes = self.hot_tail_bytes;
         o.ack_flush_interval = self.ack_flush_interval;
         o.dedup_window = self.dedup_window;
         o.retention_interval = self.retention_interval;

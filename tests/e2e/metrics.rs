@@ -183,6 +183,10 @@ async fn metrics_match_a_known_workload_exactly() {
         assert_eq!(get(&m, "eventbus_wal_sync_events_sum"), 11.0);
         assert!(get(&m, "eventbus_wal_sync_seconds_count") >= 1.0);
         assert!(get(&m, "eventbus_disk_total_bytes") >= get(&m, "eventbus_disk_available_bytes"));
+        // The events were published before anyone subscribed: nothing was
+        // kept hot for them, and RocksDB served the reads.
+        assert!(reads(&m, "rocksdb") >= 1.0, "{body}");
+        assert_eq!(reads(&m, "hot_tail"), 0.0);
     }
     assert_eq!(get(&m, "eventbus_delivery_latency_seconds_count"), 11.0);
     assert_eq!(get(&m, "eventbus_publish_duration_seconds_count"), 5.0);
@@ -191,6 +195,62 @@ async fn metrics_match_a_known_workload_exactly() {
     assert!(body.contains("# TYPE eventbus_published_events_total counter"));
     assert!(body.contains("# HELP eventbus_subscription_backlog "));
 
+    drop(stream);
+    assert_eq!(server.terminate().await, Some(0));
+}
+
+/// Log reads started by subscriptions, by where they were served from.
+fn reads(m: &HashMap<String, f64>, from: &str) -> f64 {
+    let series = format!(r#"eventbus_subscription_reads_total{{from="{from}"}}"#);
+    m.get(&series).copied().unwrap_or(0.0)
+}
+
+/// A subscriber that keeps up is fed from the hot tail: no read of what it
+/// gets goes to RocksDB. A child process, for a registry of its own.
+#[tokio::test]
+async fn a_subscriber_that_keeps_up_is_fed_from_the_hot_tail() {
+    if eventbus_tests::skip_on_jetstream("the hot tail is the RocksDB backend's") {
+        return;
+    }
+    let (_dir, data) = temp_dir();
+    let server = ChildServer::start(BIN, &data, &[]).await;
+    let channel = server.channel().await;
+    let mut events = EventServiceClient::new(channel.clone());
+    let mut admin = AdminServiceClient::new(channel);
+    admin
+        .create_topic(CreateTopicRequest {
+            topic: "live".into(),
+            partitions: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .create_subscription(CreateSubscriptionRequest {
+            topic: "live".into(),
+            subscription: "follower".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut stream = subscribe(&mut events, "live", "follower", 100).await;
+    for round in 0..5 {
+        let batch = (0..8)
+            .map(|i| event(&format!("k{i}"), "tick", format!("r{round}-{i}")))
+            .collect();
+        publish(&mut events, "live", batch).await;
+        let got = recv_n(&mut stream, 8).await;
+        let mut payloads: Vec<_> = got.iter().map(payload).collect();
+        payloads.sort();
+        let mut want: Vec<_> = (0..8).map(|i| format!("r{round}-{i}")).collect();
+        want.sort();
+        assert_eq!(payloads, want);
+        ack(&mut events, "live", "follower", &got).await;
+    }
+    let (_, body) = http_get(server.metrics_addr, "/metrics").await;
+    let m = parse(&body);
+    assert!(reads(&m, "hot_tail") >= 5.0, "{body}");
+    assert_eq!(reads(&m, "rocksdb"), 0.0, "{body}");
     drop(stream);
     assert_eq!(server.terminate().await, Some(0));
 }

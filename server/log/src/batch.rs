@@ -82,6 +82,16 @@ impl BatchBuilder {
         self.buf[1..HEADER_LEN].copy_from_slice(&self.count.to_be_bytes());
         &self.buf
     }
+
+    /// The records in it.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The value's buffer, once [`BatchBuilder::finish`]ed.
+    pub fn into_buf(self) -> Vec<u8> {
+        self.buf
+    }
 }
 
 /// The records of one stored value, as byte ranges of it, in offset order.

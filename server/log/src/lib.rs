@@ -18,6 +18,7 @@
 //!   (all public only for the benches and fuzz targets).
 //! * [`export`]: an offline, read-only view of a whole data dir, for `eventbus migrate`.
 //! * [`metric_names`]: what the engine records through the `metrics` facade.
+//! * `hot_tail`: each partition's newest committed batches in memory, for subscribers that keep up.
 //! * [`health`]: the write path's state (ok, disk full, failed); [`space`]: the free-space reserve;
 //!   [`synced_mark`]: the synced high-water mark that tells a torn WAL tail from lost synced writes.
 //! * [`limits`]: the bound on every client-controlled size, and its checks.
@@ -34,6 +35,7 @@ pub mod delivery;
 pub mod error;
 pub mod export;
 pub(crate) mod health;
+pub(crate) mod hot_tail;
 pub(crate) mod keys;
 pub(crate) mod meta;
 pub mod metric_names;

@@ -12,5 +12,9 @@ pub const WAL_SYNC_DURATION: &str = "eventbus_wal_sync_seconds";
 /// Histogram: events acknowledged by one WAL sync (in fsync mode, publish
 /// throughput = this × syncs per second).
 pub const WAL_SYNC_EVENTS: &str = "eventbus_wal_sync_events";
+/// Counter: the log reads subscriptions started, by where they were served
+/// from (`from`: `hot_tail`, the newest committed batches in memory, or
+/// `rocksdb`). Mostly `rocksdb` means subscriptions lag their topics.
+pub const READS: &str = "eventbus_subscription_reads_total";
 /// Histogram: seconds from publish to the first delivery of an event.
 pub use eventbus_broker::metric_names::DELIVERY_LATENCY;

@@ -42,6 +42,10 @@ pub struct Options {
     /// Most event bytes a subscription reads ahead of its members (fetched from
     /// the log, not yet handed out). Default: 16 MiB.
     pub read_ahead_bytes: usize,
+    /// Most bytes of recently committed record batches kept in memory, over
+    /// all partitions (at most 4 MiB each), so subscriptions that keep up are
+    /// fed without a RocksDB read. 0 turns the hot tail off. Default: 64 MiB.
+    pub hot_tail_bytes: usize,
     /// How far a subscription may read ahead of its oldest unsettled event in one
     /// partition. Bounds the persisted settled-set and memory. Default: 100 000.
     pub max_unsettled_window: u64,
@@ -79,6 +83,7 @@ impl Options {
             max_in_flight_limit: 10_000,
             max_in_flight_bytes: 32 << 20,
             read_ahead_bytes: 16 << 20,
+            hot_tail_bytes: 64 << 20,
             ack_flush_interval: Duration::from_millis(20),
             max_unsettled_window: 100_000,
             dedup_window: Duration::from_secs(120),

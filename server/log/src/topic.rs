@@ -21,10 +21,13 @@
 //!   and every advance bumps the topic's tail [`watch`] so tailing readers wake.
 //! * `start` is the first retained offset.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::hot_tail::{HotBudget, HotTail};
 use crate::meta::TopicMeta;
 use crate::partitioner::{partition_for_key, Spreader};
 use crate::types::{Offset, PartitionId, TopicId};
@@ -40,6 +43,8 @@ pub struct PartitionTail {
     /// Bytes of retained records: exact for what this run wrote and trimmed,
     /// estimated from SST sizes at open. Drives `max_bytes` retention.
     pub(crate) bytes: AtomicU64,
+    /// The most recently committed batches, in memory (see [`crate::hot_tail`]).
+    pub(crate) hot: HotTail,
 }
 
 impl PartitionTail {
@@ -61,10 +66,17 @@ pub struct TopicState {
     tail_tx: watch::Sender<u64>,
     deleted: AtomicBool,
     spreader: Spreader,
+    /// Subscriptions of this topic that have members now: only then do its
+    /// partitions keep a hot tail (see [`LiveReader`]).
+    live_readers: AtomicUsize,
 }
 
 impl TopicState {
-    pub(crate) fn new(meta: TopicMeta, bounds: Vec<PartitionBounds>) -> Self {
+    pub(crate) fn new(
+        meta: TopicMeta,
+        bounds: Vec<PartitionBounds>,
+        hot_budget: &Arc<HotBudget>,
+    ) -> Self {
         let partitions = bounds
             .into_iter()
             .map(|b| PartitionTail {
@@ -74,6 +86,7 @@ impl TopicState {
                 last_publish_ms: AtomicU64::new(b.last_publish_ms),
                 bytes: AtomicU64::new(b.bytes),
                 last_index_ms: AtomicU64::new(0),
+                hot: HotTail::new(hot_budget.clone()),
             })
             .collect();
         TopicState {
@@ -82,6 +95,7 @@ impl TopicState {
             tail_tx: watch::channel(0).0,
             deleted: AtomicBool::new(false),
             spreader: Spreader::default(),
+            live_readers: AtomicUsize::new(0),
         }
     }
 
@@ -125,6 +139,13 @@ impl TopicState {
         self.tail_tx.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Whether a subscription of this topic has members: the writer keeps
+    /// the newest batches in memory only then, so a topic nobody reads costs
+    /// neither the memory nor the writer's time.
+    pub(crate) fn has_live_readers(&self) -> bool {
+        self.live_readers.load(Ordering::Relaxed) > 0
+    }
+
     /// The partition an event goes to.
     pub fn route(&self, key: &str) -> PartitionId {
         if key.is_empty() {
@@ -132,6 +153,40 @@ impl TopicState {
         } else {
             partition_for_key(key, self.meta.partitions)
         }
+    }
+}
+
+/// Counts a subscription as a live reader of its topic while it has
+/// members; uncounts it when dropped.
+pub(crate) struct LiveReader {
+    topic: Arc<TopicState>,
+    counted: bool,
+}
+
+impl LiveReader {
+    pub(crate) fn new(topic: Arc<TopicState>) -> Self {
+        LiveReader {
+            topic,
+            counted: false,
+        }
+    }
+
+    /// Counts or uncounts the subscription: `live` when it has members.
+    pub(crate) fn set(&mut self, live: bool) {
+        if live != self.counted {
+            self.counted = live;
+            if live {
+                self.topic.live_readers.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.topic.live_readers.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for LiveReader {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 

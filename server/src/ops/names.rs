@@ -1,7 +1,8 @@
 //! Metric names (Prometheus conventions: `_total` counters, base units).
 
 pub use eventbus_log::metric_names::{
-    COMMIT_BATCH_EVENTS, COMMIT_DURATION, DELIVERY_LATENCY, WAL_SYNC_DURATION, WAL_SYNC_EVENTS,
+    COMMIT_BATCH_EVENTS, COMMIT_DURATION, DELIVERY_LATENCY, READS, WAL_SYNC_DURATION,
+    WAL_SYNC_EVENTS,
 };
 
 pub const PUBLISHED_EVENTS: &str = "eventbus_published_events_total";

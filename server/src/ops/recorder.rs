@@ -106,6 +106,11 @@ fn describe() {
         Unit::Seconds,
         "Publish to first delivery of an event."
     );
+    c!(
+        READS,
+        Unit::Count,
+        "Log reads started by subscriptions, by source: hot_tail (newest committed batches, in memory) or rocksdb."
+    );
     c!(RPC_REQUESTS, Unit::Count, "gRPC requests, per method.");
     c!(
         RPC_ERRORS,

@@ -24,7 +24,7 @@ use super::Origin;
 use crate::error::Error;
 use crate::meta::{now_ms, Ordering, SubscriptionMeta};
 use crate::store::Log;
-use crate::topic::TopicState;
+use crate::topic::{LiveReader, TopicState};
 use crate::types::{Offset, PartitionId, StoredEvent, UnixMillis};
 
 mod reposition;
@@ -77,6 +77,9 @@ struct Actor {
     /// Publish-to-first-delivery lag, registered once: looking the histogram
     /// up in the recorder per delivery was ~3 % of a consume run's CPU.
     delivery_latency: metrics::Histogram,
+    /// Counts this subscription as a live reader of its topic while it has
+    /// members, so the topic keeps a hot tail.
+    live: LiveReader,
 }
 
 enum Wake {
@@ -113,6 +116,7 @@ impl Actor {
         let key_ordered = meta.config.ordering == Ordering::Key;
         Actor {
             log,
+            live: LiveReader::new(topic.clone()),
             topic,
             meta,
             rx,
@@ -136,7 +140,11 @@ impl Actor {
             self.follow_retention(now);
             self.expire_leases(now);
             self.dispatch(now);
-            self.start_fetch(now);
+            // A read from the hot tail is done at once: hand its events out
+            // and read on while there is room.
+            while self.start_fetch(now) {
+                self.dispatch(now);
+            }
             let timer = self.next_timer();
             let wake = tokio::select! {
                 cmd = self.rx.recv() => Wake::Command(cmd),
@@ -186,6 +194,7 @@ impl Actor {
                 Wake::Fetched(res) => self.on_fetched(res),
                 Wake::Timer => {}
             }
+            self.live.set(!self.members.is_empty());
             if self.persist.flush_due(Instant::now()) {
                 self.flush().await;
             }
@@ -224,6 +233,9 @@ impl Actor {
                     return;
                 }
                 self.members.add(id, tx, max_in_flight);
+                // Counted before the answer: what is published once the
+                // member has joined is kept hot for it.
+                self.live.set(true);
                 let _ = reply.send(id);
             }
             Command::Leave(id) => self.remove_member(id, now),
@@ -392,10 +404,11 @@ impl Actor {
         }
     }
 
-    /// Reads ahead from the log when members could use more events.
-    fn start_fetch(&mut self, now: Instant) {
+    /// Reads ahead from the log when members could use more events. True
+    /// when a read was served from the hot tail and is buffered already.
+    fn start_fetch(&mut self, now: Instant) -> bool {
         if self.damaged.is_some() || self.members.is_empty() || self.meta.paused {
-            return;
+            return false;
         }
         let options = self.log.options();
         let (persist, topic) = (&self.persist, &self.topic);
@@ -409,8 +422,15 @@ impl Actor {
                 end: topic.partitions[p].end(),
             },
         );
-        if let Some(read) = read {
-            self.read_ahead.start(read, &self.log, &self.topic);
+        let Some(read) = read else {
+            return false;
+        };
+        match self.read_ahead.start(read, &self.log, &self.topic) {
+            Some(res) => {
+                self.on_fetched(res);
+                true
+            }
+            None => false,
         }
     }
 

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::Footprint;
 use crate::error::{Error, Result};
+use crate::metric_names;
 use crate::store::Log;
 use crate::topic::TopicState;
 use crate::types::{Offset, PartitionId, StoredEvent};
@@ -169,20 +170,28 @@ impl ReadAhead {
         None
     }
 
-    /// Starts `read` on a blocking thread; [`ReadAhead::fetched`] waits for it.
-    pub fn start(&mut self, read: Read, log: &Log, topic: &Arc<TopicState>) {
+    /// Starts `read`: from the partition's hot tail when it holds `from`, and
+    /// then the result is returned at once, for [`ReadAhead::on_fetched`];
+    /// otherwise on a blocking thread, and [`ReadAhead::fetched`] waits for it.
+    pub fn start(&mut self, read: Read, log: &Log, topic: &Arc<TopicState>) -> Option<FetchResult> {
         self.started(&read);
-        let (log, topic) = (log.clone(), topic.clone());
         let Read {
             partition: p,
             from,
             max_events,
             max_bytes,
         } = read;
+        if let Some(hot) = log.read_hot(topic, p, from, max_events, max_bytes) {
+            metrics::counter!(metric_names::READS, "from" => "hot_tail").increment(1);
+            return Some(hot.map(|evs| (p, evs)));
+        }
+        metrics::counter!(metric_names::READS, "from" => "rocksdb").increment(1);
+        let (log, topic) = (log.clone(), topic.clone());
         self.fetch = Some(tokio::task::spawn_blocking(move || {
             log.read(&topic, p, from, max_events, max_bytes)
                 .map(|evs| (p, evs))
         }));
+        None
     }
 
     fn started(&mut self, read: &Read) {

@@ -62,6 +62,7 @@ impl Log {
         let state = Arc::new(TopicState::new(
             meta,
             vec![PartitionBounds::default(); partitions as usize],
+            &self.inner.hot_budget,
         ));
         self.inner.topics.rcu(|m| {
             let mut m = HashMap::clone(m);

@@ -62,6 +62,8 @@ struct Inner {
     mark_keeper: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The audit log's newest time and next id; held through each append.
     audit: Mutex<audit::AuditClock>,
+    /// The bound on every partition's hot tail together.
+    hot_budget: Arc<crate::hot_tail::HotBudget>,
 }
 
 impl Drop for Inner {

@@ -15,6 +15,7 @@ use crate::batch::Records;
 use crate::codec;
 use crate::error::{storage, Error, Result};
 use crate::health::HealthCell;
+use crate::hot_tail::HotBudget;
 use crate::keys::{self, Cf, MetaKind};
 use crate::meta::TopicMeta;
 use crate::options::Options;
@@ -59,7 +60,8 @@ impl Log {
         check_format_version(&db)?;
         let ids = read_ids(&db)?;
         let incarnation = next_incarnation(&db)?;
-        let topics = load_topics(&db)?;
+        let hot_budget = HotBudget::new(options.hot_tail_bytes);
+        let topics = load_topics(&db, &hot_budget)?;
         let audit = AuditClock::load(&db)?;
 
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
@@ -108,6 +110,7 @@ impl Log {
                 synced_mark,
                 mark_keeper: std::sync::Mutex::new(Some(mark_keeper)),
                 audit: Mutex::new(audit),
+                hot_budget,
             }),
         })
     }
@@ -205,7 +208,7 @@ fn next_incarnation(db: &DB) -> Result<u64> {
 
 /// Every topic with its partitions' bounds: one metadata scan plus two seeks
 /// per partition.
-fn load_topics(db: &DB) -> Result<HashMap<String, Arc<TopicState>>> {
+fn load_topics(db: &DB, hot_budget: &Arc<HotBudget>) -> Result<HashMap<String, Arc<TopicState>>> {
     let meta_cf = db.cf_handle(Cf::Meta.name()).expect("meta cf");
     let mut topics = HashMap::new();
     let prefix = [MetaKind::Topic as u8];
@@ -226,7 +229,10 @@ fn load_topics(db: &DB) -> Result<HashMap<String, Arc<TopicState>>> {
         let ends = (0..meta.partitions)
             .map(|p| partition_bounds(db, meta.id, p))
             .collect::<Result<Vec<_>>>()?;
-        topics.insert(meta.name.clone(), Arc::new(TopicState::new(meta, ends)));
+        topics.insert(
+            meta.name.clone(),
+            Arc::new(TopicState::new(meta, ends, hot_budget)),
+        );
     }
     Ok(topics)
 }

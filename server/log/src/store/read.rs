@@ -76,6 +76,59 @@ impl Log {
         Ok(out)
     }
 
+    /// [`Log::read`] from the partition's hot tail, without RocksDB: `None`
+    /// when `from` is older than what the hot tail keeps (read RocksDB
+    /// instead). Does not block; the records are decoded and checked as a
+    /// RocksDB read would, and their payloads are slices of the kept batches.
+    pub fn read_hot(
+        &self,
+        topic: &TopicState,
+        partition: PartitionId,
+        from: Offset,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Option<Result<Vec<StoredEvent>>> {
+        let tail = &topic.partitions[partition as usize];
+        let end = tail.end();
+        let from = from.max(tail.start());
+        if from >= end || max_events == 0 {
+            return Some(Ok(Vec::new()));
+        }
+        // A batch holds at least one event; the read stops at `max_events`.
+        let batches = tail.hot.batches_from(from, max_events)?;
+        let id = topic.id();
+        let mut out = Vec::with_capacity(max_events.min((end - from) as usize));
+        let mut bytes = 0usize;
+        for batch in batches {
+            let records = match Records::new(&batch.value) {
+                Ok(records) => records,
+                Err(e) => return Some(Err(damaged(topic, partition, batch.base)(e))),
+            };
+            for (offset, range) in (batch.base..).zip(records) {
+                let range = match range {
+                    Ok(range) => range,
+                    Err(e) => return Some(Err(damaged(topic, partition, batch.base)(e))),
+                };
+                if offset < from {
+                    continue;
+                }
+                if offset >= end
+                    || out.len() >= max_events
+                    || (bytes >= max_bytes && !out.is_empty())
+                {
+                    return Some(Ok(out));
+                }
+                bytes += range.len();
+                let record = batch.value.slice(range);
+                match codec::decode_record(id, partition, offset, record) {
+                    Ok(ev) => out.push(ev),
+                    Err(e) => return Some(Err(damaged(topic, partition, offset)(e))),
+                }
+            }
+        }
+        Some(Ok(out))
+    }
+
     /// The first offset of `partition` whose publish time is at or after `ms`
     /// (the committed end when there is none). Blocking.
     ///

@@ -200,6 +200,8 @@ async fn a_malformed_record_key_refuses_to_open_instead_of_an_empty_partition() 
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path()).await;
     let topic = one_partition_topic(&log).await;
+    let mut reader = crate::topic::LiveReader::new(topic.clone());
+    reader.set(true);
     log.append(&topic, &[ev("", "a"), ev("", "b")])
         .await
         .unwrap();
@@ -620,4 +622,88 @@ async fn a_format_2_data_dirs_idempotency_keys_still_deduplicate_after_the_upgra
     let topic = log.topic("t").unwrap();
     let retry = log.append(&topic, &[keyed("new")]).await.unwrap();
     assert!(retry[0].duplicate && retry[0].offset == new[0].offset);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hot_tail_serves_exactly_what_rocksdb_holds_and_is_empty_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    let topic = one_partition_topic(&log).await;
+    // Nothing is kept while no subscription of the topic has members.
+    log.append(&topic, &[ev("", "unread")]).await.unwrap();
+    assert!(log.read_hot(&topic, 0, 0, 10, usize::MAX).is_none());
+    let mut reader = crate::topic::LiveReader::new(topic.clone());
+    reader.set(true);
+    // Batches [1, 2), [2, 5), [5, 10), [10, 17), with keys, attributes and
+    // payloads of different sizes.
+    for n in [1usize, 3, 5, 7] {
+        let events: Vec<_> = (0..n)
+            .map(|i| {
+                let mut e = ev(&format!("k{i}"), &"p".repeat(i * 10 + 1));
+                e.attributes.insert("n".into(), n.to_string());
+                e
+            })
+            .collect();
+        log.append(&topic, &events).await.unwrap();
+    }
+    assert!(
+        log.read_hot(&topic, 0, 0, 10, usize::MAX).is_none(),
+        "0 was not kept"
+    );
+    for from in 1..17u64 {
+        for (max_events, max_bytes) in [(usize::MAX, usize::MAX), (2, usize::MAX), (100, 1)] {
+            let hot = log
+                .read_hot(&topic, 0, from, max_events, max_bytes)
+                .expect("all of it is hot")
+                .unwrap();
+            let cold = log.read(&topic, 0, from, max_events, max_bytes).unwrap();
+            assert_eq!(
+                hot, cold,
+                "from {from}, {max_events} events, {max_bytes} bytes"
+            );
+        }
+    }
+    let all = log.read_hot(&topic, 0, 1, usize::MAX, usize::MAX);
+    assert_eq!(all.unwrap().unwrap().len(), 16);
+    // The last member left: the next commit empties the tail.
+    reader.set(false);
+    log.append(&topic, &[ev("", "unread")]).await.unwrap();
+    assert!(log.read_hot(&topic, 0, 10, 10, usize::MAX).is_none());
+    drop(reader);
+    log.close();
+
+    let log = open(dir.path()).await;
+    let topic = log.topic("t").unwrap();
+    let mut reader = crate::topic::LiveReader::new(topic.clone());
+    reader.set(true);
+    assert!(
+        log.read_hot(&topic, 0, 1, usize::MAX, usize::MAX).is_none(),
+        "nothing is hot after a reopen: RocksDB serves it"
+    );
+    log.append(&topic, &[ev("", "new")]).await.unwrap();
+    assert!(log.read_hot(&topic, 0, 17, 10, usize::MAX).is_none());
+    let hot = log
+        .read_hot(&topic, 0, 18, 10, usize::MAX)
+        .unwrap()
+        .unwrap();
+    assert_eq!(offsets_and_payloads(&hot), vec![(18, "new".into())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_hot_tail_budget_every_read_goes_to_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.hot_tail_bytes = 0;
+    let log = tokio::task::spawn_blocking(move || Log::open(o))
+        .await
+        .unwrap()
+        .unwrap();
+    let topic = one_partition_topic(&log).await;
+    let mut reader = crate::topic::LiveReader::new(topic.clone());
+    reader.set(true);
+    log.append(&topic, &[ev("", "a"), ev("", "b")])
+        .await
+        .unwrap();
+    assert!(log.read_hot(&topic, 0, 0, 10, usize::MAX).is_none());
+    assert_eq!(read_all(&log, &topic, 0).len(), 2);
 }

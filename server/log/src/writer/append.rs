@@ -165,7 +165,7 @@ impl Writer {
                 batch.put_cf(cfs.dedup, k, v);
             }
         }
-        batches.push(id, partition, offset, &record);
+        batches.push(topic, partition, offset, &record);
         let last_indexed = tail.last_index_ms.load(Relaxed);
         if last_indexed == 0 || publish_ms >= last_indexed + TIME_INDEX_INTERVAL_MS {
             batch.put_cf(

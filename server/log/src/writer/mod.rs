@@ -344,6 +344,7 @@ impl Writer {
         Written {
             sync,
             advances,
+            batches: batches.into_flushed(),
             replies,
             started,
         }

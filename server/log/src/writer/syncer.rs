@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rocksdb::DB;
 
+use super::batches::Flushed;
 use super::{Advance, Reply};
 use crate::error::Error;
 use crate::health::HealthCell;
@@ -21,6 +22,8 @@ use crate::topic::TopicState;
 pub(super) struct Written {
     pub(super) sync: bool,
     pub(super) advances: Vec<Advance>,
+    /// The record batches written, for the hot tails.
+    pub(super) batches: Vec<Flushed>,
     pub(super) replies: Vec<Reply>,
     /// When the writer took the group: commit latency runs from here.
     pub(super) started: std::time::Instant,
@@ -164,6 +167,11 @@ pub(super) fn complete(w: Written) {
             .record(w.started.elapsed().as_secs_f64());
     }
     let mut last_topic: Option<*const TopicState> = None;
+    // Into the hot tails before the ends move: a reader that sees an end
+    // finds what is below it here or in RocksDB.
+    for batch in w.batches {
+        batch.keep_hot();
+    }
     for adv in &w.advances {
         adv.topic.partitions[adv.partition as usize]
             .end
