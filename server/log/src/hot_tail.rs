@@ -122,9 +122,9 @@ impl HotTail {
         let follows = b.kept.back().is_none_or(|last| last.end == base);
         if !follows || cost > PARTITION_BYTES {
             self.evict(&mut b, usize::MAX);
-            if cost > PARTITION_BYTES {
-                return;
-            }
+        }
+        if cost > PARTITION_BYTES {
+            return; // never fits: this partition reads RocksDB until the next batch
         }
         while b.bytes + cost > PARTITION_BYTES {
             self.evict(&mut b, 1);
@@ -157,10 +157,7 @@ impl HotTail {
 
     /// Drops every kept batch.
     pub fn clear(&self) {
-        let mut b = self.lock();
-        if !b.kept.is_empty() {
-            self.evict(&mut b, usize::MAX);
-        }
+        self.evict(&mut self.lock(), usize::MAX);
     }
 
     /// The kept batches holding offsets from `from` on, up to `max_batches`

@@ -22,7 +22,6 @@
 //! * `start` is the first retained offset.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-
 use std::sync::Arc;
 
 use tokio::sync::watch;

@@ -93,6 +93,10 @@ pub(super) struct ReadAhead {
     fetch_from: Option<(PartitionId, Offset)>,
     /// No read before this (after a failed or empty one).
     retry_at: Option<Instant>,
+    /// Reads served from the hot tail and from RocksDB, registered once (a
+    /// recorder lookup per read would cost more than a hot read).
+    reads_hot: metrics::Counter,
+    reads_rocksdb: metrics::Counter,
 }
 
 impl ReadAhead {
@@ -112,6 +116,8 @@ impl ReadAhead {
             fetch: None,
             fetch_from: None,
             retry_at: None,
+            reads_hot: metrics::counter!(metric_names::READS, "from" => "hot_tail"),
+            reads_rocksdb: metrics::counter!(metric_names::READS, "from" => "rocksdb"),
         }
     }
 
@@ -182,10 +188,10 @@ impl ReadAhead {
             max_bytes,
         } = read;
         if let Some(hot) = log.read_hot(topic, p, from, max_events, max_bytes) {
-            metrics::counter!(metric_names::READS, "from" => "hot_tail").increment(1);
+            self.reads_hot.increment(1);
             return Some(hot.map(|evs| (p, evs)));
         }
-        metrics::counter!(metric_names::READS, "from" => "rocksdb").increment(1);
+        self.reads_rocksdb.increment(1);
         let (log, topic) = (log.clone(), topic.clone());
         self.fetch = Some(tokio::task::spawn_blocking(move || {
             log.read(&topic, p, from, max_events, max_bytes)

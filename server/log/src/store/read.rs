@@ -10,6 +10,7 @@ use rocksdb::{DBRawIterator, ReadOptions};
 use crate::batch::Records;
 use crate::codec::{self, CodecError};
 use crate::error::{storage, Error, Result};
+use crate::hot_tail::HotBatch;
 use crate::keys::{self, Cf};
 use crate::topic::TopicState;
 use crate::types::{Offset, PartitionId, StoredEvent};
@@ -31,53 +32,26 @@ impl Log {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredEvent>> {
-        let tail = &topic.partitions[partition as usize];
-        let end = tail.end();
-        let from = from.max(tail.start());
-        if from >= end || max_events == 0 {
+        let Some(mut read) = Gather::new(topic, partition, from, max_events, max_bytes) else {
             return Ok(Vec::new());
-        }
-        let id = topic.id();
-        let mut it = self.records_from(topic, partition, from, end);
-        let mut out = Vec::with_capacity(max_events.min((end - from) as usize));
-        let mut bytes = 0usize;
-        let mut wanted: Vec<(Offset, Range<usize>)> = Vec::new();
-        let mut full = false;
-        while !full && it.valid() {
+        };
+        let mut it = self.records_from(topic, partition, read.from, read.end);
+        while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            for record in stored_records(topic, partition, k, v)? {
-                let (offset, range) = record?;
-                if offset < from {
-                    continue;
-                }
-                let taken = out.len() + wanted.len();
-                if offset >= end || taken >= max_events || (bytes >= max_bytes && taken > 0) {
-                    full = true;
-                    break;
-                }
-                bytes += range.len();
-                wanted.push((offset, range));
-            }
-            if let (Some((_, first)), Some((_, last))) = (wanted.first(), wanted.last()) {
-                let lo = first.start;
-                let copy = Bytes::copy_from_slice(&v[lo..last.end]);
-                for (offset, r) in wanted.drain(..) {
-                    let record = copy.slice(r.start - lo..r.end - lo);
-                    let ev = codec::decode_record(id, partition, offset, record)
-                        .map_err(damaged(topic, partition, offset))?;
-                    out.push(ev);
-                }
+            let base = base_offset(topic, partition, k)?;
+            if read.take(base, v, |used| Bytes::copy_from_slice(&v[used]))? {
+                break;
             }
             it.next();
         }
         it.status().map_err(storage)?;
-        Ok(out)
+        Ok(read.out)
     }
 
     /// [`Log::read`] from the partition's hot tail, without RocksDB: `None`
-    /// when `from` is older than what the hot tail keeps (read RocksDB
+    /// when `from` is not within what the hot tail keeps (read RocksDB
     /// instead). Does not block; the records are decoded and checked as a
     /// RocksDB read would, and their payloads are slices of the kept batches.
     pub fn read_hot(
@@ -88,45 +62,13 @@ impl Log {
         max_events: usize,
         max_bytes: usize,
     ) -> Option<Result<Vec<StoredEvent>>> {
-        let tail = &topic.partitions[partition as usize];
-        let end = tail.end();
-        let from = from.max(tail.start());
-        if from >= end || max_events == 0 {
+        let Some(read) = Gather::new(topic, partition, from, max_events, max_bytes) else {
             return Some(Ok(Vec::new()));
-        }
+        };
         // A batch holds at least one event; the read stops at `max_events`.
-        let batches = tail.hot.batches_from(from, max_events)?;
-        let id = topic.id();
-        let mut out = Vec::with_capacity(max_events.min((end - from) as usize));
-        let mut bytes = 0usize;
-        for batch in batches {
-            let records = match Records::new(&batch.value) {
-                Ok(records) => records,
-                Err(e) => return Some(Err(damaged(topic, partition, batch.base)(e))),
-            };
-            for (offset, range) in (batch.base..).zip(records) {
-                let range = match range {
-                    Ok(range) => range,
-                    Err(e) => return Some(Err(damaged(topic, partition, batch.base)(e))),
-                };
-                if offset < from {
-                    continue;
-                }
-                if offset >= end
-                    || out.len() >= max_events
-                    || (bytes >= max_bytes && !out.is_empty())
-                {
-                    return Some(Ok(out));
-                }
-                bytes += range.len();
-                let record = batch.value.slice(range);
-                match codec::decode_record(id, partition, offset, record) {
-                    Ok(ev) => out.push(ev),
-                    Err(e) => return Some(Err(damaged(topic, partition, offset)(e))),
-                }
-            }
-        }
-        Some(Ok(out))
+        let hot = &topic.partitions[partition as usize].hot;
+        let batches = hot.batches_from(read.from, max_events)?;
+        Some(read.take_hot(&batches))
     }
 
     /// The first offset of `partition` whose publish time is at or after `ms`
@@ -271,6 +213,105 @@ impl Log {
             .db
             .get_cf(self.cf(Cf::Subs), key)
             .map_err(storage)
+    }
+}
+
+/// What one read collects, from RocksDB or from the hot tail alike: the
+/// events of a partition from `from` up to its committed end, within the
+/// read's event and byte limits.
+struct Gather<'t> {
+    topic: &'t TopicState,
+    partition: PartitionId,
+    from: Offset,
+    end: Offset,
+    max_events: usize,
+    max_bytes: usize,
+    bytes: usize,
+    /// Records of the current stored value to take: offset and byte range.
+    wanted: Vec<(Offset, Range<usize>)>,
+    out: Vec<StoredEvent>,
+}
+
+impl<'t> Gather<'t> {
+    /// A read of `partition` from `from` (or its first retained offset, if
+    /// later); `None` when there is nothing to read.
+    fn new(
+        topic: &'t TopicState,
+        partition: PartitionId,
+        from: Offset,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Option<Self> {
+        let tail = &topic.partitions[partition as usize];
+        let end = tail.end();
+        let from = from.max(tail.start());
+        if from >= end || max_events == 0 {
+            return None;
+        }
+        Some(Gather {
+            topic,
+            partition,
+            from,
+            end,
+            max_events,
+            max_bytes,
+            bytes: 0,
+            wanted: Vec::new(),
+            out: Vec::with_capacity(max_events.min((end - from) as usize)),
+        })
+    }
+
+    /// Takes what the read wants of one stored value, whose first record has
+    /// offset `base`. `hold` turns the byte range of `value` the taken
+    /// records span into the `Bytes` their payloads are sliced from (a copy
+    /// out of RocksDB, or a slice of a kept batch). True once the read is
+    /// full.
+    fn take(
+        &mut self,
+        base: Offset,
+        value: &[u8],
+        hold: impl FnOnce(Range<usize>) -> Bytes,
+    ) -> Result<bool> {
+        let (topic, partition) = (self.topic, self.partition);
+        let records = Records::new(value).map_err(damaged(topic, partition, base))?;
+        let mut full = false;
+        for (offset, range) in (base..).zip(records) {
+            let range = range.map_err(damaged(topic, partition, base))?;
+            if offset < self.from {
+                continue;
+            }
+            let taken = self.out.len() + self.wanted.len();
+            if offset >= self.end
+                || taken >= self.max_events
+                || (self.bytes >= self.max_bytes && taken > 0)
+            {
+                full = true;
+                break;
+            }
+            self.bytes += range.len();
+            self.wanted.push((offset, range));
+        }
+        if let (Some((_, first)), Some((_, last))) = (self.wanted.first(), self.wanted.last()) {
+            let lo = first.start;
+            let held = hold(lo..last.end);
+            for (offset, r) in self.wanted.drain(..) {
+                let record = held.slice(r.start - lo..r.end - lo);
+                let ev = codec::decode_record(topic.id(), partition, offset, record)
+                    .map_err(damaged(topic, partition, offset))?;
+                self.out.push(ev);
+            }
+        }
+        Ok(full)
+    }
+
+    /// The read served from kept batches: payloads slice them, no copy.
+    fn take_hot(mut self, batches: &[HotBatch]) -> Result<Vec<StoredEvent>> {
+        for batch in batches {
+            if self.take(batch.base, &batch.value, |used| batch.value.slice(used))? {
+                break;
+            }
+        }
+        Ok(self.out)
     }
 }
 

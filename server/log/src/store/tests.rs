@@ -200,8 +200,6 @@ async fn a_malformed_record_key_refuses_to_open_instead_of_an_empty_partition() 
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path()).await;
     let topic = one_partition_topic(&log).await;
-    let mut reader = crate::topic::LiveReader::new(topic.clone());
-    reader.set(true);
     log.append(&topic, &[ev("", "a"), ev("", "b")])
         .await
         .unwrap();
